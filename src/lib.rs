@@ -4,3 +4,4 @@
 
 pub mod error;
 pub mod reactor;
+pub mod systemd;
