@@ -316,7 +316,6 @@ impl Server {
                     }
                 },
             };
-            self.stats.accepted += 1;
             if self.fd_shortage {
                 self.fd_shortage = false;
                 info!("accepting connections again");
@@ -351,6 +350,7 @@ impl Server {
                     continue;
                 }
             }
+            self.stats.accepted += 1;
             debug!("conn {} (fd {}) accepted", conn.id, conn.fd());
             if let Some(idle) = self.config.idle_timeout {
                 self.timers
