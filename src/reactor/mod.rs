@@ -201,7 +201,12 @@ mod tests {
 
     #[test]
     fn backend_names_round_trip() {
-        for k in [BackendKind::Epoll, BackendKind::Poll, BackendKind::Select, BackendKind::Auto] {
+        for k in [
+            BackendKind::Epoll,
+            BackendKind::Poll,
+            BackendKind::Select,
+            BackendKind::Auto,
+        ] {
             assert_eq!(k.name().parse::<BackendKind>(), Ok(k));
         }
         assert!("kqueue".parse::<BackendKind>().is_err());

@@ -1,0 +1,1 @@
+//! Integration tests: each module runs the real binary (or the library) on loopback.
