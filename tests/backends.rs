@@ -70,7 +70,10 @@ fn run(kind: BackendKind, body: fn(&mut dyn Backend)) {
         .expect("spawn test thread");
     match finished.recv_timeout(LIMIT) {
         Err(mpsc::RecvTimeoutError::Timeout) => {
-            panic!("{} backend: test still running after {LIMIT:?}", kind.name())
+            panic!(
+                "{} backend: test still running after {LIMIT:?}",
+                kind.name()
+            )
         }
         // Finished, or panicked (the sender was dropped): join to pass the panic on.
         _ => {
@@ -115,7 +118,11 @@ fn wait(b: &mut dyn Backend, timeout: Option<Duration>) -> Vec<Event> {
     for e in &events {
         assert_ne!(*e, stale, "{}: wait did not clear the vector", b.name());
         assert!(e.readable || e.writable, "{}: empty event {e:?}", b.name());
-        assert!(seen.insert(e.token), "{}: {e:?} twice: {events:?}", b.name());
+        assert!(
+            seen.insert(e.token),
+            "{}: {e:?} twice: {events:?}",
+            b.name()
+        );
     }
     events.sort_by_key(|e| e.token.0);
     events
@@ -126,7 +133,11 @@ fn quiet(b: &mut dyn Backend) {
     let start = Instant::now();
     assert_eq!(wait(b, Some(QUIET)), [], "{}: expected no events", b.name());
     let took = start.elapsed();
-    assert!(took >= QUIET, "{}: empty wait returned early ({took:?})", b.name());
+    assert!(
+        took >= QUIET,
+        "{}: empty wait returned early ({took:?})",
+        b.name()
+    );
 }
 
 fn soon(b: &mut dyn Backend) -> Vec<Event> {
@@ -215,9 +226,12 @@ backend_test!(modify_read_write_both, |b: &mut dyn Backend| {
     set(b, &a, 4, READ, BOTH);
     read_one(&mut a);
     assert_eq!(soon(b), [w(4)]);
-    set(b, &a, 4, BOTH, READ);
+    // A modification carries the token too; the latest one is reported.
+    set(b, &a, 7, BOTH, WRITE);
+    assert_eq!(soon(b), [w(7)]);
+    set(b, &a, 7, WRITE, READ);
     quiet(b);
-    set(b, &a, 4, READ, NONE);
+    set(b, &a, 7, READ, NONE);
 });
 
 backend_test!(remove_then_no_events, |b: &mut dyn Backend| {
@@ -262,28 +276,31 @@ backend_test!(no_event_for_none_after_peer_reset, |b: &mut dyn Backend| {
     set(b, &u, 6, READ, NONE);
 });
 
-backend_test!(hangup_folded_into_readable_and_writable, |b: &mut dyn Backend| {
-    let (a, a_peer) = UnixStream::pair().unwrap();
-    let (s, client) = tcp_pair();
-    set(b, &a, 1, NONE, READ);
-    set(b, &s, 2, NONE, WRITE);
-    assert_eq!(soon(b), [w(2)]);
-    drop(a_peer);
-    reset(client);
-    await_hangup(&a);
-    await_hangup(&s);
-    // select has no error set: it reports the hang-up in the registered direction only
-    // (see the Folding clause of the contract).
-    let want = if b.name() == "select" {
-        [r(1), w(2)]
-    } else {
-        [rw(1), rw(2)]
-    };
-    assert_eq!(soon(b), want);
-    set(b, &a, 1, READ, NONE);
-    set(b, &s, 2, WRITE, NONE);
-    quiet(b);
-});
+backend_test!(
+    hangup_folded_into_readable_and_writable,
+    |b: &mut dyn Backend| {
+        let (a, a_peer) = UnixStream::pair().unwrap();
+        let (s, client) = tcp_pair();
+        set(b, &a, 1, NONE, READ);
+        set(b, &s, 2, NONE, WRITE);
+        assert_eq!(soon(b), [w(2)]);
+        drop(a_peer);
+        reset(client);
+        await_hangup(&a);
+        await_hangup(&s);
+        // select has no error set: it reports the hang-up in the registered direction only
+        // (see the Folding clause of the contract).
+        let want = if b.name() == "select" {
+            [r(1), w(2)]
+        } else {
+            [rw(1), rw(2)]
+        };
+        assert_eq!(soon(b), want);
+        set(b, &a, 1, READ, NONE);
+        set(b, &s, 2, WRITE, NONE);
+        quiet(b);
+    }
+);
 
 backend_test!(many_descriptors_right_subset, |b: &mut dyn Backend| {
     const PAIRS: usize = 100;
@@ -338,8 +355,16 @@ backend_test!(timeout_never_returns_early, |b: &mut dyn Backend| {
         let start = Instant::now();
         assert_eq!(wait(b, Some(timeout)), []);
         let took = start.elapsed();
-        assert!(took >= timeout, "{}: {timeout:?} ended after {took:?}", b.name());
-        assert!(took < timeout + SLACK, "{}: {timeout:?} took {took:?}", b.name());
+        assert!(
+            took >= timeout,
+            "{}: {timeout:?} ended after {took:?}",
+            b.name()
+        );
+        assert!(
+            took < timeout + SLACK,
+            "{}: {timeout:?} took {took:?}",
+            b.name()
+        );
     };
     // Nothing registered at all: still a timed sleep.
     check(b, Duration::from_millis(60));

@@ -180,3 +180,53 @@ impl Backend for Select {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_round_up_to_the_microsecond() {
+        let tv = |d| {
+            let t = timeval(d);
+            (t.tv_sec as u64, t.tv_usec as u64)
+        };
+        assert_eq!(tv(Duration::ZERO), (0, 0));
+        assert_eq!(tv(Duration::from_nanos(1)), (0, 1));
+        assert_eq!(tv(Duration::from_nanos(1_500_001)), (0, 1501));
+        assert_eq!(tv(Duration::from_nanos(2_999_999_999)), (3, 0));
+        assert_eq!(tv(Duration::from_secs(u64::MAX)).0, i32::MAX as u64);
+    }
+
+    #[test]
+    fn max_fd_follows_removals_and_refusals_change_nothing() {
+        // No system call is made here, so made-up descriptor numbers are fine.
+        let mut s = Select::new();
+        let top = SETSIZE as RawFd - 1;
+        for fd in [3, top, 7] {
+            s.set_interest(fd, Token(fd as usize), Interest::NONE, Interest::READ)
+                .unwrap();
+        }
+        assert_eq!(s.max_fd, top);
+        for bad in [-1, SETSIZE as RawFd, RawFd::MAX] {
+            let err = s
+                .set_interest(bad, Token(0), Interest::NONE, Interest::READ)
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        }
+        assert_eq!(s.max_fd, top);
+        s.set_interest(top, Token(0), Interest::READ, Interest::NONE)
+            .unwrap();
+        assert_eq!(s.max_fd, 7);
+        assert!(!is_set(&s.want_r, top));
+        s.set_interest(3, Token(3), Interest::READ, Interest::NONE)
+            .unwrap();
+        assert_eq!(s.max_fd, 7);
+        s.set_interest(7, Token(7), Interest::READ, Interest::NONE)
+            .unwrap();
+        assert_eq!(s.max_fd, -1);
+        assert!(s
+            .set_interest(7, Token(7), Interest::READ, Interest::NONE)
+            .is_err());
+    }
+}
