@@ -1,1 +1,2 @@
-//! Integration tests: each module runs the real binary (or the library) on loopback.
+// Backend conformance: the `reactor::Backend` contract, one suite run against epoll, poll and select.
+mod backends;
