@@ -414,8 +414,8 @@ fn install_script_refuses_bad_usage() {
 /// Run echo-mux under `systemd-socket-activate` with one `-l` per entry of `listen(port)`
 /// (port chosen free, retried on collision). The tool binds, waits for the first
 /// connection, then execs echo-mux with the sockets as fds 3.. (no `-a`: listening sockets
-/// are passed, not accepted connections). `extra` goes to echo-mux.
-fn socket_activated(listen: impl Fn(u16) -> Vec<String>, extra: &[&str]) -> (Proc, u16) {
+/// are passed, not accepted connections). `args` go to echo-mux.
+fn socket_activated(listen: impl Fn(u16) -> Vec<String>, args: &[&str]) -> (Proc, u16) {
     // Fail clearly if the tool is missing.
     run_tool("systemd-socket-activate", &["--version"]);
     for _attempt in 0..5 {
@@ -424,7 +424,7 @@ fn socket_activated(listen: impl Fn(u16) -> Vec<String>, extra: &[&str]) -> (Pro
         for l in listen(port) {
             cmd.arg("-l").arg(l);
         }
-        cmd.arg(BIN).args(["--backend", "epoll"]).args(extra);
+        cmd.arg(BIN).args(args);
         let mut proc = Proc::spawn(cmd);
         // "Listening on … as 3." for each socket, then it waits for a connection.
         let n = listen(port).len();
@@ -451,16 +451,25 @@ fn socket_activated(listen: impl Fn(u16) -> Vec<String>, extra: &[&str]) -> (Pro
 }
 
 #[test]
-fn socket_activation_one_tcp_socket() {
-    let (mut proc, port) = socket_activated(|p| vec![format!("127.0.0.1:{p}")], &[]);
-    assert_echo(connect_tcp(([127, 0, 0, 1], port).into()), "127.0.0.1");
-    let line = proc.wait_line("socket activation", PATIENCE);
-    assert!(
-        line.is_some_and(|l| l.contains("1 inherited")),
-        "{}",
-        proc.stderr()
-    );
-    proc.terminate_cleanly();
+fn socket_activation_one_tcp_socket_every_backend() {
+    for backend in ["epoll", "poll", "select"] {
+        let args = ["--backend", backend];
+        let (mut proc, port) = socket_activated(|p| vec![format!("127.0.0.1:{p}")], &args);
+        assert_echo(connect_tcp(([127, 0, 0, 1], port).into()), backend);
+        let line = proc.wait_line("socket activation", PATIENCE);
+        assert!(
+            line.is_some_and(|l| l.contains("1 inherited")),
+            "{backend}: {}",
+            proc.stderr()
+        );
+        let line = proc.wait_line("listening on 127.0.0.1:", PATIENCE);
+        assert!(
+            line.is_some_and(|l| l.contains(&format!("backend {backend}"))),
+            "{}",
+            proc.stderr()
+        );
+        proc.terminate_cleanly();
+    }
 }
 
 #[test]
@@ -477,7 +486,7 @@ fn socket_activation_ipv4_and_ipv6_sockets() {
                 vec![format!("127.0.0.1:{p}"), format!("127.0.0.1:{}", p + 1)]
             }
         },
-        &[],
+        &["--backend", "epoll"],
     );
     assert_echo(connect_tcp(([127, 0, 0, 1], port).into()), "127.0.0.1");
     if v6 {
@@ -506,7 +515,10 @@ fn socket_activation_unix_socket_and_listen_is_ignored() {
     let ignored = dir.join("ignored.sock");
     let ignored_arg = format!("unix:{}", ignored.display());
     let sock_arg = sock.display().to_string();
-    let (mut proc, _) = socket_activated(|_| vec![sock_arg.clone()], &["--listen", &ignored_arg]);
+    let (mut proc, _) = socket_activated(
+        |_| vec![sock_arg.clone()],
+        &["--backend", "epoll", "--listen", &ignored_arg],
+    );
     assert_echo(connect_unix(&sock), "the unix socket");
     assert!(
         proc.wait_line("--listen is ignored", PATIENCE).is_some(),
