@@ -227,17 +227,18 @@ for backend in $backends; do
         done_idle=" "
         for idle in $idles; do
             held=$idle
+            what="$c connection$( ((c == 1)) || echo s) + $idle idle"
             if [[ $backend == select ]] && ((c + idle > select_max)); then
                 if ((c >= select_max)); then
-                    notes+=("select: skipped $c connections + $idle idle (select holds fewer than $select_max connections)")
+                    notes+=("select: skipped $what (select holds fewer than $select_max connections)")
                     continue
                 fi
                 held=$((select_max - c))
                 if [[ $done_idle == *" $held "* ]]; then
-                    notes+=("select: skipped $c connections + $idle idle (capped, it would repeat idle=$held)")
+                    notes+=("select: skipped $what (capped, it would repeat idle=$held)")
                     continue
                 fi
-                notes+=("select: $c connections + $idle idle capped to $held idle (select cannot watch fds >= 1024)")
+                notes+=("select: $what capped to $held idle (select cannot watch fds >= 1024)")
             fi
             done_idle+="$held "
             tag="$backend-c$c-i$held"

@@ -129,6 +129,21 @@ fn trim(v: f64) -> String {
     s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
 }
 
+/// Splits `text` into lines of at most about `max` characters, at spaces.
+fn wrap(text: &str, max: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        match lines.last_mut() {
+            Some(l) if l.chars().count() + 1 + word.chars().count() <= max.max(20) => {
+                l.push(' ');
+                l.push_str(word);
+            }
+            _ => lines.push(word.to_string()),
+        }
+    }
+    lines
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -179,9 +194,10 @@ fn render(rows: &[Row], title: &str, subtitle: &str) -> String {
     let (ml, mr, mt, mb) = (70.0, 20.0, 34.0, 46.0); // panel margins
     let cell_w = ml + pw + mr;
     let cell_h = mt + ph + mb;
-    let top = 78.0;
-    let legend_h = 30.0;
     let width = (cell_w * conn_counts.len() as f64).max(560.0) + 20.0;
+    let sub_lines = wrap(subtitle, ((width - 40.0) / 6.8) as usize);
+    let top = 62.0 + 16.0 * sub_lines.len() as f64;
+    let legend_h = 30.0;
     let height = top + legend_h + cell_h * metrics.len() as f64 + 10.0;
     let max_idle = rows.iter().map(|r| r.idle).max().unwrap_or(0) as f64;
     let x_max = if max_idle > 0.0 {
@@ -198,14 +214,20 @@ fn render(rows: &[Row], title: &str, subtitle: &str) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="28" text-anchor="middle" font-size="18" font-weight="bold">{}</text>
-<text x="{}" y="50" text-anchor="middle" font-size="12" fill="#444">{}</text>"##,
+        r#"<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="28" text-anchor="middle" font-size="18" font-weight="bold">{}</text>"#,
         width / 2.0,
         esc(title),
-        width / 2.0,
-        esc(subtitle)
     );
+    for (i, line) in sub_lines.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="middle" font-size="12" fill="#444">{}</text>"##,
+            width / 2.0,
+            50.0 + 16.0 * i as f64,
+            esc(line)
+        );
+    }
 
     // Legend.
     let mut lx = 20.0;
@@ -299,10 +321,10 @@ fn render(rows: &[Row], title: &str, subtitle: &str) -> String {
                     r##"<line x1="{x}" y1="{y0}" x2="{x}" y2="{}" stroke="#eee"/><text x="{x}" y="{}" text-anchor="middle" font-size="11">{}</text>"##,
                     y0 + ph,
                     y0 + ph + 15.0,
-                    if max_idle > 0.0 {
+                    if x_max >= 2000.0 {
                         fmt_count(t)
                     } else {
-                        "0".into()
+                        trim(t)
                     }
                 );
                 t += step;
