@@ -193,6 +193,7 @@ trap 'exit 143' TERM
 start_server() {
     local backend=$1 log=$2 i
     port=""
+    : >"$log" # exists before the background job opens it, so polling it never races
     "${server_pin[@]}" "$server_bin" --backend "$backend" --listen 127.0.0.1:0 2>"$log" &
     server_pid=$!
     for ((i = 0; i < 200; i++)); do

@@ -88,6 +88,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 echo "== starting: echo-mux --mode stamp --delay ${delay}s --listen 127.0.0.1:0"
+: >"$work/server.log"
 "$server_bin" --mode stamp --delay "${delay}s" --listen 127.0.0.1:0 2>"$work/server.log" &
 server_pid=$!
 port=""

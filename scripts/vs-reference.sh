@@ -183,6 +183,7 @@ port_free() {
 # "echo-mux" (--listen 127.0.0.1:0); sets server_pid and port.
 start_server() {
     local name=$1 log=$2 try p
+    : >"$log" # exists before the background job opens it, so polling it never races
     if [[ $name == echo-mux ]]; then
         "${server_pin[@]}" "$server_bin" --backend epoll --listen 127.0.0.1:0 2>"$log" &
         server_pid=$!
