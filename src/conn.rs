@@ -284,10 +284,11 @@ impl Conn {
     }
 
     fn update_pause(&mut self, max: usize) {
-        let pending = self.pending();
-        if pending >= max {
+        if self.pending() >= max {
             self.paused = true;
-        } else if self.paused && pending <= max / 2 {
+        } else if self.paused && self.out.len() + self.held_bytes <= max / 2 {
+            // An unfinished stamp-mode line is left out here: only reading can complete it,
+            // so counting it would keep a drained connection paused (and unread) forever.
             self.paused = false;
         }
     }
@@ -308,5 +309,49 @@ fn send_once(fd: &OwnedFd, data: &[u8]) -> io::Result<(usize, bool)> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    fn ctx<'a>(clock: &'a mut Clock, counters: &'a mut (u64, u64), delay: Duration) -> Ctx<'a> {
+        Ctx {
+            mode: Mode::Stamp,
+            delay,
+            max_buffer: 1000,
+            now: Instant::now(),
+            clock,
+            bytes_in: &mut counters.0,
+            bytes_out: &mut counters.1,
+        }
+    }
+
+    /// A paused connection whose output drained must read again even when an unfinished
+    /// line (which only more input can complete) holds more than half the cap.
+    #[test]
+    fn a_long_partial_line_does_not_keep_reading_paused() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
+        let (mut clock, mut counters) = (Clock::default(), (0, 0));
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut input = vec![b'\n'; 400];
+        input.extend_from_slice(&[b'x'; 600]);
+        peer.write_all(&input).unwrap();
+        let mut c = ctx(&mut clock, &mut counters, Duration::from_secs(1));
+        assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
+        assert!(!conn.wanted().read, "1000 held bytes reach the cap");
+        assert_eq!(conn.release(true, &mut c), Step::Keep);
+        assert!(conn.out.is_empty(), "the 400 replies went to the socket");
+        assert!(
+            conn.wanted().read,
+            "nothing is pending but the partial line: read on"
+        );
+        let mut sink = vec![0u8; 400 * 35];
+        peer.read_exact(&mut sink).unwrap();
     }
 }
