@@ -354,4 +354,25 @@ mod tests {
         let mut sink = vec![0u8; 400 * 35];
         peer.read_exact(&mut sink).unwrap();
     }
+
+    /// 999 bytes and a CR that may begin a CRLF: held back, yet reading must go on.
+    #[test]
+    fn a_held_back_cr_does_not_reach_the_cap() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
+        let (mut clock, mut counters) = (Clock::default(), (0, 0));
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut input = vec![b'x'; 999];
+        input.push(b'\r');
+        peer.write_all(&input).unwrap();
+        let mut c = ctx(&mut clock, &mut counters, Duration::ZERO);
+        for _ in 0..100 {
+            assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
+        }
+        assert!(
+            conn.wanted().read,
+            "a partial line alone never pauses reading"
+        );
+    }
 }
