@@ -21,6 +21,11 @@ const READ_BUDGET: usize = 256 * 1024;
 /// `Echo=> at Sun Jun 18 22:44:55 2000\n`. Reads are sized so replies fit under the cap.
 const STAMP_GROWTH: usize = 35;
 
+/// What one held chunk costs beyond its bytes (queue entry and allocator overhead). Charged
+/// to `--max-buffer`, so that a client trickling tiny segments under `--delay` cannot make
+/// the bookkeeping cost tens of times the cap.
+const HELD_OVERHEAD: usize = std::mem::size_of::<Held>() + 32;
+
 /// What the server should do with a connection after a handler ran.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Step {
@@ -61,6 +66,7 @@ pub struct Conn {
     pub id: u64,
     out: OutBuf,
     held: VecDeque<Held>,
+    /// Bytes held, plus `HELD_OVERHEAD` per chunk.
     held_bytes: usize,
     stamper: Stamper,
     /// What the backend has been told (kept in step by the server's `sync_interest`).
@@ -177,7 +183,7 @@ impl Conn {
                 break;
             }
             let h = self.held.pop_front().expect("front exists");
-            self.held_bytes -= h.bytes.len();
+            self.held_bytes -= h.bytes.len() + HELD_OVERHEAD;
             self.produce(&h.bytes, ctx);
         }
         if self.held.is_empty() && self.read_closed {
@@ -202,10 +208,18 @@ impl Conn {
         if ctx.delay.is_zero() {
             self.produce(data, ctx);
         } else {
-            self.held.push_back(Held {
-                due: ctx.now + ctx.delay,
-                bytes: data.to_vec(),
-            });
+            let due = ctx.now + ctx.delay;
+            match self.held.back_mut() {
+                // Read in the same turn: one chunk, one due time.
+                Some(last) if last.due == due => last.bytes.extend_from_slice(data),
+                _ => {
+                    self.held.push_back(Held {
+                        due,
+                        bytes: data.to_vec(),
+                    });
+                    self.held_bytes += HELD_OVERHEAD;
+                }
+            }
             self.held_bytes += data.len();
         }
     }
