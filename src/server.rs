@@ -196,6 +196,7 @@ impl Server {
                 self.on_timer(t);
             }
             self.free.append(&mut self.closed_this_turn);
+            self.compact_timers();
             self.report_status();
             if self.draining && self.open == 0 {
                 info!("drain complete: exiting");
@@ -455,6 +456,23 @@ impl Server {
                 self.timers.add(self.now + every, Timer::Watchdog(every));
             }
         }
+    }
+
+    /// Cancelled timers stay queued until due (lazy deletion): with --idle-timeout 1h, every
+    /// short connection would leave an entry for an hour. Purge the stale ones once they
+    /// outnumber the live ones (at most two per connection); amortised O(1) per entry.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 4 * self.open + 64 {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers.retain(|t| match *t {
+            Timer::Idle { slot, id } | Timer::Delay { slot, id } => conns
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id),
+            _ => true,
+        });
     }
 
     /// The live connection in `slot` if it is still the one a timer was set for.
