@@ -1,0 +1,223 @@
+//! Echo correctness: raw mode byte for byte under concurrency, half-close, unix sockets,
+//! listen-address forms, and the stamp-mode format (SPEC §1, §3, §4).
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::client::{self, echo_exact, fresh_seed, Pattern, IO_TIMEOUT};
+use crate::util::stamp::{now_secs, parse_replies};
+use crate::util::{Addr, Daemon, TempSock};
+
+const CLIENTS: usize = 200;
+
+for_each_backend! {
+    /// 200 clients, all connected at once, each echoing 64–256 KiB of its own random bytes
+    /// while writing and reading concurrently; every byte must come back in order.
+    fn exact_echo_200_concurrent_clients(backend) {
+        let d = Daemon::shared(backend);
+        let seed = fresh_seed();
+        let mut sizes = Pattern::new(seed);
+        let conns: Vec<_> = (0..CLIENTS).map(|_| d.connect()).collect();
+        let errors: Vec<String> = thread::scope(|scope| {
+            let handles: Vec<_> = conns
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let len = sizes.range(64 << 10, 256 << 10);
+                    let seed = seed.wrapping_add(i as u64 * 7919);
+                    scope.spawn(move || echo_exact(s, seed, len, false).map_err(|e| format!("client {i}: {e}")))
+                })
+                .collect();
+            handles.into_iter().filter_map(|h| h.join().unwrap().err()).collect()
+        });
+        if !errors.is_empty() {
+            d.fail(&format!("{} of {CLIENTS} clients failed, e.g.:\n{}", errors.len(), errors[..errors.len().min(5)].join("\n")));
+        }
+    }
+}
+
+for_each_backend! {
+    /// One 16 MiB stream, echoed exactly.
+    fn exact_echo_16_mib_stream(backend) {
+        let d = Daemon::shared(backend);
+        let s = d.connect();
+        if let Err(e) = echo_exact(&s, fresh_seed(), 16 << 20, false) {
+            d.fail(&e);
+        }
+    }
+}
+
+for_each_backend! {
+    /// After the client shuts down its sending side, everything it sent is still echoed,
+    /// then the server closes (clean EOF).
+    fn half_close_echoes_everything_then_eof(backend) {
+        let d = Daemon::shared(backend);
+        for len in [0, 1, 100_000, 3 << 20] {
+            let s = d.connect();
+            if let Err(e) = echo_exact(&s, fresh_seed(), len, true) {
+                d.fail(&format!("{len} bytes: {e}"));
+            }
+        }
+    }
+}
+
+for_each_backend! {
+    /// A TCP and a unix listener together; both echo; the socket file the daemon created is
+    /// removed when it exits.
+    fn unix_and_tcp_listeners(backend) {
+        let sock = TempSock::new(backend);
+        let (path, unix) = (sock.0.clone(), sock.listen_arg());
+        let Some(mut d) = Daemon::spawn(backend, &["--listen", "127.0.0.1:0", "--listen", &unix]) else { return };
+        if !d.addrs().contains(&Addr::Unix(path.clone())) {
+            d.fail(&format!("no `listening on {unix}` line"));
+        }
+        let u = UnixStream::connect(&path).unwrap_or_else(|e| d.fail(&format!("connect {unix}: {e}")));
+        u.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        u.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        let t = d.connect();
+        let (ru, rt) = thread::scope(|sc| {
+            let a = sc.spawn(|| echo_exact(&u, fresh_seed(), 1 << 20, true));
+            let b = sc.spawn(|| echo_exact(&t, fresh_seed(), 1 << 20, true));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        if let Err(e) = ru.and(rt) {
+            d.fail(&e);
+        }
+        d.signal(Signal::SIGTERM);
+        let st = d.wait_exit(Duration::from_secs(10));
+        if !st.success() || path.exists() {
+            d.fail(&format!("want exit 0 and {} removed; got {st}, exists={}", path.display(), path.exists()));
+        }
+    }
+}
+
+/// `[::1]:0` and `localhost:0` are valid listen addresses (IPv6 part skipped without IPv6).
+#[test]
+fn listen_on_ipv6_and_host_names() {
+    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let mut args = vec!["--listen", "localhost:0"];
+    if v6 {
+        args.extend(["--listen", "[::1]:0"]);
+    } else {
+        println!("note: no IPv6 loopback here; only testing localhost");
+    }
+    let Some(d) = Daemon::spawn("epoll", &args) else {
+        return;
+    };
+    for a in d.addrs() {
+        let Addr::Tcp(sa) = a else {
+            d.fail("unexpected unix listener")
+        };
+        let s = client::connect(*sa).unwrap_or_else(|e| d.fail(&format!("connect {sa}: {e}")));
+        if let Err(e) = echo_exact(&s, fresh_seed(), 10_000, true) {
+            d.fail(&format!("{sa}: {e}"));
+        }
+    }
+    if v6
+        && !d
+            .addrs()
+            .iter()
+            .any(|a| matches!(a, Addr::Tcp(s) if s.is_ipv6()))
+    {
+        d.fail("no IPv6 address in the listening lines");
+    }
+}
+
+/// The stamp-mode conversation: fragments, `\r\n`, an empty line, raw bytes, a line longer
+/// than `--max-buffer` (answered in pieces, nothing lost) and a final line without `\n`
+/// answered on half-close.
+fn stamp_conversation(d: &Daemon, max_buffer: usize) {
+    let mut s = d.connect();
+    let long: Vec<u8> = (0..5000).map(|i| b'a' + (i % 26) as u8).collect();
+    let before = now_secs();
+    for part in [
+        &b"he"[..],
+        b"llo\nwi",
+        b"th cr\r",
+        b"\n",
+        b"\nmid\rdle\r\n\xff\xfe bin\t\x00x\n",
+    ] {
+        s.write_all(part).unwrap();
+        thread::sleep(Duration::from_millis(20));
+    }
+    s.write_all(&long).unwrap();
+    s.write_all(b"\ntail").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    if let Err(e) = s.read_to_end(&mut got) {
+        d.fail(&format!("reading replies: {e} (after {} bytes)", got.len()));
+    }
+    let after = now_secs();
+    let replies = parse_replies(&got).unwrap_or_else(|e| d.fail(&e));
+    let bodies: Vec<&[u8]> = replies.iter().map(|r| &r.body[..]).collect();
+    let show = format!("replies: {:?}", String::from_utf8_lossy(&got));
+    let fixed: [&[u8]; 5] = [
+        b"hello",
+        b"with cr",
+        b"",
+        b"mid\rdle",
+        b"\xff\xfe bin\t\x00x",
+    ];
+    if bodies.len() < 7 || bodies[..5] != fixed || bodies[bodies.len() - 1] != b"tail" {
+        d.fail(&format!(
+            "want {fixed:?}, the long line in pieces, then \"tail\"; {show}"
+        ));
+    }
+    let pieces = &bodies[5..bodies.len() - 1];
+    if pieces.concat() != long || pieces.iter().any(|p| p.is_empty() || p.len() > max_buffer) {
+        let lens: Vec<_> = pieces.iter().map(|p| p.len()).collect();
+        d.fail(&format!("the 5000-byte line must come back whole in pieces of 1..={max_buffer} bytes; piece lengths {lens:?}"));
+    }
+    // The daemon runs with TZ=UTC, so its ctime must be our UTC clock.
+    if let Some(r) = replies
+        .iter()
+        .find(|r| r.stamp < before - 2 || r.stamp > after + 2)
+    {
+        d.fail(&format!(
+            "ctime {} is not between {before} and {after} (TZ=UTC); {show}",
+            r.stamp
+        ));
+    }
+}
+
+for_each_backend! {
+    fn stamp_mode_format(backend) {
+        let Some(d) = Daemon::with(backend)
+            .args(&["--mode", "stamp", "--max-buffer", "1KiB"])
+            .env("TZ", "UTC")
+            .spawn() else { return };
+        stamp_conversation(&d, 1024);
+    }
+}
+
+/// ctime is local time as `TZ` says (POSIX TZ string, no tz database needed).
+#[test]
+fn stamp_mode_follows_tz() {
+    let Some(d) = Daemon::with("poll")
+        .args(&["--mode", "stamp"])
+        .env("TZ", "XYZ-5:30")
+        .spawn()
+    else {
+        return;
+    };
+    let mut s = d.connect();
+    let before = now_secs();
+    s.write_all(b"tz\n").unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\n") && s.read(&mut b).unwrap_or(0) == 1 {
+        line.push(b[0]);
+    }
+    let replies = parse_replies(&line).unwrap_or_else(|e| d.fail(&e));
+    let offset = replies[0].stamp - before;
+    if replies[0].body != b"tz" || !(19_800 - 2..=19_800 + 3).contains(&offset) {
+        d.fail(&format!(
+            "want `Echo=>tz at` UTC+5:30 under TZ=XYZ-5:30; offset {offset} s in {:?}",
+            String::from_utf8_lossy(&line)
+        ));
+    }
+}

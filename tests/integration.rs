@@ -1,0 +1,23 @@
+//! The one integration-test binary (`autotests = false`): every module below runs in it.
+
+// The harness: spawns the real daemon on 127.0.0.1:0, `for_each_backend!`, client helpers.
+#[macro_use]
+mod util;
+
+// Raw and stamp echo, byte for byte, over all three backends; half-close; unix and IPv6 listeners.
+mod echo;
+
+// Backpressure: a client that never reads is paused at --max-buffer with bounded memory.
+mod backpressure;
+
+// Timers: --delay (concurrent, ordered, never early) and --idle-timeout.
+mod timers;
+
+// Signals: SIGTERM/SIGINT drain and its deadline, second signal, SIGUSR1 stats, SIGHUP.
+mod signals;
+
+// The command line: exit codes, one-line errors, --help/--version, README drift.
+mod cli;
+
+// Limits and hostile peers: --max-clients, fd exhaustion, select's FD_SETSIZE, resets.
+mod limits;
