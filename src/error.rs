@@ -87,9 +87,9 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             Error::Usage(_) => None,
-            Error::Listen { source, .. } | Error::Backend { source, .. } | Error::Io { source, .. } => {
-                Some(source)
-            }
+            Error::Listen { source, .. }
+            | Error::Backend { source, .. }
+            | Error::Io { source, .. } => Some(source),
         }
     }
 }

@@ -4,6 +4,12 @@
 #[macro_use]
 mod util;
 
+// Backend conformance: the `reactor::Backend` contract, one suite run against epoll, poll and select.
+mod backends;
+
+// systemd: unit files (verify, security), install.sh, socket activation, sd_notify, watchdog.
+mod systemd;
+
 // Raw and stamp echo, byte for byte, over all three backends; half-close; unix and IPv6 listeners.
 mod echo;
 

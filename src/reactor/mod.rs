@@ -10,6 +10,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
 mod epoll;
 mod poll;
 mod select;
@@ -74,7 +75,9 @@ pub struct Event {
 /// - **Ready descriptors only.** `wait` reports a descriptor only when something is ready for
 ///   an interest it is registered with (or it has an error / hang-up), at most once per call.
 /// - **Folding.** Errors and hang-ups are reported as readable *and* writable, whatever the
-///   interest; the handler finds the actual error in its `read` or `write`.
+///   interest; the handler finds the actual error in its `read` or `write`. (select has no
+///   error set: it reports a failed or hung-up descriptor as ready in each direction it is
+///   registered for, which leads the handler to the same error.)
 /// - **Empty interest means deregistered.** `set_interest(fd, t, old, NONE)` removes the
 ///   descriptor from the kernel's set: epoll and poll report ERR/HUP even for zero events, so
 ///   a descriptor that wants nothing must not be registered at all. `NONE → x` adds,
@@ -201,7 +204,12 @@ mod tests {
 
     #[test]
     fn backend_names_round_trip() {
-        for k in [BackendKind::Epoll, BackendKind::Poll, BackendKind::Select, BackendKind::Auto] {
+        for k in [
+            BackendKind::Epoll,
+            BackendKind::Poll,
+            BackendKind::Select,
+            BackendKind::Auto,
+        ] {
             assert_eq!(k.name().parse::<BackendKind>(), Ok(k));
         }
         assert!("kqueue".parse::<BackendKind>().is_err());

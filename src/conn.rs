@@ -1,0 +1,312 @@
+//! One client connection: its socket, pending output, held (delayed) input and what it wants
+//! from the poller. Handlers never fail upward: a peer's I/O error becomes [`Step::Close`]
+//! plus a debug line, so a bad client can never end the server.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::buffer::OutBuf;
+use crate::config::Mode;
+use crate::echo::{Clock, Stamper};
+use crate::reactor::Interest;
+use crate::sys;
+
+/// Bytes read from one connection per readiness event at most, so that one fast sender
+/// cannot starve the others (level-triggered: the rest is reported on the next turn).
+const READ_BUDGET: usize = 256 * 1024;
+
+/// The longest stamp-mode reply per input byte: an empty line "\n" becomes
+/// `Echo=> at Sun Jun 18 22:44:55 2000\n`. Reads are sized so replies fit under the cap.
+const STAMP_GROWTH: usize = 35;
+
+/// What the server should do with a connection after a handler ran.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Step {
+    /// Keep it (and bring its registered interest up to date).
+    Keep,
+    /// Close it now.
+    Close,
+}
+
+/// Per-turn context lent to the handlers by the server.
+pub struct Ctx<'a> {
+    /// Raw or stamp.
+    pub mode: Mode,
+    /// How long input is held before it is answered; zero while draining.
+    pub delay: Duration,
+    /// `--max-buffer`.
+    pub max_buffer: usize,
+    /// The time the current turn started.
+    pub now: Instant,
+    /// Stamp mode's time source.
+    pub clock: &'a mut Clock,
+    /// Byte counters for the stats line.
+    pub bytes_in: &'a mut u64,
+    /// Byte counters for the stats line.
+    pub bytes_out: &'a mut u64,
+}
+
+/// A chunk of input waiting out `--delay`.
+struct Held {
+    due: Instant,
+    bytes: Vec<u8>,
+}
+
+/// A client connection.
+pub struct Conn {
+    fd: OwnedFd,
+    /// Unique for the life of the server: timers name a connection by slot *and* id.
+    pub id: u64,
+    out: OutBuf,
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    stamper: Stamper,
+    /// What the backend has been told (kept in step by the server's `sync_interest`).
+    pub registered: Interest,
+    /// The socket refused a write since the last writable event: wait for the next one.
+    write_blocked: bool,
+    /// The peer shut down its sending side (or we read EOF).
+    read_closed: bool,
+    /// Reading is paused by backpressure until pending output falls to half the cap.
+    paused: bool,
+    /// A send failed hard (reset, broken pipe): the connection is to be closed.
+    broken: bool,
+    /// A delay timer is queued for the head of `held`.
+    pub delay_armed: bool,
+    /// Last time a byte moved either way.
+    pub last_active: Instant,
+}
+
+impl Conn {
+    /// A freshly accepted connection.
+    pub fn new(fd: OwnedFd, id: u64, now: Instant) -> Conn {
+        Conn {
+            fd,
+            id,
+            out: OutBuf::default(),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            stamper: Stamper::default(),
+            registered: Interest::NONE,
+            write_blocked: false,
+            read_closed: false,
+            paused: false,
+            broken: false,
+            delay_armed: false,
+            last_active: now,
+        }
+    }
+
+    /// The socket.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// What the connection needs from the poller now. Computed, never set by hand.
+    pub fn wanted(&self) -> Interest {
+        Interest {
+            read: !self.read_closed && !self.paused,
+            write: !self.out.is_empty(),
+        }
+    }
+
+    /// Everything the client sent has been answered and it will send no more.
+    pub fn finished(&self) -> bool {
+        self.read_closed && self.held.is_empty() && self.out.is_empty()
+    }
+
+    /// When the next held chunk is due, if a timer must be queued for it (marks it queued).
+    pub fn delay_timer_needed(&mut self) -> Option<Instant> {
+        if self.delay_armed {
+            return None;
+        }
+        let due = self.held.front()?.due;
+        self.delay_armed = true;
+        Some(due)
+    }
+
+    /// Bytes this connection holds on the client's behalf (output, held input, a partial line).
+    fn pending(&self) -> usize {
+        self.out.len() + self.held_bytes + self.stamper.pending()
+    }
+
+    /// The socket is readable (or has an error to report).
+    pub fn on_readable(&mut self, scratch: &mut [u8], ctx: &mut Ctx<'_>) -> Step {
+        let mut budget = READ_BUDGET;
+        while !self.paused && !self.read_closed && !self.broken && budget > 0 {
+            let want = self.read_size(ctx).min(scratch.len()).min(budget);
+            match sys::recv(&self.fd, &mut scratch[..want]) {
+                Ok(0) => {
+                    self.read_closed = true;
+                    if self.held.is_empty() {
+                        self.end_of_input(ctx);
+                    }
+                }
+                Ok(n) => {
+                    *ctx.bytes_in += n as u64;
+                    self.last_active = ctx.now;
+                    self.ingest(&scratch[..n], ctx);
+                    budget -= n;
+                    self.update_pause(ctx.max_buffer);
+                    if n < want {
+                        break; // drained for now; level-triggered wakes us for the rest
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail("read", &e),
+            }
+        }
+        self.check_write()
+    }
+
+    /// The socket is writable (or has an error to report).
+    pub fn on_writable(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        self.write_blocked = false;
+        self.flush(ctx);
+        self.update_pause(ctx.max_buffer);
+        self.check_write()
+    }
+
+    /// Answer held input that is due (all of it with `all`, when the drain starts).
+    pub fn release(&mut self, all: bool, ctx: &mut Ctx<'_>) -> Step {
+        while let Some(h) = self.held.front() {
+            if !all && h.due > ctx.now {
+                break;
+            }
+            let h = self.held.pop_front().expect("front exists");
+            self.held_bytes -= h.bytes.len();
+            self.produce(&h.bytes, ctx);
+        }
+        if self.held.is_empty() && self.read_closed {
+            self.end_of_input(ctx);
+        }
+        self.update_pause(ctx.max_buffer);
+        self.check_write()
+    }
+
+    /// How many bytes one read may take without the replies overshooting `--max-buffer`.
+    /// Never zero while reading is allowed: a readable socket that is not read would spin.
+    fn read_size(&self, ctx: &Ctx<'_>) -> usize {
+        let room = ctx.max_buffer.saturating_sub(self.pending());
+        let room = match ctx.mode {
+            Mode::Raw => room,
+            Mode::Stamp => room / STAMP_GROWTH,
+        };
+        room.max(1)
+    }
+
+    fn ingest(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+        if ctx.delay.is_zero() {
+            self.produce(data, ctx);
+        } else {
+            self.held.push_back(Held {
+                due: ctx.now + ctx.delay,
+                bytes: data.to_vec(),
+            });
+            self.held_bytes += data.len();
+        }
+    }
+
+    /// Turn input into output and send what the socket takes now.
+    fn produce(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+        match ctx.mode {
+            Mode::Raw if self.out.is_empty() && !self.write_blocked => {
+                // The common case: straight from the shared read buffer back to the socket;
+                // only what the kernel refuses is copied into this connection's buffer.
+                let sent = self.send(data, ctx);
+                if sent < data.len() {
+                    self.out.extend(&data[sent..]);
+                }
+            }
+            Mode::Raw => self.out.extend(data),
+            Mode::Stamp => {
+                self.stamper
+                    .feed(data, ctx.max_buffer, ctx.clock, &mut self.out);
+                self.flush(ctx);
+            }
+        }
+    }
+
+    fn end_of_input(&mut self, ctx: &mut Ctx<'_>) {
+        if ctx.mode == Mode::Stamp {
+            self.stamper
+                .finish(ctx.max_buffer, ctx.clock, &mut self.out);
+            self.flush(ctx);
+        }
+    }
+
+    fn flush(&mut self, ctx: &mut Ctx<'_>) {
+        if self.out.is_empty() || self.write_blocked || self.broken {
+            return;
+        }
+        let result = send_once(&self.fd, self.out.as_slice());
+        let sent = self.settle(result, ctx);
+        self.out.consume(sent);
+    }
+
+    /// Send from `data`; returns how much the kernel took.
+    fn send(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> usize {
+        if self.broken {
+            return 0;
+        }
+        let result = send_once(&self.fd, data);
+        self.settle(result, ctx)
+    }
+
+    fn settle(&mut self, result: io::Result<(usize, bool)>, ctx: &mut Ctx<'_>) -> usize {
+        match result {
+            Ok((sent, full)) => {
+                self.write_blocked = full;
+                if sent > 0 {
+                    *ctx.bytes_out += sent as u64;
+                    self.last_active = ctx.now;
+                }
+                sent
+            }
+            Err(e) => {
+                log::debug!("conn fd {}: write failed: {e}", self.fd());
+                self.broken = true;
+                0
+            }
+        }
+    }
+
+    /// After a handler: a send that failed hard ends the connection.
+    fn check_write(&self) -> Step {
+        if self.broken {
+            Step::Close
+        } else {
+            Step::Keep
+        }
+    }
+
+    fn update_pause(&mut self, max: usize) {
+        let pending = self.pending();
+        if pending >= max {
+            self.paused = true;
+        } else if self.paused && pending <= max / 2 {
+            self.paused = false;
+        }
+    }
+
+    fn fail(&self, what: &str, e: &io::Error) -> Step {
+        log::debug!("conn fd {}: {what} failed: {e}", self.fd());
+        Step::Close
+    }
+}
+
+/// One `send`: how much the kernel took, and whether the socket is now full (a short write
+/// means the send buffer is full, so we wait for writability instead of trying again).
+fn send_once(fd: &OwnedFd, data: &[u8]) -> io::Result<(usize, bool)> {
+    loop {
+        match sys::send(fd, data) {
+            Ok(n) => return Ok((n, n < data.len())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((0, true)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! notes about epoll
+//!
+//! a) The interest list belongs to the *open file description*, not to the descriptor
+//!    number: `close(fd)` only drops the entry when no duplicate (`dup`, `fork`, `SCM_RIGHTS`)
+//!    is left, and until then events keep arriving with the old token for a number that may
+//!    already name something else. Hence "deregister before close" in the contract.
+//! b) EPOLLERR and EPOLLHUP are always reported, even for an entry registered with zero
+//!    events. A descriptor that wants nothing is therefore `EPOLL_CTL_DEL`eted, never
+//!    `EPOLL_CTL_MOD`ified to 0 (a reset peer would wake every turn).
+//! c) Level-triggered (no EPOLLET): the handler may stop reading early for fairness and the
+//!    descriptor shows up again on the next wait. No EPOLLONESHOT, no EPOLLEXCLUSIVE.
+//! d) EPOLLRDHUP is not requested: a peer's FIN already makes the socket readable (EOF), and
+//!    the portable backends could not report it anyway.
+//! e) Kernels before 2.6.9 wanted a non-null event even for `EPOLL_CTL_DEL`; we pass one.
+//! f) `epoll_wait` takes milliseconds: timeouts are rounded *up* (`timeout_ms`) so a timer
+//!    never fires early. EINTR is handed to the caller as `ErrorKind::Interrupted`.
+//! g) A descriptor appears at most once per `epoll_wait`, so no de-duplication is needed;
+//!    the event buffer is allocated once and reused (no allocation per wait). More ready
+//!    descriptors than it holds are simply reported on the next wait (the kernel rotates the
+//!    ready list, so none starves).
+//! h) The token travels in `data.u64` and comes back unchanged; we never look at the fd.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use super::{timeout_ms, Backend, Event, Interest, Token};
+
+/// Ready descriptors fetched per `epoll_wait`.
+const MAX_EVENTS: usize = 1024;
+
+/// Level-triggered Linux epoll.
+pub struct Epoll {
+    /// The epoll instance, closed on drop.
+    ep: OwnedFd,
+    /// Reused by every wait; `MAX_EVENTS` entries.
+    buf: Vec<libc::epoll_event>,
+}
+
+impl Epoll {
+    /// A fresh close-on-exec epoll instance.
+    pub fn new() -> io::Result<Epoll> {
+        // SAFETY: plain system call, no pointers.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
+        let ep = unsafe { OwnedFd::from_raw_fd(fd) };
+        let buf = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        Ok(Epoll { ep, buf })
+    }
+}
+
+fn mask(i: Interest) -> u32 {
+    let mut m = 0;
+    if i.read {
+        m |= libc::EPOLLIN as u32;
+    }
+    if i.write {
+        m |= libc::EPOLLOUT as u32;
+    }
+    m
+}
+
+impl Backend for Epoll {
+    fn name(&self) -> &'static str {
+        "epoll"
+    }
+
+    fn set_interest(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        old: Interest,
+        new: Interest,
+    ) -> io::Result<()> {
+        let op = match (old.is_none(), new.is_none()) {
+            (true, _) => libc::EPOLL_CTL_ADD,
+            (false, true) => libc::EPOLL_CTL_DEL,
+            (false, false) => libc::EPOLL_CTL_MOD,
+        };
+        let mut ev = libc::epoll_event {
+            events: mask(new),
+            u64: token.0 as u64,
+        };
+        // SAFETY: `ev` is a valid, initialised epoll_event that outlives the call; a bad
+        // `fd` is reported by the kernel as EBADF.
+        let rc = unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
+        events.clear();
+        // SAFETY: `buf` holds `buf.len()` initialised entries the kernel may overwrite.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.ep.as_raw_fd(),
+                self.buf.as_mut_ptr(),
+                self.buf.len() as libc::c_int,
+                timeout_ms(timeout),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        const FAIL: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        for e in &self.buf[..n as usize] {
+            // Copy out of the (packed on x86_64) struct before looking at the fields.
+            let (bits, data) = (e.events, e.u64);
+            let fail = bits & FAIL != 0;
+            let readable = fail || bits & libc::EPOLLIN as u32 != 0;
+            let writable = fail || bits & libc::EPOLLOUT as u32 != 0;
+            if readable || writable {
+                events.push(Event {
+                    token: Token(data as usize),
+                    readable,
+                    writable,
+                });
+            }
+        }
+        Ok(())
+    }
+}
