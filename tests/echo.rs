@@ -207,11 +207,7 @@ fn stamp_mode_follows_tz() {
     let mut s = d.connect();
     let before = now_secs();
     s.write_all(b"tz\n").unwrap();
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while !line.ends_with(b"\n") && s.read(&mut b).unwrap_or(0) == 1 {
-        line.push(b[0]);
-    }
+    let line = client::read_line(&s);
     let replies = parse_replies(&line).unwrap_or_else(|e| d.fail(&e));
     let offset = replies[0].stamp - before;
     if replies[0].body != b"tz" || !(19_800 - 2..=19_800 + 3).contains(&offset) {

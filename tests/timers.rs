@@ -7,7 +7,9 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::util::client::{check_pattern, fresh_seed, outcome, ping, send_pattern, Outcome};
+use crate::util::client::{
+    check_pattern, fresh_seed, outcome, ping, read_line, send_pattern, Outcome,
+};
 use crate::util::stamp::{now_secs, parse_replies};
 use crate::util::Daemon;
 
@@ -98,14 +100,7 @@ fn stamp_time_is_taken_after_the_delay() {
     let sent = now_secs();
     let t0 = Instant::now();
     s.write_all(b"late\n").unwrap();
-    let mut got = Vec::new();
-    let mut b = [0u8; 256];
-    while !got.ends_with(b"\n") {
-        match s.read(&mut b) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got.extend_from_slice(&b[..n]),
-        }
-    }
+    let got = read_line(&s);
     let took = t0.elapsed();
     let replies = parse_replies(&got).unwrap_or_else(|e| d.fail(&e));
     if took < Duration::from_secs(2)

@@ -219,3 +219,13 @@ pub fn read_n(s: &mut impl Read, want: usize, since: Instant) -> (Vec<u8>, Durat
     }
     (out, since.elapsed())
 }
+
+/// Read up to and including the next `\n` (or to EOF / an error); what came.
+pub fn read_line(mut s: impl Read) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\n") && matches!(s.read(&mut b), Ok(1)) {
+        line.push(b[0]);
+    }
+    line
+}
