@@ -66,6 +66,24 @@ for_each_backend! {
 }
 
 for_each_backend! {
+    /// The client sends 16 MiB and half-closes before reading a byte, so the daemon (with a
+    /// 64 MiB --max-buffer it never has to pause) meets the end of input with most of the
+    /// echo still queued; all of it must still come out before the close.
+    fn half_close_with_output_queued(backend) {
+        let Some(d) = Daemon::spawn(backend, &["--max-buffer", "64MiB"]) else { return };
+        let s = d.connect();
+        let (seed, len) = (fresh_seed(), 16 << 20);
+        client::send_pattern(&mut &s, seed, len).unwrap_or_else(|e| d.fail(&format!("write: {e}")));
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        thread::sleep(Duration::from_millis(200)); // the daemon reads the end of input meanwhile
+        let res = client::check_pattern(&mut &s, seed, len).and_then(|_| client::expect_eof(&mut &s));
+        if let Err(e) = res {
+            d.fail(&format!("half-closed with output queued: {e}"));
+        }
+    }
+}
+
+for_each_backend! {
     /// A TCP and a unix listener together; both echo; the socket file the daemon created is
     /// removed when it exits.
     fn unix_and_tcp_listeners(backend) {
