@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# hammer.sh: many parallel netcat clients against an echo server; each sends a random payload,
+# keeps what comes back, and the two are compared by SHA-256. Loopback testing tool for echo-mux
+# (works against any raw echo server that closes after echoing a half-closed connection).
+set -euo pipefail
+
+prog=hammer.sh
+host=127.0.0.1
+port=50007
+clients=20
+bytes=65536
+rounds=1
+timeout_s=60
+
+usage() {
+    cat <<USAGE
+Usage: scripts/$prog [--host H] [--port P] [--clients N] [--bytes B] [--rounds R] [--timeout S]
+
+Starts N netcat clients at once against an echo server. Each sends B random bytes (fresh from
+/dev/urandom every round), half-closes (nc -N) and saves what the server echoes back until it
+closes; the SHA-256 of what was sent and what came back must match. Repeats R rounds.
+
+Options:
+  --host H      server host (default $host)
+  --port P      server port (default $port)
+  --clients N   parallel clients per round (default $clients)
+  --bytes B     payload size per client in bytes (default $bytes)
+  --rounds R    rounds (default $rounds)
+  --timeout S   give up on one client after S seconds (default $timeout_s)
+  -h, --help    this text
+
+Prints one line per failed client and, last, 'X passed, Y failed'.
+Exit status: 0 all passed, 1 some client failed, 2 bad usage or missing tool.
+Needs: nc from netcat-openbsd (apt-get install -y netcat-openbsd), sha256sum, timeout.
+USAGE
+}
+
+die_usage() {
+    echo "$prog: $*" >&2
+    exit 2
+}
+
+while (($#)); do
+    case $1 in
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --host | --port | --clients | --bytes | --rounds | --timeout)
+            (($# >= 2)) || die_usage "option '$1' needs a value"
+            opt=${1#--}
+            val=$2
+            shift 2
+            ;;
+        --host=* | --port=* | --clients=* | --bytes=* | --rounds=* | --timeout=*)
+            opt=${1%%=*}
+            opt=${opt#--}
+            val=${1#*=}
+            shift
+            ;;
+        *) die_usage "unknown option '$1' (try --help)" ;;
+    esac
+    case $opt in
+        host)
+            [[ -n $val ]] || die_usage "invalid value '' for '--host'"
+            host=$val
+            ;;
+        port)
+            if ! [[ $val =~ ^[0-9]{1,5}$ ]] || ((10#$val < 1 || 10#$val > 65535)); then
+                die_usage "invalid value '$val' for '--port': expected 1-65535"
+            fi
+            port=$val
+            ;;
+        clients | rounds | timeout)
+            [[ $val =~ ^[1-9][0-9]{0,5}$ ]] ||
+                die_usage "invalid value '$val' for '--$opt': expected a whole number from 1"
+            case $opt in
+                clients) clients=$val ;;
+                rounds) rounds=$val ;;
+                timeout) timeout_s=$val ;;
+            esac
+            ;;
+        bytes)
+            [[ $val =~ ^[0-9]{1,10}$ ]] ||
+                die_usage "invalid value '$val' for '--bytes': expected a whole number of bytes"
+            bytes=$val
+            ;;
+    esac
+done
+
+for tool in nc sha256sum timeout head; do
+    command -v "$tool" >/dev/null 2>&1 || {
+        hint=""
+        [[ $tool == nc ]] && hint=" (apt-get install -y netcat-openbsd)"
+        echo "$prog: '$tool' not found$hint" >&2
+        exit 2
+    }
+done
+# -N (shut down the socket's sending side at end of input) is netcat-openbsd's.
+if ! nc -h 2>&1 | grep -q -- '-N'; then
+    echo "$prog: this nc has no -N option; install netcat-openbsd (apt-get install -y netcat-openbsd)" >&2
+    exit 2
+fi
+
+if ! timeout 10 nc -z -w 5 "$host" "$port" 2>/dev/null; then
+    echo "$prog: cannot connect to $host:$port (is the server running?)" >&2
+    echo "0 passed, $((clients * rounds)) failed"
+    exit 1
+fi
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/hammer.XXXXXX")
+pids=()
+cleanup() {
+    local pid
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+passed=0
+failed=0
+for ((r = 1; r <= rounds; r++)); do
+    echo "round $r/$rounds: $clients clients x $bytes bytes to $host:$port"
+    pids=()
+    for ((i = 1; i <= clients; i++)); do
+        head -c "$bytes" /dev/urandom >"$work/in.$i"
+        # Each client: at most timeout_s seconds in all; nc -w also gives up on a silent peer.
+        (
+            rc=0
+            timeout "$timeout_s" nc -N -w "$timeout_s" "$host" "$port" \
+                <"$work/in.$i" >"$work/out.$i" 2>"$work/err.$i" || rc=$?
+            echo "$rc" >"$work/rc.$i"
+        ) &
+        pids+=("$!")
+    done
+    for pid in "${pids[@]}"; do
+        wait "$pid" || true
+    done
+    pids=()
+    for ((i = 1; i <= clients; i++)); do
+        want=$(sha256sum <"$work/in.$i")
+        got=$(sha256sum <"$work/out.$i")
+        rc=$(cat "$work/rc.$i" 2>/dev/null || echo '?')
+        if [[ $want == "$got" && $rc == 0 ]]; then
+            passed=$((passed + 1))
+            continue
+        fi
+        failed=$((failed + 1))
+        size=$(wc -c <"$work/out.$i")
+        why=""
+        [[ $want == "$got" ]] || why="echo differs: sent $bytes bytes, got $size back"
+        case $rc in
+            0) ;;
+            124) why="${why:+$why; }timed out after ${timeout_s}s" ;;
+            *) why="${why:+$why; }nc exited with status $rc" ;;
+        esac
+        err=$(head -c 200 "$work/err.$i" | tr '\n' ' ')
+        echo "FAIL round $r client $i: $why${err:+ ($err)}"
+    done
+done
+
+echo "$passed passed, $failed failed"
+((failed == 0))

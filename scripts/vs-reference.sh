@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# vs-reference.sh: echo-mux (epoll, release) against the C reference server cecho-epoll under
+# the same echo-mux-bench load, in alternating rounds; prints each round and the ratio of the
+# medians (echo-mux / reference). Loopback only; every process it starts is stopped on exit.
+set -euo pipefail
+
+prog=vs-reference.sh
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+rounds=5
+duration=3
+warmup=1
+loads="64 512"
+size=64
+out=""
+build=1
+
+usage() {
+    cat <<USAGE
+Usage: scripts/$prog [--rounds R] [--duration S] [--warmup S] [--out DIR] [--no-build]
+
+Compiles the C reference server (\$REFERENCE_DIR/cecho.c, default ../shared/reference relative
+to the repository, with gcc -O2 -DBACKEND_EPOLL), then for each round runs it and
+echo-mux --backend epoll (release build) one after the other (the order alternates from round
+to round), each under the same loads: echo-mux-bench with 64 and with 512 connections of
+64-byte messages, one outstanding each. Servers on CPU 0, load generator on CPU 1 (2+ CPUs).
+Prints every round, then the medians and their ratio echo-mux / reference for requests/s
+(above 1 is better) and p99 latency (below 1 is better).
+
+Options:
+  --rounds R         alternating rounds (default $rounds)
+  --duration S       measured seconds per load (default $duration)
+  --warmup S         unmeasured seconds before each (default $warmup)
+  --connections L    connection counts to load with (default "$loads")
+  --size BYTES       message size (default $size)
+  --out DIR          logs and results.csv (default target/vs-reference/<date-time>)
+  --no-build         use target/release as it is
+  -h, --help         this text
+
+Environment: REFERENCE_DIR (where cecho.c is), ECHO_MUX, ECHO_MUX_BENCH (binaries to use
+instead of building). The reference listens on a free port in 21000-21999.
+USAGE
+}
+
+die_usage() {
+    echo "$prog: $*" >&2
+    exit 2
+}
+die() {
+    echo "$prog: $*" >&2
+    exit 1
+}
+is_seconds() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+
+while (($#)); do
+    case $1 in
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        --no-build)
+            build=0
+            shift
+            ;;
+        --rounds | --duration | --warmup | --out | --connections | --size)
+            (($# >= 2)) || die_usage "option '$1' needs a value"
+            case $1 in
+                --rounds)
+                    [[ $2 =~ ^[1-9][0-9]{0,3}$ ]] || die_usage "invalid value '$2' for '--rounds': expected a whole number from 1"
+                    rounds=$2
+                    ;;
+                --duration)
+                    is_seconds "$2" || die_usage "invalid value '$2' for '--duration': expected seconds, e.g. 3 or 0.5"
+                    duration=$2
+                    ;;
+                --warmup)
+                    is_seconds "$2" || die_usage "invalid value '$2' for '--warmup': expected seconds, e.g. 1 or 0.2"
+                    warmup=$2
+                    ;;
+                --out)
+                    [[ -n $2 ]] || die_usage "invalid value '' for '--out'"
+                    out=$2
+                    ;;
+                --connections)
+                    [[ $2 =~ ^[1-9][0-9]{0,5}([[:space:]]+[1-9][0-9]{0,5})*$ ]] ||
+                        die_usage "invalid value '$2' for '--connections': expected counts >= 1, e.g. \"64 512\""
+                    loads=$2
+                    ;;
+                --size)
+                    [[ $2 =~ ^[1-9][0-9]{0,9}$ ]] || die_usage "invalid value '$2' for '--size': expected bytes >= 1"
+                    size=$2
+                    ;;
+            esac
+            shift 2
+            ;;
+        *) die_usage "unknown option '$1' (try --help)" ;;
+    esac
+done
+
+cd "$root"
+reference_dir=${REFERENCE_DIR:-../shared/reference}
+[[ -f $reference_dir/cecho.c ]] ||
+    die "$reference_dir/cecho.c not found (set REFERENCE_DIR to the folder that holds cecho.c)"
+command -v gcc >/dev/null 2>&1 || die "gcc not found (apt-get install -y gcc libc6-dev)"
+[[ -n $out ]] || out="target/vs-reference/$(date +%Y%m%d-%H%M%S)"
+mkdir -p "$out/logs" || die "cannot create $out/logs"
+
+cecho=$out/cecho-epoll
+gcc -O2 -DBACKEND_EPOLL -o "$cecho" "$reference_dir/cecho.c" || die "cannot compile $reference_dir/cecho.c"
+if ((build)) && [[ -z ${ECHO_MUX:-} || -z ${ECHO_MUX_BENCH:-} ]]; then
+    echo "building release binaries ..."
+    cargo build --release --quiet --bin echo-mux --bin echo-mux-bench || die "cargo build --release failed"
+fi
+server_bin=${ECHO_MUX:-$root/target/release/echo-mux}
+bench_bin=${ECHO_MUX_BENCH:-$root/target/release/echo-mux-bench}
+for f in "$server_bin" "$bench_bin"; do
+    [[ -x $f ]] || die "$f not found or not executable (build with cargo build --release)"
+done
+
+server_pin=()
+bench_pin=()
+if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then
+    server_pin=(taskset -c 0)
+    bench_pin=(taskset -c 1)
+    pin_note="servers on CPU 0, load generator on CPU 1"
+else
+    pin_note="not pinned (fewer than 2 CPUs or no taskset)"
+fi
+
+# ---------------------------------------------------------------- process handling
+server_pid=""
+bench_pid=""
+
+stop_server() {
+    [[ -n $server_pid ]] || return 0
+    if kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        local i
+        for ((i = 0; i < 100; i++)); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$server_pid" 2>/dev/null; then
+            echo "$prog: server $server_pid did not stop within 10 s of SIGTERM; killing it" >&2
+            kill -KILL "$server_pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
+cleanup() {
+    if [[ -n $bench_pid ]]; then
+        kill -TERM "$bench_pid" 2>/dev/null || true
+        wait "$bench_pid" 2>/dev/null || true
+    fi
+    stop_server
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_listening LOG: waits for "listening on 127.0.0.1:PORT" in LOG; sets port. Fails if the
+# server died or said nothing within 10 s.
+wait_listening() {
+    local log=$1 i
+    port=""
+    for ((i = 0; i < 200; i++)); do
+        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
+        [[ -n $port ]] && return 0
+        kill -0 "$server_pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# port_free P: nothing accepts connections on 127.0.0.1:P.
+port_free() {
+    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# start_server NAME LOG: starts "reference" (cecho on a free port in 21000-21999) or
+# "echo-mux" (--listen 127.0.0.1:0); sets server_pid and port.
+start_server() {
+    local name=$1 log=$2 try p
+    : >"$log" # exists before the background job opens it, so polling it never races
+    if [[ $name == echo-mux ]]; then
+        "${server_pin[@]}" "$server_bin" --backend epoll --listen 127.0.0.1:0 2>"$log" &
+        server_pid=$!
+        wait_listening "$log" && return 0
+    else
+        for ((try = 0; try < 20; try++)); do
+            p=$((21000 + RANDOM % 1000))
+            port_free "$p" || continue
+            "${server_pin[@]}" "$cecho" "$p" 2>"$log" &
+            server_pid=$!
+            if wait_listening "$log" && sleep 0.05 && kill -0 "$server_pid" 2>/dev/null; then
+                return 0
+            fi
+            stop_server # lost a race for the port: try another
+        done
+    fi
+    echo "$prog: $name did not start; its log:" >&2
+    sed 's/^/    /' "$log" >&2
+    stop_server
+    return 1
+}
+
+jget() {
+    sed -n "s/.*\"$1\":\\([-0-9.eE+]*\\).*/\\1/p" "$2" | head -n 1
+}
+
+# median: of the numbers on stdin.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# ---------------------------------------------------------------- the rounds
+csv=$out/results.csv
+echo "round,server,connections,size,rps,p50_us,p99_us,p999_us,errors" >"$csv"
+bench_limit=$(awk -v d="$duration" -v w="$warmup" 'BEGIN { printf "%d", d + w + 120 }')
+failures=0
+
+echo "echo-mux (epoll) vs cecho-epoll: $size B messages, ${duration}s per load after ${warmup}s warmup, $rounds rounds; $pin_note"
+echo "output: $out"
+for ((r = 1; r <= rounds; r++)); do
+    if ((r % 2)); then order="reference echo-mux"; else order="echo-mux reference"; fi
+    for name in $order; do
+        start_server "$name" "$out/logs/r$r-$name.server.log" || die "cannot start $name"
+        for c in $loads; do
+            j=$out/logs/r$r-$name-c$c.json
+            rc=0
+            "${bench_pin[@]}" timeout "$bench_limit" "$bench_bin" --addr "127.0.0.1:$port" \
+                -c "$c" -s "$size" -d "${duration}s" -w "${warmup}s" --json --no-progress \
+                >"$j" 2>"$out/logs/r$r-$name-c$c.bench.log" &
+            bench_pid=$!
+            wait "$bench_pid" || rc=$?
+            bench_pid=""
+            if ((rc != 0 && rc != 3)) || [[ ! -s $j ]]; then
+                failures=$((failures + 1))
+                printf 'round %d  %-9s %4s x %d B  FAILED (bench exit %d: %s)\n' "$r" "$name" "$c" "$size" \
+                    "$rc" "$(head -c 200 "$out/logs/r$r-$name-c$c.bench.log")"
+                continue
+            fi
+            rps=$(jget rps "$j")
+            p99=$(jget p99_us "$j")
+            errors=$(jget errors "$j")
+            echo "$r,$name,$c,$size,$rps,$(jget p50_us "$j"),$p99,$(jget p999_us "$j"),$errors" >>"$csv"
+            printf 'round %d  %-9s %4s x %d B  %10.0f req/s  p99 %8.1f us  errors %s\n' \
+                "$r" "$name" "$c" "$size" "$rps" "$p99" "$errors"
+            ((errors == 0)) || failures=$((failures + 1))
+        done
+        stop_server
+    done
+done
+
+echo
+echo "medians over $rounds rounds (ratio = echo-mux / reference; req/s: higher is better, p99: lower is better)"
+printf '%-14s %12s %12s %7s   %10s %10s %7s\n' load "ref req/s" "mux req/s" ratio "ref p99us" "mux p99us" ratio
+# col SERVER CONNECTIONS FIELD: median of that CSV field over the rounds.
+col() {
+    awk -F, -v s="$1" -v c="$2" -v k="$3" 'NR > 1 && $2 == s && $3 == c { print $k }' "$csv" | median
+}
+for c in $loads; do
+    ref_rps=$(col reference "$c" 5)
+    mux_rps=$(col echo-mux "$c" 5)
+    ref_p99=$(col reference "$c" 7)
+    mux_p99=$(col echo-mux "$c" 7)
+    awk -v l="$c x $size B" -v rr="$ref_rps" -v mr="$mux_rps" -v rp="$ref_p99" -v mp="$mux_p99" 'BEGIN {
+        printf "%-14s %12.0f %12.0f %7.2f   %10.1f %10.1f %7.2f\n", l, rr, mr, (rr > 0 ? mr / rr : 0), rp, mp, (rp > 0 ? mp / rp : 0)
+    }'
+done
+echo
+echo "csv: $csv"
+if ((failures)); then
+    echo "$prog: $failures load run(s) failed or saw errors (see $out/logs)" >&2
+    exit 1
+fi

@@ -1,0 +1,207 @@
+//! Command line: the clap definition and the value parsers (durations, sizes, addresses).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Where the server under test listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// `HOST:PORT`, resolved when the run starts (the first address is used).
+    Tcp(String),
+    /// `unix:/path`.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => f.write_str(a),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Load generator for echo servers: closed-loop requests over N connections, every echoed
+/// byte checked against what was sent.
+///
+/// Each connection sends a message of SIZE bytes (a deterministic per-connection byte pattern),
+/// waits for all of it to come back, checks it, and sends the next; with --pipeline K it keeps
+/// K messages outstanding. After --warmup, requests completed during --duration are counted and
+/// their round-trip latency recorded.
+///
+/// Exit status: 0 run completed without errors; 3 run completed but errors were seen (wrong
+/// bytes, connections closed by the server) or no request was answered at all; 1 could not
+/// connect or failed at run time; 2 bad usage.
+#[derive(Parser, Debug)]
+#[command(name = "echo-mux-bench", version)]
+pub struct Cli {
+    /// Server address: HOST:PORT or unix:/path.
+    #[arg(short = 'a', long, value_name = "ADDR", default_value = "127.0.0.1:50007", value_parser = parse_target)]
+    pub addr: Target,
+
+    /// Active connections, each with --pipeline messages in flight.
+    #[arg(short = 'c', long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connections: u32,
+
+    /// Message size: 64, 4KiB, 1MiB (K/KiB = 1024).
+    #[arg(short = 's', long, value_name = "BYTES", default_value = "64", value_parser = parse_size)]
+    pub size: usize,
+
+    /// Measured time after the warmup: 10s, 500ms, 1.5s, 2m, or a bare number of seconds.
+    #[arg(short = 'd', long, value_name = "DUR", default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Unmeasured time before the measurement [default: 1s, or 0 with --max-requests].
+    #[arg(short = 'w', long, value_name = "DUR", value_parser = parse_duration)]
+    pub warmup: Option<Duration>,
+
+    /// Messages outstanding per connection.
+    #[arg(short = 'p', long, value_name = "K", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub pipeline: u32,
+
+    /// Extra idle connections, opened first and held open (and watched) for the whole run.
+    #[arg(short = 'i', long, value_name = "M", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub idle: u32,
+
+    /// Stop after N requests were sent and answered in the measured phase (--duration still
+    /// caps the run). With no warmup this sends exactly N messages: handy for counting syscalls.
+    #[arg(short = 'n', long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_requests: Option<u64>,
+
+    /// Give up on a connection attempt after this long.
+    #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Print the result as one JSON line on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No live progress line, even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Parses `HOST:PORT`, `[V6]:PORT` or `unix:/path` (syntax only; names are resolved later).
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("expected unix:/path".into());
+        }
+        return Ok(Target::Unix(PathBuf::from(path)));
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| "expected HOST:PORT or unix:/path".to_string())?;
+    if host.is_empty() {
+        return Err("expected HOST:PORT or unix:/path (host is empty)".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(Target::Tcp(s.to_string())),
+        _ => Err(format!("bad port '{port}': expected 1-65535")),
+    }
+}
+
+/// Parses a duration: `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num
+        .parse()
+        .map_err(|_| "expected a duration such as 5s, 250ms, 1.5s or 2m".to_string())?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        u => return Err(format!("unknown unit '{u}': use us, ms, s, m or h")),
+    };
+    let secs = v * scale;
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err("duration out of range".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a byte count: `64`, `4k`, `4KiB`, `1M`, `1MiB` (powers of 1024); at least 1.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: u64 = num
+        .parse()
+        .map_err(|_| "expected a size such as 64, 4KiB or 1MiB".to_string())?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        u => return Err(format!("unknown unit '{u}': use KiB, MiB or GiB")),
+    };
+    let bytes = v
+        .checked_mul(mult)
+        .ok_or_else(|| "size out of range".to_string())?;
+    if bytes == 0 {
+        return Err("must be at least 1 byte".into());
+    }
+    if bytes > 1 << 30 {
+        return Err("at most 1GiB".into());
+    }
+    Ok(bytes as usize)
+}
+
+/// Turns a clap error into the one line we print (`invalid value 'x' for '--size <BYTES>': ...`).
+pub fn one_line(err: &clap::Error) -> String {
+    let text = err.to_string();
+    let first = text.lines().next().unwrap_or("bad usage").trim();
+    first.strip_prefix("error: ").unwrap_or(first).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("127.0.0.1:80"),
+            Ok(Target::Tcp("127.0.0.1:80".into()))
+        );
+        assert_eq!(parse_target("[::1]:80"), Ok(Target::Tcp("[::1]:80".into())));
+        assert_eq!(
+            parse_target("unix:/tmp/s"),
+            Ok(Target::Unix("/tmp/s".into()))
+        );
+        assert!(parse_target("localhost").is_err());
+        assert!(parse_target("h:0").is_err());
+        assert!(parse_target("unix:").is_err());
+    }
+}

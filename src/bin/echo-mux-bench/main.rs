@@ -1,0 +1,87 @@
+//! echo-mux-bench: a one-thread load generator for echo servers (TCP or unix sockets).
+//!
+//! Keeps N connections busy with closed-loop requests of S bytes (K in flight on each), checks
+//! every echoed byte, and reports requests/s, MB/s and latency percentiles. See `--help`.
+
+mod args;
+mod pattern;
+mod report;
+mod run;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match args::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            // --help and --version go to stdout, exit 0.
+            print!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("echo-mux-bench: {}", args::one_line(&e));
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = run::Config {
+        target: cli.addr,
+        connections: cli.connections as usize,
+        size: cli.size,
+        duration: cli.duration,
+        warmup: cli.warmup.unwrap_or(if cli.max_requests.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        }),
+        pipeline: cli.pipeline as usize,
+        idle: cli.idle as usize,
+        max_requests: cli.max_requests,
+        connect_timeout: cli.connect_timeout,
+        progress: !cli.no_progress && run::stderr_is_terminal(),
+    };
+    raise_nofile_limit(cfg.connections + cfg.idle);
+
+    match run::run(&cfg) {
+        Ok(outcome) => {
+            if cli.json {
+                println!("{}", report::json(&cfg, &outcome));
+            } else {
+                print!("{}", report::text(&cfg, &outcome));
+            }
+            if outcome.errors() > 0 || outcome.requests == 0 {
+                ExitCode::from(3)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("echo-mux-bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit; warns if even that is too low for `need`
+/// sockets (the connects will then fail with a clear error).
+fn raise_nofile_limit(need: usize) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            eprintln!("echo-mux-bench: warning: cannot raise the open-file limit to {hard}: {e}");
+            return;
+        }
+    }
+    let headroom = 16;
+    if (need as u64).saturating_add(headroom) > hard {
+        eprintln!(
+            "echo-mux-bench: warning: {need} connections need more descriptors than the limit of {hard} (ulimit -n)"
+        );
+    }
+}

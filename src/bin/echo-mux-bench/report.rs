@@ -1,0 +1,184 @@
+//! Printing a run's outcome: a few aligned lines of text, or one JSON line.
+
+use std::fmt::Write as _;
+
+use crate::run::{Config, Outcome};
+
+/// The figures derived from an outcome.
+struct Figures {
+    rps: f64,
+    mbps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+    mean_us: f64,
+}
+
+fn figures(cfg: &Config, o: &Outcome) -> Figures {
+    let secs = o.elapsed.as_secs_f64();
+    let rps = if secs > 0.0 {
+        o.requests as f64 / secs
+    } else {
+        0.0
+    };
+    let us = |q: f64| {
+        if o.hist.is_empty() {
+            0.0
+        } else {
+            o.hist.value_at_quantile(q) as f64 / 1e3
+        }
+    };
+    Figures {
+        rps,
+        mbps: rps * cfg.size as f64 / 1e6,
+        p50_us: us(0.5),
+        p99_us: us(0.99),
+        p999_us: us(0.999),
+        max_us: if o.hist.is_empty() {
+            0.0
+        } else {
+            o.hist.max() as f64 / 1e3
+        },
+        mean_us: if o.hist.is_empty() {
+            0.0
+        } else {
+            o.hist.mean() / 1e3
+        },
+    }
+}
+
+/// Human-readable report.
+pub fn text(cfg: &Config, o: &Outcome) -> String {
+    let f = figures(cfg, o);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "target      {}: {} connection{} + {} idle, {} B messages, pipeline {}",
+        cfg.target,
+        cfg.connections,
+        if cfg.connections == 1 { "" } else { "s" },
+        cfg.idle,
+        cfg.size,
+        cfg.pipeline
+    );
+    let _ = writeln!(
+        s,
+        "measured    {:.2} s after {:.2} s warmup",
+        o.elapsed.as_secs_f64(),
+        cfg.warmup.as_secs_f64()
+    );
+    let _ = writeln!(s, "requests    {} answered, {:.0} req/s", o.requests, f.rps);
+    let _ = writeln!(
+        s,
+        "throughput  {:.2} MB/s echoed (1 MB = 10^6 bytes)",
+        f.mbps
+    );
+    let _ = writeln!(
+        s,
+        "latency     p50 {} us   p99 {} us   p99.9 {} us   max {} us   mean {} us",
+        us(f.p50_us),
+        us(f.p99_us),
+        us(f.p999_us),
+        us(f.max_us),
+        us(f.mean_us)
+    );
+    let _ = writeln!(
+        s,
+        "errors      {} (wrong echoes {}, connections closed {}, idle connections lost {})",
+        o.errors(),
+        o.mismatches,
+        o.closed,
+        o.idle_closed
+    );
+    if let Some(e) = &o.first_error {
+        let _ = writeln!(s, "first error {e}");
+    }
+    if o.requests == 0 {
+        let _ = writeln!(
+            s,
+            "warning     no request was answered in the measured phase ({} unanswered)",
+            o.unanswered
+        );
+    }
+    if let Some(e) = &o.early_stop {
+        let _ = writeln!(s, "stopped     early: {e}");
+    }
+    s
+}
+
+fn us(v: f64) -> String {
+    if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// One JSON object on one line (no trailing newline).
+pub fn json(cfg: &Config, o: &Outcome) -> String {
+    let f = figures(cfg, o);
+    let opt = |v: &Option<String>| v.as_deref().map_or("null".to_string(), json_str);
+    format!(
+        concat!(
+            "{{\"addr\":{},\"connections\":{},\"idle\":{},\"size\":{},\"pipeline\":{},",
+            "\"warmup_s\":{:.3},\"duration_s\":{:.3},\"elapsed_s\":{:.3},\"requests\":{},",
+            "\"rps\":{:.1},\"mbps\":{:.3},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},",
+            "\"max_us\":{:.1},\"mean_us\":{:.1},\"errors\":{},\"mismatches\":{},\"closed\":{},",
+            "\"idle_closed\":{},\"unanswered\":{},\"first_error\":{},\"early_stop\":{}}}"
+        ),
+        json_str(&cfg.target.to_string()),
+        cfg.connections,
+        cfg.idle,
+        cfg.size,
+        cfg.pipeline,
+        cfg.warmup.as_secs_f64(),
+        cfg.duration.as_secs_f64(),
+        o.elapsed.as_secs_f64(),
+        o.requests,
+        f.rps,
+        f.mbps,
+        f.p50_us,
+        f.p99_us,
+        f.p999_us,
+        f.max_us,
+        f.mean_us,
+        o.errors(),
+        o.mismatches,
+        o.closed,
+        o.idle_closed,
+        o.unanswered,
+        opt(&o.first_error),
+        opt(&o.early_stop),
+    )
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_str;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(json_str("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    }
+}
