@@ -144,6 +144,25 @@ for_each_backend! {
     }
 }
 
+/// SPEC §1: at start the soft RLIMIT_NOFILE is raised to the hard limit.
+#[test]
+fn soft_nofile_limit_is_raised_to_hard() {
+    let Some(d) = Daemon::with("epoll").nofile_limits(256, 2048).spawn() else {
+        return;
+    };
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", d.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or("");
+    let nums: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    if nums != ["2048", "2048"] {
+        d.fail(&format!(
+            "started with 256:2048, want soft raised to 2048; /proc limits: {line:?}"
+        ));
+    }
+}
+
 /// Make dropping `s` send a RST instead of a FIN.
 fn set_linger_zero(s: &TcpStream) {
     use nix::sys::socket::{setsockopt, sockopt::Linger};

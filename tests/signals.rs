@@ -146,6 +146,25 @@ for_each_backend! {
     }
 }
 
+/// `--shutdown-timeout 0` closes everything at once: exit 0 right away, client cut off.
+#[test]
+fn shutdown_timeout_0_closes_at_once() {
+    let Some(mut d) = Daemon::spawn("poll", &["--shutdown-timeout", "0"]) else {
+        return;
+    };
+    let mut s = d.connect();
+    ping(&mut s, b"hello").unwrap();
+    let t0 = Instant::now();
+    d.signal(Signal::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(5));
+    if !st.success() || t0.elapsed() > Duration::from_secs(2) {
+        d.fail(&format!("want exit 0 at once; took {:?}", t0.elapsed()));
+    }
+    if outcome(&s, Duration::from_secs(2)) != Outcome::Closed {
+        d.fail("the client was not closed");
+    }
+}
+
 for_each_backend! {
     /// A second signal (SIGINT, then SIGTERM) ends a 60 s drain at once, exit 0 with the warning.
     fn second_signal_ends_the_drain(backend) {

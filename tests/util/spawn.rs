@@ -12,7 +12,7 @@ pub struct Builder {
     pub(super) backend: &'static str,
     pub(super) backend_flag: bool,
     pub(super) args: Vec<String>,
-    pub(super) nofile: Option<u64>,
+    pub(super) nofile: Option<(u64, u64)>,
     pub(super) env: Vec<(String, String)>,
 }
 
@@ -30,8 +30,13 @@ impl Builder {
     }
 
     /// Start the daemon with soft and hard RLIMIT_NOFILE set to `n`.
-    pub fn nofile(mut self, n: u64) -> Self {
-        self.nofile = Some(n);
+    pub fn nofile(self, n: u64) -> Self {
+        self.nofile_limits(n, n)
+    }
+
+    /// Start the daemon with RLIMIT_NOFILE set to `soft` and `hard`.
+    pub fn nofile_limits(mut self, soft: u64, hard: u64) -> Self {
+        self.nofile = Some((soft, hard));
         self
     }
 
@@ -80,18 +85,18 @@ impl Builder {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        if let Some(n) = self.nofile {
+        if let Some((soft, hard)) = self.nofile {
             let set = move || {
                 use nix::sys::resource::{setrlimit, Resource};
-                setrlimit(Resource::RLIMIT_NOFILE, n, n).map_err(io::Error::from)
+                setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)
             };
             // SAFETY: the closure only calls setrlimit(2), which is async-signal-safe, and
             // touches no memory shared with the parent.
             unsafe { cmd.pre_exec(set) };
         }
         let mut line = format!("{BIN} {}", self.args.join(" "));
-        if let Some(n) = self.nofile {
-            line = format!("(RLIMIT_NOFILE={n}) {line}");
+        if let Some((soft, hard)) = self.nofile {
+            line = format!("(RLIMIT_NOFILE={soft}:{hard}) {line}");
         }
         let mut child = cmd
             .spawn()
