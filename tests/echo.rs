@@ -1,7 +1,6 @@
-//! Echo correctness: raw mode byte for byte under concurrency, half-close, unix sockets,
-//! listen-address forms, and the stamp-mode format (SPEC §1, §3, §4).
+//! Raw echo: byte for byte under concurrency, half-close, unix sockets, listen-address
+//! forms (SPEC §1, §3, §4).
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
@@ -9,7 +8,6 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::util::client::{self, echo_exact, fresh_seed, Pattern, IO_TIMEOUT};
-use crate::util::stamp::{now_secs, parse_replies};
 use crate::util::{Addr, Daemon, TempSock};
 
 const CLIENTS: usize = 200;
@@ -153,96 +151,5 @@ fn listen_on_ipv6_and_host_names() {
             .any(|a| matches!(a, Addr::Tcp(s) if s.is_ipv6()))
     {
         d.fail("no IPv6 address in the listening lines");
-    }
-}
-
-/// The stamp-mode conversation: fragments, `\r\n`, an empty line, raw bytes, a line longer
-/// than `--max-buffer` (answered in pieces, nothing lost) and a final line without `\n`
-/// answered on half-close.
-fn stamp_conversation(d: &Daemon, max_buffer: usize) {
-    let mut s = d.connect();
-    let long: Vec<u8> = (0..5000).map(|i| b'a' + (i % 26) as u8).collect();
-    let before = now_secs();
-    for part in [
-        &b"he"[..],
-        b"llo\nwi",
-        b"th cr\r",
-        b"\n",
-        b"\nmid\rdle\r\n\xff\xfe bin\t\x00x\n",
-    ] {
-        s.write_all(part).unwrap();
-        thread::sleep(Duration::from_millis(20));
-    }
-    s.write_all(&long).unwrap();
-    s.write_all(b"\ntail").unwrap();
-    s.shutdown(std::net::Shutdown::Write).unwrap();
-    let mut got = Vec::new();
-    if let Err(e) = s.read_to_end(&mut got) {
-        d.fail(&format!("reading replies: {e} (after {} bytes)", got.len()));
-    }
-    let after = now_secs();
-    let replies = parse_replies(&got).unwrap_or_else(|e| d.fail(&e));
-    let bodies: Vec<&[u8]> = replies.iter().map(|r| &r.body[..]).collect();
-    let show = format!("replies: {:?}", String::from_utf8_lossy(&got));
-    let fixed: [&[u8]; 5] = [
-        b"hello",
-        b"with cr",
-        b"",
-        b"mid\rdle",
-        b"\xff\xfe bin\t\x00x",
-    ];
-    if bodies.len() < 7 || bodies[..5] != fixed || bodies[bodies.len() - 1] != b"tail" {
-        d.fail(&format!(
-            "want {fixed:?}, the long line in pieces, then \"tail\"; {show}"
-        ));
-    }
-    let pieces = &bodies[5..bodies.len() - 1];
-    if pieces.concat() != long || pieces.iter().any(|p| p.is_empty() || p.len() > max_buffer) {
-        let lens: Vec<_> = pieces.iter().map(|p| p.len()).collect();
-        d.fail(&format!("the 5000-byte line must come back whole in pieces of 1..={max_buffer} bytes; piece lengths {lens:?}"));
-    }
-    // The daemon runs with TZ=UTC, so its ctime must be our UTC clock.
-    if let Some(r) = replies
-        .iter()
-        .find(|r| r.stamp < before - 2 || r.stamp > after + 2)
-    {
-        d.fail(&format!(
-            "ctime {} is not between {before} and {after} (TZ=UTC); {show}",
-            r.stamp
-        ));
-    }
-}
-
-for_each_backend! {
-    fn stamp_mode_format(backend) {
-        let Some(d) = Daemon::with(backend)
-            .args(&["--mode", "stamp", "--max-buffer", "1KiB"])
-            .env("TZ", "UTC")
-            .spawn() else { return };
-        stamp_conversation(&d, 1024);
-    }
-}
-
-/// ctime is local time as `TZ` says (POSIX TZ string, no tz database needed).
-#[test]
-fn stamp_mode_follows_tz() {
-    let Some(d) = Daemon::with("poll")
-        .args(&["--mode", "stamp"])
-        .env("TZ", "XYZ-5:30")
-        .spawn()
-    else {
-        return;
-    };
-    let mut s = d.connect();
-    let before = now_secs();
-    s.write_all(b"tz\n").unwrap();
-    let line = client::read_line(&s);
-    let replies = parse_replies(&line).unwrap_or_else(|e| d.fail(&e));
-    let offset = replies[0].stamp - before;
-    if replies[0].body != b"tz" || !(19_800 - 2..=19_800 + 3).contains(&offset) {
-        d.fail(&format!(
-            "want `Echo=>tz at` UTC+5:30 under TZ=XYZ-5:30; offset {offset} s in {:?}",
-            String::from_utf8_lossy(&line)
-        ));
     }
 }

@@ -10,8 +10,11 @@ mod backends;
 // systemd: unit files (verify, security), install.sh, socket activation, sd_notify, watchdog.
 mod systemd;
 
-// Raw and stamp echo, byte for byte, over all three backends; half-close; unix and IPv6 listeners.
+// Raw echo, byte for byte, over all three backends; half-close; unix and IPv6 listeners.
 mod echo;
+
+// Stamp mode: the reply format, ctime and TZ, long lines in pieces, CRLF whatever the split.
+mod stamp;
 
 // Backpressure: a client that never reads is paused at --max-buffer with bounded memory.
 mod backpressure;
