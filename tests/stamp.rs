@@ -195,3 +195,32 @@ for_each_backend! {
         check_pieces(&d, &exchange(&d, split, Duration::from_millis(15)), &lines, 64);
     }
 }
+
+for_each_backend! {
+    /// A connection paused at the cap while an unfinished line holds more than half of it
+    /// must read again once its output drains (`--delay 300ms --max-buffer 1000`: 400 empty
+    /// lines and 600 bytes of a line in one write; after the 400 replies, the `\n` that
+    /// ends the line must be read and answered, and the half-close seen).
+    fn stamp_partial_line_does_not_keep_reading_paused(backend) {
+        let Some(d) = Daemon::spawn(backend, &["--mode", "stamp", "--delay", "300ms", "--max-buffer", "1000"]) else { return };
+        let mut s = d.connect();
+        let mut input = vec![b'\n'; 400];
+        input.extend_from_slice(&[b'x'; 600]);
+        s.write_all(&input).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for i in 0..400 {
+            let line = client::read_line(&s);
+            if !line.starts_with(b"Echo=> at ") {
+                d.fail(&format!("reply {i} of 400 to the empty lines: {:?}", String::from_utf8_lossy(&line)));
+            }
+        }
+        s.write_all(b"\n").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        if let Err(e) = s.read_to_end(&mut rest) {
+            d.fail(&format!("after the 400 replies, the line's end is not answered ({e}, {} bytes): reading stayed paused", rest.len()));
+        }
+        let replies = parse_replies(&rest).unwrap_or_else(|e| d.fail(&e));
+        check_pieces(&d, &replies, &[vec![b'x'; 600]], 1000);
+    }
+}
