@@ -21,6 +21,11 @@ const READ_BUDGET: usize = 256 * 1024;
 /// `Echo=> at Sun Jun 18 22:44:55 2000\n`. Reads are sized so replies fit under the cap.
 const STAMP_GROWTH: usize = 35;
 
+/// What one held chunk costs beyond its bytes (queue entry and allocator overhead). Charged
+/// to `--max-buffer`, so that a client trickling tiny segments under `--delay` cannot make
+/// the bookkeeping cost tens of times the cap.
+const HELD_OVERHEAD: usize = std::mem::size_of::<Held>() + 32;
+
 /// What the server should do with a connection after a handler ran.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Step {
@@ -61,6 +66,7 @@ pub struct Conn {
     pub id: u64,
     out: OutBuf,
     held: VecDeque<Held>,
+    /// Bytes held, plus `HELD_OVERHEAD` per chunk.
     held_bytes: usize,
     stamper: Stamper,
     /// What the backend has been told (kept in step by the server's `sync_interest`).
@@ -177,7 +183,7 @@ impl Conn {
                 break;
             }
             let h = self.held.pop_front().expect("front exists");
-            self.held_bytes -= h.bytes.len();
+            self.held_bytes -= h.bytes.len() + HELD_OVERHEAD;
             self.produce(&h.bytes, ctx);
         }
         if self.held.is_empty() && self.read_closed {
@@ -202,10 +208,18 @@ impl Conn {
         if ctx.delay.is_zero() {
             self.produce(data, ctx);
         } else {
-            self.held.push_back(Held {
-                due: ctx.now + ctx.delay,
-                bytes: data.to_vec(),
-            });
+            let due = ctx.now + ctx.delay;
+            match self.held.back_mut() {
+                // Read in the same turn: one chunk, one due time.
+                Some(last) if last.due == due => last.bytes.extend_from_slice(data),
+                _ => {
+                    self.held.push_back(Held {
+                        due,
+                        bytes: data.to_vec(),
+                    });
+                    self.held_bytes += HELD_OVERHEAD;
+                }
+            }
             self.held_bytes += data.len();
         }
     }
@@ -284,10 +298,11 @@ impl Conn {
     }
 
     fn update_pause(&mut self, max: usize) {
-        let pending = self.pending();
-        if pending >= max {
+        if self.pending() >= max {
             self.paused = true;
-        } else if self.paused && pending <= max / 2 {
+        } else if self.paused && self.out.len() + self.held_bytes <= max / 2 {
+            // An unfinished stamp-mode line is left out here: only reading can complete it,
+            // so counting it would keep a drained connection paused (and unread) forever.
             self.paused = false;
         }
     }
@@ -308,5 +323,70 @@ fn send_once(fd: &OwnedFd, data: &[u8]) -> io::Result<(usize, bool)> {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    fn ctx<'a>(clock: &'a mut Clock, counters: &'a mut (u64, u64), delay: Duration) -> Ctx<'a> {
+        Ctx {
+            mode: Mode::Stamp,
+            delay,
+            max_buffer: 1000,
+            now: Instant::now(),
+            clock,
+            bytes_in: &mut counters.0,
+            bytes_out: &mut counters.1,
+        }
+    }
+
+    /// A paused connection whose output drained must read again even when an unfinished
+    /// line (which only more input can complete) holds more than half the cap.
+    #[test]
+    fn a_long_partial_line_does_not_keep_reading_paused() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
+        let (mut clock, mut counters) = (Clock::default(), (0, 0));
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut input = vec![b'\n'; 400];
+        input.extend_from_slice(&[b'x'; 600]);
+        peer.write_all(&input).unwrap();
+        let mut c = ctx(&mut clock, &mut counters, Duration::from_secs(1));
+        assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
+        assert!(!conn.wanted().read, "1000 held bytes reach the cap");
+        assert_eq!(conn.release(true, &mut c), Step::Keep);
+        assert!(conn.out.is_empty(), "the 400 replies went to the socket");
+        assert!(
+            conn.wanted().read,
+            "nothing is pending but the partial line: read on"
+        );
+        let mut sink = vec![0u8; 400 * 35];
+        peer.read_exact(&mut sink).unwrap();
+    }
+
+    /// 999 bytes and a CR that may begin a CRLF: held back, yet reading must go on.
+    #[test]
+    fn a_held_back_cr_does_not_reach_the_cap() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
+        let (mut clock, mut counters) = (Clock::default(), (0, 0));
+        let mut scratch = vec![0u8; 64 * 1024];
+        let mut input = vec![b'x'; 999];
+        input.push(b'\r');
+        peer.write_all(&input).unwrap();
+        let mut c = ctx(&mut clock, &mut counters, Duration::ZERO);
+        for _ in 0..100 {
+            assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
+        }
+        assert!(
+            conn.wanted().read,
+            "a partial line alone never pauses reading"
+        );
     }
 }

@@ -9,16 +9,19 @@ use crate::buffer::OutBuf;
 /// split the input. A line longer than `max` is answered in pieces of at most `max` bytes.
 #[derive(Default, Debug)]
 pub struct Stamper {
-    /// The start of a line whose `\n` has not arrived yet (never `max` bytes or more).
+    /// The start of a line whose `\n` has not arrived yet (under `max` bytes, plus at most
+    /// a held-back trailing `\r`).
     partial: Vec<u8>,
     /// A piece of the current line has been answered already, so an empty rest is no line.
     continued: bool,
 }
 
 impl Stamper {
-    /// Bytes held for an unfinished line (they count toward `--max-buffer`).
+    /// Bytes held for an unfinished line (they count toward `--max-buffer`). A held-back
+    /// trailing `\r` is not counted, so a partial line alone stays under the cap and can
+    /// never pause reading (only reading can complete it).
     pub fn pending(&self) -> usize {
-        self.partial.len()
+        self.partial.len() - usize::from(self.partial.last() == Some(&b'\r'))
     }
 
     /// Answer every complete line in `input`; keep the unfinished tail.
@@ -38,8 +41,11 @@ impl Stamper {
             input = rest;
         }
         self.partial.extend_from_slice(input);
-        if self.partial.len() >= max {
-            let whole = self.partial.len() / max * max;
+        // A trailing '\r' may begin a "\r\n" ending: hold it back, so that it is dropped
+        // however TCP split the line (it would otherwise be echoed inside a full piece).
+        let ready = self.partial.len() - usize::from(self.partial.last() == Some(&b'\r'));
+        if ready >= max {
+            let whole = ready / max * max;
             for piece in self.partial[..whole].chunks(max) {
                 reply(piece, clock, out);
             }
@@ -199,6 +205,16 @@ mod tests {
             vec!["abcd", "efgh", ""]
         );
         assert_eq!(stamp(&[b"x"], 1, true), vec!["x"]);
+    }
+
+    #[test]
+    fn a_cr_at_a_piece_boundary_is_dropped_however_tcp_split_it() {
+        let want = vec!["abc"];
+        assert_eq!(stamp(&[b"abc\r\n"], 4, false), want);
+        assert_eq!(stamp(&[b"abc\r", b"\n"], 4, false), want);
+        assert_eq!(stamp(&[b"abcdabc\r", b"\n"], 4, false), vec!["abcd", "abc"]);
+        assert_eq!(stamp(&[b"\r", b"\n"], 1, false), vec![""]);
+        assert_eq!(stamp(&[b"ab\r"], 4, true), vec!["ab"]);
     }
 
     #[test]

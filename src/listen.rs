@@ -16,14 +16,15 @@ use crate::error::Error;
 
 /// Connections the kernel may queue per listener while we are busy (SPEC: at least 1024;
 /// the kernel caps it at net.core.somaxconn).
-const BACKLOG: i32 = 4096;
+pub const BACKLOG: i32 = 4096;
 
 /// A listening, non-blocking socket and what to show for it in logs.
 pub struct Listener {
     fd: OwnedFd,
     label: String,
-    /// A unix socket path we created, removed again when the listener is dropped.
-    owned_path: Option<PathBuf>,
+    /// A unix socket path we created, with its (device, inode), removed again when the
+    /// listener is dropped if it is still that file.
+    owned_path: Option<(PathBuf, (u64, u64))>,
 }
 
 impl Listener {
@@ -60,10 +61,11 @@ impl Listener {
                 let fd = stream_socket(AddressFamily::Unix).map_err(fail)?;
                 let ua = UnixAddr::new(path.as_path()).map_err(|e| fail(e.into()))?;
                 bind_listen(&fd, &ua).map_err(fail)?;
+                let identity = file_identity(path).map_err(fail)?;
                 Ok(Listener {
                     fd,
                     label: addr.to_string(),
-                    owned_path: Some(path.clone()),
+                    owned_path: Some((path.clone(), identity)),
                 })
             }
         }
@@ -93,12 +95,30 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Some(path) = &self.owned_path {
-            if let Err(e) = std::fs::remove_file(path) {
-                log::debug!("cannot remove {}: {e}", path.display());
+        let Some((path, identity)) = &self.owned_path else {
+            return;
+        };
+        // Someone may have replaced the path since (another instance, an operator): only
+        // remove the socket file we created.
+        match file_identity(path) {
+            Ok(now) if now == *identity => {
+                if let Err(e) = std::fs::remove_file(path) {
+                    log::debug!("cannot remove {}: {e}", path.display());
+                }
             }
+            Ok(_) => log::warn!(
+                "not removing {}: it is no longer our socket",
+                path.display()
+            ),
+            Err(e) => log::debug!("not removing {}: {e}", path.display()),
         }
     }
+}
+
+fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {

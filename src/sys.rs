@@ -55,12 +55,21 @@ pub fn set_nodelay(fd: &OwnedFd) -> io::Result<()> {
         .map_err(io::Error::from)
 }
 
-/// Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit.
+/// Raise the soft RLIMIT_NOFILE to the hard limit; returns the new soft limit. An unlimited
+/// hard limit cannot be a soft one for descriptors: the kernel caps it at fs.nr_open.
 pub fn raise_nofile_limit() -> io::Result<u64> {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    if soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let mut target = hard;
+    if hard == RLIM_INFINITY {
+        target = std::fs::read_to_string("/proc/sys/fs/nr_open")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(1 << 20);
     }
-    Ok(hard.max(soft))
+    if soft < target {
+        setrlimit(Resource::RLIMIT_NOFILE, target, hard)?;
+        return Ok(target);
+    }
+    Ok(soft)
 }

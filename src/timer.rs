@@ -72,6 +72,11 @@ impl<T> Timers<T> {
         }
     }
 
+    /// Drop every entry for which `keep` is false (O(n); for compacting cancelled entries).
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.heap.retain(|Reverse(e)| keep(&e.what));
+    }
+
     /// Entries queued (cancelled ones included until they pop).
     pub fn len(&self) -> usize {
         self.heap.len()
@@ -112,5 +117,10 @@ mod tests {
         assert_eq!(t.len(), 1);
         assert_eq!(t.pop_due(t0 + ms(40)), Some("c"));
         assert!(t.is_empty());
+        for w in ["x", "y", "x"] {
+            t.add(t0, w);
+        }
+        t.retain(|w| *w != "x");
+        assert_eq!((t.len(), t.pop_due(t0)), (1, Some("y")));
     }
 }

@@ -173,7 +173,8 @@ pub fn open(kind: BackendKind) -> io::Result<Box<dyn Backend>> {
             ))
         }
         BackendKind::Poll => Box::new(poll::Poll::new()),
-        BackendKind::Select | BackendKind::Auto => Box::new(select::Select::new()),
+        BackendKind::Select => Box::new(select::Select::new()),
+        BackendKind::Auto => unreachable!("resolve() never returns Auto"),
     })
 }
 

@@ -17,9 +17,10 @@ use crate::error::Error;
 use crate::listen::Listener;
 use crate::reactor::{Backend, Event, Interest, Token};
 use crate::signal::{Request, Signals};
-use crate::sys;
 use crate::systemd::Notifier;
 use crate::timer::Timers;
+
+mod accept;
 
 /// Connections accepted per listener per turn at most, so clients are not starved by a storm.
 const ACCEPT_BATCH: usize = 128;
@@ -100,9 +101,10 @@ pub struct Server {
     started: Instant,
     now: Instant,
     draining: bool,
-    fd_shortage: bool,
-    select_refused: u64,
-    select_warned: Option<Instant>,
+    /// The last EMFILE/ENFILE on accept, while a descriptor shortage lasts.
+    fd_shortage: Option<Instant>,
+    refused_by_backend: u64,
+    refusal_logged: Option<Instant>,
     notifier: Option<Notifier>,
     status_sent: (usize, Option<Instant>),
     status_armed: bool,
@@ -160,9 +162,9 @@ impl Server {
             started: now,
             now,
             draining: false,
-            fd_shortage: false,
-            select_refused: 0,
-            select_warned: None,
+            fd_shortage: None,
+            refused_by_backend: 0,
+            refusal_logged: None,
             notifier,
             status_sent: (0, None),
             status_armed: false,
@@ -196,6 +198,7 @@ impl Server {
                 self.on_timer(t);
             }
             self.free.append(&mut self.closed_this_turn);
+            self.compact_timers();
             self.report_status();
             if self.draining && self.open == 0 {
                 info!("drain complete: exiting");
@@ -207,7 +210,9 @@ impl Server {
     fn dispatch(&mut self, ev: Event) {
         match Source::from(ev.token) {
             Source::Signal => self.on_signals(),
-            Source::Listener(i) => self.accept(i),
+            Source::Listener(i) => {
+                self.accept(i);
+            }
             Source::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
@@ -292,107 +297,6 @@ impl Server {
         self.closed_this_turn.push(slot);
     }
 
-    fn accept(&mut self, index: usize) {
-        let Some(fd) = self
-            .listeners
-            .get(index)
-            .and_then(Option::as_ref)
-            .map(Listener::fd)
-        else {
-            return;
-        };
-        for _ in 0..ACCEPT_BATCH {
-            let stream = match sys::accept(fd) {
-                Ok(stream) => stream,
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => break,
-                    Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => continue,
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
-                        return self.pause_accepting(&e);
-                    }
-                    _ => {
-                        warn!("accept failed: {e}");
-                        break;
-                    }
-                },
-            };
-            if self.fd_shortage {
-                self.fd_shortage = false;
-                info!("accepting connections again");
-            }
-            if self.open >= self.config.max_clients {
-                self.stats.rejected += 1;
-                debug!(
-                    "connection over --max-clients {} closed",
-                    self.config.max_clients
-                );
-                continue;
-            }
-            if let Err(e) = sys::set_nodelay(&stream) {
-                debug!("TCP_NODELAY: {e}"); // unix sockets have no Nagle to turn off
-            }
-            let slot = self.free.pop().unwrap_or_else(|| {
-                self.conns.push(None);
-                self.conns.len() - 1
-            });
-            let mut conn = Conn::new(stream, self.next_id, self.now);
-            self.next_id += 1;
-            let token = Source::Conn(slot).into();
-            match self
-                .backend
-                .set_interest(conn.fd(), token, Interest::NONE, Interest::READ)
-            {
-                Ok(()) => conn.registered = Interest::READ,
-                Err(e) => {
-                    self.stats.rejected += 1;
-                    self.free.push(slot);
-                    self.refused_by_backend(conn.fd(), &e);
-                    continue;
-                }
-            }
-            self.stats.accepted += 1;
-            debug!("conn {} (fd {}) accepted", conn.id, conn.fd());
-            if let Some(idle) = self.config.idle_timeout {
-                self.timers
-                    .add(self.now + idle, Timer::Idle { slot, id: conn.id });
-            }
-            self.conns[slot] = Some(conn);
-            self.open += 1;
-        }
-    }
-
-    /// select cannot watch fd >= FD_SETSIZE: such a connection is closed, with a warning at
-    /// most once a second (counting the refusals) so a flood cannot flood the log too.
-    fn refused_by_backend(&mut self, fd: i32, e: &io::Error) {
-        self.select_refused += 1;
-        let due = self
-            .select_warned
-            .is_none_or(|t| self.now >= t + Duration::from_secs(1));
-        if due {
-            warn!(
-                "closing connection: fd {fd} is beyond the {} backend's limit ({e}); {} refused so far",
-                self.backend.name(),
-                self.select_refused
-            );
-            self.select_warned = Some(self.now);
-        }
-    }
-
-    /// Out of descriptors: stop watching the listeners for a moment instead of spinning on a
-    /// level-triggered listener that we cannot accept from. Logged once per shortage.
-    fn pause_accepting(&mut self, e: &io::Error) {
-        if !self.fd_shortage {
-            self.fd_shortage = true;
-            warn!(
-                "cannot accept: {e}; pausing accepts, {} connections open",
-                self.open
-            );
-        }
-        self.set_listening(Interest::NONE);
-        self.timers
-            .add(self.now + ACCEPT_PAUSE, Timer::AcceptResume);
-    }
-
     fn set_listening(&mut self, want: Interest) {
         if want == self.listening {
             return;
@@ -457,6 +361,23 @@ impl Server {
         }
     }
 
+    /// Cancelled timers stay queued until due (lazy deletion): with --idle-timeout 1h, every
+    /// short connection would leave an entry for an hour. Purge the stale ones once they
+    /// outnumber the live ones (at most two per connection); amortised O(1) per entry.
+    fn compact_timers(&mut self) {
+        if self.timers.len() <= 4 * self.open + 64 {
+            return;
+        }
+        let conns = &self.conns;
+        self.timers.retain(|t| match *t {
+            Timer::Idle { slot, id } | Timer::Delay { slot, id } => conns
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|c| c.id == id),
+            _ => true,
+        });
+    }
+
     /// The live connection in `slot` if it is still the one a timer was set for.
     fn conn(&mut self, slot: usize, id: u64) -> Option<&mut Conn> {
         self.conns
@@ -497,6 +418,17 @@ impl Server {
         self.draining = true;
         if let Some(n) = &self.notifier {
             n.notify("STOPPING=1");
+        }
+        // Clients whose connect already completed sit in the listen backlog and may have
+        // sent data before the signal: take them in (within --max-clients) before closing,
+        // which would reset them. At most one backlog's worth per listener, so a flood of
+        // new connects cannot hold the drain here.
+        for i in 0..self.listeners.len() {
+            for _ in 0..=crate::listen::BACKLOG as usize / ACCEPT_BATCH {
+                if self.accept(i) != accept::Backlog::More {
+                    break;
+                }
+            }
         }
         self.set_listening(Interest::NONE);
         self.listeners.clear(); // closes them (and removes unix socket files we created)
