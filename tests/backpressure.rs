@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::util::client::{check_pattern, echo_exact, fresh_seed, ping, Pattern};
+use crate::util::client::{check_pattern, echo_exact, fresh_seed, ping, retry, Pattern};
 use crate::util::Daemon;
 
 /// A thread sending `total` pattern bytes and counting what the kernel took; it keeps
@@ -35,7 +35,7 @@ fn blast(s: &TcpStream, seed: u64, total: usize) -> Blaster {
             p.fill(&mut buf[..n]);
             let mut off = 0;
             while off < n {
-                match w.write(&buf[off..n]) {
+                match retry(|| w.write(&buf[off..n])) {
                     Ok(k) => {
                         off += k;
                         counter.fetch_add(k, Ordering::SeqCst);

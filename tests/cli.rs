@@ -239,7 +239,7 @@ fn documented_value_forms_are_accepted() {
         let Some(d) = b.spawn() else { return };
         let mut s = d.connect();
         s.write_all(b"x\n").unwrap();
-        let back = read_line(&s);
+        let back = read_line(&s).unwrap_or_else(|e| d.fail(&format!("reading the reply: {e}")));
         if back != b"x\n" && !back.starts_with(b"Echo=>x at ") {
             d.fail(&format!(
                 "unexpected reply {:?}",

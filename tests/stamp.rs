@@ -89,7 +89,7 @@ fn stamp_mode_follows_tz() {
     let mut s = d.connect();
     let before = now_secs();
     s.write_all(b"tz\n").unwrap();
-    let line = client::read_line(&s);
+    let line = client::read_line(&s).unwrap_or_else(|e| d.fail(&e));
     let replies = parse_replies(&line).unwrap_or_else(|e| d.fail(&e));
     let offset = replies[0].stamp - before;
     if replies[0].body != b"tz" || !(19_800 - 2..=19_800 + 3).contains(&offset) {
@@ -209,7 +209,7 @@ for_each_backend! {
         s.write_all(&input).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         for i in 0..400 {
-            let line = client::read_line(&s);
+            let line = client::read_line(&s).unwrap_or_else(|e| d.fail(&format!("reply {i} of 400: {e}")));
             if !line.starts_with(b"Echo=> at ") {
                 d.fail(&format!("reply {i} of 400 to the empty lines: {:?}", String::from_utf8_lossy(&line)));
             }

@@ -12,6 +12,19 @@ use std::time::{Duration, Instant, SystemTime};
 /// Read and write timeout on every test socket: a stuck daemon fails the test, never hangs it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Run `op` again while it fails with EINTR. Reads and writes on sockets with a timeout
+/// (all of ours) fail with EINTR whenever this process is interrupted, even without a
+/// handler of ours: a stop and continue, or a handler installed by another test in this
+/// process without SA_RESTART (signal(7), "Interruption of system calls").
+pub fn retry<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Connect to `addr` with [`IO_TIMEOUT`] on connect, reads and writes.
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
@@ -115,7 +128,7 @@ pub fn check_pattern(r: &mut impl Read, seed: u64, len: usize) -> Result<(), Str
     let mut done = 0;
     while done < len {
         let cap = (len - done).min(got.len());
-        let n = match r.read(&mut got[..cap]) {
+        let n = match retry(|| r.read(&mut got[..cap])) {
             Ok(0) => return Err(format!("EOF after {done} of {len} bytes (seed {seed:#x})")),
             Ok(n) => n,
             Err(e) => {
@@ -164,7 +177,7 @@ pub fn echo_exact<S: Duplex>(s: &S, seed: u64, len: usize, half_close: bool) -> 
 /// The next read must be a clean end of stream.
 pub fn expect_eof(r: &mut impl Read) -> Result<(), String> {
     let mut b = [0u8; 256];
-    match r.read(&mut b) {
+    match retry(|| r.read(&mut b)) {
         Ok(0) => Ok(()),
         Ok(n) => Err(format!("expected EOF, got {n} more bytes: {:?}", &b[..n])),
         Err(e) => Err(format!("expected EOF, got error: {e}")),
@@ -186,7 +199,7 @@ pub enum Outcome {
 pub fn outcome(s: &TcpStream, timeout: Duration) -> Outcome {
     s.set_read_timeout(Some(timeout)).unwrap();
     let mut buf = [0u8; 4096];
-    let res = (&*s).read(&mut buf);
+    let res = retry(|| (&*s).read(&mut buf));
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     match res {
         Ok(0) => Outcome::Closed,
@@ -212,7 +225,7 @@ pub fn read_n(s: &mut impl Read, want: usize, since: Instant) -> (Vec<u8>, Durat
     let mut out = Vec::with_capacity(want);
     let mut buf = [0u8; 4096];
     while out.len() < want {
-        match s.read(&mut buf[..(want - out.len()).min(4096)]) {
+        match retry(|| s.read(&mut buf[..(want - out.len()).min(4096)])) {
             Ok(0) | Err(_) => break,
             Ok(n) => out.extend_from_slice(&buf[..n]),
         }
@@ -220,12 +233,30 @@ pub fn read_n(s: &mut impl Read, want: usize, since: Instant) -> (Vec<u8>, Durat
     (out, since.elapsed())
 }
 
-/// Read up to and including the next `\n` (or to EOF / an error); what came.
-pub fn read_line(mut s: impl Read) -> Vec<u8> {
+/// Read up to and including the next `\n`; on EOF or an error first, a message saying
+/// what came, what ended it and after how long.
+pub fn read_line(mut s: impl Read) -> Result<Vec<u8>, String> {
+    let t0 = Instant::now();
     let mut line = Vec::new();
     let mut b = [0u8; 1];
-    while !line.ends_with(b"\n") && matches!(s.read(&mut b), Ok(1)) {
-        line.push(b[0]);
+    while !line.ends_with(b"\n") {
+        match retry(|| s.read(&mut b)) {
+            Ok(1) => line.push(b[0]),
+            Ok(_) => {
+                return Err(format!(
+                    "EOF after {:?} of a line, {:?} in",
+                    String::from_utf8_lossy(&line),
+                    t0.elapsed()
+                ))
+            }
+            Err(e) => {
+                return Err(format!(
+                    "{e} after {:?} of a line, {:?} in",
+                    String::from_utf8_lossy(&line),
+                    t0.elapsed()
+                ))
+            }
+        }
     }
-    line
+    Ok(line)
 }

@@ -103,7 +103,7 @@ fn capture(mut from: impl Read + Send + 'static) -> Shared {
     thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
-            let n = from.read(&mut buf).unwrap_or(0);
+            let n = client::retry(|| from.read(&mut buf)).unwrap_or(0);
             let (lock, cvar) = &*sink;
             let mut c = lock.lock().unwrap();
             if n == 0 {
