@@ -28,5 +28,8 @@ mod signals;
 // The command line: exit codes, one-line errors, --help/--version, README drift.
 mod cli;
 
-// Limits and hostile peers: --max-clients, fd exhaustion, select's FD_SETSIZE, resets.
+// Limits and hostile peers: --max-clients, clients that reset mid-stream.
 mod limits;
+
+// File descriptors: exhaustion on accept (no spin), select's FD_SETSIZE, RLIMIT_NOFILE raised.
+mod fds;

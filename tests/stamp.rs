@@ -66,14 +66,16 @@ fn stamp_conversation(d: &Daemon, max_buffer: usize) {
     }
 }
 
-for_each_backend! {
-    fn stamp_mode_format(backend) {
-        let Some(d) = Daemon::with(backend)
-            .args(&["--mode", "stamp", "--max-buffer", "1KiB"])
-            .env("TZ", "UTC")
-            .spawn() else { return };
-        stamp_conversation(&d, 1024);
-    }
+for_each_backend!(stamp_mode_format);
+fn stamp_mode_format(backend: &'static str) {
+    let Some(d) = Daemon::with(backend)
+        .args(&["--mode", "stamp", "--max-buffer", "1KiB"])
+        .env("TZ", "UTC")
+        .spawn()
+    else {
+        return;
+    };
+    stamp_conversation(&d, 1024);
 }
 
 /// ctime is local time as `TZ` says (POSIX TZ string, no tz database needed).
@@ -160,67 +162,95 @@ fn check_pieces(d: &Daemon, replies: &[Reply], lines: &[Vec<u8>], max: usize) {
     }
 }
 
-for_each_backend! {
-    /// A 1 MiB line under `--max-buffer 4KiB`, read while it is sent: answered in pieces of
-    /// at most 4 KiB that join to the whole line, then the next line as usual.
-    fn stamp_long_line_streams_in_pieces(backend) {
-        let Some(d) = Daemon::spawn(backend, &["--mode", "stamp", "--max-buffer", "4KiB"]) else { return };
-        let mut line = vec![0u8; 1 << 20];
-        Pattern::new(client::fresh_seed()).fill(&mut line);
-        for b in &mut line {
-            if *b == b'\n' || *b == b'\r' {
-                *b = b'.';
-            }
+for_each_backend!(stamp_long_line_streams_in_pieces);
+/// A 1 MiB line under `--max-buffer 4KiB`, read while it is sent: answered in pieces of
+/// at most 4 KiB that join to the whole line, then the next line as usual.
+fn stamp_long_line_streams_in_pieces(backend: &'static str) {
+    let Some(d) = Daemon::spawn(backend, &["--mode", "stamp", "--max-buffer", "4KiB"]) else {
+        return;
+    };
+    let mut line = vec![0u8; 1 << 20];
+    Pattern::new(client::fresh_seed()).fill(&mut line);
+    for b in &mut line {
+        if *b == b'\n' || *b == b'\r' {
+            *b = b'.';
         }
-        let mut input = line.clone();
-        input.extend_from_slice(b"\nafter\n");
-        let parts = input.chunks(64 << 10).map(<[u8]>::to_vec).collect();
-        let replies = exchange(&d, parts, Duration::ZERO);
-        check_pieces(&d, &replies, &[line, b"after".to_vec()], 4096);
     }
+    let mut input = line.clone();
+    input.extend_from_slice(b"\nafter\n");
+    let parts = input.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+    let replies = exchange(&d, parts, Duration::ZERO);
+    check_pieces(&d, &replies, &[line, b"after".to_vec()], 4096);
 }
 
-for_each_backend! {
-    /// `\r\n` at and around a piece boundary (`--max-buffer 64`), sent whole and split
-    /// between the `\r` and the `\n`: the `\r` never shows up in an answer, whatever the split.
-    fn stamp_crlf_at_piece_boundaries(backend) {
-        let Some(d) = Daemon::spawn(backend, &["--mode", "stamp", "--max-buffer", "64"]) else { return };
-        let lines: Vec<Vec<u8>> = [1, 63, 64, 65, 127, 128, 129, 200]
-            .iter()
-            .map(|&n| (0..n).map(|i| b'A' + (i % 26) as u8).collect())
-            .collect();
-        let whole: Vec<u8> = lines.iter().flat_map(|l| [&l[..], b"\r\n"].concat()).collect();
-        check_pieces(&d, &exchange(&d, vec![whole], Duration::ZERO), &lines, 64);
-        let split = lines.iter().flat_map(|l| [[&l[..], b"\r"].concat(), b"\n".to_vec()]).collect();
-        check_pieces(&d, &exchange(&d, split, Duration::from_millis(15)), &lines, 64);
-    }
+for_each_backend!(stamp_crlf_at_piece_boundaries);
+/// `\r\n` at and around a piece boundary (`--max-buffer 64`), sent whole and split
+/// between the `\r` and the `\n`: the `\r` never shows up in an answer, whatever the split.
+fn stamp_crlf_at_piece_boundaries(backend: &'static str) {
+    let Some(d) = Daemon::spawn(backend, &["--mode", "stamp", "--max-buffer", "64"]) else {
+        return;
+    };
+    let lines: Vec<Vec<u8>> = [1, 63, 64, 65, 127, 128, 129, 200]
+        .iter()
+        .map(|&n| (0..n).map(|i| b'A' + (i % 26) as u8).collect())
+        .collect();
+    let whole: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| [&l[..], b"\r\n"].concat())
+        .collect();
+    check_pieces(&d, &exchange(&d, vec![whole], Duration::ZERO), &lines, 64);
+    let split = lines
+        .iter()
+        .flat_map(|l| [[&l[..], b"\r"].concat(), b"\n".to_vec()])
+        .collect();
+    check_pieces(
+        &d,
+        &exchange(&d, split, Duration::from_millis(15)),
+        &lines,
+        64,
+    );
 }
 
-for_each_backend! {
-    /// A connection paused at the cap while an unfinished line holds more than half of it
-    /// must read again once its output drains (`--delay 300ms --max-buffer 1000`: 400 empty
-    /// lines and 600 bytes of a line in one write; after the 400 replies, the `\n` that
-    /// ends the line must be read and answered, and the half-close seen).
-    fn stamp_partial_line_does_not_keep_reading_paused(backend) {
-        let Some(d) = Daemon::spawn(backend, &["--mode", "stamp", "--delay", "300ms", "--max-buffer", "1000"]) else { return };
-        let mut s = d.connect();
-        let mut input = vec![b'\n'; 400];
-        input.extend_from_slice(&[b'x'; 600]);
-        s.write_all(&input).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        for i in 0..400 {
-            let line = client::read_line(&s).unwrap_or_else(|e| d.fail(&format!("reply {i} of 400: {e}")));
-            if !line.starts_with(b"Echo=> at ") {
-                d.fail(&format!("reply {i} of 400 to the empty lines: {:?}", String::from_utf8_lossy(&line)));
-            }
+for_each_backend!(stamp_partial_line_does_not_keep_reading_paused);
+/// A connection paused at the cap while an unfinished line holds more than half of it
+/// must read again once its output drains (`--delay 300ms --max-buffer 1000`: 400 empty
+/// lines and 600 bytes of a line in one write; after the 400 replies, the `\n` that
+/// ends the line must be read and answered, and the half-close seen).
+fn stamp_partial_line_does_not_keep_reading_paused(backend: &'static str) {
+    let Some(d) = Daemon::spawn(
+        backend,
+        &[
+            "--mode",
+            "stamp",
+            "--delay",
+            "300ms",
+            "--max-buffer",
+            "1000",
+        ],
+    ) else {
+        return;
+    };
+    let mut s = d.connect();
+    let mut input = vec![b'\n'; 400];
+    input.extend_from_slice(&[b'x'; 600]);
+    s.write_all(&input).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for i in 0..400 {
+        let line =
+            client::read_line(&s).unwrap_or_else(|e| d.fail(&format!("reply {i} of 400: {e}")));
+        if !line.starts_with(b"Echo=> at ") {
+            d.fail(&format!(
+                "reply {i} of 400 to the empty lines: {:?}",
+                String::from_utf8_lossy(&line)
+            ));
         }
-        s.write_all(b"\n").unwrap();
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut rest = Vec::new();
-        if let Err(e) = s.read_to_end(&mut rest) {
-            d.fail(&format!("after the 400 replies, the line's end is not answered ({e}, {} bytes): reading stayed paused", rest.len()));
-        }
-        let replies = parse_replies(&rest).unwrap_or_else(|e| d.fail(&e));
-        check_pieces(&d, &replies, &[vec![b'x'; 600]], 1000);
     }
+    s.write_all(b"\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    if let Err(e) = s.read_to_end(&mut rest) {
+        d.fail(&format!("after the 400 replies, the line's end is not answered ({e}, {} bytes): reading stayed paused", rest.len()));
+    }
+    let replies = parse_replies(&rest).unwrap_or_else(|e| d.fail(&e));
+    check_pieces(&d, &replies, &[vec![b'x'; 600]], 1000);
 }

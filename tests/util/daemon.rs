@@ -78,6 +78,27 @@ impl Daemon {
         &self.addrs
     }
 
+    /// Does a new client get echoed within 10 s? (Connect, send one byte, wait for it;
+    /// reconnect after a close.) For checking that the daemon recovers from a limit.
+    pub fn serves_new_client(&self) -> bool {
+        use std::io::Write;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(s) = client::connect(self.addr()) {
+                let _ = (&s).write_all(b"!");
+                loop {
+                    match client::outcome(&s, Duration::from_millis(500)) {
+                        client::Outcome::Data(b) if b == b"!" => return true,
+                        client::Outcome::Silent if Instant::now() < deadline => continue,
+                        _ => break,
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
     /// The first TCP address.
     pub fn addr(&self) -> SocketAddr {
         self.addrs

@@ -34,14 +34,24 @@ pub const BACKENDS: [&str; 3] = ["epoll", "poll", "select"];
 /// Longest wait for the `listening on` line(s).
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Stamp out `$name_epoll`, `$name_poll` and `$name_select` tests from one body that takes
-/// the backend name (`&'static str`).
+/// `for_each_backend!(name);` beside `fn name(backend: &'static str)` stamps out the tests
+/// `name_epoll`, `name_poll` and `name_select`, each calling `name` with its backend. (The
+/// body stays an ordinary function, so rustfmt formats it.)
 macro_rules! for_each_backend {
-    ($(#[$attr:meta])* fn $name:ident($backend:ident) $body:block) => {
+    ($name:ident) => {
         pastey::paste! {
-            $(#[$attr])* #[test] fn [<$name _epoll>]() { let $backend: &'static str = "epoll"; $body }
-            $(#[$attr])* #[test] fn [<$name _poll>]() { let $backend: &'static str = "poll"; $body }
-            $(#[$attr])* #[test] fn [<$name _select>]() { let $backend: &'static str = "select"; $body }
+            #[test]
+            fn [<$name _epoll>]() {
+                $name("epoll")
+            }
+            #[test]
+            fn [<$name _poll>]() {
+                $name("poll")
+            }
+            #[test]
+            fn [<$name _select>]() {
+                $name("select")
+            }
         }
     };
 }
