@@ -119,10 +119,11 @@ impl Builder {
         match found {
             Some(addrs) => d.addrs = addrs,
             None => {
-                let _ = d.try_wait_exit(Duration::from_millis(200));
-                d.fail(&format!(
-                    "no {listeners} `listening on` line(s) within {START_TIMEOUT:?}"
-                ));
+                let why = match d.try_wait_exit(Duration::from_millis(200)) {
+                    Some(_) => "the daemon exited first".to_string(),
+                    None => format!("none within {START_TIMEOUT:?}"),
+                };
+                d.fail(&format!("want {listeners} `listening on` line(s): {why}"));
             }
         }
         d
