@@ -85,21 +85,13 @@ fn soft_nofile_limit_is_raised_to_hard() {
     }
 }
 
-/// Raise this process's soft RLIMIT_NOFILE to at least `want`; false if the hard limit forbids it.
-fn raise_nofile(want: u64) -> bool {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-    soft >= want
-        || (hard >= want && setrlimit(Resource::RLIMIT_NOFILE, want.max(soft), hard).is_ok())
-}
-
 /// select cannot watch descriptors >= 1024: with 1100 clients, those whose descriptor is
 /// too large are closed at accept with a warning, all the others echo, and once some leave
 /// new clients are served again.
 #[test]
 fn select_closes_descriptors_beyond_fd_setsize() {
     const N: usize = 1100;
-    if !raise_nofile(4096) {
+    if crate::util::lift_nofile() < 4096 {
         println!("note: RLIMIT_NOFILE hard limit below 4096; skipping the FD_SETSIZE test");
         return;
     }

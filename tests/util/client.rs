@@ -27,6 +27,7 @@ pub fn retry<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
 
 /// Connect to `addr` with [`IO_TIMEOUT`] on connect, reads and writes.
 pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    super::lift_nofile();
     let s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;

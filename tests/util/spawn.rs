@@ -59,6 +59,7 @@ impl Builder {
     }
 
     pub(super) fn spawn_local(mut self) -> Daemon {
+        super::lift_nofile();
         let mut listeners = self
             .args
             .iter()
