@@ -263,3 +263,15 @@ fn auto_and_default_backend_are_epoll() {
         }
     }
 }
+
+/// A path that is not a socket is never replaced: exit 1, the file untouched.
+#[test]
+fn unix_path_that_is_not_a_socket_is_left_alone() {
+    let sock = TempSock::new("file");
+    std::fs::write(&sock.0, "precious").unwrap();
+    let r = run(&["--listen", &sock.listen_arg()]);
+    let path = sock.0.display().to_string();
+    one_line_error(&r, 1, &[&path]).unwrap();
+    let kept = std::fs::read_to_string(&sock.0).unwrap_or_default();
+    assert_eq!(kept, "precious", "the daemon replaced a regular file");
+}
