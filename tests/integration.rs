@@ -1,5 +1,35 @@
+//! The one integration-test binary (`autotests = false`): every module below runs in it.
+
+// The harness: spawns the real daemon on 127.0.0.1:0, `for_each_backend!`, client helpers.
+#[macro_use]
+mod util;
+
 // Backend conformance: the `reactor::Backend` contract, one suite run against epoll, poll and select.
 mod backends;
 
 // systemd: unit files (verify, security), install.sh, socket activation, sd_notify, watchdog.
 mod systemd;
+
+// Raw echo, byte for byte, over all three backends; half-close; unix and IPv6 listeners.
+mod echo;
+
+// Stamp mode: the reply format, ctime and TZ, long lines in pieces, CRLF whatever the split.
+mod stamp;
+
+// Backpressure: a client that never reads is paused at --max-buffer with bounded memory.
+mod backpressure;
+
+// Timers: --delay (concurrent, ordered, never early) and --idle-timeout.
+mod timers;
+
+// Signals: SIGTERM/SIGINT drain and its deadline, second signal, SIGUSR1 stats, SIGHUP.
+mod signals;
+
+// The command line: exit codes, one-line errors, --help/--version, README drift.
+mod cli;
+
+// Limits and hostile peers: --max-clients, clients that reset mid-stream.
+mod limits;
+
+// File descriptors: exhaustion on accept (no spin), select's FD_SETSIZE, RLIMIT_NOFILE raised.
+mod fds;
