@@ -33,3 +33,6 @@ mod limits;
 
 // File descriptors: exhaustion on accept (no spin), select's FD_SETSIZE, RLIMIT_NOFILE raised.
 mod fds;
+
+// The shell tools: hammer.sh once per backend, and demo.sh, against the real daemon.
+mod scripts;
