@@ -217,7 +217,11 @@ median() {
 
 # ---------------------------------------------------------------- the rounds
 csv=$out/results.csv
-echo "round,server,connections,size,rps,p50_us,p99_us,p999_us,errors" >"$csv"
+echo "round,server,connections,size,rps,p50_us,p99_us,p999_us,errors,cpu_us_per_req" >"$csv"
+# Server CPU time (user + system, in clock ticks) from /proc: steadier than req/s on a shared
+# machine, because another process's load slows both but does not bill its CPU to the server.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+ticks_per_s=$(getconf CLK_TCK)
 bench_limit=$(awk -v d="$duration" -v w="$warmup" 'BEGIN { printf "%d", d + w + 120 }')
 failures=0
 
@@ -230,12 +234,16 @@ for ((r = 1; r <= rounds; r++)); do
         for c in $loads; do
             j=$out/logs/r$r-$name-c$c.json
             rc=0
+            cpu0=$(cpu_ticks "$server_pid")
+            t0=$(date +%s.%N)
             "${bench_pin[@]}" timeout "$bench_limit" "$bench_bin" --addr "127.0.0.1:$port" \
                 -c "$c" -s "$size" -d "${duration}s" -w "${warmup}s" --json --no-progress \
                 >"$j" 2>"$out/logs/r$r-$name-c$c.bench.log" &
             bench_pid=$!
             wait "$bench_pid" || rc=$?
             bench_pid=""
+            cpu1=$(cpu_ticks "$server_pid")
+            t1=$(date +%s.%N)
             if ((rc != 0 && rc != 3)) || [[ ! -s $j ]]; then
                 failures=$((failures + 1))
                 printf 'round %d  %-9s %4s x %d B  FAILED (bench exit %d: %s)\n' "$r" "$name" "$c" "$size" \
@@ -245,9 +253,12 @@ for ((r = 1; r <= rounds; r++)); do
             rps=$(jget rps "$j")
             p99=$(jget p99_us "$j")
             errors=$(jget errors "$j")
-            echo "$r,$name,$c,$size,$rps,$(jget p50_us "$j"),$p99,$(jget p999_us "$j"),$errors" >>"$csv"
-            printf 'round %d  %-9s %4s x %d B  %10.0f req/s  p99 %8.1f us  errors %s\n' \
-                "$r" "$name" "$c" "$size" "$rps" "$p99" "$errors"
+            # CPU share over the whole bench run (warm-up included, at the same load) / req/s.
+            cpu_us=$(awk -v a="$cpu0" -v b="$cpu1" -v t0="$t0" -v t1="$t1" -v hz="$ticks_per_s" -v r="$rps" \
+                'BEGIN { printf "%.2f", (r > 0 && t1 > t0) ? (b - a) / hz / (t1 - t0) * 1e6 / r : 0 }')
+            echo "$r,$name,$c,$size,$rps,$(jget p50_us "$j"),$p99,$(jget p999_us "$j"),$errors,$cpu_us" >>"$csv"
+            printf 'round %d  %-9s %4s x %d B  %10.0f req/s  p99 %8.1f us  %5.2f us CPU/req  errors %s\n' \
+                "$r" "$name" "$c" "$size" "$rps" "$p99" "$cpu_us" "$errors"
             ((errors == 0)) || failures=$((failures + 1))
         done
         stop_server
@@ -256,7 +267,8 @@ done
 
 echo
 echo "medians over $rounds rounds (ratio = echo-mux / reference; req/s: higher is better, p99: lower is better)"
-printf '%-14s %12s %12s %7s   %10s %10s %7s\n' load "ref req/s" "mux req/s" ratio "ref p99us" "mux p99us" ratio
+printf '%-14s %12s %12s %7s   %10s %10s %7s   %9s %9s %7s\n' load "ref req/s" "mux req/s" ratio \
+    "ref p99us" "mux p99us" ratio "ref us/rq" "mux us/rq" ratio
 # col SERVER CONNECTIONS FIELD: median of that CSV field over the rounds.
 col() {
     awk -F, -v s="$1" -v c="$2" -v k="$3" 'NR > 1 && $2 == s && $3 == c { print $k }' "$csv" | median
@@ -266,8 +278,12 @@ for c in $loads; do
     mux_rps=$(col echo-mux "$c" 5)
     ref_p99=$(col reference "$c" 7)
     mux_p99=$(col echo-mux "$c" 7)
-    awk -v l="$c x $size B" -v rr="$ref_rps" -v mr="$mux_rps" -v rp="$ref_p99" -v mp="$mux_p99" 'BEGIN {
-        printf "%-14s %12.0f %12.0f %7.2f   %10.1f %10.1f %7.2f\n", l, rr, mr, (rr > 0 ? mr / rr : 0), rp, mp, (rp > 0 ? mp / rp : 0)
+    ref_cpu=$(col reference "$c" 10)
+    mux_cpu=$(col echo-mux "$c" 10)
+    awk -v l="$c x $size B" -v rr="$ref_rps" -v mr="$mux_rps" -v rp="$ref_p99" -v mp="$mux_p99" \
+        -v rc="$ref_cpu" -v mc="$mux_cpu" 'BEGIN {
+        printf "%-14s %12.0f %12.0f %7.2f   %10.1f %10.1f %7.2f   %9.2f %9.2f %7.2f\n", l, rr, mr, (rr > 0 ? mr / rr : 0),
+            rp, mp, (rp > 0 ? mp / rp : 0), rc, mc, (rc > 0 ? mc / rc : 0)
     }'
 done
 echo
