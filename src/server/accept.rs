@@ -123,8 +123,9 @@ impl Server {
     fn pause_accepting(&mut self, e: &io::Error) {
         if self.fd_shortage.is_none() {
             warn!(
-                "cannot accept: {e}; pausing accepts ({} connections open, retrying every {:?})",
-                self.open, ACCEPT_PAUSE
+                "cannot accept: {e}; pausing accepts ({} open, retrying every {:?})",
+                super::connections(self.open),
+                ACCEPT_PAUSE
             );
         }
         self.fd_shortage = Some(self.now);

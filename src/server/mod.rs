@@ -412,8 +412,9 @@ impl Server {
     /// until its client closes and its output is flushed, up to `--shutdown-timeout`.
     fn start_drain(&mut self, name: &str) {
         info!(
-            "{name} received: draining {} connections (at most {:?})",
-            self.open, self.config.shutdown_timeout
+            "{name} received: draining {} (at most {:?})",
+            connections(self.open),
+            self.config.shutdown_timeout
         );
         self.draining = true;
         if let Some(n) = &self.notifier {
@@ -446,8 +447,8 @@ impl Server {
     fn cut_off(&mut self, why: &str) {
         if self.open > 0 {
             warn!(
-                "{why}: closing {} connections that had not finished",
-                self.open
+                "{why}: closing {} that had not finished",
+                connections(self.open)
             );
         }
         for slot in 0..self.conns.len() {
@@ -471,5 +472,14 @@ impl Server {
                 self.status_sent = (self.open, Some(self.now));
             }
         }
+    }
+}
+
+/// "1 connection", "3 connections".
+pub(crate) fn connections(n: usize) -> String {
+    if n == 1 {
+        "1 connection".to_string()
+    } else {
+        format!("{n} connections")
     }
 }
