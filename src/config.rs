@@ -92,17 +92,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value * scale).map_err(|_| "duration out of range".into())
 }
 
-/// `4096`, `64KiB`, `1MiB`, `1GiB` (also `K`/`KB`/`k`, `M`, `G` as binary multiples).
+/// `4096`, `64KiB`, `1MiB`, `1GiB` (also `K`/`KB`, `M`, `G`, any case, as binary multiples).
 pub fn parse_size(s: &str) -> Result<usize, String> {
     const EXPECTED: &str = "expected a size such as 4096, 64KiB, 1MiB or 1GiB";
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let shift = match unit.trim() {
-        "" | "B" => 0,
-        "K" | "k" | "KB" | "kB" | "KiB" => 10,
-        "M" | "MB" | "MiB" => 20,
-        "G" | "GB" | "GiB" => 30,
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
         _ => return Err(EXPECTED.into()),
     };
     let value: usize = num.parse().map_err(|_| EXPECTED.to_string())?;
@@ -166,6 +166,8 @@ mod tests {
         assert_eq!(parse_size("1MiB"), Ok(1 << 20));
         assert_eq!(parse_size("1GiB"), Ok(1 << 30));
         assert_eq!(parse_size("2M"), Ok(2 << 20));
+        assert_eq!(parse_size("1m"), Ok(1 << 20));
+        assert_eq!(parse_size("64kib"), Ok(64 << 10));
         assert_eq!(parse_size("0"), Ok(0));
         for bad in ["", "x", "1.5MiB", "-1", "1TiB", "99999999999999999999"] {
             assert!(parse_size(bad).is_err(), "{bad:?} should be rejected");

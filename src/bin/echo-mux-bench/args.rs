@@ -107,56 +107,18 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
     }
 }
 
-/// Parses a duration: `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us` or a bare number of seconds.
+/// A duration, in the daemon's own syntax (`250ms`, `5s`, `1.5`, `2m`): one parser for both.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num
-        .parse()
-        .map_err(|_| "expected a duration such as 5s, 250ms, 1.5s or 2m".to_string())?;
-    let scale = match unit.trim() {
-        "" | "s" | "sec" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        u => return Err(format!("unknown unit '{u}': use us, ms, s, m or h")),
-    };
-    let secs = v * scale;
-    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err("duration out of range".into());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    echo_mux::config::parse_duration(s)
 }
 
-/// Parses a byte count: `64`, `4k`, `4KiB`, `1M`, `1MiB` (powers of 1024); at least 1.
+/// A message size in the daemon's syntax (`64`, `4KiB`, `1MiB`), from 1 byte to 1 GiB.
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: u64 = num
-        .parse()
-        .map_err(|_| "expected a size such as 64, 4KiB or 1MiB".to_string())?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        u => return Err(format!("unknown unit '{u}': use KiB, MiB or GiB")),
-    };
-    let bytes = v
-        .checked_mul(mult)
-        .ok_or_else(|| "size out of range".to_string())?;
-    if bytes == 0 {
-        return Err("must be at least 1 byte".into());
+    match echo_mux::config::parse_size(s)? {
+        0 => Err("must be at least 1 byte".into()),
+        n if n > 1 << 30 => Err("at most 1GiB".into()),
+        n => Ok(n),
     }
-    if bytes > 1 << 30 {
-        return Err("at most 1GiB".into());
-    }
-    Ok(bytes as usize)
 }
 
 /// Turns a clap error into the one line we print (`invalid value 'x' for '--size <BYTES>': ...`).
