@@ -178,11 +178,10 @@ impl Conn {
 
     /// Answer held input that is due (all of it with `all`, when the drain starts).
     pub fn release(&mut self, all: bool, ctx: &mut Ctx<'_>) -> Step {
-        while let Some(h) = self.held.front() {
-            if !all && h.due > ctx.now {
+        while self.held.front().is_some_and(|h| all || h.due <= ctx.now) {
+            let Some(h) = self.held.pop_front() else {
                 break;
-            }
-            let h = self.held.pop_front().expect("front exists");
+            };
             self.held_bytes -= h.bytes.len() + HELD_OVERHEAD;
             self.produce(&h.bytes, ctx);
         }
