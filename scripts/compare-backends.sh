@@ -6,6 +6,8 @@ set -euo pipefail
 
 prog=compare-backends.sh
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 duration=5
 warmup=1
@@ -50,15 +52,6 @@ CSV columns: backend,connections,idle,size,rps,mbps,p50_us,p99_us,p999_us,errors
 USAGE
 }
 
-die_usage() {
-    echo "$prog: $*" >&2
-    exit 2
-}
-die() {
-    echo "$prog: $*" >&2
-    exit 1
-}
-is_seconds() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
 # is_count_list LIST MIN: whitespace-separated whole numbers, each >= MIN, at least one.
 is_count_list() {
     local n seen=0
@@ -134,83 +127,24 @@ cd "$root"
 mkdir -p "$out/logs" || die "cannot create $out/logs"
 
 # ---------------------------------------------------------------- binaries
-if ((build)) && [[ -z ${ECHO_MUX:-} || -z ${ECHO_MUX_BENCH:-} || -z ${ECHO_MUX_PLOT:-} ]]; then
-    echo "building release binaries ..."
-    cargo build --release --quiet --bins || die "cargo build --release failed"
+if ((build)); then
+    build_bins "building release binaries ..." echo-mux echo-mux-bench echo-mux-plot
 fi
-server_bin=${ECHO_MUX:-$root/target/release/echo-mux}
-bench_bin=${ECHO_MUX_BENCH:-$root/target/release/echo-mux-bench}
-plot_bin=${ECHO_MUX_PLOT:-$root/target/release/echo-mux-plot}
-for f in "$server_bin" "$bench_bin" "$plot_bin"; do
-    [[ -x $f ]] || die "$f not found or not executable (build with cargo build --release)"
-done
+server_bin=$(release_bin echo-mux)
+bench_bin=$(release_bin echo-mux-bench)
+plot_bin=$(release_bin echo-mux-plot)
+need_executable "$server_bin" "$bench_bin" "$plot_bin"
 
-# ---------------------------------------------------------------- pinning
-server_pin=()
-bench_pin=()
-if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then
-    server_pin=(taskset -c 0)
-    bench_pin=(taskset -c 1)
-    pin_note="server on CPU 0, load generator on CPU 1"
-else
-    pin_note="not pinned (fewer than 2 CPUs or no taskset)"
-fi
-
-# ---------------------------------------------------------------- process handling
-server_pid=""
-bench_pid=""
-
-stop_server() {
-    [[ -n $server_pid ]] || return 0
-    if kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$server_pid" 2>/dev/null; then
-            echo "$prog: server $server_pid did not stop within 10 s of SIGTERM; killing it" >&2
-            kill -KILL "$server_pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-}
-
-cleanup() {
-    if [[ -n $bench_pid ]]; then
-        kill -TERM "$bench_pid" 2>/dev/null || true
-        wait "$bench_pid" 2>/dev/null || true
-    fi
-    stop_server
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+pin_cpus "server on CPU 0, load generator on CPU 1"
+on_exit stop_all
 
 # start_server BACKEND LOG: starts echo-mux on a free loopback port; sets server_pid and port.
 start_server() {
-    local backend=$1 log=$2 i
-    port=""
-    : >"$log" # exists before the background job opens it, so polling it never races
-    "${server_pin[@]}" "$server_bin" --backend "$backend" --listen 127.0.0.1:0 2>"$log" &
-    server_pid=$!
-    for ((i = 0; i < 200; i++)); do
-        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
-        [[ -n $port ]] && return 0
-        kill -0 "$server_pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "$prog: echo-mux --backend $backend did not report a listening port; its log:" >&2
-    sed 's/^/    /' "$log" >&2
+    local backend=$1 log=$2
+    spawn_server "$log" "${server_pin[@]}" "$server_bin" --backend "$backend" --listen 127.0.0.1:0 && return 0
+    fail_log "$log" "echo-mux --backend $backend did not report a listening port"
     stop_server
     return 1
-}
-
-# jget KEY FILE: a number from the bench's one-line JSON.
-jget() {
-    sed -n "s/.*\"$1\":\\([-0-9.eE+]*\\).*/\\1/p" "$2" | head -n 1
 }
 
 # ---------------------------------------------------------------- the runs
@@ -245,12 +179,8 @@ for backend in $backends; do
             tag="$backend-c$c-i$held"
             start_server "$backend" "$out/logs/$tag.server.log" || die "cannot start echo-mux --backend $backend"
             rc=0
-            "${bench_pin[@]}" timeout "$bench_limit" "$bench_bin" --addr "127.0.0.1:$port" \
-                -c "$c" --idle "$held" -s "$size" -d "${duration}s" -w "${warmup}s" \
-                --json --no-progress >"$out/logs/$tag.json" 2>"$out/logs/$tag.bench.log" &
-            bench_pid=$!
-            wait "$bench_pid" || rc=$?
-            bench_pid=""
+            run_bench "$out/logs/$tag.json" "$out/logs/$tag.bench.log" \
+                -c "$c" --idle "$held" -s "$size" -d "${duration}s" -w "${warmup}s" || rc=$?
             stop_server
             if ((rc != 0 && rc != 3)) || [[ ! -s $out/logs/$tag.json ]]; then
                 why=$(head -c 300 "$out/logs/$tag.bench.log")

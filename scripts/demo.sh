@@ -6,6 +6,8 @@ set -euo pipefail
 
 prog=demo.sh
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 delay=5
 
 usage() {
@@ -32,75 +34,40 @@ while (($#)); do
             exit 0
             ;;
         --delay)
-            (($# >= 2)) || {
-                echo "$prog: option '--delay' needs a value" >&2
-                exit 2
-            }
-            [[ $2 =~ ^[0-9]{1,3}$ ]] || {
-                echo "$prog: invalid value '$2' for '--delay': expected whole seconds, e.g. 5" >&2
-                exit 2
-            }
+            (($# >= 2)) || die_usage "option '--delay' needs a value"
+            [[ $2 =~ ^[0-9]{1,3}$ ]] || die_usage "invalid value '$2' for '--delay': expected whole seconds, e.g. 5"
             delay=$2
             shift 2
             ;;
-        *)
-            echo "$prog: unknown option '$1' (try --help)" >&2
-            exit 2
-            ;;
+        *) die_usage "unknown option '$1' (try --help)" ;;
     esac
 done
 
 if ! command -v nc >/dev/null 2>&1 || ! nc -h 2>&1 | grep -q -- '-N'; then
-    echo "$prog: needs nc from netcat-openbsd (apt-get install -y netcat-openbsd)" >&2
-    exit 1
+    die "needs nc from netcat-openbsd (apt-get install -y netcat-openbsd)"
 fi
 
 cd "$root"
-server_bin=${ECHO_MUX:-$root/target/release/echo-mux}
-if [[ -z ${ECHO_MUX:-} ]]; then
-    echo "== building echo-mux (cargo build --release) if needed"
-    cargo build --release --quiet --bin echo-mux || {
-        echo "$prog: cargo build --release failed" >&2
-        exit 1
-    }
-fi
-[[ -x $server_bin ]] || {
-    echo "$prog: $server_bin not found" >&2
-    exit 1
-}
+server_bin=$(release_bin echo-mux)
+build_bins "== building echo-mux (cargo build --release) if needed" echo-mux
+[[ -x $server_bin ]] || die "$server_bin not found"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/echo-mux-demo.XXXXXX")
 server_pid=""
 client_pids=()
 cleanup() {
-    local pid
-    for pid in "${client_pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
+    kill_pids "${client_pids[@]}"
     if [[ -n $server_pid ]] && kill -0 "$server_pid" 2>/dev/null; then
         kill -KILL "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
     rm -rf "$work"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+on_exit cleanup
 
 echo "== starting: echo-mux --mode stamp --delay ${delay}s --listen 127.0.0.1:0"
-: >"$work/server.log"
-"$server_bin" --mode stamp --delay "${delay}s" --listen 127.0.0.1:0 2>"$work/server.log" &
-server_pid=$!
-port=""
-for ((i = 0; i < 200; i++)); do
-    port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$work/server.log" | head -n 1)
-    [[ -n $port ]] && break
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.05
-done
-if [[ -z $port ]]; then
-    echo "$prog: echo-mux did not start; its log:" >&2
-    sed 's/^/    /' "$work/server.log" >&2
+if ! spawn_server "$work/server.log" "$server_bin" --mode stamp --delay "${delay}s" --listen 127.0.0.1:0; then
+    fail_log "$work/server.log" "echo-mux did not start"
     exit 1
 fi
 sed 's/^/   server: /' "$work/server.log"
@@ -134,14 +101,7 @@ echo "== all three answered in ${elapsed} s: the ${delay} s delays ran side by s
 echo "== stopping echo-mux with SIGTERM"
 kill -TERM "$server_pid"
 status=0
-for ((i = 0; i < 100; i++)); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-done
-if kill -0 "$server_pid" 2>/dev/null; then
-    echo "$prog: echo-mux still running 10 s after SIGTERM; killing it" >&2
-    kill -KILL "$server_pid" 2>/dev/null || true
-fi
+kill_lingering "$server_pid" "echo-mux still running 10 s after SIGTERM; killing it"
 wait "$server_pid" || status=$?
 server_pid=""
 tail -n +2 "$work/server.log" | sed 's/^/   server: /'

@@ -6,6 +6,8 @@ set -euo pipefail
 
 prog=vs-reference.sh
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 rounds=5
 duration=3
@@ -41,16 +43,6 @@ Environment: REFERENCE_DIR (where cecho.c is), ECHO_MUX, ECHO_MUX_BENCH (binarie
 instead of building). The reference listens on a free port in 21000-21999.
 USAGE
 }
-
-die_usage() {
-    echo "$prog: $*" >&2
-    exit 2
-}
-die() {
-    echo "$prog: $*" >&2
-    exit 1
-}
-is_seconds() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
 
 while (($#)); do
     case $1 in
@@ -107,72 +99,15 @@ mkdir -p "$out/logs" || die "cannot create $out/logs"
 
 cecho=$out/cecho-epoll
 gcc -O2 -DBACKEND_EPOLL -o "$cecho" "$reference_dir/cecho.c" || die "cannot compile $reference_dir/cecho.c"
-if ((build)) && [[ -z ${ECHO_MUX:-} || -z ${ECHO_MUX_BENCH:-} ]]; then
-    echo "building release binaries ..."
-    cargo build --release --quiet --bin echo-mux --bin echo-mux-bench || die "cargo build --release failed"
+if ((build)); then
+    build_bins "building release binaries ..." echo-mux echo-mux-bench
 fi
-server_bin=${ECHO_MUX:-$root/target/release/echo-mux}
-bench_bin=${ECHO_MUX_BENCH:-$root/target/release/echo-mux-bench}
-for f in "$server_bin" "$bench_bin"; do
-    [[ -x $f ]] || die "$f not found or not executable (build with cargo build --release)"
-done
+server_bin=$(release_bin echo-mux)
+bench_bin=$(release_bin echo-mux-bench)
+need_executable "$server_bin" "$bench_bin"
 
-server_pin=()
-bench_pin=()
-if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then
-    server_pin=(taskset -c 0)
-    bench_pin=(taskset -c 1)
-    pin_note="servers on CPU 0, load generator on CPU 1"
-else
-    pin_note="not pinned (fewer than 2 CPUs or no taskset)"
-fi
-
-# ---------------------------------------------------------------- process handling
-server_pid=""
-bench_pid=""
-
-stop_server() {
-    [[ -n $server_pid ]] || return 0
-    if kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 100; i++)); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$server_pid" 2>/dev/null; then
-            echo "$prog: server $server_pid did not stop within 10 s of SIGTERM; killing it" >&2
-            kill -KILL "$server_pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-}
-
-cleanup() {
-    if [[ -n $bench_pid ]]; then
-        kill -TERM "$bench_pid" 2>/dev/null || true
-        wait "$bench_pid" 2>/dev/null || true
-    fi
-    stop_server
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# wait_listening LOG: waits for "listening on 127.0.0.1:PORT" in LOG; sets port. Fails if the
-# server died or said nothing within 10 s.
-wait_listening() {
-    local log=$1 i
-    port=""
-    for ((i = 0; i < 200; i++)); do
-        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
-        [[ -n $port ]] && return 0
-        kill -0 "$server_pid" 2>/dev/null || return 1
-        sleep 0.05
-    done
-    return 1
-}
+pin_cpus "servers on CPU 0, load generator on CPU 1"
+on_exit stop_all
 
 # port_free P: nothing accepts connections on 127.0.0.1:P.
 port_free() {
@@ -183,31 +118,22 @@ port_free() {
 # "echo-mux" (--listen 127.0.0.1:0); sets server_pid and port.
 start_server() {
     local name=$1 log=$2 try p
-    : >"$log" # exists before the background job opens it, so polling it never races
+    : >"$log" # for fail_log, even when no free port was found
     if [[ $name == echo-mux ]]; then
-        "${server_pin[@]}" "$server_bin" --backend epoll --listen 127.0.0.1:0 2>"$log" &
-        server_pid=$!
-        wait_listening "$log" && return 0
+        spawn_server "$log" "${server_pin[@]}" "$server_bin" --backend epoll --listen 127.0.0.1:0 && return 0
     else
         for ((try = 0; try < 20; try++)); do
             p=$((21000 + RANDOM % 1000))
             port_free "$p" || continue
-            "${server_pin[@]}" "$cecho" "$p" 2>"$log" &
-            server_pid=$!
-            if wait_listening "$log" && sleep 0.05 && kill -0 "$server_pid" 2>/dev/null; then
+            if spawn_server "$log" "${server_pin[@]}" "$cecho" "$p" && sleep 0.05 && kill -0 "$server_pid" 2>/dev/null; then
                 return 0
             fi
             stop_server # lost a race for the port: try another
         done
     fi
-    echo "$prog: $name did not start; its log:" >&2
-    sed 's/^/    /' "$log" >&2
+    fail_log "$log" "$name did not start"
     stop_server
     return 1
-}
-
-jget() {
-    sed -n "s/.*\"$1\":\\([-0-9.eE+]*\\).*/\\1/p" "$2" | head -n 1
 }
 
 # median: of the numbers on stdin.
@@ -236,12 +162,8 @@ for ((r = 1; r <= rounds; r++)); do
             rc=0
             cpu0=$(cpu_ticks "$server_pid")
             t0=$(date +%s.%N)
-            "${bench_pin[@]}" timeout "$bench_limit" "$bench_bin" --addr "127.0.0.1:$port" \
-                -c "$c" -s "$size" -d "${duration}s" -w "${warmup}s" --json --no-progress \
-                >"$j" 2>"$out/logs/r$r-$name-c$c.bench.log" &
-            bench_pid=$!
-            wait "$bench_pid" || rc=$?
-            bench_pid=""
+            run_bench "$j" "$out/logs/r$r-$name-c$c.bench.log" \
+                -c "$c" -s "$size" -d "${duration}s" -w "${warmup}s" || rc=$?
             cpu1=$(cpu_ticks "$server_pid")
             t1=$(date +%s.%N)
             if ((rc != 0 && rc != 3)) || [[ ! -s $j ]]; then

@@ -1,0 +1,177 @@
+# shellcheck shell=bash
+# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh and demo.sh. Sourced, not run:
+#     source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# Defines functions only (no options, traps or variables are set by sourcing it). The caller
+# sets prog (its name, for messages) and root (the repository) first, and its own set -euo
+# pipefail. Server functions share these globals with the caller: server_pid and port (set by
+# spawn_server), bench_pid (run_bench), server_pin, bench_pin, pin_note (pin_cpus), bench_bin
+# and bench_limit (seconds before timeout stops one bench run).
+# shellcheck disable=SC2154 # prog, root, bench_bin, bench_limit: the caller's
+
+# ---------------------------------------------------------------- messages and checks
+
+# die_usage MESSAGE: "$prog: MESSAGE" on stderr, exit 2 (bad usage).
+die_usage() {
+    echo "$prog: $*" >&2
+    exit 2
+}
+
+# die MESSAGE: "$prog: MESSAGE" on stderr, exit 1.
+die() {
+    echo "$prog: $*" >&2
+    exit 1
+}
+
+# is_seconds VALUE: VALUE is a number of seconds such as 5 or 0.5.
+is_seconds() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
+
+# fail_log LOG MESSAGE: "$prog: MESSAGE; its log:" and then LOG, indented, on stderr.
+fail_log() {
+    echo "$prog: $2; its log:" >&2
+    sed 's/^/    /' "$1" >&2
+}
+
+# jget KEY FILE: a number from echo-mux-bench's one-line JSON.
+jget() {
+    sed -n "s/.*\"$1\":\\([-0-9.eE+]*\\).*/\\1/p" "$2" | head -n 1
+}
+
+# ---------------------------------------------------------------- binaries
+
+# bin_var NAME: the environment variable that overrides binary NAME (echo-mux-bench: ECHO_MUX_BENCH).
+bin_var() {
+    local v=${1^^}
+    echo "${v//-/_}"
+}
+
+# release_bin NAME: the binary NAME to use: its environment override, else target/release/NAME.
+release_bin() {
+    local v
+    v=$(bin_var "$1")
+    echo "${!v:-$root/target/release/$1}"
+}
+
+# build_bins NOTE NAME...: unless every NAME has its override, prints NOTE and builds them.
+build_bins() {
+    local note=$1 name v need=0 args=()
+    shift
+    for name; do
+        v=$(bin_var "$name")
+        [[ -n ${!v:-} ]] || need=1
+        args+=(--bin "$name")
+    done
+    ((need)) || return 0
+    echo "$note"
+    cargo build --release --quiet "${args[@]}" || die "cargo build --release failed"
+}
+
+# need_executable PATH...: dies unless every PATH is an executable file.
+need_executable() {
+    local f
+    for f; do
+        [[ -x $f ]] || die "$f not found or not executable (build with cargo build --release)"
+    done
+}
+
+# pin_cpus NOTE: with taskset and 2+ CPUs, server_pin/bench_pin pin to CPU 0/1 and pin_note=NOTE.
+# shellcheck disable=SC2034 # server_pin, bench_pin, pin_note: the caller's to use
+pin_cpus() {
+    server_pin=()
+    bench_pin=()
+    if command -v taskset >/dev/null 2>&1 && (($(nproc) >= 2)); then
+        server_pin=(taskset -c 0)
+        bench_pin=(taskset -c 1)
+        pin_note=$1
+    else
+        pin_note="not pinned (fewer than 2 CPUs or no taskset)"
+    fi
+}
+
+# ---------------------------------------------------------------- processes
+
+# on_exit FUNCTION: runs FUNCTION on exit; SIGINT and SIGTERM exit 130 and 143 (through it).
+on_exit() {
+    # shellcheck disable=SC2064 # meant to expand now: $1 names the function to run
+    trap "$1" EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# kill_pids PID...: SIGTERM to each PID, quietly skipping those already gone.
+kill_pids() {
+    local pid
+    for pid; do
+        kill "$pid" 2>/dev/null || true
+    done
+}
+
+# kill_lingering PID MESSAGE: if PID still runs 10 s from now, says "$prog: MESSAGE" and SIGKILLs it.
+kill_lingering() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    if kill -0 "$1" 2>/dev/null; then
+        echo "$prog: $2" >&2
+        kill -KILL "$1" 2>/dev/null || true
+    fi
+}
+
+# wait_listening LOG: waits up to 10 s for "listening on 127.0.0.1:PORT" in LOG; sets port.
+# Fails if server_pid died first or said nothing.
+wait_listening() {
+    local log=$1 i
+    port=""
+    for ((i = 0; i < 200; i++)); do
+        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
+        [[ -n $port ]] && return 0
+        kill -0 "$server_pid" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# spawn_server LOG COMMAND...: starts COMMAND in the background, stderr to LOG; sets server_pid,
+# then waits for its port (wait_listening).
+spawn_server() {
+    local log=$1
+    shift
+    : >"$log" # exists before the background job opens it, so polling it never races
+    "$@" 2>"$log" &
+    server_pid=$!
+    wait_listening "$log"
+}
+
+# stop_server: SIGTERM to server_pid, SIGKILL if it still runs 10 s later; reaps it.
+stop_server() {
+    [[ -n ${server_pid:-} ]] || return 0
+    if kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        kill_lingering "$server_pid" "server $server_pid did not stop within 10 s of SIGTERM; killing it"
+    fi
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+}
+
+# stop_all: stops the bench run (bench_pid) and the server, if any; an on_exit function.
+stop_all() {
+    if [[ -n ${bench_pid:-} ]]; then
+        kill -TERM "$bench_pid" 2>/dev/null || true
+        wait "$bench_pid" 2>/dev/null || true
+    fi
+    stop_server
+}
+
+# run_bench JSON LOG ARG...: echo-mux-bench against 127.0.0.1:$port with ARG... --json
+# --no-progress (pinned, under timeout bench_limit); returns its exit status.
+run_bench() {
+    local json=$1 log=$2 rc=0
+    shift 2
+    "${bench_pin[@]}" timeout "$bench_limit" "$bench_bin" --addr "127.0.0.1:$port" \
+        "$@" --json --no-progress >"$json" 2>"$log" &
+    bench_pid=$!
+    wait "$bench_pid" || rc=$?
+    bench_pid=""
+    return "$rc"
+}
