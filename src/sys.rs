@@ -1,34 +1,37 @@
-//! The only libc glue outside `reactor/`: byte I/O on raw sockets, accept, descriptor flags.
-//! Each wrapper turns `-1` into `io::Error::last_os_error()` and nothing else.
+//! The only libc glue outside `reactor/`: byte I/O on raw sockets, accept, descriptor flags,
+//! and [`cvt`], which the backends use too.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-fn cvt(ret: libc::ssize_t) -> io::Result<usize> {
-    if ret < 0 {
+/// A system call's return value: `-1` (any negative) becomes `io::Error::last_os_error()`.
+pub(crate) fn cvt<T: Copy + PartialOrd + Default>(ret: T) -> io::Result<T> {
+    if ret < T::default() {
         Err(io::Error::last_os_error())
     } else {
-        Ok(ret as usize)
+        Ok(ret)
     }
 }
 
 /// `recv(2)` into `buf`; `Ok(0)` is end of stream.
 pub fn recv(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the whole call.
-    cvt(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) })
+    let n = cvt(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) })?;
+    Ok(n as usize)
 }
 
 /// `send(2)` with MSG_NOSIGNAL: a vanished peer is EPIPE, never SIGPIPE.
 pub fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid, readable region of `buf.len()` bytes for the whole call.
-    cvt(unsafe {
+    let n = cvt(unsafe {
         libc::send(
             fd.as_raw_fd(),
             buf.as_ptr().cast(),
             buf.len(),
             libc::MSG_NOSIGNAL,
         )
-    })
+    })?;
+    Ok(n as usize)
 }
 
 /// `accept4(2)` with SOCK_NONBLOCK | SOCK_CLOEXEC; the peer address is not asked for.
@@ -42,9 +45,7 @@ pub fn accept(listener: RawFd) -> io::Result<OwnedFd> {
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         )
     };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = cvt(fd)?;
     // SAFETY: accept4 just returned this descriptor to us; nobody else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -25,6 +25,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use super::{timeout_ms, Backend, Event, Interest, Token};
+use crate::sys::cvt;
 
 /// Ready descriptors fetched per `epoll_wait`.
 const MAX_EVENTS: usize = 1024;
@@ -41,10 +42,7 @@ impl Epoll {
     /// A fresh close-on-exec epoll instance.
     pub fn new() -> io::Result<Epoll> {
         // SAFETY: plain system call, no pointers.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let fd = cvt(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) })?;
         // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
         let ep = unsafe { OwnedFd::from_raw_fd(fd) };
         let buf = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
@@ -86,41 +84,31 @@ impl Backend for Epoll {
         };
         // SAFETY: `ev` is a valid, initialised epoll_event that outlives the call; a bad
         // `fd` is reported by the kernel as EBADF.
-        let rc = unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) })?;
         Ok(())
     }
 
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
         // SAFETY: `buf` holds `buf.len()` initialised entries the kernel may overwrite.
-        let n = unsafe {
+        let n = cvt(unsafe {
             libc::epoll_wait(
                 self.ep.as_raw_fd(),
                 self.buf.as_mut_ptr(),
                 self.buf.len() as libc::c_int,
                 timeout_ms(timeout),
             )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        })?;
         const FAIL: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
         for e in &self.buf[..n as usize] {
             // Copy out of the (packed on x86_64) struct before looking at the fields.
             let (bits, data) = (e.events, e.u64);
-            let fail = bits & FAIL != 0;
-            let readable = fail || bits & libc::EPOLLIN as u32 != 0;
-            let writable = fail || bits & libc::EPOLLOUT as u32 != 0;
-            if readable || writable {
-                events.push(Event {
-                    token: Token(data as usize),
-                    readable,
-                    writable,
-                });
-            }
+            events.extend(Event::ready(
+                Token(data as usize),
+                bits & libc::EPOLLIN as u32 != 0,
+                bits & libc::EPOLLOUT as u32 != 0,
+                bits & FAIL != 0,
+            ));
         }
         Ok(())
     }

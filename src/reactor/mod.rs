@@ -67,6 +67,25 @@ pub struct Event {
     pub writable: bool,
 }
 
+impl Event {
+    /// The event a backend reports for `token`, with the contract's folding applied: an
+    /// error or hang-up (`failed`) counts as readable *and* writable. `None` when nothing
+    /// is ready, so the "ready descriptors only" rule needs no check of its own.
+    pub(crate) fn ready(
+        token: Token,
+        readable: bool,
+        writable: bool,
+        failed: bool,
+    ) -> Option<Event> {
+        let (readable, writable) = (readable || failed, writable || failed);
+        (readable || writable).then_some(Event {
+            token,
+            readable,
+            writable,
+        })
+    }
+}
+
 /// A readiness backend. **This doc comment is the contract** all three implementations keep;
 /// `tests/backends.rs` runs the same conformance suite against each of them.
 ///
@@ -201,6 +220,27 @@ mod tests {
         assert_eq!(timeout_ms(Some(Duration::from_micros(1500))), 2);
         assert_eq!(timeout_ms(Some(Duration::from_millis(7))), 7);
         assert_eq!(timeout_ms(Some(Duration::from_secs(1 << 40))), i32::MAX);
+    }
+
+    #[test]
+    fn failures_fold_into_readable_and_writable() {
+        let t = Token(7);
+        let ev = |r, w| {
+            Some(Event {
+                token: t,
+                readable: r,
+                writable: w,
+            })
+        };
+        assert_eq!(
+            Event::ready(t, false, false, false),
+            None,
+            "nothing ready, no event"
+        );
+        assert_eq!(Event::ready(t, true, false, false), ev(true, false));
+        assert_eq!(Event::ready(t, false, true, false), ev(false, true));
+        assert_eq!(Event::ready(t, false, false, true), ev(true, true));
+        assert_eq!(Event::ready(t, true, false, true), ev(true, true));
     }
 
     #[test]

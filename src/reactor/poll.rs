@@ -25,6 +25,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use super::{timeout_ms, Backend, Event, Interest, Token};
+use crate::sys::cvt;
 
 /// Marks an fd with no slot in the reverse index.
 const ABSENT: u32 = u32::MAX;
@@ -129,16 +130,13 @@ impl Backend for Poll {
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {
         events.clear();
         // SAFETY: `fds` holds `fds.len()` initialised pollfds; the kernel writes `revents` only.
-        let n = unsafe {
+        let n = cvt(unsafe {
             libc::poll(
                 self.fds.as_mut_ptr(),
                 self.fds.len() as libc::nfds_t,
                 timeout_ms(timeout),
             )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        })?;
         let mut left = n as usize;
         for (p, &token) in self.fds.iter().zip(&self.tokens) {
             if left == 0 {
@@ -154,16 +152,12 @@ impl Backend for Poll {
                 "poll: fd {} was closed before it was deregistered",
                 p.fd
             );
-            let fail = r & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0;
-            let readable = fail || r & libc::POLLIN != 0;
-            let writable = fail || r & libc::POLLOUT != 0;
-            if readable || writable {
-                events.push(Event {
-                    token,
-                    readable,
-                    writable,
-                });
-            }
+            events.extend(Event::ready(
+                token,
+                r & libc::POLLIN != 0,
+                r & libc::POLLOUT != 0,
+                r & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+            ));
         }
         Ok(())
     }

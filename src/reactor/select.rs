@@ -28,6 +28,7 @@ use std::os::fd::RawFd;
 use std::time::Duration;
 
 use super::{Backend, Event, Interest, Token};
+use crate::sys::cvt;
 
 const SETSIZE: usize = libc::FD_SETSIZE;
 
@@ -157,9 +158,7 @@ impl Backend for Select {
                 tvp,
             )
         };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let n = cvt(n)?;
         let mut left = n as usize;
         let mut fd = 0;
         while left > 0 && fd <= self.max_fd {
@@ -167,12 +166,9 @@ impl Backend for Select {
             let writable = is_set(&self.ready_w, fd);
             left = left.saturating_sub(readable as usize + writable as usize);
             if readable || writable {
+                // select has no error set: a failed socket shows up as readable/writable.
                 if let Some(token) = self.tokens[fd as usize] {
-                    events.push(Event {
-                        token,
-                        readable,
-                        writable,
-                    });
+                    events.extend(Event::ready(token, readable, writable, false));
                 }
             }
             fd += 1;
