@@ -236,8 +236,8 @@ impl Conn {
             }
             Mode::Raw => self.out.extend(data),
             Mode::Stamp => {
-                self.stamper
-                    .feed(data, ctx.max_buffer, ctx.clock, &mut self.out);
+                let time = ctx.clock.ctime().as_bytes();
+                self.stamper.feed(data, ctx.max_buffer, time, &mut self.out);
                 self.flush(ctx);
             }
         }
@@ -245,8 +245,8 @@ impl Conn {
 
     fn end_of_input(&mut self, ctx: &mut Ctx<'_>) {
         if ctx.mode == Mode::Stamp {
-            self.stamper
-                .finish(ctx.max_buffer, ctx.clock, &mut self.out);
+            let time = ctx.clock.ctime().as_bytes();
+            self.stamper.finish(ctx.max_buffer, time, &mut self.out);
             self.flush(ctx);
         }
     }

@@ -24,16 +24,17 @@ impl Stamper {
         self.partial.len() - usize::from(self.partial.last() == Some(&b'\r'))
     }
 
-    /// Answer every complete line in `input`; keep the unfinished tail.
-    pub fn feed(&mut self, mut input: &[u8], max: usize, clock: &mut Clock, out: &mut OutBuf) {
+    /// Answer every complete line in `input`, stamped with `time` (the ctime text of the
+    /// moment the replies are made); keep the unfinished tail.
+    pub fn feed(&mut self, mut input: &[u8], max: usize, time: &[u8], out: &mut OutBuf) {
         while let Some(nl) = input.iter().position(|&b| b == b'\n') {
             let (segment, rest) = (&input[..nl], &input[nl + 1..]);
             if self.partial.is_empty() {
-                self.line(segment, max, clock, out);
+                self.line(segment, max, time, out);
             } else {
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(segment);
-                self.line(&line, max, clock, out);
+                self.line(&line, max, time, out);
                 line.clear();
                 self.partial = line; // keep the allocation for the next line
             }
@@ -43,11 +44,11 @@ impl Stamper {
         self.partial.extend_from_slice(input);
         // A trailing '\r' may begin a "\r\n" ending: hold it back, so that it is dropped
         // however TCP split the line (it would otherwise be echoed inside a full piece).
-        let ready = self.partial.len() - usize::from(self.partial.last() == Some(&b'\r'));
+        let ready = self.pending();
         if ready >= max {
             let whole = ready / max * max;
             for piece in self.partial[..whole].chunks(max) {
-                reply(piece, clock, out);
+                reply(piece, time, out);
             }
             self.partial.drain(..whole);
             self.continued = true;
@@ -58,33 +59,33 @@ impl Stamper {
     }
 
     /// End of input: a final line without `\n` is answered too.
-    pub fn finish(&mut self, max: usize, clock: &mut Clock, out: &mut OutBuf) {
+    pub fn finish(&mut self, max: usize, time: &[u8], out: &mut OutBuf) {
         if !self.partial.is_empty() {
             let line = std::mem::take(&mut self.partial);
-            self.line(&line, max, clock, out);
+            self.line(&line, max, time, out);
         }
         self.continued = false;
     }
 
-    fn line(&self, line: &[u8], max: usize, clock: &mut Clock, out: &mut OutBuf) {
+    fn line(&self, line: &[u8], max: usize, time: &[u8], out: &mut OutBuf) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             if !self.continued {
-                reply(b"", clock, out);
+                reply(b"", time, out);
             }
             return;
         }
         for piece in line.chunks(max) {
-            reply(piece, clock, out);
+            reply(piece, time, out);
         }
     }
 }
 
-fn reply(line: &[u8], clock: &mut Clock, out: &mut OutBuf) {
+fn reply(line: &[u8], time: &[u8], out: &mut OutBuf) {
     out.extend(b"Echo=>");
     out.extend(line);
     out.extend(b" at ");
-    out.extend(clock.ctime().as_bytes());
+    out.extend(time);
     out.extend(b"\n");
 }
 
@@ -143,13 +144,15 @@ pub fn format_ctime(wday: i32, mon: i32, mday: i32, h: i32, m: i32, s: i32, year
 mod tests {
     use super::*;
 
+    const TIME: &[u8] = b"Sun Jun 18 22:44:55 2000";
+
     fn stamp(chunks: &[&[u8]], max: usize, eof: bool) -> Vec<String> {
-        let (mut s, mut clock, mut out) = (Stamper::default(), Clock::default(), OutBuf::default());
+        let (mut s, mut out) = (Stamper::default(), OutBuf::default());
         for c in chunks {
-            s.feed(c, max, &mut clock, &mut out);
+            s.feed(c, max, TIME, &mut out);
         }
         if eof {
-            s.finish(max, &mut clock, &mut out);
+            s.finish(max, TIME, &mut out);
         }
         let text = String::from_utf8_lossy(out.as_slice()).into_owned();
         text.lines()
@@ -219,8 +222,8 @@ mod tests {
 
     #[test]
     fn lines_are_bytes_not_text() {
-        let (mut s, mut clock, mut out) = (Stamper::default(), Clock::default(), OutBuf::default());
-        s.feed(b"\xff\x00\xfe\n", 64, &mut clock, &mut out);
+        let (mut s, mut out) = (Stamper::default(), OutBuf::default());
+        s.feed(b"\xff\x00\xfe\n", 64, TIME, &mut out);
         assert!(out.as_slice().starts_with(b"Echo=>\xff\x00\xfe at "));
         assert_eq!(out.as_slice().last(), Some(&b'\n'));
     }
