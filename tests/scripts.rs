@@ -28,24 +28,36 @@ fn run_script(args: &[&str], limit: Duration) -> (std::process::ExitStatus, Stri
     (out.status, text)
 }
 
+/// `hammer.sh --port P --clients N --bytes B --rounds R`, bounded by `limit`.
+fn hammer(
+    port: &str,
+    clients: u32,
+    bytes: u32,
+    rounds: u32,
+    limit: Duration,
+) -> (std::process::ExitStatus, String) {
+    let (clients, bytes, rounds) = (clients.to_string(), bytes.to_string(), rounds.to_string());
+    let hammer = script("hammer.sh");
+    let args = [
+        hammer.as_str(),
+        "--port",
+        port,
+        "--clients",
+        &clients,
+        "--bytes",
+        &bytes,
+        "--rounds",
+        &rounds,
+    ];
+    run_script(&args, limit)
+}
+
 for_each_backend!(hammer_sh_passes);
 /// 16 parallel `nc -N` clients × 2 rounds, 200 kB each: every checksum matches.
 fn hammer_sh_passes(backend: &'static str) {
     let d = Daemon::shared(backend);
     let port = d.addr().port().to_string();
-    let hammer = script("hammer.sh");
-    let args = [
-        hammer.as_str(),
-        "--port",
-        &port,
-        "--clients",
-        "16",
-        "--bytes",
-        "200000",
-        "--rounds",
-        "2",
-    ];
-    let (status, out) = run_script(&args, Duration::from_secs(120));
+    let (status, out) = hammer(&port, 16, 200_000, 2, Duration::from_secs(120));
     if !status.success() || !out.contains("32 passed, 0 failed") {
         d.fail(&format!("hammer.sh failed ({status}):\n{out}"));
     }
@@ -71,17 +83,7 @@ fn hammer_sh_detects_a_corrupting_server() {
             let _ = s.write_all(&data);
         }
     });
-    let hammer = script("hammer.sh");
-    let args = [
-        hammer.as_str(),
-        "--port",
-        &port,
-        "--clients",
-        "2",
-        "--bytes",
-        "1000",
-    ];
-    let (status, out) = run_script(&args, Duration::from_secs(60));
+    let (status, out) = hammer(&port, 2, 1000, 1, Duration::from_secs(60));
     server.join().unwrap();
     assert_eq!(
         status.code(),
