@@ -26,7 +26,7 @@ pub struct Guard<'a> {
 
 /// Take the lock in `word`.
 pub fn lock(word: &AtomicU32) -> Guard<'_> {
-    let me = std::process::id();
+    let me = my_pid();
     let mut waited = 0u32;
     loop {
         let holder = match word.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
@@ -55,6 +55,32 @@ pub fn lock(word: &AtomicU32) -> Guard<'_> {
         }
         std::thread::yield_now();
     }
+}
+
+/// This process's pid, cached: getpid(2) is a real system call (glibc stopped caching it),
+/// which would double the cost of an admission. A fork handler clears the cache in the
+/// child, so a worker never takes the lock in its parent's name.
+fn my_pid() -> u32 {
+    static PID: AtomicU32 = AtomicU32::new(0);
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget() {
+        PID.store(0, Ordering::Relaxed);
+    }
+    let cached = PID.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    REGISTER.call_once(|| {
+        // SAFETY: registers a child-side fork handler that only stores to an atomic, which
+        // is async-signal-safe as a handler run inside fork() must be.
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(forget)) };
+        if rc != 0 {
+            log::warn!("pthread_atfork failed ({rc}): the table lock may misname its holder");
+        }
+    });
+    let pid = std::process::id();
+    PID.store(pid, Ordering::Relaxed);
+    pid
 }
 
 /// Does process `pid` exist? (`kill(pid, 0)`: ESRCH means it does not; EPERM that it does.)
@@ -113,6 +139,26 @@ mod tests {
         let _g = lock(&s.0);
         // SAFETY: we hold the lock and every other thread has ended.
         assert_eq!(unsafe { *s.1.get() }, 40_000);
+    }
+
+    #[test]
+    fn a_forked_child_holds_the_lock_in_its_own_name() {
+        let word = AtomicU32::new(0);
+        drop(lock(&word)); // caches the parent's pid
+        // SAFETY: the child only takes the lock, compares, and _exits.
+        let child = unsafe { libc::fork() };
+        assert!(child >= 0);
+        if child == 0 {
+            let g = lock(&word);
+            let ok = word.load(Ordering::Relaxed) == std::process::id();
+            drop(g);
+            // SAFETY: ends the child at once, without the test harness's destructors.
+            unsafe { libc::_exit(i32::from(!ok)) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child with a valid status pointer.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
     }
 
     #[test]
