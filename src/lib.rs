@@ -62,7 +62,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         None => config
             .listen
             .iter()
-            .map(Listener::bind)
+            .map(|addr| Listener::bind_with_mode(addr, config.socket_mode))
             .collect::<Result<Vec<_>, _>>()?,
     };
     let signals =

@@ -30,6 +30,13 @@ pub struct Listener {
 impl Listener {
     /// Bind and listen on `addr`.
     pub fn bind(addr: &ListenAddr) -> Result<Listener, Error> {
+        Listener::bind_with_mode(addr, None)
+    }
+
+    /// Bind and listen on `addr`; a unix socket file gets permissions `socket_mode`
+    /// (`--socket-mode`) after bind and before listen, so no client can connect while the
+    /// file still has the umask's permissions.
+    pub fn bind_with_mode(addr: &ListenAddr, socket_mode: Option<u32>) -> Result<Listener, Error> {
         let fail = |source: io::Error| Error::Listen {
             addr: addr.to_string(),
             source,
@@ -48,7 +55,7 @@ impl Listener {
                     setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| fail(e.into()))?;
                 }
                 let storage = SockaddrStorage::from(*sa);
-                bind_listen(&fd, &storage).map_err(fail)?;
+                bind_listen(&fd, &storage, None).map_err(fail)?;
                 let label = local_label(&fd).unwrap_or_else(|| sa.to_string());
                 Ok(Listener {
                     fd,
@@ -60,7 +67,8 @@ impl Listener {
                 remove_stale_socket(path).map_err(fail)?;
                 let fd = stream_socket(AddressFamily::Unix).map_err(fail)?;
                 let ua = UnixAddr::new(path.as_path()).map_err(|e| fail(e.into()))?;
-                bind_listen(&fd, &ua).map_err(fail)?;
+                let mode = socket_mode.map(|m| (path.as_path(), m));
+                bind_listen(&fd, &ua, mode).map_err(fail)?;
                 let identity = file_identity(path).map_err(fail)?;
                 Ok(Listener {
                     fd,
@@ -126,8 +134,17 @@ fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {
     Ok(socket(family, SockType::Stream, flags, None)?)
 }
 
-fn bind_listen(fd: &OwnedFd, addr: &dyn SockaddrLike) -> io::Result<()> {
+fn bind_listen(
+    fd: &OwnedFd,
+    addr: &dyn SockaddrLike,
+    mode: Option<(&Path, u32)>,
+) -> io::Result<()> {
     nix_bind(fd.as_raw_fd(), addr)?;
+    if let Some((path, mode)) = mode {
+        // fchmod on a socket descriptor does not reach the file on Linux: chmod the path.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
     nix_listen(fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     Ok(())
 }

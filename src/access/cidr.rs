@@ -56,7 +56,9 @@ impl Cidr {
             Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
                 let n: u8 = l.parse().map_err(|_| EXPECTED)?;
                 if n > bits {
-                    return Err(format!("a prefix length of /{n} is longer than {bits} bits"));
+                    return Err(format!(
+                        "a prefix length of /{n} is longer than {bits} bits"
+                    ));
                 }
                 n
             }
@@ -151,7 +153,9 @@ mod tests {
     use super::*;
 
     fn ok(s: &str) -> String {
-        Cidr::parse(s).unwrap_or_else(|e| panic!("{s:?}: {e}")).to_string()
+        Cidr::parse(s)
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+            .to_string()
     }
 
     #[test]
@@ -178,11 +182,23 @@ mod tests {
     #[test]
     fn bad_values_say_why() {
         for bad in [
-            "", "x", "10.0.0.0/", "10.0.0.0/x", "10.0.0.0/+8", "10.0.0/8", "[10.0.0.0]/8",
-            "[2001:db8::/32", "2001:db8::]/32", "10.0.0.0/8/8", "10.0.0.0/0008", "1.2.3.4 /8",
+            "",
+            "x",
+            "10.0.0.0/",
+            "10.0.0.0/x",
+            "10.0.0.0/+8",
+            "10.0.0/8",
+            "[10.0.0.0]/8",
+            "[2001:db8::/32",
+            "2001:db8::]/32",
+            "10.0.0.0/8/8",
+            "10.0.0.0/0008",
+            "1.2.3.4 /8",
         ] {
             assert!(
-                Cidr::parse(bad).unwrap_err().starts_with("expected an address or CIDR"),
+                Cidr::parse(bad)
+                    .unwrap_err()
+                    .starts_with("expected an address or CIDR"),
                 "{bad:?}"
             );
         }

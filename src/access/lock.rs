@@ -29,8 +29,7 @@ pub fn lock(word: &AtomicU32) -> Guard<'_> {
     let me = my_pid();
     let mut waited = 0u32;
     loop {
-        let holder = match word.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
-        {
+        let holder = match word.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => {
                 return Guard {
                     word,
@@ -145,7 +144,7 @@ mod tests {
     fn a_forked_child_holds_the_lock_in_its_own_name() {
         let word = AtomicU32::new(0);
         drop(lock(&word)); // caches the parent's pid
-        // SAFETY: the child only takes the lock, compares, and _exits.
+                           // SAFETY: the child only takes the lock, compares, and _exits.
         let child = unsafe { libc::fork() };
         assert!(child >= 0);
         if child == 0 {

@@ -180,11 +180,21 @@ mod tests {
         assert_eq!(a.connection(ip("127.0.0.9"), now), Err(Refusal::Denied));
         let key = a.connection(ip("127.0.0.2"), now).unwrap();
         assert_eq!(key, Some(SourceKey::V4(0x7f00_0002)));
-        assert_eq!(a.connection(ip("127.0.0.2"), now), Err(Refusal::MaxPerSource));
-        assert_eq!(a.connection(ip("::ffff:127.0.0.2"), now), Err(Refusal::MaxPerSource));
+        assert_eq!(
+            a.connection(ip("127.0.0.2"), now),
+            Err(Refusal::MaxPerSource)
+        );
+        assert_eq!(
+            a.connection(ip("::ffff:127.0.0.2"), now),
+            Err(Refusal::MaxPerSource)
+        );
         a.release(key.unwrap(), now);
         assert!(a.connection(ip("127.0.0.2"), now).is_ok());
-        assert_eq!(a.table().unwrap().len(), 1, "a denied peer never reaches the table");
+        assert_eq!(
+            a.table().unwrap().len(),
+            1,
+            "a denied peer never reaches the table"
+        );
     }
 
     #[test]

@@ -57,7 +57,8 @@ impl Family {
         let at = match self.by_len.binary_search_by(|(l, ..)| len.cmp(l)) {
             Ok(i) => i,
             Err(i) => {
-                self.by_len.insert(i, (len, mask(len, bits), Set::default()));
+                self.by_len
+                    .insert(i, (len, mask(len, bits), Set::default()));
                 i
             }
         };
@@ -125,7 +126,11 @@ mod tests {
     use std::time::Instant;
 
     fn rules(allow: &[&str], deny: &[&str]) -> Rules {
-        let p = |v: &[&str]| v.iter().map(|s| Cidr::parse(s).unwrap()).collect::<Vec<_>>();
+        let p = |v: &[&str]| {
+            v.iter()
+                .map(|s| Cidr::parse(s).unwrap())
+                .collect::<Vec<_>>()
+        };
         Rules::new(&p(allow), &p(deny)).expect("some rules")
     }
 
@@ -180,7 +185,10 @@ mod tests {
 
     #[test]
     fn ipv6_prefixes() {
-        let r = rules(&["2001:db8::/32", "[2001:db8:dead::]/48"], &["2001:db8::/33"]);
+        let r = rules(
+            &["2001:db8::/32", "[2001:db8:dead::]/48"],
+            &["2001:db8::/33"],
+        );
         assert_eq!(decide(&r, "2001:db8::1"), Action::Deny); // /33 beats /32
         assert_eq!(decide(&r, "2001:db8:8000::1"), Action::Allow); // outside the /33
         assert_eq!(decide(&r, "2001:db8:dead::1"), Action::Allow);

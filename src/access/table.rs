@@ -157,7 +157,11 @@ impl SourceTable {
         use std::hash::BuildHasher;
         let random = std::collections::hash_map::RandomState::new();
         let n = u64::from(limits.rate_per_source);
-        let interval_ns = if n == 0 { 0 } else { (1_000_000_000 / n).max(1) };
+        let interval_ns = if n == 0 {
+            0
+        } else {
+            (1_000_000_000 / n).max(1)
+        };
         SourceTable {
             base,
             nslots: slots_for(cap),
@@ -293,7 +297,6 @@ impl SourceTable {
             slots,
             seed: self.seed,
         };
-        let mut t = t;
         if inherited {
             // A worker died in the middle of an update: start afresh rather than trust it.
             log::warn!("per-source table: a worker died holding its lock; the table was reset");

@@ -50,12 +50,20 @@ fn bucket_bursts_then_refills_at_the_rate() {
     assert_eq!(t.admit(v4(2), now), Verdict::OverRate);
     assert_eq!(t.admit(v4(3), now), Verdict::Admitted, "another source");
     assert_eq!(t.admit(v4(2), ms(now, 49)), Verdict::OverRate, "not yet");
-    assert_eq!(t.admit(v4(2), ms(now, 50)), Verdict::Admitted, "one token per 50 ms");
+    assert_eq!(
+        t.admit(v4(2), ms(now, 50)),
+        Verdict::Admitted,
+        "one token per 50 ms"
+    );
     assert_eq!(t.admit(v4(2), ms(now, 50)), Verdict::OverRate);
     // A second later the bucket is full again: a whole burst, no more.
     let later = ms(now, 1100);
     for i in 0..20 {
-        assert_eq!(t.admit(v4(2), later), Verdict::Admitted, "second burst #{i}");
+        assert_eq!(
+            t.admit(v4(2), later),
+            Verdict::Admitted,
+            "second burst #{i}"
+        );
     }
     assert_eq!(t.admit(v4(2), later), Verdict::OverRate);
     // Refused attempts cost nothing: a source hammering away still gets N per second.
@@ -70,17 +78,28 @@ fn both_limits_and_datagrams() {
     let (t, now) = table(2, 3, MAX_SOURCES);
     assert_eq!(t.admit(v4(2), now), Verdict::Admitted);
     assert_eq!(t.admit(v4(2), now), Verdict::Admitted);
-    assert_eq!(t.admit(v4(2), now), Verdict::OverMax, "max first: no token spent");
+    assert_eq!(
+        t.admit(v4(2), now),
+        Verdict::OverMax,
+        "max first: no token spent"
+    );
     t.release(v4(2), now);
     assert_eq!(t.admit(v4(2), now), Verdict::Admitted, "third token");
     t.release(v4(2), now);
-    assert_eq!(t.admit_datagram(v4(2), now), Verdict::OverRate, "one bucket for both");
+    assert_eq!(
+        t.admit_datagram(v4(2), now),
+        Verdict::OverRate,
+        "one bucket for both"
+    );
     assert_eq!(t.admit_datagram(v4(4), now), Verdict::Admitted);
     let (only_max, now) = table(1, 0, MAX_SOURCES);
     for _ in 0..100 {
         assert_eq!(only_max.admit_datagram(v4(2), now), Verdict::Admitted);
     }
-    assert!(only_max.is_empty(), "datagrams under --max-per-source alone leave nothing");
+    assert!(
+        only_max.is_empty(),
+        "datagrams under --max-per-source alone leave nothing"
+    );
 }
 
 #[test]
@@ -107,7 +126,11 @@ fn entries_expire_once_idle_with_a_full_bucket() {
         t.release(v4(n), now); // closed, but their buckets are not full yet
     }
     assert_eq!(t.len(), 8, "no connection but a bucket to refill: kept");
-    assert_eq!(t.admit(v4(100), now), Verdict::Full, "at the cap: over its rate");
+    assert_eq!(
+        t.admit(v4(100), now),
+        Verdict::Full,
+        "at the cap: over its rate"
+    );
     // Source 0 still has its connections, the others are idle: their buckets fill in 1 s.
     let later = ms(now, 1000);
     assert_eq!(t.admit(v4(1), later), Verdict::Admitted);
@@ -119,7 +142,11 @@ fn entries_expire_once_idle_with_a_full_bucket() {
         t.release(v4(0xdead), later); // sweeps as a side effect
     }
     assert_eq!(t.len(), 1, "only source 0 (two open connections) remains");
-    assert_eq!(t.admit(v4(0), later), Verdict::OverMax, "and it kept its count");
+    assert_eq!(
+        t.admit(v4(0), later),
+        Verdict::OverMax,
+        "and it kept its count"
+    );
     assert_eq!(t.admit(v4(100), later), Verdict::Admitted);
 }
 
@@ -232,7 +259,8 @@ fn limits_hold_across_processes_sharing_the_region() {
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork failed");
     if child == 0 {
-        let ok = t.admit(v4(2), now) == Verdict::Admitted && t.admit(v4(2), now) == Verdict::Admitted;
+        let ok =
+            t.admit(v4(2), now) == Verdict::Admitted && t.admit(v4(2), now) == Verdict::Admitted;
         // SAFETY: _exit ends the child at once, without the parent's destructors.
         unsafe { libc::_exit(if ok { 0 } else { 1 }) };
     }
@@ -240,9 +268,16 @@ fn limits_hold_across_processes_sharing_the_region() {
     // SAFETY: waiting for our own child, with a valid pointer for its status.
     let reaped = unsafe { libc::waitpid(child, &mut status, 0) };
     assert_eq!(reaped, child);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "child: {status:#x}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child: {status:#x}"
+    );
     assert_eq!(t.admit(v4(2), now), Verdict::Admitted, "the third");
-    assert_eq!(t.admit(v4(2), now), Verdict::OverMax, "two of them are the child's");
+    assert_eq!(
+        t.admit(v4(2), now),
+        Verdict::OverMax,
+        "two of them are the child's"
+    );
     assert_eq!(t.len(), 1);
 }
 
@@ -264,5 +299,8 @@ fn admit_cost() {
         }
     }
     let ns = start.elapsed().as_nanos() as f64 / f64::from(rounds);
-    println!("{} sources in the table: {ns:.1} ns per admit + release", t.len());
+    println!(
+        "{} sources in the table: {ns:.1} ns per admit + release",
+        t.len()
+    );
 }
