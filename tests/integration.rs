@@ -36,3 +36,7 @@ mod fds;
 
 // The shell tools: hammer.sh once per backend, and demo.sh, against the real daemon.
 mod scripts;
+
+// Who is served (SPEC §10): allow/deny, per-source limits, refusal log, connection log,
+// keepalive, socket mode.
+mod access;
