@@ -43,7 +43,7 @@ pub fn lock(word: &AtomicU32) -> Guard<'_> {
             spin_loop();
             continue;
         }
-        if waited % CHECK_EVERY == 0 && holder != 0 && holder != me && !alive(holder) {
+        if waited.is_multiple_of(CHECK_EVERY) && holder != 0 && holder != me && !alive(holder) {
             let taken = word.compare_exchange(holder, me, Ordering::Acquire, Ordering::Relaxed);
             if taken.is_ok() {
                 return Guard {

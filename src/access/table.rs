@@ -157,11 +157,8 @@ impl SourceTable {
         use std::hash::BuildHasher;
         let random = std::collections::hash_map::RandomState::new();
         let n = u64::from(limits.rate_per_source);
-        let interval_ns = if n == 0 {
-            0
-        } else {
-            (1_000_000_000 / n).max(1)
-        };
+        // 0 (no limit) when N is 0; at least 1 ns however large N is.
+        let interval_ns = 1_000_000_000u64.checked_div(n).map_or(0, |i| i.max(1));
         SourceTable {
             base,
             nslots: slots_for(cap),

@@ -304,3 +304,36 @@ fn admit_cost() {
         t.len()
     );
 }
+
+/// Resident memory of a table filled to its cap, as the kernel counts it (run alone:
+/// `cargo test --release --lib table::tests::memory_at_cap -- --ignored --nocapture`).
+#[test]
+#[ignore = "a measurement: prints the table's resident memory at its cap"]
+fn memory_at_cap() {
+    let rss = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap();
+        kib.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = rss();
+    let (t, now) = table(4, 10, MAX_SOURCES);
+    let empty = rss();
+    for n in 0..MAX_SOURCES as u32 + 1000 {
+        t.admit(SourceKey::V4(0x0a00_0000 + n), now);
+    }
+    let full = rss();
+    println!(
+        "region {} bytes; RSS +{} KiB when made, +{} KiB with {} sources",
+        SourceTable::region_size(MAX_SOURCES),
+        empty - before,
+        full - before,
+        t.len()
+    );
+}
