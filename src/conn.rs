@@ -11,6 +11,7 @@ use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
 use crate::reactor::Interest;
+use crate::server::Stats;
 use crate::sys;
 
 /// Bytes read from one connection per readiness event at most, so that one fast sender
@@ -47,10 +48,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     /// Stamp mode's time source.
     pub clock: &'a mut Clock,
-    /// Byte counters for the stats line.
-    pub bytes_in: &'a mut u64,
-    /// Byte counters for the stats line.
-    pub bytes_out: &'a mut u64,
+    /// The daemon's counters.
+    pub stats: &'a mut Stats,
 }
 
 /// A chunk of input waiting out `--delay`.
@@ -151,7 +150,7 @@ impl Conn {
                     }
                 }
                 Ok(n) => {
-                    *ctx.bytes_in += n as u64;
+                    ctx.stats.add_in(n);
                     self.last_active = ctx.now;
                     self.ingest(&scratch[..n], ctx);
                     budget -= n;
@@ -274,7 +273,7 @@ impl Conn {
             Ok((sent, full)) => {
                 self.write_blocked = full;
                 if sent > 0 {
-                    *ctx.bytes_out += sent as u64;
+                    ctx.stats.add_out(sent);
                     self.last_active = ctx.now;
                 }
                 sent
@@ -331,15 +330,14 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
-    fn ctx<'a>(clock: &'a mut Clock, counters: &'a mut (u64, u64), delay: Duration) -> Ctx<'a> {
+    fn ctx<'a>(clock: &'a mut Clock, stats: &'a mut Stats, delay: Duration) -> Ctx<'a> {
         Ctx {
             mode: Mode::Stamp,
             delay,
             max_buffer: 1000,
             now: Instant::now(),
             clock,
-            bytes_in: &mut counters.0,
-            bytes_out: &mut counters.1,
+            stats,
         }
     }
 
@@ -350,7 +348,7 @@ mod tests {
         let (ours, mut peer) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
-        let (mut clock, mut counters) = (Clock::default(), (0, 0));
+        let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
         let mut scratch = vec![0u8; 64 * 1024];
         let mut input = vec![b'\n'; 400];
         input.extend_from_slice(&[b'x'; 600]);
@@ -374,7 +372,7 @@ mod tests {
         let (ours, mut peer) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
-        let (mut clock, mut counters) = (Clock::default(), (0, 0));
+        let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
         let mut scratch = vec![0u8; 64 * 1024];
         let mut input = vec![b'x'; 999];
         input.push(b'\r');
