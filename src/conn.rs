@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
-use crate::reactor::Interest;
+use crate::reactor::{Backend, Interest, Token};
 use crate::server::Stats;
 use crate::sys;
 
@@ -68,8 +68,8 @@ pub struct Conn {
     /// Bytes held, plus `HELD_OVERHEAD` per chunk.
     held_bytes: usize,
     stamper: Stamper,
-    /// What the backend has been told (kept in step by the server's `sync_interest`).
-    pub registered: Interest,
+    /// What the backend has been told; only [`Conn::sync_interest`] changes it.
+    registered: Interest,
     /// The socket refused a write since the last writable event: wait for the next one.
     write_blocked: bool,
     /// The peer shut down its sending side (or we read EOF).
@@ -79,7 +79,7 @@ pub struct Conn {
     /// A send failed hard (reset, broken pipe): the connection is to be closed.
     broken: bool,
     /// A delay timer is queued for the head of `held`.
-    pub delay_armed: bool,
+    delay_armed: bool,
     /// Last time a byte moved either way.
     pub last_active: Instant,
 }
@@ -107,6 +107,35 @@ impl Conn {
     /// The socket.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// What the poller has been told to watch.
+    pub fn registered(&self) -> Interest {
+        self.registered
+    }
+
+    /// Tell the poller what the connection wants now, if that changed (libev's `fd_reify`,
+    /// per connection): the one place a connection's registration changes while it lives.
+    pub fn sync_interest(&mut self, backend: &mut dyn Backend, token: Token) -> io::Result<()> {
+        self.set_registered(backend, token, self.wanted())
+    }
+
+    /// Remove the connection from the poller; call before closing (see the Backend contract).
+    pub fn deregister(&mut self, backend: &mut dyn Backend, token: Token) -> io::Result<()> {
+        self.set_registered(backend, token, Interest::NONE)
+    }
+
+    fn set_registered(
+        &mut self,
+        backend: &mut dyn Backend,
+        token: Token,
+        want: Interest,
+    ) -> io::Result<()> {
+        if want != self.registered {
+            backend.set_interest(self.fd(), token, self.registered, want)?;
+            self.registered = want;
+        }
+        Ok(())
     }
 
     /// What the connection needs from the poller now. Computed, never set by hand.
@@ -173,6 +202,12 @@ impl Conn {
         self.flush(ctx);
         self.update_pause(ctx.max_buffer);
         self.check_write()
+    }
+
+    /// The delay timer queued by [`Conn::delay_timer_needed`] fired.
+    pub fn on_delay_timer(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        self.delay_armed = false;
+        self.release(false, ctx)
     }
 
     /// Answer held input that is due (all of it with `all`, when the drain starts).

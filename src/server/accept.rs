@@ -125,18 +125,13 @@ impl Server {
                 continue;
             };
             let (fd, id) = (conn.fd(), conn.id);
-            let token = Source::Conn(slot).into();
-            let registered = self
-                .backend
-                .set_interest(fd, token, Interest::NONE, Interest::READ);
-            if let Err(e) = registered {
+            if let Err(e) = conn.sync_interest(self.backend.as_mut(), Source::Conn(slot).into()) {
                 self.conns.remove(slot);
                 self.stats.rejected();
                 let name = self.backend.name();
                 self.gate.refused_by_backend(name, fd, &e, self.now);
                 continue;
             }
-            conn.registered = Interest::READ;
             self.stats.accepted();
             debug!("conn {id} (fd {fd}) accepted");
             if let Some(idle) = self.config.idle_timeout {

@@ -15,54 +15,24 @@ use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
 use crate::error::Error;
 use crate::listen::Listener;
-use crate::reactor::{Backend, Event, Interest, Token};
+use crate::reactor::{Backend, Event, Interest};
 use crate::signal::{Request, Signals};
 use crate::systemd::Notifier;
 use crate::timer::Timers;
 
 pub use crate::timer::later;
+use source::Source;
 pub use stats::{Stats, Totals};
 
 mod accept;
 mod conns;
 mod drain;
+mod source;
 mod stats;
 mod status;
 
 /// The shared read buffer every connection reads through.
 const SCRATCH: usize = 64 * 1024;
-
-/// Token layout: 0 is the signal pipe, then listeners, then connections.
-const LISTENER_BASE: usize = 1;
-const CONN_BASE: usize = 1 << 16;
-
-/// Who a token belongs to.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Source {
-    Signal,
-    Listener(usize),
-    Conn(usize),
-}
-
-impl From<Token> for Source {
-    fn from(t: Token) -> Source {
-        match t.0 {
-            0 => Source::Signal,
-            n if n < CONN_BASE => Source::Listener(n - LISTENER_BASE),
-            n => Source::Conn(n - CONN_BASE),
-        }
-    }
-}
-
-impl From<Source> for Token {
-    fn from(s: Source) -> Token {
-        Token(match s {
-            Source::Signal => 0,
-            Source::Listener(i) => LISTENER_BASE + i,
-            Source::Conn(i) => CONN_BASE + i,
-        })
-    }
-}
 
 /// What a timer entry asks for; checked for staleness when it pops.
 #[derive(Clone, Copy, Debug)]
@@ -177,10 +147,10 @@ impl Server {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
                     let mut step = Step::Keep;
-                    if readable && conn.registered.read {
+                    if readable && conn.registered().read {
                         step = conn.on_readable(scratch, ctx);
                     }
-                    if step == Step::Keep && writable && conn.registered.write {
+                    if step == Step::Keep && writable && conn.registered().write {
                         step = conn.on_writable(ctx);
                     }
                     step
@@ -221,35 +191,19 @@ impl Server {
         if let Some(due) = conn.delay_timer_needed() {
             self.timers.add(due, Timer::Delay { slot, id: conn.id });
         }
-        let wanted = conn.wanted();
-        if wanted != conn.registered {
-            let (fd, old) = (conn.fd(), conn.registered);
-            let result = self
-                .backend
-                .set_interest(fd, Source::Conn(slot).into(), old, wanted);
-            match result {
-                Ok(()) => conn.registered = wanted,
-                Err(e) => {
-                    warn!("cannot update poller interest for fd {fd}: {e}");
-                    self.close(slot, "poller error");
-                }
-            }
+        if let Err(e) = conn.sync_interest(self.backend.as_mut(), Source::Conn(slot).into()) {
+            warn!("cannot update poller interest for fd {}: {e}", conn.fd());
+            self.close(slot, "poller error");
         }
     }
 
     fn close(&mut self, slot: usize, why: &str) {
-        let Some(conn) = self.conns.remove(slot) else {
+        let Some(mut conn) = self.conns.remove(slot) else {
             return;
         };
-        if !conn.registered.is_none() {
-            // Deregister before close (see the Backend contract).
-            let token = Source::Conn(slot).into();
-            if let Err(e) =
-                self.backend
-                    .set_interest(conn.fd(), token, conn.registered, Interest::NONE)
-            {
-                debug!("deregistering fd {}: {e}", conn.fd());
-            }
+        // Deregister before close (see the Backend contract).
+        if let Err(e) = conn.deregister(self.backend.as_mut(), Source::Conn(slot).into()) {
+            debug!("deregistering fd {}: {e}", conn.fd());
         }
         debug!("conn {} (fd {}) closed: {why}", conn.id, conn.fd());
     }
@@ -271,11 +225,9 @@ impl Server {
                 }
             }
             Timer::Delay { slot, id } => {
-                let Some(conn) = self.conns.get(slot, id) else {
-                    return;
-                };
-                conn.delay_armed = false;
-                self.with_conn(slot, |conn, _, ctx| conn.release(false, ctx));
+                if self.conns.is_live(slot, id) {
+                    self.with_conn(slot, |conn, _, ctx| conn.on_delay_timer(ctx));
+                }
             }
             Timer::Shutdown if self.draining => self.cut_off("shutdown timeout reached"),
             Timer::AcceptResume if !self.draining => self.set_listening(Interest::READ),
