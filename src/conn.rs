@@ -13,6 +13,7 @@ use crate::echo::{Clock, Stamper};
 use crate::reactor::{Backend, Interest, Token};
 use crate::server::Stats;
 use crate::sys;
+use crate::timer::later;
 
 /// Bytes read from one connection per readiness event at most, so that one fast sender
 /// cannot starve the others (level-triggered: the rest is reported on the next turn).
@@ -76,8 +77,6 @@ pub struct Conn {
     read_closed: bool,
     /// Reading is paused by backpressure until pending output falls to half the cap.
     paused: bool,
-    /// A send failed hard (reset, broken pipe): the connection is to be closed.
-    broken: bool,
     /// A delay timer is queued for the head of `held`.
     delay_armed: bool,
     /// Last time a byte moved either way.
@@ -98,7 +97,6 @@ impl Conn {
             write_blocked: false,
             read_closed: false,
             paused: false,
-            broken: false,
             delay_armed: false,
             last_active: now,
         }
@@ -168,40 +166,16 @@ impl Conn {
 
     /// The socket is readable (or has an error to report).
     pub fn on_readable(&mut self, scratch: &mut [u8], ctx: &mut Ctx<'_>) -> Step {
-        let mut budget = READ_BUDGET;
-        while !self.paused && !self.read_closed && !self.broken && budget > 0 {
-            let want = self.read_size(ctx).min(scratch.len()).min(budget);
-            match sys::recv(&self.fd, &mut scratch[..want]) {
-                Ok(0) => {
-                    self.read_closed = true;
-                    if self.held.is_empty() {
-                        self.end_of_input(ctx);
-                    }
-                }
-                Ok(n) => {
-                    ctx.stats.add_in(n);
-                    self.last_active = ctx.now;
-                    self.ingest(&scratch[..n], ctx);
-                    budget -= n;
-                    self.update_pause(ctx.max_buffer);
-                    if n < want {
-                        break; // drained for now; level-triggered wakes us for the rest
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.fail("read", &e),
-            }
-        }
-        self.check_write()
+        let result = self.read(scratch, ctx);
+        self.step(result)
     }
 
     /// The socket is writable (or has an error to report).
     pub fn on_writable(&mut self, ctx: &mut Ctx<'_>) -> Step {
         self.write_blocked = false;
-        self.flush(ctx);
+        let result = self.flush(ctx);
         self.update_pause(ctx.max_buffer);
-        self.check_write()
+        self.step(result)
     }
 
     /// The delay timer queued by [`Conn::delay_timer_needed`] fired.
@@ -212,18 +186,52 @@ impl Conn {
 
     /// Answer held input that is due (all of it with `all`, when the drain starts).
     pub fn release(&mut self, all: bool, ctx: &mut Ctx<'_>) -> Step {
+        let result = self.release_due(all, ctx);
+        self.update_pause(ctx.max_buffer);
+        self.step(result)
+    }
+
+    fn read(&mut self, scratch: &mut [u8], ctx: &mut Ctx<'_>) -> Result<(), Failed> {
+        let mut budget = READ_BUDGET;
+        while !self.paused && !self.read_closed && budget > 0 {
+            let want = self.read_size(ctx).min(scratch.len()).min(budget);
+            match sys::recv(&self.fd, &mut scratch[..want]) {
+                Ok(0) => {
+                    self.read_closed = true;
+                    if self.held.is_empty() {
+                        self.end_of_input(ctx)?;
+                    }
+                }
+                Ok(n) => {
+                    ctx.stats.add_in(n);
+                    self.last_active = ctx.now;
+                    self.ingest(&scratch[..n], ctx)?;
+                    budget -= n;
+                    self.update_pause(ctx.max_buffer);
+                    if n < want {
+                        break; // drained for now; level-triggered wakes us for the rest
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Failed("read", e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn release_due(&mut self, all: bool, ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         while self.held.front().is_some_and(|h| all || h.due <= ctx.now) {
             let Some(h) = self.held.pop_front() else {
                 break;
             };
             self.held_bytes -= h.bytes.len() + HELD_OVERHEAD;
-            self.produce(&h.bytes, ctx);
+            self.produce(&h.bytes, ctx)?;
         }
         if self.held.is_empty() && self.read_closed {
-            self.end_of_input(ctx);
+            self.end_of_input(ctx)?;
         }
-        self.update_pause(ctx.max_buffer);
-        self.check_write()
+        Ok(())
     }
 
     /// How many bytes one read may take without the replies overshooting `--max-buffer`.
@@ -237,96 +245,92 @@ impl Conn {
         room.max(1)
     }
 
-    fn ingest(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+    fn ingest(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         if ctx.delay.is_zero() {
-            self.produce(data, ctx);
-        } else {
-            let due = ctx.now + ctx.delay;
-            match self.held.back_mut() {
-                // Read in the same turn: one chunk, one due time.
-                Some(last) if last.due == due => last.bytes.extend_from_slice(data),
-                _ => {
-                    self.held.push_back(Held {
-                        due,
-                        bytes: data.to_vec(),
-                    });
-                    self.held_bytes += HELD_OVERHEAD;
-                }
-            }
-            self.held_bytes += data.len();
+            return self.produce(data, ctx);
         }
+        let due = later(ctx.now, ctx.delay);
+        match self.held.back_mut() {
+            // Read in the same turn: one chunk, one due time.
+            Some(last) if last.due == due => last.bytes.extend_from_slice(data),
+            _ => {
+                self.held.push_back(Held {
+                    due,
+                    bytes: data.to_vec(),
+                });
+                self.held_bytes += HELD_OVERHEAD;
+            }
+        }
+        self.held_bytes += data.len();
+        Ok(())
     }
 
     /// Turn input into output and send what the socket takes now.
-    fn produce(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+    fn produce(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         match ctx.mode {
             Mode::Raw if self.out.is_empty() && !self.write_blocked => {
                 // The common case: straight from the shared read buffer back to the socket;
                 // only what the kernel refuses is copied into this connection's buffer.
-                let sent = self.send(data, ctx);
+                let sent = self.send(data, ctx)?;
                 if sent < data.len() {
                     self.out.extend(&data[sent..]);
                 }
+                Ok(())
             }
-            Mode::Raw => self.out.extend(data),
+            Mode::Raw => {
+                self.out.extend(data);
+                Ok(())
+            }
             Mode::Stamp => {
                 let time = ctx.clock.ctime().as_bytes();
                 self.stamper.feed(data, ctx.max_buffer, time, &mut self.out);
-                self.flush(ctx);
+                self.flush(ctx)
             }
         }
     }
 
-    fn end_of_input(&mut self, ctx: &mut Ctx<'_>) {
+    fn end_of_input(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         if ctx.mode == Mode::Stamp {
             let time = ctx.clock.ctime().as_bytes();
             self.stamper.finish(ctx.max_buffer, time, &mut self.out);
-            self.flush(ctx);
+            self.flush(ctx)?;
         }
+        Ok(())
     }
 
-    fn flush(&mut self, ctx: &mut Ctx<'_>) {
-        if self.out.is_empty() || self.write_blocked || self.broken {
-            return;
+    fn flush(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Failed> {
+        if self.out.is_empty() || self.write_blocked {
+            return Ok(());
         }
-        let result = send_once(&self.fd, self.out.as_slice());
-        let sent = self.settle(result, ctx);
-        self.out.consume(sent);
+        let sent = send_once(&self.fd, self.out.as_slice()).map_err(|e| Failed("write", e))?;
+        self.sent(sent, ctx);
+        self.out.consume(sent.0);
+        Ok(())
     }
 
     /// Send from `data`; returns how much the kernel took.
-    fn send(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> usize {
-        if self.broken {
-            return 0;
-        }
-        let result = send_once(&self.fd, data);
-        self.settle(result, ctx)
+    fn send(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> Result<usize, Failed> {
+        let sent = send_once(&self.fd, data).map_err(|e| Failed("write", e))?;
+        self.sent(sent, ctx);
+        Ok(sent.0)
     }
 
-    fn settle(&mut self, result: io::Result<(usize, bool)>, ctx: &mut Ctx<'_>) -> usize {
+    fn sent(&mut self, (n, full): (usize, bool), ctx: &mut Ctx<'_>) {
+        self.write_blocked = full;
+        if n > 0 {
+            ctx.stats.add_out(n);
+            self.last_active = ctx.now;
+        }
+    }
+
+    /// A handler's outcome: a peer's I/O error closes the connection, with a debug line.
+    fn step(&self, result: Result<(), Failed>) -> Step {
         match result {
-            Ok((sent, full)) => {
-                self.write_blocked = full;
-                if sent > 0 {
-                    ctx.stats.add_out(sent);
-                    self.last_active = ctx.now;
-                }
-                sent
+            Ok(()) => Step::Keep,
+            Err(Failed(what, e)) => {
+                log::debug!("conn fd {}: {what} failed: {e}", self.fd());
+                Step::Close
             }
-            Err(e) => {
-                log::debug!("conn fd {}: write failed: {e}", self.fd());
-                self.broken = true;
-                0
-            }
-        }
-    }
-
-    /// After a handler: a send that failed hard ends the connection.
-    fn check_write(&self) -> Step {
-        if self.broken {
-            Step::Close
-        } else {
-            Step::Keep
         }
     }
 
@@ -339,12 +343,10 @@ impl Conn {
             self.paused = false;
         }
     }
-
-    fn fail(&self, what: &str, e: &io::Error) -> Step {
-        log::debug!("conn fd {}: {what} failed: {e}", self.fd());
-        Step::Close
-    }
 }
+
+/// A peer's I/O failed: which operation ("read", "write") and how.
+struct Failed(&'static str, io::Error);
 
 /// One `send`: how much the kernel took, and whether the socket is now full (a short write
 /// means the send buffer is full, so we wait for writability instead of trying again).
@@ -399,6 +401,27 @@ mod tests {
         );
         let mut sink = vec![0u8; 400 * 35];
         peer.read_exact(&mut sink).unwrap();
+    }
+
+    /// A send that fails hard ends the handler with Close; nothing more is queued for a peer
+    /// that is gone (raw mode used to copy the unsent input into `out` first).
+    #[test]
+    fn a_failed_send_closes_without_queueing_output() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
+        let (mut clock, mut stats) = (Clock::default(), Stats::new(Instant::now()));
+        let mut scratch = vec![0u8; 64 * 1024];
+        peer.write_all(b"held until the peer is gone").unwrap();
+        let mut c = ctx(&mut clock, &mut stats, Duration::from_secs(60));
+        c.mode = Mode::Raw;
+        assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
+        drop(peer);
+        assert_eq!(conn.release(true, &mut c), Step::Close);
+        assert!(
+            conn.out.is_empty(),
+            "nothing queued for a peer that is gone"
+        );
     }
 
     /// 999 bytes and a CR that may begin a CRLF: held back, yet reading must go on.
