@@ -33,23 +33,19 @@ const HELD_OVERHEAD: usize = std::mem::size_of::<Held>() + 32;
 pub enum Step {
     /// Keep it (and bring its registered interest up to date).
     Keep,
-    /// Close it now.
     Close,
 }
 
 /// Per-turn context lent to the handlers by the server.
 pub struct Ctx<'a> {
-    /// Raw or stamp.
     pub mode: Mode,
     /// How long input is held before it is answered; zero while draining.
     pub delay: Duration,
-    /// `--max-buffer`.
     pub max_buffer: usize,
     /// The time the current turn started.
     pub now: Instant,
-    /// Stamp mode's time source.
+    /// Formats the ctime text at most once a second, for every connection.
     pub clock: &'a mut Clock,
-    /// The daemon's counters.
     pub stats: &'a mut Stats,
 }
 
@@ -59,7 +55,6 @@ struct Held {
     bytes: Vec<u8>,
 }
 
-/// A client connection.
 pub struct Conn {
     fd: OwnedFd,
     /// Unique for the life of the server: timers name a connection by slot *and* id.
@@ -69,7 +64,7 @@ pub struct Conn {
     /// Bytes held, plus `HELD_OVERHEAD` per chunk.
     held_bytes: usize,
     stamper: Stamper,
-    /// What the backend has been told; only [`Conn::sync_interest`] changes it.
+    /// What the backend has been told; only `sync_interest` and `deregister` change it.
     registered: Interest,
     /// The socket refused a write since the last writable event: wait for the next one.
     write_blocked: bool,
@@ -84,7 +79,6 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A freshly accepted connection.
     pub fn new(fd: OwnedFd, id: u64, now: Instant) -> Conn {
         Conn {
             fd,
@@ -102,12 +96,10 @@ impl Conn {
         }
     }
 
-    /// The socket.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    /// What the poller has been told to watch.
     pub fn registered(&self) -> Interest {
         self.registered
     }

@@ -90,11 +90,6 @@ impl<T> Timers<T> {
     pub fn len(&self) -> usize {
         self.heap.len()
     }
-
-    /// True when no entry is queued.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -125,7 +120,7 @@ mod tests {
         );
         assert_eq!(t.len(), 1);
         assert_eq!(t.pop_due(t0 + ms(40)), Some("c"));
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
         for w in ["x", "y", "x"] {
             t.add(t0, w);
         }

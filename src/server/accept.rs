@@ -33,7 +33,7 @@ pub(super) enum Backlog {
     Stopped,
 }
 
-/// Accepting's memory between turns.
+/// What accepting remembers between turns.
 pub(super) struct Gate {
     /// What the poller watches on every listener (all of them alike): READ, or NONE while
     /// accepting is paused or the drain has closed them.

@@ -20,7 +20,6 @@ pub(super) struct Conns {
 }
 
 impl Conns {
-    /// Connections open now.
     pub(super) fn open(&self) -> usize {
         self.open
     }

@@ -22,7 +22,7 @@ use crate::timer::Timers;
 
 pub use crate::timer::later;
 use source::Source;
-pub use stats::{Stats, Totals};
+pub use stats::Stats;
 
 mod accept;
 mod conns;

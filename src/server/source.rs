@@ -6,7 +6,6 @@ use crate::reactor::Token;
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1 << 16;
 
-/// Who a token belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Source {
     Signal,

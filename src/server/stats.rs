@@ -17,18 +17,17 @@ pub struct Stats {
 /// The counters at one moment; a supervisor can add up several of them.
 #[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
 pub struct Totals {
-    /// Connections served (not counting refused ones).
+    /// Not counting refused ones.
     pub accepted: u64,
     /// Connections closed at once: over `--max-clients`, or beyond what the backend can watch.
     pub rejected: u64,
-    /// Payload bytes received from clients.
     pub bytes_in: u64,
-    /// Payload bytes the kernel took from us.
+    /// What the kernel took, not what was produced: held and unsent output is not counted.
     pub bytes_out: u64,
 }
 
 impl Stats {
-    /// Counting starts now (the uptime's origin).
+    /// `now` is the uptime's origin.
     pub fn new(now: Instant) -> Stats {
         Stats {
             totals: Totals::default(),
@@ -36,19 +35,16 @@ impl Stats {
         }
     }
 
-    /// `n` bytes were received.
     #[inline]
     pub fn add_in(&mut self, n: usize) {
         self.totals.bytes_in += n as u64;
     }
 
-    /// `n` bytes were sent.
     #[inline]
     pub fn add_out(&mut self, n: usize) {
         self.totals.bytes_out += n as u64;
     }
 
-    /// A connection was accepted and is being served.
     pub fn accepted(&mut self) {
         self.totals.accepted += 1;
     }
@@ -58,12 +54,10 @@ impl Stats {
         self.totals.rejected += 1;
     }
 
-    /// The counters now.
     pub fn snapshot(&self) -> Totals {
         self.totals
     }
 
-    /// Time since counting started.
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
     }
