@@ -15,6 +15,7 @@
 //!                 → send at once; only the unsent rest goes to its buffer.rs OutBuf;
 //!                 interest computed from state (read unless paused/closed, write iff pending)
 //!                 and synced to the poller by the connection itself
+//!  refusal.rs     refused connections: one info line per reason per second, with a count
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
 //! ```
@@ -33,6 +34,7 @@ mod echo;
 pub mod error;
 pub mod listen;
 pub mod reactor;
+mod refusal;
 mod server;
 mod signal;
 pub mod sys;

@@ -10,6 +10,7 @@ use log::{debug, info, warn};
 use super::{connections, later, Server, Source, Timer};
 use crate::listen::Listener;
 use crate::reactor::Interest;
+use crate::refusal::{Peer, Reason, RefusalLog};
 use crate::sys;
 
 /// Connections accepted per listener per turn at most, so clients are not starved by a storm.
@@ -42,6 +43,8 @@ pub(super) struct Gate {
     shortage: Option<Instant>,
     refused_by_backend: u64,
     refusal_logged: Option<Instant>,
+    /// `--max-clients` (and, with access lists, SPEC §10's other reasons).
+    pub(super) refusals: RefusalLog,
 }
 
 impl Gate {
@@ -51,6 +54,7 @@ impl Gate {
             shortage: None,
             refused_by_backend: 0,
             refusal_logged: None,
+            refusals: RefusalLog::default(),
         }
     }
 
@@ -93,8 +97,8 @@ impl Server {
             return Backlog::Empty;
         };
         for _ in 0..ACCEPT_BATCH {
-            let stream = match sys::accept(fd) {
-                Ok(stream) => stream,
+            let (stream, peer) = match sys::accept(fd) {
+                Ok((stream, ip)) => (stream, ip.map_or(Peer::Unix, Peer::Ip)),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => return Backlog::Empty,
                     Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => continue,
@@ -110,11 +114,8 @@ impl Server {
             };
             self.gate.accepted(self.now);
             if self.conns.open() >= self.config.max_clients {
-                self.stats.rejected();
-                debug!(
-                    "connection over --max-clients {} closed",
-                    self.config.max_clients
-                );
+                drop(stream);
+                self.refuse(Reason::MaxClients, peer);
                 continue;
             }
             if let Err(e) = sys::set_nodelay(&stream) {
@@ -133,13 +134,29 @@ impl Server {
                 continue;
             }
             self.stats.accepted();
-            debug!("conn {id} (fd {fd}) accepted");
+            debug!("conn {id} (fd {fd}) accepted from {peer}");
             if let Some(idle) = self.config.idle_timeout {
                 self.timers
                     .add(later(self.now, idle), Timer::Idle { slot, id });
             }
         }
         Backlog::More
+    }
+
+    /// A connection was closed at once for `reason` (the caller has closed it): count it,
+    /// and log it the SPEC §10 way, one line per reason per second.
+    pub(super) fn refuse(&mut self, reason: Reason, peer: Peer) {
+        self.stats.rejected();
+        if let Some(at) = self.gate.refusals.refused(reason, peer, self.now) {
+            self.timers.add(at, Timer::Refusals);
+        }
+    }
+
+    /// `Timer::Refusals` fired: log what was refused since the last line.
+    pub(super) fn flush_refusals(&mut self) {
+        if let Some(at) = self.gate.refusals.flush(self.now) {
+            self.timers.add(at, Timer::Refusals);
+        }
     }
 
     /// Watch every listener for `want` (READ, or NONE to stop accepting).

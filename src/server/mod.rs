@@ -43,6 +43,7 @@ enum Timer {
     AcceptResume,
     Status,
     Watchdog,
+    Refusals,
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -131,6 +132,9 @@ impl Server {
             let open = self.conns.open();
             self.status.report(open, self.now, &mut self.timers);
             if self.draining && open == 0 {
+                self.gate
+                    .refusals
+                    .flush(later(self.now, crate::refusal::EVERY));
                 info!("drain complete: exiting");
                 return Ok(());
             }
@@ -237,6 +241,7 @@ impl Server {
                 self.status.on_timer(open, self.now, &mut self.timers);
             }
             Timer::Watchdog => self.status.on_watchdog(self.now, &mut self.timers),
+            Timer::Refusals => self.flush_refusals(),
         }
     }
 
