@@ -5,13 +5,13 @@
 //! can place in shared memory). Unix-socket peers have no source and are never checked.
 //!
 //! ```text
-//!  accept4 → peer IP ─► Rules::decide ── Deny ──────────────► close, denied += 1
-//!                           │ Allow
+//!  accept4 → peer IP ─► Access::allows ── no ───────────────► close, denied += 1
+//!                           │ yes            (then --max-clients, as before)
 //!                           ▼
-//!                     SourceTable::admit ── over max/rate ──► close, limited += 1
+//!                     Access::admit ───── over max/rate ───► close, limited += 1
 //!                           │ Admitted (the connection keeps its SourceKey)
 //!                           ▼
-//!                        served … close → SourceTable::release
+//!                        served … close → Access::release
 //! ```
 
 pub mod cidr;
@@ -23,39 +23,11 @@ pub mod table;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use crate::refusal::Reason;
+
 pub use cidr::{Cidr, SourceKey};
 pub use rules::{Action, Rules};
 pub use table::{Limits, SourceTable, Verdict, MAX_SOURCES};
-
-/// Why a connection (or datagram) was refused; [`Refusal::reason`] names it in log lines.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
-pub enum Refusal {
-    /// `--allow`/`--deny` said no (counted as `denied`).
-    Denied,
-    /// `--max-per-source` connections are open already (`limited`).
-    MaxPerSource,
-    /// `--rate-per-source` used up (`limited`).
-    RatePerSource,
-    /// The per-source table is at its cap: a new source counts as over its rate (`limited`).
-    SourcesFull,
-}
-
-impl Refusal {
-    /// The reason as log lines show it: `refused 3 connections in the last 1s (denied)`.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Refusal::Denied => "denied",
-            Refusal::MaxPerSource => "max-per-source",
-            Refusal::RatePerSource => "rate-per-source",
-            Refusal::SourcesFull => "rate-per-source: per-source table full",
-        }
-    }
-
-    /// Counted as `denied` (else as `limited`)?
-    pub fn is_denied(self) -> bool {
-        self == Refusal::Denied
-    }
-}
 
 /// The access policy from the command line.
 #[derive(Clone, PartialEq, Eq, Default, Debug)]
@@ -100,15 +72,17 @@ impl Access {
         }
     }
 
-    /// Nothing to check: every peer is served without a lookup.
-    pub fn is_open(&self) -> bool {
-        self.rules.is_none() && self.table.is_none()
+    /// Do the lists let `peer` in? (Checked first: a denied peer never reaches the table.)
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        self.rules
+            .as_ref()
+            .is_none_or(|rules| rules.decide(peer) == Action::Allow)
     }
 
-    /// A TCP connection from `peer`: `Ok(Some(source))` when it counts toward
-    /// `--max-per-source` (hand the source to [`Access::release`] when it closes).
-    pub fn connection(&self, peer: IpAddr, now: Instant) -> Result<Option<SourceKey>, Refusal> {
-        self.check_rules(peer)?;
+    /// The per-source limits for a new TCP connection from `peer`: `Ok(Some(source))` when
+    /// it counts toward `--max-per-source` (hand the source to [`Access::release`] when it
+    /// closes), `Err(reason)` when it is to be closed at once.
+    pub fn admit(&self, peer: IpAddr, now: Instant) -> Result<Option<SourceKey>, Reason> {
         let Some(table) = &self.table else {
             return Ok(None);
         };
@@ -117,9 +91,11 @@ impl Access {
         Ok(table.counts_open().then_some(source))
     }
 
-    /// A datagram from `peer`.
-    pub fn datagram(&self, peer: IpAddr, now: Instant) -> Result<(), Refusal> {
-        self.check_rules(peer)?;
+    /// Lists and limits for a datagram from `peer` (SPEC §10: dropped when refused).
+    pub fn datagram(&self, peer: IpAddr, now: Instant) -> Result<(), Reason> {
+        if !self.allows(peer) {
+            return Err(Reason::Denied);
+        }
         match &self.table {
             Some(table) => verdict(table.admit_datagram(SourceKey::of(peer), now)),
             None => Ok(()),
@@ -137,21 +113,14 @@ impl Access {
     pub fn table(&self) -> Option<&SourceTable> {
         self.table.as_ref()
     }
-
-    fn check_rules(&self, peer: IpAddr) -> Result<(), Refusal> {
-        match &self.rules {
-            Some(rules) if rules.decide(peer) == Action::Deny => Err(Refusal::Denied),
-            _ => Ok(()),
-        }
-    }
 }
 
-fn verdict(v: Verdict) -> Result<(), Refusal> {
+fn verdict(v: Verdict) -> Result<(), Reason> {
     match v {
         Verdict::Admitted => Ok(()),
-        Verdict::OverMax => Err(Refusal::MaxPerSource),
-        Verdict::OverRate => Err(Refusal::RatePerSource),
-        Verdict::Full => Err(Refusal::SourcesFull),
+        Verdict::OverMax => Err(Reason::MaxPerSource),
+        Verdict::OverRate => Err(Reason::RatePerSource),
+        Verdict::Full => Err(Reason::SourcesFull),
     }
 }
 
@@ -172,29 +141,24 @@ mod tests {
     }
 
     #[test]
-    fn lists_first_then_limits() {
+    fn lists_then_limits() {
         let now = Instant::now();
         let a = Access::new(&policy(&["127.0.0.0/8"], &["127.0.0.9"], 1, 0), now);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(a.connection(ip("10.0.0.1"), now), Err(Refusal::Denied));
-        assert_eq!(a.connection(ip("127.0.0.9"), now), Err(Refusal::Denied));
-        let key = a.connection(ip("127.0.0.2"), now).unwrap();
+        assert!(!a.allows(ip("10.0.0.1")));
+        assert!(!a.allows(ip("127.0.0.9")));
+        assert!(a.allows(ip("127.0.0.2")));
+        assert!(a.allows(ip("::ffff:127.0.0.2")));
+        let key = a.admit(ip("127.0.0.2"), now).unwrap();
         assert_eq!(key, Some(SourceKey::V4(0x7f00_0002)));
+        assert_eq!(a.admit(ip("127.0.0.2"), now), Err(Reason::MaxPerSource));
         assert_eq!(
-            a.connection(ip("127.0.0.2"), now),
-            Err(Refusal::MaxPerSource)
-        );
-        assert_eq!(
-            a.connection(ip("::ffff:127.0.0.2"), now),
-            Err(Refusal::MaxPerSource)
+            a.admit(ip("::ffff:127.0.0.2"), now),
+            Err(Reason::MaxPerSource)
         );
         a.release(key.unwrap(), now);
-        assert!(a.connection(ip("127.0.0.2"), now).is_ok());
-        assert_eq!(
-            a.table().unwrap().len(),
-            1,
-            "a denied peer never reaches the table"
-        );
+        assert!(a.admit(ip("127.0.0.2"), now).is_ok());
+        assert_eq!(a.datagram(ip("10.0.0.1"), now), Err(Reason::Denied));
     }
 
     #[test]
@@ -202,9 +166,10 @@ mod tests {
         let p = policy(&[], &[], 0, 0);
         assert!(!p.is_active());
         let a = Access::new(&p, Instant::now());
-        assert!(a.is_open());
+        assert!(a.table().is_none());
         let peer = "192.0.2.1".parse().unwrap();
-        assert_eq!(a.connection(peer, Instant::now()), Ok(None));
+        assert!(a.allows(peer));
+        assert_eq!(a.admit(peer, Instant::now()), Ok(None));
         assert!(policy(&[], &["::1"], 0, 0).is_active());
         assert!(policy(&[], &[], 0, 5).is_active());
     }
@@ -214,9 +179,9 @@ mod tests {
         let now = Instant::now();
         let a = Access::new(&policy(&[], &[], 0, 2), now);
         let peer = "192.0.2.1".parse().unwrap();
-        assert_eq!(a.connection(peer, now), Ok(None));
+        assert_eq!(a.admit(peer, now), Ok(None));
         assert_eq!(a.datagram(peer, now), Ok(()));
-        assert_eq!(a.datagram(peer, now), Err(Refusal::RatePerSource));
-        assert_eq!(a.connection(peer, now), Err(Refusal::RatePerSource));
+        assert_eq!(a.datagram(peer, now), Err(Reason::RatePerSource));
+        assert_eq!(a.admit(peer, now), Err(Reason::RatePerSource));
     }
 }
