@@ -613,3 +613,52 @@ fn accept_cost() {
         );
     }
 }
+
+/// A unix-socket client has no address: its closed line names the socket it came through.
+#[test]
+fn log_connections_names_the_unix_socket() {
+    let sock = TempSock::new("log");
+    let listen = sock.listen_arg();
+    let Some(d) = Daemon::spawn("poll", &["--listen", &listen, "--log-connections"]) else {
+        return;
+    };
+    let mark = d.mark();
+    let mut c = std::os::unix::net::UnixStream::connect(&sock.0).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(b"unix!").unwrap();
+    let mut b = [0u8; 5];
+    c.read_exact(&mut b).unwrap();
+    drop(c);
+    let line = closed_line(&d, mark, &listen, "peer closed");
+    if bytes_of(&line) != (5, 5) {
+        d.fail(&format!("want in=5 out=5 in {line:?}"));
+    }
+}
+
+/// At debug level (`-v`) the per-connection lines name the peer, without `--log-connections`.
+#[test]
+fn debug_lines_name_the_peer() {
+    let Some(d) = Daemon::spawn("epoll", &["-v"]) else {
+        return;
+    };
+    let mark = d.mark();
+    let mut s = connect_from(&d, ip("127.0.0.5")).unwrap();
+    let peer = s.local_addr().unwrap().to_string();
+    ping(&mut s, b"dbg").unwrap();
+    drop(s);
+    d.expect_line(
+        mark,
+        &format!("accepted from {peer}"),
+        Duration::from_secs(10),
+    );
+    let line = d.expect_line(
+        mark,
+        &format!("from {peer} closed after"),
+        Duration::from_secs(10),
+    );
+    if !line.contains("DEBUG") || bytes_of(&line) != (3, 3) || !line.ends_with("(peer closed)") {
+        d.fail(&format!(
+            "want a debug line with in=3 out=3 (peer closed): {line:?}"
+        ));
+    }
+}
