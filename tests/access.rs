@@ -412,22 +412,6 @@ fn log_connections_gives_peer_bytes_and_reason(backend: &'static str) {
     }
 }
 
-/// Without `--log-connections`, a closed connection is not an info line.
-#[test]
-fn connections_are_not_logged_by_default() {
-    let Some(d) = Daemon::spawn("epoll", &[]) else {
-        return;
-    };
-    let mark = d.mark();
-    let mut s = d.connect();
-    ping(&mut s, b"x").unwrap();
-    drop(s);
-    let _ = d.stats(); // a turn later than the close
-    if !lines_with(&d, mark, &["closed "]).is_empty() {
-        d.fail("a closed line without --log-connections");
-    }
-}
-
 /// The server side of the connection from `client` in /proc/net/tcp: its `tr` (timer kind:
 /// 2 = keepalive) and `tm->when` (clock ticks until it fires).
 fn server_timer(d: &Daemon, client: SocketAddr) -> (u32, u64) {
@@ -635,9 +619,10 @@ fn log_connections_names_the_unix_socket() {
     }
 }
 
-/// At debug level (`-v`) the per-connection lines name the peer, without `--log-connections`.
+/// Without `--log-connections`, closing is not an info line; at debug level (`-v`) the
+/// per-connection lines name the peer (and the closing one has the bytes and the reason).
 #[test]
-fn debug_lines_name_the_peer() {
+fn without_log_connections_peers_appear_at_debug_only() {
     let Some(d) = Daemon::spawn("epoll", &["-v"]) else {
         return;
     };
@@ -659,6 +644,12 @@ fn debug_lines_name_the_peer() {
     if !line.contains("DEBUG") || bytes_of(&line) != (3, 3) || !line.ends_with("(peer closed)") {
         d.fail(&format!(
             "want a debug line with in=3 out=3 (peer closed): {line:?}"
+        ));
+    }
+    let info = lines_with(&d, mark, &["INFO", "closed "]);
+    if !info.is_empty() {
+        d.fail(&format!(
+            "info lines about closing without --log-connections: {info:?}"
         ));
     }
 }
