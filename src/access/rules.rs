@@ -213,7 +213,21 @@ mod tests {
             let addr = (next() as u32) & mask(len, 32) as u32;
             allow.push(Cidr::V4 { addr, len });
         }
+        let rss = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let kib = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .unwrap();
+            kib.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap()
+        };
+        let before = rss();
         let r = Rules::new(&allow, &[Cidr::parse("10.0.0.0/8").unwrap()]).unwrap();
+        println!("10,000 rules: RSS +{} KiB", rss() - before);
         let probes: Vec<IpAddr> = (0..1_000_000)
             .map(|_| IpAddr::from((next() as u32).to_be_bytes()))
             .collect();
@@ -228,5 +242,22 @@ mod tests {
             r.lengths(),
             probes.len()
         );
+        // For contrast, what a linear scan for the longest match would cost.
+        let t = Instant::now();
+        let mut scanned = 0;
+        for ip in &probes[..10_000] {
+            let IpAddr::V4(a) = ip else { continue };
+            let a = u32::from(*a);
+            let best = allow
+                .iter()
+                .filter_map(|c| match *c {
+                    Cidr::V4 { addr, len } if a & mask(len, 32) as u32 == addr => Some(len),
+                    _ => None,
+                })
+                .max();
+            scanned += usize::from(best.is_some());
+        }
+        let ns = t.elapsed().as_nanos() as f64 / 10_000.0;
+        println!("a linear scan of the same list: {ns:.0} ns per lookup ({scanned} matched)");
     }
 }
