@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{connections, later, Server, Source, Timer};
-use crate::access::keepalive;
 use crate::listen::Listener;
 use crate::reactor::Interest;
 use crate::refusal::{Peer, Reason, RefusalLog};
@@ -163,19 +162,14 @@ impl Server {
         Backlog::More
     }
 
-    /// Socket options for a connection about to be served: TCP_NODELAY, and `--keepalive`
-    /// on TCP ones (unix sockets have neither).
+    /// Socket options for a connection about to be served: TCP_NODELAY (unix sockets have
+    /// no Nagle to turn off). `--keepalive` comes from the listener (see access/keepalive.rs).
     fn tune(&self, stream: &OwnedFd, peer: Peer) {
         if let Peer::Unix = peer {
             return;
         }
         if let Err(e) = sys::set_nodelay(stream) {
             debug!("TCP_NODELAY: {e}");
-        }
-        if let Some(idle) = self.config.keepalive {
-            if let Err(e) = keepalive::enable(stream, idle) {
-                debug!("TCP keepalive: {e}");
-            }
         }
     }
 

@@ -91,6 +91,9 @@ impl Server {
                     addr: l.label().to_string(),
                     source,
                 })?;
+            if let Err(e) = crate::access::keepalive::apply_to_listener(l, config.keepalive) {
+                warn!("cannot set TCP keepalive on {}: {e}", l.label());
+            }
             info!("listening on {} (backend {name})", l.label());
         }
         let now = Instant::now();
