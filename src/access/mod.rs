@@ -72,6 +72,20 @@ impl Access {
         }
     }
 
+    /// With `--workers`: the policy for one worker, sharing this one's per-source table
+    /// (which must live in memory the workers share, see [`SourceTable::in_region`]; `None`
+    /// when it does not). Call it in the worker after the fork.
+    pub fn share(&self) -> Option<Access> {
+        let table = match &self.table {
+            Some(t) => Some(t.share()?),
+            None => None,
+        };
+        Some(Access {
+            rules: self.rules.clone(),
+            table,
+        })
+    }
+
     /// Do the lists let `peer` in? (Checked first: a denied peer never reaches the table.)
     pub fn allows(&self, peer: IpAddr) -> bool {
         self.rules
@@ -172,6 +186,21 @@ mod tests {
         assert_eq!(a.admit(peer, Instant::now()), Ok(None));
         assert!(policy(&[], &["::1"], 0, 0).is_active());
         assert!(policy(&[], &[], 0, 5).is_active());
+    }
+
+    #[test]
+    fn a_shared_policy_needs_a_shared_table() {
+        let p = policy(&["10.0.0.0/8"], &[], 0, 0);
+        let a = Access::new(&p, Instant::now());
+        let copy = a
+            .share()
+            .expect("no table: lists alone can always be copied");
+        assert!(!copy.allows("11.0.0.1".parse().unwrap()));
+        let limited = Access::new(&policy(&[], &[], 1, 0), Instant::now());
+        assert!(
+            limited.share().is_none(),
+            "a table in private memory cannot be shared"
+        );
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Hasher for PrefixHasher {
 type Set = HashMap<u128, Action, BuildHasherDefault<PrefixHasher>>;
 
 /// One address family's prefixes, grouped by length, longest first.
-#[derive(Default, Debug)]
+#[derive(Default, Clone, Debug)]
 struct Family {
     by_len: Vec<(u8, u128, Set)>, // (length, its mask, the prefixes of that length)
 }
@@ -76,7 +76,7 @@ impl Family {
 }
 
 /// The compiled access lists.
-#[derive(Default, Debug)]
+#[derive(Default, Clone, Debug)]
 pub struct Rules {
     v4: Family,
     v6: Family,

@@ -172,6 +172,26 @@ impl SourceTable {
         }
     }
 
+    /// Another handle on a table that lives in a caller's region (`None` for one in memory of
+    /// its own): what a worker forked from the process that made the table uses, so that
+    /// every worker, and every replacement, shares the same entries, seed and epoch.
+    pub fn share(&self) -> Option<SourceTable> {
+        if self.owned.is_some() {
+            return None;
+        }
+        Some(SourceTable {
+            base: self.base,
+            nslots: self.nslots,
+            cap: self.cap,
+            limits: self.limits,
+            interval_ns: self.interval_ns,
+            burst_ns: self.burst_ns,
+            seed: self.seed,
+            epoch: self.epoch,
+            owned: None,
+        })
+    }
+
     /// The limits this table enforces.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -259,6 +259,7 @@ fn limits_hold_across_processes_sharing_the_region() {
     let child = unsafe { libc::fork() };
     assert!(child >= 0, "fork failed");
     if child == 0 {
+        let t = t.share().expect("a table in a region can be shared");
         let ok =
             t.admit(v4(2), now) == Verdict::Admitted && t.admit(v4(2), now) == Verdict::Admitted;
         // SAFETY: _exit ends the child at once, without the parent's destructors.
@@ -279,6 +280,10 @@ fn limits_hold_across_processes_sharing_the_region() {
         "two of them are the child's"
     );
     assert_eq!(t.len(), 1);
+    assert!(
+        table(1, 0, 10).0.share().is_none(),
+        "a table in its own memory is not shared"
+    );
 }
 
 /// With 10,000 sources in the table: one admit plus one release, in ns. Run with
