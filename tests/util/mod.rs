@@ -39,23 +39,36 @@ pub const BACKENDS: [&str; 3] = ["epoll", "poll", "select"];
 /// Longest wait for the `listening on` line(s).
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `for_each_backend!(name);` beside `fn name(backend: &'static str)` stamps out the tests
-/// `name_epoll`, `name_poll` and `name_select`, each calling `name` with its backend. (The
-/// body stays an ordinary function, so rustfmt formats it.)
+/// The one backend matrix. `for_each_backend!(name);` beside `fn name(backend: &'static str)`
+/// stamps out the tests `name_epoll`, `name_poll` and `name_select`, each calling `name`
+/// with its backend's name. `for_each_backend!(name, runner);` calls `runner(backend, name)`
+/// instead, for bodies that need something made from the name first (tests/backends.rs
+/// runs `fn name(b: &mut dyn Backend)` on a fresh backend under a watchdog). Either way the
+/// body stays an ordinary function, so rustfmt formats it.
 macro_rules! for_each_backend {
     ($name:ident) => {
+        for_each_backend!(@stamp $name, |backend| $name(backend));
+    };
+    ($name:ident, $runner:path) => {
+        for_each_backend!(@stamp $name, |backend| $runner(backend, $name));
+    };
+    (@stamp $name:ident, |$b:ident| $call:expr) => {
         pastey::paste! {
+            #[cfg(target_os = "linux")]
             #[test]
             fn [<$name _epoll>]() {
-                $name("epoll")
+                let $b = "epoll";
+                $call
             }
             #[test]
             fn [<$name _poll>]() {
-                $name("poll")
+                let $b = "poll";
+                $call
             }
             #[test]
             fn [<$name _select>]() {
-                $name("select")
+                let $b = "select";
+                $call
             }
         }
     };
