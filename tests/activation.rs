@@ -2,7 +2,7 @@
 //! echo-mux with them as descriptors 3, 4, … (no `-a`: listening sockets are passed, not
 //! accepted connections), and descriptors passed the same way by the harness itself.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::time::Duration;
 
 use crate::util::client::ipv6_loopback_works;
@@ -10,15 +10,6 @@ use crate::util::{Addr, Daemon, TempDir};
 
 /// Longest wait for anything that should be near-instant (generous for a loaded CI box).
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// The TCP addresses of `d`, in the order of its listeners.
-fn tcp_addrs(d: &Daemon) -> Vec<SocketAddr> {
-    let tcp = d.addrs().iter().filter_map(|a| match a {
-        Addr::Tcp(s) => Some(*s),
-        Addr::Unix(_) => None,
-    });
-    tcp.collect()
-}
 
 for_each_backend!(socket_activation_one_tcp_socket);
 /// One inherited TCP socket on each backend: it echoes, the start is logged as socket
@@ -57,7 +48,7 @@ fn socket_activation_ipv4_and_ipv6_sockets() {
     let Some(mut d) = activated.spawn() else {
         return;
     };
-    let addrs = tcp_addrs(&d);
+    let addrs = d.tcp_addrs();
     d.expect_echo(d.connect_at(addrs[0]), "127.0.0.1");
     match v6 {
         true => d.expect_echo(d.connect_at(addrs[1]), "[::1]"),

@@ -104,6 +104,15 @@ impl Daemon {
             .unwrap_or_else(|| self.fail("the daemon has no TCP listener"))
     }
 
+    /// Every TCP address, in the order of the listening lines.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        let tcp = self.addrs.iter().filter_map(|a| match a {
+            Addr::Tcp(s) => Some(*s),
+            Addr::Unix(_) => None,
+        });
+        tcp.collect()
+    }
+
     /// A client connected to [`Daemon::addr`], with I/O timeouts.
     pub fn connect(&self) -> TcpStream {
         client::connect(self.addr()).unwrap_or_else(|e| self.fail(&format!("connect: {e}")))
@@ -198,6 +207,18 @@ impl Daemon {
     /// Everything the daemon wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.out.0.lock().unwrap().text.clone()
+    }
+
+    /// What the daemon wrote to stderr after `mark` (see [`Daemon::mark`]).
+    pub fn stderr_since(&self, mark: usize) -> String {
+        self.out
+            .0
+            .lock()
+            .unwrap()
+            .text
+            .get(mark..)
+            .unwrap_or("")
+            .to_string()
     }
 
     /// A position in stderr, for [`Daemon::wait_line`] to search after.

@@ -2,7 +2,8 @@
 //! from /proc.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -21,6 +22,35 @@ impl Daemon {
                 None => self.fail(&format!("stats field {kv:?} is not key=value in {line:?}")),
             })
             .collect()
+    }
+
+    /// Poll the stats (every 100 ms, up to `within`) until `key` is `want`; the last stats
+    /// as the error when it never is.
+    pub fn wait_stat(
+        &self,
+        key: &str,
+        want: &str,
+        within: Duration,
+    ) -> Result<(), HashMap<String, String>> {
+        let start = Instant::now();
+        loop {
+            let st = self.stats();
+            if st.get(key).map(String::as_str) == Some(want) {
+                return Ok(());
+            }
+            if start.elapsed() > within {
+                return Err(st);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The CPU time the daemon uses while this thread sleeps for `span`: a loop that
+    /// should be idle and spins shows here.
+    pub fn cpu_burned(&self, span: Duration) -> Duration {
+        let cpu0 = self.cpu_time();
+        thread::sleep(span);
+        self.cpu_time().saturating_sub(cpu0)
     }
 
     /// Resident set size in KiB (`VmRSS` in /proc/PID/status).
