@@ -1,7 +1,7 @@
 //! A running daemon: its addresses, signals, exit, stderr, stats and resource use.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
@@ -43,7 +43,9 @@ impl Daemon {
         let Ok(addr) = std::env::var("ECHO_MUX_ADDR") else {
             return Daemon::with(backend).launch();
         };
-        let parsed = Addr::parse(&addr).unwrap_or_else(|| {
+        // A host name (`localhost:50007`) is resolved once; its first address is used.
+        let resolved = || addr.to_socket_addrs().ok()?.next().map(Addr::Tcp);
+        let parsed = Addr::parse(&addr).or_else(resolved).unwrap_or_else(|| {
             panic!("ECHO_MUX_ADDR={addr:?} is neither HOST:PORT nor unix:/path")
         });
         Daemon {

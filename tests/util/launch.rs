@@ -94,7 +94,8 @@ impl Builder {
                     c.env("LISTEN_FDS", fds.len().to_string());
                 }
                 pass_fds(&mut c, fds.iter().map(AsRawFd::as_raw_fd).collect());
-                shown = format!("(fds 3..{} inherited) {shown}", 3 + fds.len());
+                let numbers: Vec<String> = (0..fds.len()).map(|i| (3 + i).to_string()).collect();
+                shown = format!("(inherited fds {}) {shown}", numbers.join(", "));
                 c
             }
         };

@@ -3,7 +3,12 @@
 //! [`Daemon`] spawns the binary on `127.0.0.1:0`, learns the bound address from the
 //! `listening on …` log line (no fixed ports, no startup sleeps), collects stderr on a thread
 //! and kills the process on drop. When a test panics while a daemon is alive, the drop prints
-//! the command line, the exit status and the daemon's whole stderr.
+//! the command line, the exit status and the daemon's whole stderr. [`Builder`] sets the
+//! options, environment (`NOTIFY_SOCKET`, `TZ`, …) and RLIMIT_NOFILE, and starts the daemon
+//! under `systemd-socket-activate` or with descriptors passed as `LISTEN_FDS`;
+//! `Builder::run` runs it to completion instead, for startups that must fail.
+//!
+//! One macro, `for_each_backend!`, stamps every test that runs once per backend.
 //!
 //! External-server mode: with `ECHO_MUX_ADDR=127.0.0.1:50007` (or `unix:/path`) set,
 //! [`Daemon::shared`] hands out that running daemon instead of spawning one, so the tests
