@@ -122,18 +122,27 @@ fn notify_socket_abstract() {
     notify_lifecycle(rx, &format!("@{name}"));
 }
 
-#[test]
-fn watchdog_pings_at_half_watchdog_usec() {
-    let dir = TempDir::new("watchdog");
+/// A daemon with `env`, notifying a socket bound in `dir`, once it has sent READY=1.
+fn ready_daemon(dir: &TempDir, env: &[(&str, &str)]) -> Option<(NotifyRx, Daemon)> {
     let path = dir.join("notify.sock");
     let mut rx = NotifyRx::new(UnixDatagram::bind(&path).unwrap());
-    let notified = Daemon::with("epoll").notify_socket(path.to_str().unwrap());
-    let Some(mut d) = notified.env("WATCHDOG_USEC", "200000").spawn() else {
-        return;
-    };
+    let mut notified = Daemon::with("epoll").notify_socket(path.to_str().unwrap());
+    for (k, v) in env {
+        notified = notified.env(k, v);
+    }
+    let d = notified.spawn()?;
     if !rx.wait_for("READY=1", PATIENCE) {
         d.fail("no READY=1");
     }
+    Some((rx, d))
+}
+
+#[test]
+fn watchdog_pings_at_half_watchdog_usec() {
+    let dir = TempDir::new("watchdog");
+    let Some((mut rx, mut d)) = ready_daemon(&dir, &[("WATCHDOG_USEC", "200000")]) else {
+        return;
+    };
     let from = Instant::now();
     rx.collect_for(Duration::from_secs(2));
     let pings: Vec<Instant> = rx
@@ -167,16 +176,10 @@ fn watchdog_pings_at_half_watchdog_usec() {
 #[test]
 fn watchdog_for_another_pid_is_silent() {
     let dir = TempDir::new("watchdog-pid");
-    let path = dir.join("notify.sock");
-    let mut rx = NotifyRx::new(UnixDatagram::bind(&path).unwrap());
-    let notified = Daemon::with("epoll").notify_socket(path.to_str().unwrap());
-    let notified = notified.env("WATCHDOG_USEC", "100000");
-    let Some(mut d) = notified.env("WATCHDOG_PID", "1").spawn() else {
+    let env = [("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")];
+    let Some((mut rx, mut d)) = ready_daemon(&dir, &env) else {
         return;
     };
-    if !rx.wait_for("READY=1", PATIENCE) {
-        d.fail("no READY=1");
-    }
     rx.collect_for(Duration::from_millis(600));
     assert_eq!(rx.count("WATCHDOG=1"), 0, "{:?}", rx.lines());
     d.terminate(PATIENCE);
