@@ -7,8 +7,14 @@ mod util;
 // Backend conformance: the `reactor::Backend` contract, one suite run against epoll, poll and select.
 mod backends;
 
-// systemd: unit files (verify, security), install.sh, socket activation, sd_notify, watchdog.
-mod systemd;
+// systemd unit files (verify, security) and scripts/install.sh.
+mod install;
+
+// Socket activation: systemd-socket-activate on every backend, IPv4+IPv6, unix; LISTEN_FDS.
+mod activation;
+
+// sd_notify (READY, STATUS, STOPPING) and the watchdog, on a NOTIFY_SOCKET the test binds.
+mod notify;
 
 // Raw echo, byte for byte, over all three backends; half-close; unix and IPv6 listeners.
 mod echo;
