@@ -24,6 +24,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod duration;
 pub mod echo;
 pub mod error;
 pub mod listen;
@@ -34,8 +35,6 @@ pub mod signal;
 pub mod sys;
 pub mod systemd;
 pub mod timer;
-
-use std::io;
 
 use config::Config;
 use error::Error;
@@ -77,41 +76,8 @@ pub fn run(config: Config) -> Result<(), Error> {
             .collect::<Result<Vec<_>, _>>()?,
     };
     if kind == BackendKind::Select {
-        select_can_watch(&listeners, &signals)?;
+        listen::select_can_watch(&listeners, signals.fd())?;
     }
     let notifier = systemd::Notifier::from_env();
     server::Server::new(backend, config, listeners, signals, notifier)?.run()
-}
-
-/// select(2) cannot watch a descriptor >= FD_SETSIZE. Clients beyond it are refused one by
-/// one (SPEC §4), but a listener or the signal pipe there is fatal: say which and why.
-fn select_can_watch(listeners: &[Listener], signals: &Signals) -> Result<(), Error> {
-    let limit = libc::FD_SETSIZE;
-    let why = || {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("select watches only descriptors below FD_SETSIZE ({limit}); use --backend poll or epoll"),
-        )
-    };
-    if let Some(l) = listeners.iter().find(|l| l.fd() as usize >= limit) {
-        let what = if l.is_inherited() {
-            "inherited descriptor"
-        } else {
-            "descriptor"
-        };
-        let context = format!(
-            "{what} {} ({}) cannot be used with --backend select",
-            l.fd(),
-            l.label()
-        );
-        return Err(Error::io(context, why()));
-    }
-    if signals.fd() as usize >= limit {
-        let context = format!(
-            "the signal pipe is descriptor {}, too high for --backend select",
-            signals.fd()
-        );
-        return Err(Error::io(context, why()));
-    }
-    Ok(())
 }

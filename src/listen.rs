@@ -125,6 +125,37 @@ impl Drop for Listener {
     }
 }
 
+/// select(2) cannot watch a descriptor >= FD_SETSIZE. Clients beyond it are refused one by
+/// one (SPEC §4), but a listener or the signal pipe there is fatal: say which and why.
+pub fn select_can_watch(listeners: &[Listener], signal_pipe: RawFd) -> Result<(), Error> {
+    let limit = libc::FD_SETSIZE;
+    let why = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("select watches only descriptors below FD_SETSIZE ({limit}); use --backend poll or epoll"),
+        )
+    };
+    if let Some(l) = listeners.iter().find(|l| l.fd() as usize >= limit) {
+        let what = if l.is_inherited() {
+            "inherited descriptor"
+        } else {
+            "descriptor"
+        };
+        let context = format!(
+            "{what} {} ({}) cannot be used with --backend select",
+            l.fd(),
+            l.label()
+        );
+        return Err(Error::io(context, why()));
+    }
+    if signal_pipe as usize >= limit {
+        let context =
+            format!("the signal pipe is descriptor {signal_pipe}, too high for --backend select");
+        return Err(Error::io(context, why()));
+    }
+    Ok(())
+}
+
 fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path)?;

@@ -22,7 +22,7 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::config::MAX_DURATION;
+use crate::duration::MAX_DURATION;
 use crate::error::{Error, Plain};
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
