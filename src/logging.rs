@@ -73,8 +73,9 @@ pub fn flush(timeout: Option<Duration>) -> Option<Duration> {
         q.take_dropped()
     };
     if let Some(n) = dropped {
+        let kib = QUEUE_LIMIT / 1024;
         log::warn!(
-            "{n} log lines dropped: stderr was not taking them ({QUEUE_LIMIT} bytes queued)"
+            "{n} log lines dropped: stderr did not keep up and the {kib} KiB queue was full"
         );
     }
     if stderr().bytes.is_empty() {
