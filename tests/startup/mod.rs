@@ -1,10 +1,13 @@
-//! Startup (issue 8): values beyond the duration maximum, inherited descriptors that are not
-//! open, signals that arrive while listeners are being bound, a live unix socket whose
-//! backlog is full, and `--help`/`--version` on a stdout that cannot be written.
+//! Startup (issue 8): values beyond the duration maximum, signals that arrive while listeners
+//! are being bound, a live unix socket whose backlog is full; inherited descriptors and
+//! messages in the submodules.
+
+mod inherited;
+mod messages;
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -14,8 +17,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::unistd::Pid;
 
-use crate::util::client::{self, ping};
-use crate::util::{lift_nofile, run, Daemon, Run, TempSock, BIN};
+use crate::util::{run, Daemon, TempSock, BIN};
 
 /// A finished child started by one of the tests below (not through the harness, because
 /// they need their own stdout, descriptors or timing).
@@ -153,98 +155,6 @@ fn the_longest_durations_work(backend: &'static str) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Defect 2 (and 14): inherited descriptors
-// ---------------------------------------------------------------------------------------
-
-/// Run the daemon socket-activated, the way systemd does: `listener` dup'ed onto each of
-/// fds `3..3+passed`, `LISTEN_FDS=announced`, `LISTEN_PID` set by a shell to its own pid
-/// just before it execs the daemon. Waits at most `limit` for the exit.
-fn activated(listener: &OwnedFd, passed: i32, announced: usize, args: &[&str]) -> Ended {
-    lift_nofile();
-    let raw: RawFd = listener.as_raw_fd();
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(r#"LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@""#)
-        .arg(BIN)
-        .args(args)
-        .env("LISTEN_FDS", announced.to_string())
-        .env_remove("LISTEN_PID")
-        .env_remove("RUST_LOG")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let place = move || {
-        // Park a close-on-exec copy above the target range first: `raw` itself may lie in
-        // 3..3+passed, and dup2 onto itself would keep its FD_CLOEXEC.
-        // SAFETY: fcntl, dup2 and close are async-signal-safe and touch only descriptors.
-        unsafe {
-            let high = libc::fcntl(raw, libc::F_DUPFD_CLOEXEC, 3 + passed + 16);
-            if high < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            for fd in 3..3 + passed {
-                if libc::dup2(high, fd) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            libc::close(high);
-        }
-        Ok(())
-    };
-    // SAFETY: the closure only makes async-signal-safe calls (above).
-    unsafe { cmd.pre_exec(place) };
-    let line = format!(
-        "LISTEN_FDS={announced} (fds 3..{}) {BIN} {}",
-        3 + passed,
-        args.join(" ")
-    );
-    let child = cmd.spawn().unwrap();
-    finish(child, line, Duration::from_secs(5))
-}
-
-fn tcp_listener() -> OwnedFd {
-    OwnedFd::from(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-}
-
-for_each_backend!(announced_descriptor_that_is_not_open_is_an_error);
-/// `LISTEN_FDS=2` but only fd 3 passed: fd 4 is not ours. The daemon used to open its
-/// poller first, so fd 4 was its own epoll descriptor, adopted, rejected and closed twice.
-/// Now the inherited descriptors are checked before anything is opened: one line, exit 1.
-fn announced_descriptor_that_is_not_open_is_an_error(backend: &'static str) {
-    let l = tcp_listener();
-    let r = activated(&l, 1, 2, &["--backend", backend]);
-    r.assert_one_line(1, &["inherited descriptor 4", "LISTEN_FDS=2", "not open"]);
-}
-
-/// With `-b select`, an inherited listener at fd >= 1024 cannot be watched: the error names
-/// the descriptor and FD_SETSIZE, and says what to use instead.
-#[test]
-fn select_names_an_inherited_descriptor_beyond_fd_setsize() {
-    if lift_nofile() < 2048 {
-        println!("note: RLIMIT_NOFILE below 2048; cannot pass 1,023 descriptors, skipping");
-        return;
-    }
-    let l = tcp_listener();
-    let port = std::net::TcpListener::from(l.try_clone().unwrap())
-        .local_addr()
-        .unwrap()
-        .port();
-    let r = activated(&l, 1023, 1023, &["--backend", "select"]);
-    r.assert_one_line(
-        1,
-        &[
-            "inherited descriptor 1024",
-            &format!("127.0.0.1:{port}"),
-            "FD_SETSIZE",
-            "1024",
-            "--backend poll",
-        ],
-    );
-}
-
-// ---------------------------------------------------------------------------------------
 // Defect 3: signals before listeners
 // ---------------------------------------------------------------------------------------
 
@@ -326,112 +236,4 @@ fn live_unix_socket_with_a_full_backlog_is_in_use(backend: &'static str) {
     assert!(ok, "want exit 1, address already in use:{}", r.describe());
     assert!(took < Duration::from_secs(3), "took {took:?}");
     assert!(sock.0.exists(), "the daemon removed a live socket");
-}
-
-// ---------------------------------------------------------------------------------------
-// Defect 12: --help and --version on a stdout that cannot be written
-// ---------------------------------------------------------------------------------------
-
-/// Run `args` with stdout set to `out`; at most 5 s.
-fn run_with_stdout(args: &[&str], out: Stdio) -> Ended {
-    let (mut cmd, line) = daemon_cmd(args);
-    cmd.stdout(out);
-    finish(cmd.spawn().unwrap(), line, Duration::from_secs(5))
-}
-
-/// `echo-mux --help | true` after the reader left used to panic with a backtrace (exit
-/// 101). A closed pipe is the reader's choice: exit 0 quietly. Any other write error
-/// (/dev/full) is one line and exit 1.
-#[test]
-fn help_and_version_survive_a_stdout_that_cannot_be_written() {
-    for flag in ["--help", "--version"] {
-        let (r, w) = nix::unistd::pipe().unwrap();
-        drop(r); // the reader is gone before the first byte
-        let ended = run_with_stdout(&[flag], Stdio::from(w));
-        assert!(
-            !ended.timed_out && ended.status.code() == Some(0) && ended.stderr.is_empty(),
-            "closed stdout: want exit 0 and nothing on stderr:{}",
-            ended.describe()
-        );
-        let full = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/full")
-            .unwrap();
-        let ended = run_with_stdout(&[flag], Stdio::from(full));
-        ended.assert_one_line(1, &["cannot write", "no space left on device"]);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Defect 14: messages
-// ---------------------------------------------------------------------------------------
-
-/// Negative values used to read "unknown option '-1'"; `-v -q` gave clap's own text.
-#[test]
-fn messages_name_the_option_and_the_expected_value() {
-    let cases: &[(&[&str], &str)] = &[
-        (
-            &["--delay", "-1"],
-            "invalid value '-1' for '--delay': must not be negative",
-        ),
-        (
-            &["--idle-timeout", "-2s"],
-            "invalid value '-2s' for '--idle-timeout': must not be negative",
-        ),
-        (
-            &["--max-clients", "-5"],
-            "invalid value '-5' for '--max-clients': expected a whole number of at least 1",
-        ),
-        (
-            &["--max-buffer", "-1"],
-            "invalid value '-1' for '--max-buffer': expected a size such as 4096, 64KiB, 1MiB or 1GiB",
-        ),
-        (&["-v", "-q"], "--verbose and --quiet cannot be used together"),
-        (&["-q", "-vv"], "--quiet and --verbose cannot be used together"),
-    ];
-    for (args, want) in cases {
-        let args = [&["--listen", "127.0.0.1:0"], *args].concat();
-        let r: Run = run(&args);
-        assert!(
-            !r.timed_out && r.status.code() == Some(2) && r.stderr == format!("echo-mux: {want}\n"),
-            "want exactly `echo-mux: {want}`:{}",
-            r.describe()
-        );
-    }
-}
-
-for_each_backend!(drain_line_and_warnings_read_like_the_startup_errors);
-/// `--shutdown-timeout 0` used to log "at most 0ns", and runtime warnings kept the raw
-/// "Too many open files (os error 24)". Durations are human (0s, 1.5s); errors are plain.
-fn drain_line_and_warnings_read_like_the_startup_errors(backend: &'static str) {
-    for (value, want) in [("0", "(at most 0s)"), ("1.5s", "(at most 1.5s)")] {
-        let Some(mut d) = Daemon::spawn(backend, &["--shutdown-timeout", value]) else {
-            return;
-        };
-        let mark = d.mark();
-        d.signal(Signal::SIGTERM);
-        let line = d.expect_line(mark, "draining", Duration::from_secs(5));
-        assert!(line.contains(want), "want {want:?} in {line:?}");
-        d.wait_exit(Duration::from_secs(10));
-    }
-    // Out of descriptors on accept: the warning names the error as the startup errors do.
-    let Some(d) = Daemon::with(backend).nofile(32).spawn() else {
-        return;
-    };
-    let mark = d.mark();
-    let mut held = Vec::new();
-    for _ in 0..40 {
-        match client::connect(d.addr()) {
-            Ok(s) => held.push(s),
-            Err(_) => break,
-        }
-    }
-    let line = d.expect_line(mark, "cannot accept", Duration::from_secs(10));
-    assert!(
-        line.contains("too many open files") && !line.contains("os error"),
-        "{line:?}"
-    );
-    drop(held);
-    let mut s = d.connect();
-    ping(&mut s, b"after").unwrap_or_else(|e| d.fail(&format!("after the shortage: {e}")));
 }
