@@ -26,6 +26,8 @@ pub enum Command {
                   Signals: SIGTERM/SIGINT drain and exit 0, SIGUSR1 logs a stats line, SIGHUP is ignored.\n\
                   RUST_LOG overrides -v/-q."
 )]
+// The number-valued options take values that start with '-' (`--delay -1`), so that their
+// error names the option and the expected value instead of "unknown option '-1'".
 struct Args {
     /// Listen on HOST:PORT, [V6ADDR]:PORT or unix:/path (repeatable) [default: 127.0.0.1:50007]
     #[arg(short, long, value_name = "ADDR")]
@@ -37,19 +39,44 @@ struct Args {
     #[arg(long, value_name = "MODE", default_value = "raw")]
     mode: String,
     /// Hold every reply for DUR after its data arrived
-    #[arg(long, value_name = "DUR", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     delay: String,
     /// Connections beyond N (all listeners together) are accepted and closed at once
-    #[arg(long, value_name = "N", default_value = "10000")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "10000",
+        allow_hyphen_values = true
+    )]
     max_clients: String,
     /// Cap on one connection's pending output; reading pauses at the cap
-    #[arg(long, value_name = "BYTES", default_value = "1MiB")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value = "1MiB",
+        allow_hyphen_values = true
+    )]
     max_buffer: String,
     /// Close a connection with no traffic either way for DUR; 0 = never
-    #[arg(long, value_name = "DUR", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     idle_timeout: String,
     /// Longest graceful drain on SIGTERM/SIGINT; 0 = close everything at once
-    #[arg(long, value_name = "DUR", default_value = "5s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "5s",
+        allow_hyphen_values = true
+    )]
     shutdown_timeout: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
@@ -129,6 +156,8 @@ where
     config.shutdown_timeout = parse_duration(&args.shutdown_timeout)
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
 
+    config.check().map_err(Error::Usage)?;
+
     let level = match (args.verbose, args.quiet) {
         (0, 0) => LevelFilter::Info,
         (1, _) => LevelFilter::Debug,
@@ -137,6 +166,12 @@ where
         _ => LevelFilter::Error,
     };
     Ok(Command::Run(config, level))
+}
+
+/// `--verbose` from clap's `--verbose...` or `--listen <ADDR>`.
+fn flag(arg: &str) -> &str {
+    let name = arg.split_whitespace().next().unwrap_or(arg);
+    name.trim_end_matches("...")
 }
 
 /// Reduce clap's multi-line report to one line, or pass `--help`/`--version` through.
@@ -156,14 +191,11 @@ fn clap_error(e: clap::Error) -> Result<Command, Error> {
                     format!("unknown option '{a}' (see --help)")
                 }
                 (ErrorKind::InvalidValue, Some(a)) => {
-                    let flag = a.split_whitespace().next().unwrap_or(&a).to_string();
-                    format!("missing value for '{flag}' (see --help)")
+                    format!("missing value for '{}' (see --help)", flag(&a))
                 }
                 (ErrorKind::ArgumentConflict, Some(a)) => {
-                    format!(
-                        "'{a}' cannot be used together with '{}'",
-                        ctx(ContextKind::PriorArg).unwrap_or_default()
-                    )
+                    let b = ctx(ContextKind::PriorArg).unwrap_or_default();
+                    format!("{} and {} cannot be used together", flag(&a), flag(&b))
                 }
                 _ => {
                     // Fall back to clap's own first line, without its "error: " prefix.

@@ -45,3 +45,10 @@ mod fds;
 
 // The shell tools: hammer.sh once per backend, and demo.sh, against the real daemon.
 mod scripts;
+
+// Startup: duration maximum, inherited descriptors, early signals, a full unix backlog,
+// --help on a closed stdout, and the wording of messages (issue 8).
+mod startup;
+
+// Logging never stalls the loop: an unread stderr costs dropped, counted lines, not service.
+mod logging;
