@@ -50,7 +50,11 @@ fn run_tool(program: &str, args: &[&str]) -> Output {
     // The units say Documentation=man:echo-mux(8): `systemd-analyze verify` runs man(1) on it,
     // which finds the generated page in dist/man (man-db must be installed).
     let manpath = format!("{ROOT}/dist/man");
-    match Command::new(program).env("MANPATH", manpath).args(args).output() {
+    match Command::new(program)
+        .env("MANPATH", manpath)
+        .args(args)
+        .output()
+    {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
             "{program} is not installed: install the `systemd` package (apt-get install systemd)"

@@ -41,7 +41,9 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!("usage: cargo xtask dist|check");
-            eprintln!("  dist   regenerate dist/ (man page, bash/zsh/fish completions) from src/cli.rs");
+            eprintln!(
+                "  dist   regenerate dist/ (man page, bash/zsh/fish completions) from src/cli.rs"
+            );
             eprintln!("  check  exit 1 if the committed dist/ differs from a fresh rendering");
             ExitCode::from(2)
         }

@@ -71,7 +71,11 @@ fn check_command_fails_and_says_how_to_regenerate() {
     // The binary itself, against a scratch root with one broken file: `cargo xtask check`
     // is what a person runs, so its exit status and message matter.
     let s = Scratch::with_fresh_dist("check");
-    std::fs::write(s.file("dist/completions/echo-mux.fish"), "# edited by hand\n").unwrap();
+    std::fs::write(
+        s.file("dist/completions/echo-mux.fish"),
+        "# edited by hand\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_xtask"))
         .arg("check")
         .env("XTASK_ROOT", &s.0)
@@ -79,7 +83,10 @@ fn check_command_fails_and_says_how_to_regenerate() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("dist/completions/echo-mux.fish differs"), "{stderr}");
+    assert!(
+        stderr.contains("dist/completions/echo-mux.fish differs"),
+        "{stderr}"
+    );
     assert!(stderr.contains(REGENERATE), "{stderr}");
 
     std::fs::write(s.file("dist/completions/echo-mux.fish"), b"").unwrap();

@@ -211,7 +211,9 @@ fn expected_contents_follow_the_metadata() {
         assert!(have.iter().any(|(_, p)| p == path), "{path} not packaged");
     }
     // The load tools stay out of the package.
-    assert!(!have.iter().any(|(_, p)| p.contains("bench") || p.contains("plot")));
+    assert!(!have
+        .iter()
+        .any(|(_, p)| p.contains("bench") || p.contains("plot")));
 }
 
 #[test]
@@ -237,8 +239,9 @@ fn changelog_names_the_crate_version() {
 #[test]
 fn copyright_is_machine_readable() {
     let copyright = read("debian/copyright");
-    assert!(copyright
-        .starts_with("Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"));
+    assert!(copyright.starts_with(
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
+    ));
     // Every licence the Files paragraph names has its own paragraph with the text.
     let files_license = copyright
         .lines()
