@@ -49,6 +49,8 @@ fail() {
     exit 1
 }
 ok() { echo "ok: $*"; }
+# Any other failing command is a failed check too: say which.
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
 need() {
     command -v "$1" >/dev/null 2>&1 || fail "$1 is not installed (apt-get install $2)"
 }
@@ -91,7 +93,8 @@ fi
 
 # --- Contents -----------------------------------------------------------------------------
 dpkg-deb -c "$deb" >"$work/listing"
-awk '{print $1, $6}' "$work/listing" | sort -k2 >"$work/contents"
+# (The archive root "./", which dpkg-deb -b lists and cargo-deb does not, is no file.)
+awk '$6 != "./" {print $1, $6}' "$work/listing" | sort -k2 >"$work/contents"
 grep -v '^#' debian/expected-contents | sort -k2 >"$work/expected"
 if ! diff -u "$work/expected" "$work/contents" >"$work/contents.diff"; then
     cat "$work/contents.diff" >&2
@@ -136,7 +139,8 @@ ok "lintian: no error, no warning"
 
 # --- Install (no systemd running here: the maintainer scripts must cope) -------------------
 # What exists before, to prove the purge leaves nothing of ours behind.
-snapshot() { find /etc /usr /var/lib /run -xdev 2>/dev/null | sort; }
+# (find may meet files that vanish meanwhile: other processes' business, not an error here.)
+snapshot() { { find /etc /usr /var/lib /run -xdev 2>/dev/null || true; } | sort; }
 snapshot >"$work/before"
 running_systemd=no
 [ -d /run/systemd/system ] && running_systemd=yes
@@ -145,7 +149,7 @@ grep -i 'warning\|error' "$work/dpkg-i" >&2 && fail "dpkg -i printed a warning o
 [ "$(dpkg-query -W -f='${Status}' "$pkg")" = "install ok installed" ] || fail "dpkg-query: $(dpkg-query -W -f='${Status}' "$pkg")"
 ok "dpkg -i (systemd running: $running_systemd): install ok installed"
 
-out=$(/usr/bin/echo-mux --version)
+out=$(/usr/bin/echo-mux --version) || fail "/usr/bin/echo-mux --version failed"
 [ "$out" = "echo-mux $version" ] || fail "/usr/bin/echo-mux --version printed '$out'"
 ok "/usr/bin/echo-mux --version: $out"
 
@@ -162,12 +166,13 @@ wants=/etc/systemd/system/sockets.target.wants/echo-mux.socket
 ok "echo-mux.socket enabled: $wants -> $(readlink "$wants")"
 
 [ "$(man -w echo-mux)" = /usr/share/man/man8/echo-mux.8.gz ] || fail "man -w echo-mux: $(man -w echo-mux 2>&1)"
-out=$(MANWIDTH=80 man echo-mux 2>&1 >/dev/null)
+out=$(MANWIDTH=80 man echo-mux 2>&1 >/dev/null) || true
 [ -z "$out" ] || fail "man echo-mux warns: $out"
 MANWIDTH=80 man echo-mux 2>/dev/null | grep -q 'EXIT STATUS' || fail "man echo-mux does not render"
 ok "man echo-mux renders without a warning"
 
-out=$(bash -c 'source /usr/share/bash-completion/completions/echo-mux; complete -p echo-mux')
+out=$(bash -c 'source /usr/share/bash-completion/completions/echo-mux; complete -p echo-mux' 2>&1) ||
+    fail "bash completion not registered: $out"
 case $out in
     "complete "*"-F "*" echo-mux") ;;
     *) fail "bash completion not registered: '$out'" ;;
@@ -176,20 +181,21 @@ esac
 out=$(bash -c 'source /usr/share/bash-completion/completions/echo-mux
     fn=$(complete -p echo-mux | sed -n "s/.*-F \([^ ]*\) .*/\1/p")
     COMP_WORDS=(echo-mux --max-b); COMP_CWORD=1; COMP_LINE="echo-mux --max-b"; COMP_POINT=${#COMP_LINE}
-    "$fn" echo-mux --max-b echo-mux; echo "${COMPREPLY[*]}"')
+    "$fn" echo-mux --max-b echo-mux; echo "${COMPREPLY[*]}"' 2>&1) || true
 [ "$out" = "--max-buffer" ] || fail "bash completion of '--max-b' gave '$out'"
 # bash-completion's loader finds the file by the command's name, as in an interactive shell.
-out=$(bash -c 'source /usr/share/bash-completion/bash_completion; __load_completion echo-mux && complete -p echo-mux')
+out=$(bash -c 'source /usr/share/bash-completion/bash_completion; __load_completion echo-mux && complete -p echo-mux') ||
+    fail "bash-completion's loader does not find the completion"
 [ -n "$out" ] || fail "bash-completion's loader does not find the completion"
 ok "bash completion: $(echo "$out" | cut -c1-60)..., --max-b completes to --max-buffer"
 
 zsh -n /usr/share/zsh/vendor-completions/_echo-mux || fail "zsh completion is not valid zsh"
-out=$(zsh -fc 'fpath=(/usr/share/zsh/vendor-completions $fpath); autoload -Uz compinit; compinit -u -D; print -r -- ${_comps[echo-mux]}')
+out=$(zsh -fc 'fpath=(/usr/share/zsh/vendor-completions $fpath); autoload -Uz compinit; compinit -u -D; print -r -- ${_comps[echo-mux]}') || true
 [ "$out" = _echo-mux ] || fail "zsh compinit does not pick up _echo-mux (got '$out')"
 ok "zsh completion: valid, registered by compinit from vendor-completions"
 
 fish -n /usr/share/fish/vendor_completions.d/echo-mux.fish || fail "fish completion is not valid fish"
-out=$(HOME=$work fish -c 'complete -C "echo-mux --max-b"' | cut -f1)
+out=$(HOME=$work fish -c 'complete -C "echo-mux --max-b"' | cut -f1) || true
 [ "$out" = "--max-buffer" ] || fail "fish completion of '--max-b' gave '$out'"
 ok "fish completion: --max-b completes to --max-buffer"
 
