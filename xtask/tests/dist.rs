@@ -177,3 +177,21 @@ fn completions_offer_every_option() {
         }
     }
 }
+
+#[test]
+fn man_page_renders_without_warnings() {
+    // What the committed copy will be: render the generated page itself.
+    let s = Scratch::with_fresh_dist("render");
+    let out = std::process::Command::new("man")
+        .env("MANWIDTH", "80")
+        .arg("-l")
+        .arg(s.file("dist/man/man8/echo-mux.8"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run man ({e}): install man-db"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.is_empty(),
+        "MANWIDTH=80 man -l dist/man/man8/echo-mux.8 warns (fix the fragments in xtask/man/):\n{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("EXIT STATUS"));
+}
