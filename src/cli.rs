@@ -2,7 +2,7 @@
 //! one line (`echo-mux: invalid value 'kqueue' for '--backend': expected ...`), exit 2.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
 use log::LevelFilter;
 
 use crate::config::{parse_duration, parse_listen, parse_size, Config, Mode};
@@ -84,6 +84,12 @@ struct Args {
     /// Less logging (-q warn, -qq error)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     quiet: u8,
+}
+
+/// The clap definition behind `--help`: the man page and the shell completions are generated
+/// from it (`cargo xtask dist`), so they cannot drift from what the parser accepts.
+pub fn command() -> clap::Command {
+    Args::command()
 }
 
 fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> Error {
