@@ -1,5 +1,7 @@
-//! Command line: the clap definition and the value parsers (durations, sizes, addresses).
+//! Command line: the clap definition, the value parsers (durations, sizes, addresses) and the
+//! run configuration they make.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -85,6 +87,43 @@ pub struct Cli {
     /// No live progress line, even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+/// What to run (the validated command line).
+pub struct Config {
+    pub target: Target,
+    pub connections: usize,
+    pub size: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub pipeline: usize,
+    pub idle: usize,
+    pub max_requests: Option<u64>,
+    pub connect_timeout: Duration,
+    /// Draw the live progress line (stderr is a terminal and --no-progress was not given).
+    pub progress: bool,
+}
+
+impl Cli {
+    pub fn config(&self) -> Config {
+        let default_warmup = if self.max_requests.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        };
+        Config {
+            target: self.addr.clone(),
+            connections: self.connections as usize,
+            size: self.size,
+            duration: self.duration,
+            warmup: self.warmup.unwrap_or(default_warmup),
+            pipeline: self.pipeline as usize,
+            idle: self.idle as usize,
+            max_requests: self.max_requests,
+            connect_timeout: self.connect_timeout,
+            progress: !self.no_progress && std::io::stderr().is_terminal(),
+        }
+    }
 }
 
 /// Parses `HOST:PORT`, `[V6]:PORT` or `unix:/path` (syntax only; names are resolved later).

@@ -4,12 +4,13 @@
 //! every echoed byte, and reports requests/s, MB/s and latency percentiles. See `--help`.
 
 mod args;
+mod driver;
 mod pattern;
 mod report;
-mod run;
+mod sock;
+mod tcp;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::Parser;
@@ -27,25 +28,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = run::Config {
-        target: cli.addr,
-        connections: cli.connections as usize,
-        size: cli.size,
-        duration: cli.duration,
-        warmup: cli.warmup.unwrap_or(if cli.max_requests.is_some() {
-            Duration::ZERO
-        } else {
-            Duration::from_secs(1)
-        }),
-        pipeline: cli.pipeline as usize,
-        idle: cli.idle as usize,
-        max_requests: cli.max_requests,
-        connect_timeout: cli.connect_timeout,
-        progress: !cli.no_progress && run::stderr_is_terminal(),
-    };
+    let cfg = cli.config();
     raise_nofile_limit(cfg.connections + cfg.idle);
 
-    match run::run(&cfg) {
+    match tcp::run(&cfg) {
         Ok(outcome) => {
             if cli.json {
                 println!("{}", report::json(&cfg, &outcome));

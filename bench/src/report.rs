@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::run::{Config, Outcome};
+use crate::args::Config;
+use crate::driver::Outcome;
 
 /// The figures derived from an outcome.
 struct Figures {
@@ -87,9 +88,9 @@ pub fn text(cfg: &Config, o: &Outcome) -> String {
         s,
         "errors      {} (wrong echoes {}, connections closed {}, idle connections lost {})",
         o.errors(),
-        o.mismatches,
-        o.closed,
-        o.idle_closed
+        o.errors.mismatches,
+        o.errors.closed,
+        o.errors.idle_closed
     );
     if let Some(e) = &o.first_error {
         let _ = writeln!(s, "first error {e}");
@@ -144,9 +145,9 @@ pub fn json(cfg: &Config, o: &Outcome) -> String {
         f.max_us,
         f.mean_us,
         o.errors(),
-        o.mismatches,
-        o.closed,
-        o.idle_closed,
+        o.errors.mismatches,
+        o.errors.closed,
+        o.errors.idle_closed,
         o.unanswered,
         opt(&o.first_error),
         opt(&o.early_stop),
