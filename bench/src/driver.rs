@@ -81,7 +81,9 @@ impl Meter {
     /// How many of `want` new messages may be issued now (--max-requests), counted as issued.
     pub fn allowance(&mut self, want: usize) -> usize {
         let n = match self.max_requests {
-            Some(max) if self.measuring => max.saturating_sub(self.issued).min(want as u64) as usize,
+            Some(max) if self.measuring => {
+                max.saturating_sub(self.issued).min(want as u64) as usize
+            }
             _ => want,
         };
         if self.measuring {
@@ -280,7 +282,10 @@ pub fn drive(load: &mut impl Load, cfg: &Config) -> Result<Outcome, String> {
 
 fn outcome(m: Meter, clock: &Clock, early_stop: Option<String>, unanswered: u64) -> Outcome {
     let (requests, elapsed) = if m.measuring {
-        (m.requests, Instant::now().min(clock.end) - clock.measure_start)
+        (
+            m.requests,
+            Instant::now().min(clock.end) - clock.measure_start,
+        )
     } else {
         (0, Duration::ZERO)
     };
