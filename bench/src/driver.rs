@@ -39,6 +39,16 @@ pub struct Errors {
     pub closed: u64,
     /// Idle connections closed by the server, or idle connections that received data.
     pub idle_closed: u64,
+    /// Datagrams with no reply within the reply timeout (UDP).
+    pub lost: u64,
+    /// Replies that came after their datagram was counted lost (UDP; not an error).
+    pub late: u64,
+}
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        self.mismatches + self.closed + self.idle_closed + self.lost
+    }
 }
 
 /// Counters of the phase in progress, reset when the warmup ends.
@@ -50,6 +60,8 @@ pub struct Meter {
     requests: u64,
     /// Requests issued in the measured phase (for --max-requests).
     issued: u64,
+    /// Requests of the measured phase that are over: answered, wrong or lost.
+    settled: u64,
     /// Round-trip latency of the measured requests, in nanoseconds.
     hist: Histogram<u64>,
     pub errors: Errors,
@@ -65,6 +77,7 @@ impl Meter {
             max_requests: cfg.max_requests,
             requests: 0,
             issued: 0,
+            settled: 0,
             hist,
             errors: Errors::default(),
             first_error: None,
@@ -75,6 +88,7 @@ impl Meter {
         self.measuring = true;
         self.requests = 0;
         self.issued = 0;
+        self.settled = 0;
         self.hist.reset();
     }
 
@@ -96,6 +110,7 @@ impl Meter {
     pub fn answered(&mut self, sent: Instant, now: Instant) {
         self.requests += 1;
         if self.measuring {
+            self.settled += 1;
             let ns = now.duration_since(sent).as_nanos();
             self.hist
                 .saturating_record(u64::try_from(ns).unwrap_or(u64::MAX));
@@ -109,13 +124,16 @@ impl Meter {
         }
     }
 
-    fn total_errors(&self) -> u64 {
-        let e = &self.errors;
-        e.mismatches + e.closed + e.idle_closed
+    /// A request is over without a right answer (wrong echo, or lost): it counts toward
+    /// --max-requests, so that a run with errors still ends after N requests.
+    pub fn settled_badly(&mut self) {
+        if self.measuring {
+            self.settled += 1;
+        }
     }
 
     fn reached_max(&self) -> bool {
-        self.measuring && self.max_requests.is_some_and(|n| self.requests >= n)
+        self.measuring && self.max_requests.is_some_and(|n| self.settled >= n)
     }
 }
 
@@ -138,8 +156,7 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn errors(&self) -> u64 {
-        let e = &self.errors;
-        e.mismatches + e.closed + e.idle_closed
+        self.errors.total()
     }
 }
 
@@ -215,7 +232,7 @@ impl Progress {
             "\r\x1b[2K{phase} {:6.1}s  {:>10.0} req/s  errors {}",
             (now - clock.t0).as_secs_f64(),
             rate,
-            m.total_errors()
+            m.errors.total()
         );
         self.last = (now, m.requests);
         self.next = now + TICK;

@@ -1,7 +1,8 @@
-//! echo-mux-bench: a one-thread load generator for echo servers (TCP or unix sockets).
+//! echo-mux-bench: a one-thread load generator for echo servers (TCP, unix sockets or UDP).
 //!
-//! Keeps N connections busy with closed-loop requests of S bytes (K in flight on each), checks
-//! every echoed byte, and reports requests/s, MB/s and latency percentiles. See `--help`.
+//! Keeps N connections busy with closed-loop requests of S bytes (K in flight on each), or N UDP
+//! sockets with one datagram outstanding each, checks every echoed byte, and reports
+//! requests/s, MB/s and latency percentiles. See `--help`.
 
 mod args;
 mod driver;
@@ -9,6 +10,7 @@ mod pattern;
 mod report;
 mod sock;
 mod tcp;
+mod udp;
 
 use std::process::ExitCode;
 
@@ -28,10 +30,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = cli.config();
+    let cfg = match cli.config() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("echo-mux-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
     raise_nofile_limit(cfg.connections + cfg.idle);
 
-    match tcp::run(&cfg) {
+    let result = if cfg.udp {
+        udp::run(&cfg)
+    } else {
+        tcp::run(&cfg)
+    };
+    match result {
         Ok(outcome) => {
             if cli.json {
                 println!("{}", report::json(&cfg, &outcome));

@@ -229,6 +229,7 @@ impl Streams<'_> {
                 c.recv_in_msg = 0;
                 if std::mem::take(&mut c.bad) {
                     m.errors.mismatches += 1;
+                    m.settled_badly();
                 } else {
                     m.answered(sent, now);
                 }
