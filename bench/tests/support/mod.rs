@@ -206,17 +206,22 @@ fn serve(sock: &UdpSocket, fault: Fault, stop: &AtomicBool) {
         };
         n += 1;
         let data = &mut buf[..len];
-        match fault {
-            Fault::Flip(k) if n % k == 0 && len > 0 => data[len / 2] ^= 0xff,
-            Fault::Drop(k) if n % k == 0 => continue,
-            Fault::Duplicate(k) if n % k == 0 => {
-                let _ = sock.send_to(data, from);
+        let nth = match fault {
+            Fault::Flip(k) | Fault::Drop(k) | Fault::Duplicate(k) | Fault::Delay(k, _) => k,
+        };
+        if n.is_multiple_of(nth) {
+            match fault {
+                Fault::Flip(_) if len > 0 => data[len / 2] ^= 0xff,
+                Fault::Flip(_) => {}
+                Fault::Drop(_) => continue,
+                Fault::Duplicate(_) => {
+                    let _ = sock.send_to(data, from);
+                }
+                Fault::Delay(_, d) => {
+                    held.push_back((Instant::now() + d, data.to_vec(), from));
+                    continue;
+                }
             }
-            Fault::Delay(k, d) if n % k == 0 => {
-                held.push_back((Instant::now() + d, data.to_vec(), from));
-                continue;
-            }
-            _ => {}
         }
         let _ = sock.send_to(data, from);
     }
