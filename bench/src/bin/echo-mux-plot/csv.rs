@@ -3,6 +3,7 @@
 /// One CSV row (the columns the plot needs).
 #[derive(Clone, Debug)]
 pub struct Row {
+    /// The series: the backend, plus " udp" for a row whose `protocol` column says udp.
     pub backend: String,
     pub connections: u64,
     pub idle: u64,
@@ -33,6 +34,8 @@ pub fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
         col("p99_us")?,
         col("errors")?,
     );
+    // Optional: CSVs written before UDP rows existed have no protocol column.
+    let proto = col("protocol").ok();
     let mut rows = Vec::new();
     for (n, line) in lines.enumerate() {
         let f: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -46,8 +49,17 @@ pub fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
             v.parse::<f64>()
                 .map_err(|_| format!("line {}: '{v}' is not a number", n + 2))
         };
+        let udp = match proto {
+            Some(k) => get(k)? == "udp",
+            None => false,
+        };
+        let backend = get(b)?;
         rows.push(Row {
-            backend: get(b)?.to_string(),
+            backend: if udp {
+                format!("{backend} udp")
+            } else {
+                backend.to_string()
+            },
             connections: num(c)? as u64,
             idle: num(i)? as u64,
             rps: num(r)?,

@@ -98,4 +98,17 @@ mod tests {
         assert!(svg.contains("epoll") && svg.contains("select"));
         assert!(parse_csv("backend,idle\n").is_err());
     }
+
+    #[test]
+    /// UDP rows become their own series ("epoll udp"); a CSV without the column is all TCP.
+    fn udp_rows_are_a_series_of_their_own() {
+        let csv = "backend,connections,idle,size,rps,mbps,p50_us,p99_us,p999_us,errors,protocol\n\
+                   epoll,64,0,64,120000,7.7,400,900,2000,0,tcp\n\
+                   epoll,64,0,64,150000,9.6,300,800,1500,0,udp\n";
+        let rows = parse_csv(csv).unwrap();
+        assert_eq!(rows[0].backend, "epoll");
+        assert_eq!(rows[1].backend, "epoll udp");
+        let svg = render(&rows, "t", "s");
+        assert!(svg.contains(">epoll udp</text>"), "{svg}");
+    }
 }
