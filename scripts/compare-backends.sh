@@ -176,7 +176,7 @@ measure() {
     args=(-c "$c" --idle "$held")
     if [[ $proto == udp ]]; then
         tag="$backend-udp-c$c"
-        args=(-u -c "$c")
+        args=(-u -c "$c" --reply-timeout 1s) # a shared machine can stall a reply for 100s of ms
     fi
     j=$out/logs/$tag.json
     run_bench "$j" "$out/logs/$tag.bench.log" "${args[@]}" -s "$size" -d "${duration}s" -w "${warmup}s" || rc=$?

@@ -65,8 +65,9 @@ pub enum Reply {
 }
 
 /// How many of a socket's lost datagrams a stray reply is compared with, to recognise a late
-/// answer.
-const LOST_KEPT: usize = 4;
+/// answer: a server stalled for 32 reply timeouts in a row still gets its late replies told
+/// apart from wrong ones. (Compared only for replies that are not the answer: rare.)
+const LOST_KEPT: usize = 32;
 
 pub struct Sender {
     /// `None` once a socket error ended it.
@@ -153,6 +154,12 @@ mod tests {
         }
         // a lost datagram's answer is recognised however many came after it
         assert_eq!(s.classify(0, p.get(0, 1), &p), Reply::Late);
+        // ... and so are the last LOST_KEPT lost in a row (a long stall)
+        let first = s.seq;
+        for _ in 0..LOST_KEPT {
+            s.settle(Fate::Lost);
+        }
+        assert_eq!(s.classify(0, p.get(0, first), &p), Reply::Late);
         s.state = State::Done;
         assert_eq!(s.classify(0, p.get(0, s.seq), &p), Reply::Wrong);
     }
