@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh and demo.sh. Sourced, not run:
+# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh, vs-reference-udp.sh and
+# demo.sh. Sourced, not run:
 #     source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Defines functions only (no options, traps or variables are set by sourcing it). The caller
 # sets prog (its name, for messages) and root (the repository) first, and its own set -euo
