@@ -26,6 +26,10 @@ pub trait Load {
     fn on_time(&mut self, _m: &mut Meter, _now: Instant) {}
     /// Whether the load can still make progress (false: the server closed everything).
     fn alive(&self) -> bool;
+    /// Why the run stopped when [`Load::alive`] turned false.
+    fn dead_reason(&self) -> &'static str {
+        "every connection was closed by the server"
+    }
     /// Messages sent and still waiting for their echo.
     fn unanswered(&self) -> u64;
 }
@@ -269,7 +273,7 @@ pub fn drive(load: &mut impl Load, cfg: &Config) -> Result<Outcome, String> {
             break None;
         }
         if !load.alive() {
-            break Some("every connection was closed by the server".to_string());
+            break Some(load.dead_reason().to_string());
         }
         let mut wake = clock.wake(&meter);
         if let Some(p) = &progress {

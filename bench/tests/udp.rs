@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{bench_udp, field, hammer_udp, run_bounded, Fault, Faulty, Reference, BENCH};
+use support::{bench_udp, field, hammer_udp, number, run_bounded, Fault, Faulty, Reference, BENCH};
 
 #[test]
 /// 16 sockets × 20,000 datagrams of 512 B, then one socket with the largest datagram: every
@@ -34,11 +34,16 @@ fn bench_udp_against_udpecho_mmsg() {
 
 #[test]
 /// Every 10th reply has a byte flipped: those 40 of 400 are wrong echoes (not also counted
-/// lost), the run exits 3 and says where the first wrong byte was.
+/// lost), the run exits 3 and says where the first wrong byte was, and -n ends it (not -d).
 fn bench_udp_detects_a_flipped_byte() {
     let server = Faulty::start(Fault::Flip(10));
-    let (code, json) = bench_udp(server.port, &["-c", "4", "-s", "100", "-n", "400"]);
+    let args = ["-c", "4", "-s", "100", "-n", "400", "-d", "30s"];
+    let (code, json) = bench_udp(server.port, &args);
     assert_eq!(code, Some(3), "{json}");
+    assert!(
+        number(&json, "elapsed_s") < 30.0,
+        "-n did not end the run: {json}"
+    );
     assert_eq!(field(&json, "mismatches"), 40, "{json}");
     assert_eq!(field(&json, "lost"), 0, "{json}");
     assert_eq!(field(&json, "requests"), 360, "{json}");

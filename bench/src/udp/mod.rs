@@ -135,7 +135,10 @@ impl Load for Datagrams<'_> {
                     self.settle(m, i, Fate::Lost, now);
                 }
                 // The wrong echo was counted when it came; the datagram itself is over.
-                State::Garbled => self.settle(m, i, Fate::Garbled, now),
+                State::Garbled => {
+                    m.settled_badly();
+                    self.settle(m, i, Fate::Garbled, now);
+                }
                 State::Unsent => self.send(m, i, now),
                 State::Done => {}
             }
@@ -144,6 +147,10 @@ impl Load for Datagrams<'_> {
 
     fn alive(&self) -> bool {
         self.open > 0
+    }
+
+    fn dead_reason(&self) -> &'static str {
+        "every socket failed"
     }
 
     fn unanswered(&self) -> u64 {

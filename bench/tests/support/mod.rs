@@ -259,19 +259,25 @@ pub fn bench_udp(port: u16, args: &[&str]) -> (Option<i32>, String) {
 }
 
 /// A number field of the bench's JSON line.
-pub fn field(json: &str, key: &str) -> u64 {
+pub fn number(json: &str, key: &str) -> f64 {
     let pat = format!("\"{key}\":");
     let at = json
         .find(&pat)
         .unwrap_or_else(|| panic!("no {key} in {json}"))
         + pat.len();
-    let digits: String = json[at..]
+    let text: String = json[at..]
         .chars()
-        .take_while(|c| c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
         .collect();
-    digits
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not a whole number in {json}"))
+    text.parse()
+        .unwrap_or_else(|_| panic!("{key} is not a number in {json}"))
+}
+
+/// A whole-number field of the bench's JSON line.
+pub fn field(json: &str, key: &str) -> u64 {
+    let v = number(json, key);
+    assert!(v.fract() == 0.0, "{key} is not a whole number in {json}");
+    v as u64
 }
 
 /// `scripts/hammer.sh --udp --port PORT ARGS...`: exit code and output.
