@@ -234,7 +234,7 @@ for backend in $backends; do
         log=$out/logs/$backend-udp-c$c.server.log
         if ! start_server "$backend" "$log" udp; then
             # A daemon without UDP listeners: say so once and measure TCP only.
-            notes+=("no UDP rows: echo-mux did not start a UDP listener ($(head -c 200 "$log" | tr '\n' ' '))")
+            notes+=("no UDP rows: echo-mux did not start a UDP listener ($(head -c 200 "$log" | tr '\n' ' ' | sed 's/ *$//'))")
             udp_senders=""
             break
         fi

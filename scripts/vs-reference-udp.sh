@@ -203,7 +203,7 @@ for ((r = 1; r <= rounds; r++)); do
         [[ $name == echo-mux && -n $mux_note ]] && continue
         if ! start_server "$name" "$out/logs/r$r-$name.server.log"; then
             if [[ $name == echo-mux ]]; then
-                mux_note="echo-mux did not start a UDP listener ($(head -c 200 "$out/logs/r$r-$name.server.log" | tr '\n' ' ')): its rows are skipped"
+                mux_note="echo-mux did not start a UDP listener ($(head -c 200 "$out/logs/r$r-$name.server.log" | tr '\n' ' ' | sed 's/ *$//')): its rows are skipped"
                 echo "note: $mux_note"
                 continue
             fi
