@@ -39,3 +39,7 @@ mod fds;
 
 // The shell tools: hammer.sh once per backend, and demo.sh, against the real daemon.
 mod scripts;
+
+// Issue 8's loop defects, one module each: stop signals in one turn, accept errors, idle
+// clocks with held output, stamp-mode memory under --delay, fairness with a tiny --max-buffer.
+mod stop_signals;
