@@ -89,11 +89,12 @@ impl Server {
             info!("listening on {} (backend {name})", l.label());
         }
         let now = Instant::now();
+        let gate = accept::Gate::new(listeners.len());
         Ok(Server {
             backend,
             config,
             listeners: listeners.into_iter().map(Some).collect(),
-            gate: accept::Gate::new(),
+            gate,
             conns: conns::Conns::default(),
             timers: Timers::default(),
             signals,
