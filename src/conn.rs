@@ -74,8 +74,8 @@ pub struct Conn {
     paused: bool,
     /// A delay timer is queued for the head of `held`.
     delay_armed: bool,
-    /// Last time a byte moved either way.
-    pub last_active: Instant,
+    /// Last time a byte moved either way, or held input was answered.
+    last_active: Instant,
 }
 
 impl Conn {
@@ -134,6 +134,13 @@ impl Conn {
             read: !self.read_closed && !self.paused,
             write: !self.out.is_empty(),
         }
+    }
+
+    /// Since when the connection has been idle (SPEC §4): `None` while it holds delayed or
+    /// unsent output, which is not idleness, whatever the clock says. When the output is
+    /// gone, the last send (or the release of held input) starts the idle clock.
+    pub fn idle_since(&self) -> Option<Instant> {
+        (self.held.is_empty() && self.out.is_empty()).then_some(self.last_active)
     }
 
     /// Everything the client sent has been answered and it will send no more.
@@ -218,6 +225,7 @@ impl Conn {
                 break;
             };
             self.held_bytes -= h.bytes.len() + HELD_OVERHEAD;
+            self.last_active = ctx.now;
             self.produce(&h.bytes, ctx)?;
         }
         if self.held.is_empty() && self.read_closed {

@@ -222,7 +222,8 @@ impl Server {
                 let Some(conn) = self.conns.get(slot, id) else {
                     return;
                 };
-                let quiet_until = later(conn.last_active, idle);
+                // Held or unsent output: not idle; look again one idle period from now.
+                let quiet_until = later(conn.idle_since().unwrap_or(self.now), idle);
                 if quiet_until <= self.now {
                     self.close(slot, "idle timeout");
                 } else {
