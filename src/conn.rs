@@ -53,6 +53,8 @@ pub struct Ctx<'a> {
 struct Held {
     due: Instant,
     bytes: Vec<u8>,
+    /// What its replies will cost once released (see [`reply_cost`]).
+    cost: usize,
 }
 
 pub struct Conn {
@@ -61,7 +63,9 @@ pub struct Conn {
     pub id: u64,
     out: OutBuf,
     held: VecDeque<Held>,
-    /// Bytes held, plus `HELD_OVERHEAD` per chunk.
+    /// What the held input will cost once answered, plus `HELD_OVERHEAD` per chunk: held
+    /// data counts toward `--max-buffer` at its reply size (SPEC §4), so the release (the
+    /// drain's included, which releases everything at once) stays within the cap.
     held_bytes: usize,
     stamper: Stamper,
     /// What the backend has been told; only `sync_interest` and `deregister` change it.
@@ -224,7 +228,7 @@ impl Conn {
             let Some(h) = self.held.pop_front() else {
                 break;
             };
-            self.held_bytes -= h.bytes.len() + HELD_OVERHEAD;
+            self.held_bytes -= h.cost + HELD_OVERHEAD;
             self.last_active = ctx.now;
             self.produce(&h.bytes, ctx)?;
         }
@@ -250,18 +254,23 @@ impl Conn {
             return self.produce(data, ctx);
         }
         let due = later(ctx.now, ctx.delay);
+        let cost = reply_cost(data, ctx.mode, ctx.max_buffer);
         match self.held.back_mut() {
             // Read in the same turn: one chunk, one due time.
-            Some(last) if last.due == due => last.bytes.extend_from_slice(data),
+            Some(last) if last.due == due => {
+                last.bytes.extend_from_slice(data);
+                last.cost += cost;
+            }
             _ => {
                 self.held.push_back(Held {
                     due,
                     bytes: data.to_vec(),
+                    cost,
                 });
                 self.held_bytes += HELD_OVERHEAD;
             }
         }
-        self.held_bytes += data.len();
+        self.held_bytes += cost;
         Ok(())
     }
 
@@ -345,6 +354,19 @@ impl Conn {
     }
 }
 
+/// At most how many bytes of replies `data` becomes. Raw: itself. Stamp: every line and
+/// every `max`-byte piece of a long line is a reply of its bytes plus at most
+/// `STAMP_GROWTH` (`Echo=>`, ` at `, the ctime, `\n`), so an empty line, 1 byte in, costs 35.
+fn reply_cost(data: &[u8], mode: Mode, max: usize) -> usize {
+    match mode {
+        Mode::Raw => data.len(),
+        Mode::Stamp => {
+            let lines = data.iter().filter(|&&b| b == b'\n').count();
+            data.len() + STAMP_GROWTH * (lines + data.len() / max.max(1))
+        }
+    }
+}
+
 /// A peer's I/O failed: which operation ("read", "write") and how.
 struct Failed(&'static str, io::Error);
 
@@ -387,20 +409,59 @@ mod tests {
         let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
         let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
         let mut scratch = vec![0u8; 64 * 1024];
-        let mut input = vec![b'\n'; 400];
+        let mut input = vec![b'\n'; 10];
         input.extend_from_slice(&[b'x'; 600]);
         peer.write_all(&input).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut c = ctx(&mut clock, &mut counters, Duration::from_secs(1));
-        assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
-        assert!(!conn.wanted().read, "1000 held bytes reach the cap");
+        for _ in 0..1000 {
+            if !conn.wanted().read {
+                break;
+            }
+            assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
+        }
+        assert!(!conn.wanted().read, "held input reaches the cap");
+        assert!(
+            conn.held_bytes > 10 * STAMP_GROWTH,
+            "held at its reply cost"
+        );
         assert_eq!(conn.release(true, &mut c), Step::Keep);
-        assert!(conn.out.is_empty(), "the 400 replies went to the socket");
+        assert!(conn.out.is_empty(), "the 10 replies went to the socket");
+        assert!(
+            conn.stamper.pending() > 1000 / 2,
+            "a long partial line is left"
+        );
         assert!(
             conn.wanted().read,
             "nothing is pending but the partial line: read on"
         );
-        let mut sink = vec![0u8; 400 * 35];
+        let mut sink = vec![0u8; 10 * 35];
         peer.read_exact(&mut sink).unwrap();
+    }
+
+    /// Held stamp-mode input counts at its reply size: 1,000 empty lines (1,000 bytes in)
+    /// will be 35,000 bytes of replies, so at `--max-buffer 1000` reading stops after a
+    /// few of them, and the release stays near the cap (it was 35 times the cap).
+    #[test]
+    fn held_empty_lines_count_at_their_reply_size() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
+        let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
+        let mut scratch = vec![0u8; 64 * 1024];
+        peer.write_all(&[b'\n'; 1000]).unwrap();
+        let mut c = ctx(&mut clock, &mut counters, Duration::from_secs(3600));
+        for _ in 0..1000 {
+            assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
+        }
+        assert!(!conn.wanted().read, "reading paused at the cap");
+        conn.write_blocked = true; // the replies stay in OUT, as for a client that does not read
+        assert_eq!(conn.release(true, &mut c), Step::Keep);
+        let released = conn.out.len();
+        assert!(
+            released > 0 && released <= 1000 + STAMP_GROWTH,
+            "released {released} bytes"
+        );
     }
 
     /// A send that fails hard ends the handler with Close; nothing more is queued for a peer

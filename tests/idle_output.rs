@@ -43,7 +43,7 @@ fn held_replies_are_not_idle(backend: &'static str) {
 
 /// A client with a 4 KiB receive buffer (set before connecting, which also turns off the
 /// kernel's autotuning), so that the daemon's output backs up soon.
-fn small_window_client(d: &Daemon) -> TcpStream {
+pub fn small_window_client(d: &Daemon) -> TcpStream {
     let fd = socket(
         AddressFamily::Inet,
         SockType::Stream,

@@ -44,4 +44,5 @@ mod scripts;
 // clocks with held output, stamp-mode memory under --delay, fairness with a tiny --max-buffer.
 mod accept_errors;
 mod idle_output;
+mod stamp_memory;
 mod stop_signals;
