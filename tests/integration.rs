@@ -43,6 +43,7 @@ mod scripts;
 // Issue 8's loop defects, one module each: stop signals in one turn, accept errors, idle
 // clocks with held output, stamp-mode memory under --delay, fairness with a tiny --max-buffer.
 mod accept_errors;
+mod fairness;
 mod idle_output;
 mod stamp_memory;
 mod stop_signals;
