@@ -2,7 +2,6 @@
 //! from the poller. Handlers never fail upward: a peer's I/O error becomes [`Step::Close`]
 //! plus a debug line, so a bad client can never end the server.
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -15,6 +14,10 @@ use crate::server::Stats;
 use crate::sys;
 use crate::timer::later;
 
+mod held;
+
+use held::{HeldInput, STAMP_GROWTH};
+
 /// Bytes read from one connection per readiness event at most, so that one fast sender
 /// cannot starve the others (level-triggered: the rest is reported on the next turn).
 const READ_BUDGET: usize = 256 * 1024;
@@ -24,15 +27,6 @@ const READ_BUDGET: usize = 256 * 1024;
 /// event, and seconds of delay for everyone else). With full 64 KiB reads the byte budget
 /// ends the batch first, so the common case costs nothing more.
 const READ_CALLS: usize = 16;
-
-/// The longest stamp-mode reply per input byte: an empty line "\n" becomes
-/// `Echo=> at Sun Jun 18 22:44:55 2000\n`. Reads are sized so replies fit under the cap.
-const STAMP_GROWTH: usize = 35;
-
-/// What one held chunk costs beyond its bytes (queue entry and allocator overhead). Charged
-/// to `--max-buffer`, so that a client trickling tiny segments under `--delay` cannot make
-/// the bookkeeping cost tens of times the cap.
-const HELD_OVERHEAD: usize = std::mem::size_of::<Held>() + 32;
 
 /// What the server should do with a connection after a handler ran.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -55,24 +49,12 @@ pub struct Ctx<'a> {
     pub stats: &'a mut Stats,
 }
 
-/// A chunk of input waiting out `--delay`.
-struct Held {
-    due: Instant,
-    bytes: Vec<u8>,
-    /// What its replies will cost once released (see [`reply_cost`]).
-    cost: usize,
-}
-
 pub struct Conn {
     fd: OwnedFd,
     /// Unique for the life of the server: timers name a connection by slot *and* id.
     pub id: u64,
     out: OutBuf,
-    held: VecDeque<Held>,
-    /// What the held input will cost once answered, plus `HELD_OVERHEAD` per chunk: held
-    /// data counts toward `--max-buffer` at its reply size (SPEC §4), so the release (the
-    /// drain's included, which releases everything at once) stays within the cap.
-    held_bytes: usize,
+    held: HeldInput,
     stamper: Stamper,
     /// What the backend has been told; only `sync_interest` and `deregister` change it.
     registered: Interest,
@@ -82,8 +64,6 @@ pub struct Conn {
     read_closed: bool,
     /// Reading is paused by backpressure until pending output falls to half the cap.
     paused: bool,
-    /// A delay timer is queued for the head of `held`.
-    delay_armed: bool,
     /// Last time a byte moved either way, or held input was answered.
     last_active: Instant,
 }
@@ -94,14 +74,12 @@ impl Conn {
             fd,
             id,
             out: OutBuf::default(),
-            held: VecDeque::new(),
-            held_bytes: 0,
+            held: HeldInput::default(),
             stamper: Stamper::default(),
             registered: Interest::NONE,
             write_blocked: false,
             read_closed: false,
             paused: false,
-            delay_armed: false,
             last_active: now,
         }
     }
@@ -160,17 +138,12 @@ impl Conn {
 
     /// When the next held chunk is due, if a timer must be queued for it (marks it queued).
     pub fn delay_timer_needed(&mut self) -> Option<Instant> {
-        if self.delay_armed {
-            return None;
-        }
-        let due = self.held.front()?.due;
-        self.delay_armed = true;
-        Some(due)
+        self.held.timer_needed()
     }
 
     /// Bytes this connection holds on the client's behalf (output, held input, a partial line).
     fn pending(&self) -> usize {
-        self.out.len() + self.held_bytes + self.stamper.pending()
+        self.out.len() + self.held.cost() + self.stamper.pending()
     }
 
     /// The socket is readable (or has an error to report).
@@ -189,7 +162,7 @@ impl Conn {
 
     /// The delay timer queued by [`Conn::delay_timer_needed`] fired.
     pub fn on_delay_timer(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        self.delay_armed = false;
+        self.held.timer_fired();
         self.release(false, ctx)
     }
 
@@ -231,13 +204,9 @@ impl Conn {
     }
 
     fn release_due(&mut self, all: bool, ctx: &mut Ctx<'_>) -> Result<(), Failed> {
-        while self.held.front().is_some_and(|h| all || h.due <= ctx.now) {
-            let Some(h) = self.held.pop_front() else {
-                break;
-            };
-            self.held_bytes -= h.cost + HELD_OVERHEAD;
+        while let Some(bytes) = self.held.pop_due(ctx.now, all) {
             self.last_active = ctx.now;
-            self.produce(&h.bytes, ctx)?;
+            self.produce(&bytes, ctx)?;
         }
         if self.held.is_empty() && self.read_closed {
             self.end_of_input(ctx)?;
@@ -261,23 +230,7 @@ impl Conn {
             return self.produce(data, ctx);
         }
         let due = later(ctx.now, ctx.delay);
-        let cost = reply_cost(data, ctx.mode, ctx.max_buffer);
-        match self.held.back_mut() {
-            // Read in the same turn: one chunk, one due time.
-            Some(last) if last.due == due => {
-                last.bytes.extend_from_slice(data);
-                last.cost += cost;
-            }
-            _ => {
-                self.held.push_back(Held {
-                    due,
-                    bytes: data.to_vec(),
-                    cost,
-                });
-                self.held_bytes += HELD_OVERHEAD;
-            }
-        }
-        self.held_bytes += cost;
+        self.held.hold(data, due, ctx.mode, ctx.max_buffer);
         Ok(())
     }
 
@@ -353,23 +306,10 @@ impl Conn {
     fn update_pause(&mut self, max: usize) {
         if self.pending() >= max {
             self.paused = true;
-        } else if self.paused && self.out.len() + self.held_bytes <= max / 2 {
+        } else if self.paused && self.out.len() + self.held.cost() <= max / 2 {
             // An unfinished stamp-mode line is left out here: only reading can complete it,
             // so counting it would keep a drained connection paused (and unread) forever.
             self.paused = false;
-        }
-    }
-}
-
-/// At most how many bytes of replies `data` becomes. Raw: itself. Stamp: every line and
-/// every `max`-byte piece of a long line is a reply of its bytes plus at most
-/// `STAMP_GROWTH` (`Echo=>`, ` at `, the ctime, `\n`), so an empty line, 1 byte in, costs 35.
-fn reply_cost(data: &[u8], mode: Mode, max: usize) -> usize {
-    match mode {
-        Mode::Raw => data.len(),
-        Mode::Stamp => {
-            let lines = data.iter().filter(|&&b| b == b'\n').count();
-            data.len() + STAMP_GROWTH * (lines + data.len() / max.max(1))
         }
     }
 }
@@ -391,125 +331,4 @@ fn send_once(fd: &OwnedFd, data: &[u8]) -> io::Result<(usize, bool)> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::{Read, Write};
-    use std::os::unix::net::UnixStream;
-
-    fn ctx<'a>(clock: &'a mut Clock, stats: &'a mut Stats, delay: Duration) -> Ctx<'a> {
-        Ctx {
-            mode: Mode::Stamp,
-            delay,
-            max_buffer: 1000,
-            now: Instant::now(),
-            clock,
-            stats,
-        }
-    }
-
-    /// A paused connection whose output drained must read again even when an unfinished
-    /// line (which only more input can complete) holds more than half the cap.
-    #[test]
-    fn a_long_partial_line_does_not_keep_reading_paused() {
-        let (ours, mut peer) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
-        let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
-        let mut scratch = vec![0u8; 64 * 1024];
-        let mut input = vec![b'\n'; 10];
-        input.extend_from_slice(&[b'x'; 600]);
-        peer.write_all(&input).unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut c = ctx(&mut clock, &mut counters, Duration::from_secs(1));
-        for _ in 0..1000 {
-            if !conn.wanted().read {
-                break;
-            }
-            assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
-        }
-        assert!(!conn.wanted().read, "held input reaches the cap");
-        assert!(
-            conn.held_bytes > 10 * STAMP_GROWTH,
-            "held at its reply cost"
-        );
-        assert_eq!(conn.release(true, &mut c), Step::Keep);
-        assert!(conn.out.is_empty(), "the 10 replies went to the socket");
-        assert!(
-            conn.stamper.pending() > 1000 / 2,
-            "a long partial line is left"
-        );
-        assert!(
-            conn.wanted().read,
-            "nothing is pending but the partial line: read on"
-        );
-        let mut sink = vec![0u8; 10 * 35];
-        peer.read_exact(&mut sink).unwrap();
-    }
-
-    /// Held stamp-mode input counts at its reply size: 1,000 empty lines (1,000 bytes in)
-    /// will be 35,000 bytes of replies, so at `--max-buffer 1000` reading stops after a
-    /// few of them, and the release stays near the cap (it was 35 times the cap).
-    #[test]
-    fn held_empty_lines_count_at_their_reply_size() {
-        let (ours, mut peer) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
-        let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
-        let mut scratch = vec![0u8; 64 * 1024];
-        peer.write_all(&[b'\n'; 1000]).unwrap();
-        let mut c = ctx(&mut clock, &mut counters, Duration::from_secs(3600));
-        for _ in 0..1000 {
-            assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
-        }
-        assert!(!conn.wanted().read, "reading paused at the cap");
-        conn.write_blocked = true; // the replies stay in OUT, as for a client that does not read
-        assert_eq!(conn.release(true, &mut c), Step::Keep);
-        let released = conn.out.len();
-        assert!(
-            released > 0 && released <= 1000 + STAMP_GROWTH,
-            "released {released} bytes"
-        );
-    }
-
-    /// A send that fails hard ends the handler with Close; nothing more is queued for a peer
-    /// that is gone (raw mode used to copy the unsent input into `out` first).
-    #[test]
-    fn a_failed_send_closes_without_queueing_output() {
-        let (ours, mut peer) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
-        let (mut clock, mut stats) = (Clock::default(), Stats::new(Instant::now()));
-        let mut scratch = vec![0u8; 64 * 1024];
-        peer.write_all(b"held until the peer is gone").unwrap();
-        let mut c = ctx(&mut clock, &mut stats, Duration::from_secs(60));
-        c.mode = Mode::Raw;
-        assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
-        drop(peer);
-        assert_eq!(conn.release(true, &mut c), Step::Close);
-        assert!(
-            conn.out.is_empty(),
-            "nothing queued for a peer that is gone"
-        );
-    }
-
-    /// 999 bytes and a CR that may begin a CRLF: held back, yet reading must go on.
-    #[test]
-    fn a_held_back_cr_does_not_reach_the_cap() {
-        let (ours, mut peer) = UnixStream::pair().unwrap();
-        ours.set_nonblocking(true).unwrap();
-        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
-        let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
-        let mut scratch = vec![0u8; 64 * 1024];
-        let mut input = vec![b'x'; 999];
-        input.push(b'\r');
-        peer.write_all(&input).unwrap();
-        let mut c = ctx(&mut clock, &mut counters, Duration::ZERO);
-        for _ in 0..100 {
-            assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
-        }
-        assert!(
-            conn.wanted().read,
-            "a partial line alone never pauses reading"
-        );
-    }
-}
+mod tests;
