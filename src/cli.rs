@@ -2,7 +2,7 @@
 //! one line (`echo-mux: invalid value 'kqueue' for '--backend': expected ...`), exit 2.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
 use log::LevelFilter;
 
 use crate::access::{keepalive, Cidr};
@@ -27,6 +27,8 @@ pub enum Command {
                   Signals: SIGTERM/SIGINT drain and exit 0, SIGUSR1 logs a stats line, SIGHUP is ignored.\n\
                   RUST_LOG overrides -v/-q."
 )]
+// The number-valued options take values that start with '-' (`--delay -1`), so that their
+// error names the option and the expected value instead of "unknown option '-1'".
 struct Args {
     /// Listen on HOST:PORT, [V6ADDR]:PORT or unix:/path (repeatable) [default: 127.0.0.1:50007]
     #[arg(short, long, value_name = "ADDR")]
@@ -38,41 +40,81 @@ struct Args {
     #[arg(long, value_name = "MODE", default_value = "raw")]
     mode: String,
     /// Hold every reply for DUR after its data arrived
-    #[arg(long, value_name = "DUR", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     delay: String,
     /// Connections beyond N (all listeners together) are accepted and closed at once
-    #[arg(long, value_name = "N", default_value = "10000")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "10000",
+        allow_hyphen_values = true
+    )]
     max_clients: String,
     /// Cap on one connection's pending output; reading pauses at the cap
-    #[arg(long, value_name = "BYTES", default_value = "1MiB")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value = "1MiB",
+        allow_hyphen_values = true
+    )]
     max_buffer: String,
     /// Close a connection with no traffic either way for DUR; 0 = never
-    #[arg(long, value_name = "DUR", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     idle_timeout: String,
     /// Longest graceful drain on SIGTERM/SIGINT; 0 = close everything at once
-    #[arg(long, value_name = "DUR", default_value = "5s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "5s",
+        allow_hyphen_values = true
+    )]
     shutdown_timeout: String,
     /// Serve peers in CIDR (repeatable); the longest matching prefix decides, a tie denies;
     /// with any --allow, a peer that matches nothing is refused
-    #[arg(long, value_name = "CIDR")]
+    #[arg(long, value_name = "CIDR", allow_hyphen_values = true)]
     allow: Vec<String>,
     /// Refuse peers in CIDR (repeatable): connections closed at once, datagrams dropped
-    #[arg(long, value_name = "CIDR")]
+    #[arg(long, value_name = "CIDR", allow_hyphen_values = true)]
     deny: Vec<String>,
     /// TCP connections open at once from one source (IPv4 address or IPv6 /64); 0 = no limit
-    #[arg(long, value_name = "N", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     max_per_source: String,
     /// New TCP connections and UDP datagrams per second from one source (burst N); 0 = no limit
-    #[arg(long, value_name = "N", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     rate_per_source: String,
     /// TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off
-    #[arg(long, value_name = "DUR", default_value = "5m")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "5m",
+        allow_hyphen_values = true
+    )]
     keepalive: String,
     /// One info line per closed connection: peer, duration, bytes in and out, reason
     #[arg(long)]
     log_connections: bool,
     /// Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]
-    #[arg(long, value_name = "MODE")]
+    #[arg(long, value_name = "MODE", allow_hyphen_values = true)]
     socket_mode: Option<String>,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
@@ -80,6 +122,12 @@ struct Args {
     /// Less logging (-q warn, -qq error)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     quiet: u8,
+}
+
+/// The clap definition behind `--help`: the man page and the shell completions are generated
+/// from it (`cargo xtask dist`), so they cannot drift from what the parser accepts.
+pub fn command() -> clap::Command {
+    Args::command()
 }
 
 fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> Error {
@@ -153,6 +201,8 @@ where
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
     access_options(&args, &mut config)?;
 
+    config.check().map_err(Error::Usage)?;
+
     let level = match (args.verbose, args.quiet) {
         (0, 0) => LevelFilter::Info,
         (1, _) => LevelFilter::Debug,
@@ -195,6 +245,12 @@ fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--verbose` from clap's `--verbose...` or `--listen <ADDR>`.
+fn flag(arg: &str) -> &str {
+    let name = arg.split_whitespace().next().unwrap_or(arg);
+    name.trim_end_matches("...")
+}
+
 /// Reduce clap's multi-line report to one line, or pass `--help`/`--version` through.
 fn clap_error(e: clap::Error) -> Result<Command, Error> {
     match e.kind() {
@@ -212,14 +268,11 @@ fn clap_error(e: clap::Error) -> Result<Command, Error> {
                     format!("unknown option '{a}' (see --help)")
                 }
                 (ErrorKind::InvalidValue, Some(a)) => {
-                    let flag = a.split_whitespace().next().unwrap_or(&a).to_string();
-                    format!("missing value for '{flag}' (see --help)")
+                    format!("missing value for '{}' (see --help)", flag(&a))
                 }
                 (ErrorKind::ArgumentConflict, Some(a)) => {
-                    format!(
-                        "'{a}' cannot be used together with '{}'",
-                        ctx(ContextKind::PriorArg).unwrap_or_default()
-                    )
+                    let b = ctx(ContextKind::PriorArg).unwrap_or_default();
+                    format!("{} and {} cannot be used together", flag(&a), flag(&b))
                 }
                 _ => {
                     // Fall back to clap's own first line, without its "error: " prefix.
@@ -355,7 +408,7 @@ mod tests {
             usage(&["--deny", "nope"]).starts_with("invalid value 'nope' for '--deny': expected")
         );
         assert!(usage(&["--deny", "10.1.2.3/8"]).contains("did you mean 10.0.0.0/8?"));
-        assert!(usage(&["--max-per-source=-1"]).contains("'--max-per-source'"));
+        assert!(usage(&["--max-per-source", "-1"]).contains("'--max-per-source'"));
         assert!(usage(&["--rate-per-source", "x"]).contains("'--rate-per-source'"));
         assert!(usage(&["--keepalive", "10h"]).contains("at most 32767s"));
         assert!(usage(&["--socket-mode", "0980"])

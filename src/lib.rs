@@ -11,10 +11,11 @@
 //!     drain.rs    SIGTERM/SIGINT drain, its deadline, the cut-off
 //!     stats.rs    counters and the SIGUSR1 line     status.rs  sd_notify STATUS pacing, watchdog
 //!     conns.rs    connection slab (slots reused only after the turn)   source.rs  token layout
-//!  conn.rs        per connection: read through the shared buffer → echo.rs (raw | stamp)
+//!  conn/mod.rs    per connection: read through the shared buffer → echo.rs (raw | stamp)
 //!                 → send at once; only the unsent rest goes to its buffer.rs OutBuf;
 //!                 interest computed from state (read unless paused/closed, write iff pending)
 //!                 and synced to the poller by the connection itself
+//!     held.rs     --delay's held input, counted at what its replies will cost
 //!  refusal.rs     refused connections: one info line per reason per second, with a count
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
@@ -22,7 +23,7 @@
 //!
 //! The seam is [`reactor::Backend`]: its doc comment is the contract every backend keeps.
 //! Policy (EINTR, fatal errors, backpressure, closing) lives once, above it, in `server/`
-//! and `conn.rs`; the three backends only translate.
+//! and `conn/`; the three backends only translate.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -31,9 +32,11 @@ mod buffer;
 pub mod cli;
 pub mod config;
 mod conn;
+pub mod duration;
 mod echo;
 pub mod error;
 pub mod listen;
+pub mod logging;
 pub mod reactor;
 mod refusal;
 mod server;
@@ -42,23 +45,32 @@ pub mod sys;
 pub mod systemd;
 mod timer;
 
-use std::io::Write;
-
 use config::Config;
 use error::Error;
 use listen::Listener;
+use reactor::BackendKind;
+use signal::Signals;
 
 /// Run the daemon until a signal's drain completes.
+///
+/// The order matters. Inherited descriptors come first, before this process opens anything
+/// that could take a number `LISTEN_FDS` claims. Signal handlers come next, before any
+/// listener exists: from the first socket file on, a SIGTERM is a clean drain that removes
+/// it, never a kill that leaves it behind.
 pub fn run(config: Config) -> Result<(), Error> {
+    config.check().map_err(Error::Usage)?;
+    let inherited = systemd::listen_fds()?;
+    let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     match sys::raise_nofile_limit() {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
-        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e)),
     }
+    let kind = config.backend.resolve();
     let backend = reactor::open(config.backend).map_err(|source| Error::Backend {
-        name: config.backend.resolve().name(),
+        name: kind.name(),
         source,
     })?;
-    let listeners = match systemd::listen_fds()? {
+    let listeners = match inherited {
         Some(fds) => {
             log::info!(
                 "socket activation: serving {} inherited sockets; --listen is ignored",
@@ -72,34 +84,9 @@ pub fn run(config: Config) -> Result<(), Error> {
             .map(|addr| Listener::bind_with_mode(addr, config.socket_mode))
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let signals =
-        signal::Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if kind == BackendKind::Select {
+        listen::select_can_watch(&listeners, signals.fd())?;
+    }
     let notifier = systemd::Notifier::from_env();
     server::Server::new(backend, config, listeners, signals, notifier)?.run()
-}
-
-/// Log to stderr at `level` unless `RUST_LOG` says otherwise. Under systemd (JOURNAL_STREAM
-/// set) lines carry `<N>` priority prefixes for journald instead of timestamps.
-pub fn init_logging(level: log::LevelFilter) {
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder.format(move |f, record| {
-        if journald {
-            let prio = match record.level() {
-                log::Level::Error => 3,
-                log::Level::Warn => 4,
-                log::Level::Info => 6,
-                log::Level::Debug | log::Level::Trace => 7,
-            };
-            writeln!(f, "<{prio}>{}", record.args())
-        } else {
-            let ts = f.timestamp_millis();
-            writeln!(f, "[{ts} {:<5}] {}", record.level(), record.args())
-        }
-    });
-    builder.init();
 }

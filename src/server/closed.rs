@@ -9,6 +9,7 @@ use log::{debug, info};
 
 use super::{Server, Source};
 use crate::conn::{Conn, Failure};
+use crate::error::Plain;
 use crate::refusal::Peer;
 
 /// Why the server closed a connection.
@@ -69,7 +70,7 @@ impl Server {
         };
         // Deregister before close (see the Backend contract).
         if let Err(e) = conn.deregister(self.backend.as_mut(), Source::Conn(slot).into()) {
-            debug!("deregistering fd {}: {e}", conn.fd());
+            debug!("deregistering fd {}: {}", conn.fd(), Plain(&e));
         }
         if let Some(source) = conn.source {
             self.access.release(source, self.now);

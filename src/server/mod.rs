@@ -14,7 +14,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
-use crate::error::Error;
+use crate::error::{Error, Plain};
 use crate::listen::Listener;
 use crate::reactor::{Backend, Event, Interest};
 use crate::signal::{Request, Signals};
@@ -92,17 +92,18 @@ impl Server {
                     source,
                 })?;
             if let Err(e) = crate::access::keepalive::apply_to_listener(l, config.keepalive) {
-                warn!("cannot set TCP keepalive on {}: {e}", l.label());
+                warn!("cannot set TCP keepalive on {}: {}", l.label(), Plain(&e));
             }
             info!("listening on {} (backend {name})", l.label());
         }
         let now = Instant::now();
+        let gate = accept::Gate::new(listeners.len());
         Ok(Server {
             backend,
             access: Access::new(&config.access, now),
             config,
             listeners: listeners.into_iter().map(Some).collect(),
-            gate: accept::Gate::new(),
+            gate,
             conns: conns::Conns::default(),
             timers: Timers::default(),
             signals,
@@ -120,7 +121,8 @@ impl Server {
         self.status.ready(self.now, &mut self.timers);
         let mut events = Vec::with_capacity(1024);
         loop {
-            let timeout = self.timers.timeout(Instant::now());
+            // Pending log lines cap the sleep: stderr is retried, never waited on.
+            let timeout = crate::logging::flush(self.timers.timeout(Instant::now()));
             match self.backend.wait(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
@@ -205,7 +207,11 @@ impl Server {
             self.timers.add(due, Timer::Delay { slot, id: conn.id });
         }
         if let Err(e) = conn.sync_interest(self.backend.as_mut(), Source::Conn(slot).into()) {
-            warn!("cannot update poller interest for fd {}: {e}", conn.fd());
+            warn!(
+                "cannot update poller interest for fd {}: {}",
+                conn.fd(),
+                Plain(&e)
+            );
             self.close(slot, End::Poller);
         }
     }
@@ -219,7 +225,8 @@ impl Server {
                 let Some(conn) = self.conns.get(slot, id) else {
                     return;
                 };
-                let quiet_until = later(conn.last_active, idle);
+                // Held or unsent output: not idle; look again one idle period from now.
+                let quiet_until = later(conn.idle_since().unwrap_or(self.now), idle);
                 if quiet_until <= self.now {
                     self.close(slot, End::Idle);
                 } else {
