@@ -26,6 +26,9 @@ use std::time::Instant;
 
 use super::cidr::SourceKey;
 use super::lock;
+use probe::{parts, slots_for, Locked, Meta, Slot};
+
+mod probe;
 
 /// SPEC §10: at most this many sources are tracked at once.
 pub const MAX_SOURCES: usize = 65_536;
@@ -64,34 +67,6 @@ pub enum Verdict {
     OverRate,
     /// The table holds [`MAX_SOURCES`] other sources: a new one is treated as over its rate.
     Full,
-}
-
-const EMPTY: u32 = 0;
-const V4: u32 = 1;
-const V6: u32 = 2;
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Slot {
-    key: u64,
-    /// Theoretical arrival time, ns since the table's epoch; the bucket is full once past.
-    tat: u64,
-    open: u32,
-    kind: u32,
-}
-
-#[repr(C)]
-struct Meta {
-    live: u32,
-    cursor: u32,
-}
-
-/// The view of the table under its lock.
-struct Locked<'a> {
-    _guard: lock::Guard<'a>,
-    meta: &'a mut Meta,
-    slots: &'a mut [Slot],
-    seed: [u64; 2],
 }
 
 /// The per-source table; see the module docs.
@@ -331,100 +306,6 @@ impl Drop for SourceTable {
             drop(unsafe { Box::from_raw(block) });
         }
     }
-}
-
-impl Slot {
-    const EMPTY: Slot = Slot {
-        key: 0,
-        tat: 0,
-        open: 0,
-        kind: EMPTY,
-    };
-
-    fn expired(&self, now: u64) -> bool {
-        self.open == 0 && self.tat <= now
-    }
-}
-
-impl Locked<'_> {
-    fn home(&self, kind: u32, key: u64) -> usize {
-        hash(self.seed, kind, key) as usize & (self.slots.len() - 1)
-    }
-
-    /// `Ok(slot)` holding the source, or `Err(the empty slot where it would go)`.
-    fn find(&self, kind: u32, key: u64) -> Result<usize, usize> {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(kind, key);
-        loop {
-            let s = &self.slots[i];
-            if s.kind == EMPTY {
-                return Err(i);
-            }
-            if s.kind == kind && s.key == key {
-                return Ok(i);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Empty slot `hole`, then move back each later entry of the run that may live there.
-    fn remove(&mut self, mut hole: usize) {
-        let mask = self.slots.len() - 1;
-        self.meta.live -= 1;
-        let mut j = hole;
-        loop {
-            self.slots[hole] = Slot::EMPTY;
-            loop {
-                j = (j + 1) & mask;
-                let s = self.slots[j];
-                if s.kind == EMPTY {
-                    return;
-                }
-                // The entry at j may fill the hole if its home is not in (hole, j].
-                let home = self.home(s.kind, s.key);
-                if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
-                    break;
-                }
-            }
-            self.slots[hole] = self.slots[j];
-            hole = j;
-        }
-    }
-
-    /// Look at the next few slots and remove expired entries.
-    fn sweep(&mut self, now: u64, budget: usize) {
-        let mask = self.slots.len() - 1;
-        let mut at = self.meta.cursor as usize & mask;
-        for _ in 0..budget.min(self.slots.len()) {
-            let s = self.slots[at];
-            if s.kind != EMPTY && s.expired(now) {
-                self.remove(at); // may move another entry into `at`: look again next time
-            } else {
-                at = (at + 1) & mask;
-            }
-        }
-        self.meta.cursor = at as u32;
-    }
-}
-
-fn slots_for(cap: usize) -> usize {
-    (cap.max(1) * 2).next_power_of_two()
-}
-
-fn parts(source: SourceKey) -> (u32, u64) {
-    match source {
-        SourceKey::V4(a) => (V4, u64::from(a)),
-        SourceKey::V6(p) => (V6, p),
-    }
-}
-
-/// murmur3's 64-bit finaliser with the seed mixed in at both rounds.
-fn hash(seed: [u64; 2], kind: u32, key: u64) -> u64 {
-    let mut x = key ^ seed[0];
-    x = (x ^ (x >> 33)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= seed[1] ^ u64::from(kind);
-    x = (x ^ (x >> 33)).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    x ^ (x >> 33)
 }
 
 #[cfg(test)]
