@@ -79,3 +79,30 @@ fn allow_only_refuses_the_rest_deny_only_serves_it(backend: &'static str) {
         ));
     }
 }
+
+/// IPv6 peers: `--deny ::1` refuses them (an IPv4 rule would not), and under
+/// `--max-per-source 1` two connections from ::1 are one source (its /64).
+#[test]
+fn ipv6_peers_match_ipv6_rules_and_count_by_their_64() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("note: no IPv6 loopback here; skipping");
+        return;
+    }
+    let v6 = ["--listen", "[::1]:0"];
+    let Some(d) = Daemon::spawn("epoll", &[&v6[..], &["--deny", "127.0.0.0/8"]].concat()) else {
+        return;
+    };
+    assert!(served(&d, &d.connect()), "an IPv4 rule does not match ::1");
+    let Some(d) = Daemon::spawn("epoll", &[&v6[..], &["--deny", "[::1]/128"]].concat()) else {
+        return;
+    };
+    assert!(!served(&d, &d.connect()), "::1 is denied");
+    assert_eq!(stat(&d, "denied"), 1);
+    let Some(d) = Daemon::spawn("epoll", &[&v6[..], &["--max-per-source", "1"]].concat()) else {
+        return;
+    };
+    let first = d.connect();
+    assert!(served(&d, &first));
+    assert!(!served(&d, &d.connect()), "the second from ::1's /64");
+    assert_eq!(stat(&d, "limited"), 1);
+}
