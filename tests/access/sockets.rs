@@ -81,3 +81,30 @@ fn socket_mode_sets_the_socket_files_permissions() {
         c.read_exact(&mut b).unwrap();
     }
 }
+
+/// A socket handed over by systemd: `--socket-mode` does not apply (a warning says so: the
+/// unit's `SocketMode=` does), but `--keepalive` does, through the listener.
+#[test]
+fn inherited_listeners_get_keepalive_but_not_the_socket_mode() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let args = ["--socket-mode", "0660", "--keepalive", "90s"];
+    let inherited = vec![std::os::fd::OwnedFd::from(l)];
+    let Some(d) = Daemon::with("epoll").args(&args).inherit(inherited).spawn() else {
+        return;
+    };
+    d.expect_line(
+        0,
+        "--socket-mode is ignored",
+        std::time::Duration::from_secs(10),
+    );
+    let mut s = d.connect();
+    ping(&mut s, b"k").unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let (tr, when) = server_timer(&d, s.local_addr().unwrap());
+    if tr != 2 || when > 90 * hz || when + 20 * hz < 90 * hz {
+        d.fail(&format!(
+            "inherited listener: timer tr={tr} when={when}; want keepalive in ~90 s"
+        ));
+    }
+}
