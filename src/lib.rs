@@ -76,6 +76,9 @@ pub fn run(config: Config) -> Result<(), Error> {
                 "socket activation: serving {} inherited sockets; --listen is ignored",
                 fds.len()
             );
+            if config.socket_mode.is_some() {
+                log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
+            }
             fds.into_iter().map(Listener::inherited).collect()
         }
         None => config
