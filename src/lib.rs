@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod access;
 mod buffer;
 pub mod cli;
 pub mod config;
@@ -75,12 +76,15 @@ pub fn run(config: Config) -> Result<(), Error> {
                 "socket activation: serving {} inherited sockets; --listen is ignored",
                 fds.len()
             );
+            if config.socket_mode.is_some() {
+                log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
+            }
             fds.into_iter().map(Listener::inherited).collect()
         }
         None => config
             .listen
             .iter()
-            .map(Listener::bind)
+            .map(|addr| Listener::bind_with_mode(addr, config.socket_mode))
             .collect::<Result<Vec<_>, _>>()?,
     };
     if kind == BackendKind::Select {

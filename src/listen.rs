@@ -1,7 +1,7 @@
 //! Listening sockets: bound from `--listen` addresses, or inherited from systemd.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +32,13 @@ pub struct Listener {
 impl Listener {
     /// Bind and listen on `addr`.
     pub fn bind(addr: &ListenAddr) -> Result<Listener, Error> {
+        Listener::bind_with_mode(addr, None)
+    }
+
+    /// Bind and listen on `addr`; a unix socket file gets permissions `socket_mode`
+    /// (`--socket-mode`) after bind and before listen, so no client can connect while the
+    /// file still has the umask's permissions.
+    pub fn bind_with_mode(addr: &ListenAddr, socket_mode: Option<u32>) -> Result<Listener, Error> {
         let fail = |source: io::Error| Error::Listen {
             addr: addr.to_string(),
             source,
@@ -50,7 +57,7 @@ impl Listener {
                     setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| fail(e.into()))?;
                 }
                 let storage = SockaddrStorage::from(*sa);
-                bind_listen(&fd, &storage).map_err(fail)?;
+                bind_listen(&fd, &storage, None).map_err(fail)?;
                 let label = local_label(&fd).unwrap_or_else(|| sa.to_string());
                 Ok(Listener {
                     fd,
@@ -63,7 +70,8 @@ impl Listener {
                 remove_stale_socket(path).map_err(fail)?;
                 let fd = stream_socket(AddressFamily::Unix).map_err(fail)?;
                 let ua = UnixAddr::new(path.as_path()).map_err(|e| fail(e.into()))?;
-                bind_listen(&fd, &ua).map_err(fail)?;
+                let mode = socket_mode.map(|m| (path.as_path(), m));
+                bind_listen(&fd, &ua, mode).map_err(fail)?;
                 let identity = file_identity(path).map_err(fail)?;
                 Ok(Listener {
                     fd,
@@ -100,6 +108,12 @@ impl Listener {
     /// The descriptor, for registration and accept.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -167,8 +181,17 @@ fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {
     Ok(socket(family, SockType::Stream, flags, None)?)
 }
 
-fn bind_listen(fd: &OwnedFd, addr: &dyn SockaddrLike) -> io::Result<()> {
+fn bind_listen(
+    fd: &OwnedFd,
+    addr: &dyn SockaddrLike,
+    mode: Option<(&Path, u32)>,
+) -> io::Result<()> {
     nix_bind(fd.as_raw_fd(), addr)?;
+    if let Some((path, mode)) = mode {
+        // fchmod on a socket descriptor does not reach the file on Linux: chmod the path.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
     nix_listen(fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     Ok(())
 }

@@ -52,7 +52,9 @@ pub fn small_window_client(d: &Daemon) -> TcpStream {
     let fd = socket(
         AddressFamily::Inet,
         SockType::Stream,
-        SockFlag::empty(),
+        // Close-on-exec like every socket std makes: a daemon spawned by a test running
+        // meanwhile must not inherit it (startup's LISTEN_FDS tests saw it as fd 4).
+        SockFlag::SOCK_CLOEXEC,
         None,
     )
     .unwrap();

@@ -60,3 +60,7 @@ mod fairness;
 mod idle_output;
 mod stamp_memory;
 mod stop_signals;
+
+// Who is served (SPEC §10): allow/deny, per-source limits, refusal log, connection log,
+// keepalive, socket mode.
+mod access;

@@ -8,8 +8,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
@@ -21,10 +22,12 @@ use crate::systemd::Notifier;
 use crate::timer::Timers;
 
 pub use crate::timer::later;
+use closed::End;
 use source::Source;
 pub use stats::Stats;
 
 mod accept;
+mod closed;
 mod conns;
 mod drain;
 mod source;
@@ -58,6 +61,8 @@ pub struct Server {
     scratch: Box<[u8]>,
     clock: Clock,
     stats: Stats,
+    /// `--allow`/`--deny` and the per-source table (SPEC §10).
+    access: Access,
     status: status::Status,
     now: Instant,
     draining: bool,
@@ -86,12 +91,16 @@ impl Server {
                     addr: l.label().to_string(),
                     source,
                 })?;
+            if let Err(e) = crate::access::keepalive::apply_to_listener(l, config.keepalive) {
+                warn!("cannot set TCP keepalive on {}: {}", l.label(), Plain(&e));
+            }
             info!("listening on {} (backend {name})", l.label());
         }
         let now = Instant::now();
         let gate = accept::Gate::new(listeners.len());
         Ok(Server {
             backend,
+            access: Access::new(&config.access, now),
             config,
             listeners: listeners.into_iter().map(Some).collect(),
             gate,
@@ -189,10 +198,10 @@ impl Server {
         };
         let step = f(conn, &mut self.scratch, &mut ctx);
         if step == Step::Close {
-            return self.close(slot, "connection error");
+            return self.close(slot, End::Failed);
         }
         if conn.finished() {
-            return self.close(slot, "done");
+            return self.close(slot, End::Done);
         }
         if let Some(due) = conn.delay_timer_needed() {
             self.timers.add(due, Timer::Delay { slot, id: conn.id });
@@ -203,19 +212,8 @@ impl Server {
                 conn.fd(),
                 Plain(&e)
             );
-            self.close(slot, "poller error");
+            self.close(slot, End::Poller);
         }
-    }
-
-    fn close(&mut self, slot: usize, why: &str) {
-        let Some(mut conn) = self.conns.remove(slot) else {
-            return;
-        };
-        // Deregister before close (see the Backend contract).
-        if let Err(e) = conn.deregister(self.backend.as_mut(), Source::Conn(slot).into()) {
-            debug!("deregistering fd {}: {}", conn.fd(), Plain(&e));
-        }
-        debug!("conn {} (fd {}) closed: {why}", conn.id, conn.fd());
     }
 
     fn on_timer(&mut self, timer: Timer) {
@@ -230,7 +228,7 @@ impl Server {
                 // Held or unsent output: not idle; look again one idle period from now.
                 let quiet_until = later(conn.idle_since().unwrap_or(self.now), idle);
                 if quiet_until <= self.now {
-                    self.close(slot, "idle timeout");
+                    self.close(slot, End::Idle);
                 } else {
                     self.timers.add(quiet_until, Timer::Idle { slot, id });
                 }
@@ -276,7 +274,8 @@ impl Server {
                 Request::Stats => {
                     let line = self
                         .stats
-                        .line(self.backend.name(), self.conns.open(), self.now);
+                        .line(self.backend.name(), self.conns.open(), self.now)
+                        .with_access(self.config.access.is_active());
                     info!("{line}");
                 }
                 Request::Hangup => {

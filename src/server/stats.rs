@@ -24,6 +24,10 @@ pub struct Totals {
     pub bytes_in: u64,
     /// What the kernel took, not what was produced: held and unsent output is not counted.
     pub bytes_out: u64,
+    /// Refused by `--allow`/`--deny` (also in `rejected`).
+    pub denied: u64,
+    /// Refused by a per-source limit (also in `rejected`).
+    pub limited: u64,
 }
 
 impl Stats {
@@ -54,6 +58,16 @@ impl Stats {
         self.totals.rejected += 1;
     }
 
+    /// A connection was refused by the access lists (call [`Stats::rejected`] too).
+    pub fn denied(&mut self) {
+        self.totals.denied += 1;
+    }
+
+    /// A connection was refused by a per-source limit (call [`Stats::rejected`] too).
+    pub fn limited(&mut self) {
+        self.totals.limited += 1;
+    }
+
     pub fn snapshot(&self) -> Totals {
         self.totals
     }
@@ -69,6 +83,7 @@ impl Stats {
             open,
             totals: self.snapshot(),
             uptime: self.uptime(now),
+            access: false,
         }
     }
 }
@@ -81,6 +96,15 @@ pub struct Line {
     open: usize,
     totals: Totals,
     uptime: Duration,
+    access: bool,
+}
+
+impl Line {
+    /// Append `denied= limited=` (SPEC §5: when `--allow`/`--deny` or a per-source limit is set).
+    pub fn with_access(mut self, shown: bool) -> Line {
+        self.access = shown;
+        self
+    }
 }
 
 impl fmt::Display for Line {
@@ -96,7 +120,11 @@ impl fmt::Display for Line {
             t.bytes_in,
             t.bytes_out,
             self.uptime.as_secs()
-        )
+        )?;
+        if self.access {
+            write!(f, " denied={} limited={}", t.denied, t.limited)?;
+        }
+        Ok(())
     }
 }
 
@@ -117,6 +145,14 @@ mod tests {
         assert_eq!(
             line.to_string(),
             "stats: backend=poll open=1 accepted=2 rejected=1 bytes_in=4096 bytes_out=4000 uptime=12s"
+        );
+        s.rejected();
+        s.denied();
+        s.rejected();
+        s.limited();
+        let line = s.line("poll", 1, t0).with_access(true).to_string();
+        assert!(
+            line.ends_with(" rejected=3 bytes_in=4096 bytes_out=4000 uptime=0s denied=1 limited=1")
         );
     }
 }
