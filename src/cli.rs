@@ -51,6 +51,9 @@ struct Args {
     /// Longest graceful drain on SIGTERM/SIGINT; 0 = close everything at once
     #[arg(long, value_name = "DUR", default_value = "5s")]
     shutdown_timeout: String,
+    /// Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on
+    #[arg(long, value_name = "N|auto", default_value = "1", allow_hyphen_values = true)]
+    workers: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -128,6 +131,7 @@ where
     config.idle_timeout = (!idle.is_zero()).then_some(idle);
     config.shutdown_timeout = parse_duration(&args.shutdown_timeout)
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
+    config.workers = parse_workers(&args.workers)?;
 
     let level = match (args.verbose, args.quiet) {
         (0, 0) => LevelFilter::Info,
@@ -138,6 +142,24 @@ where
     };
     Ok(Command::Run(config, level))
 }
+
+/// `--workers N|auto`: 1..=[`MAX_WORKERS`], or the CPUs this process may run on.
+fn parse_workers(s: &str) -> Result<usize, Error> {
+    if s.trim() == "auto" {
+        return Ok(crate::supervisor::available_cpus().min(MAX_WORKERS));
+    }
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            s,
+            "workers",
+            format_args!("expected a whole number from 1 to {MAX_WORKERS}, or auto"),
+        )),
+    }
+}
+
+/// More worker processes than this is a typo, not a plan (and a fork bomb).
+pub const MAX_WORKERS: usize = 1024;
 
 /// Reduce clap's multi-line report to one line, or pass `--help`/`--version` through.
 fn clap_error(e: clap::Error) -> Result<Command, Error> {
@@ -210,6 +232,13 @@ mod tests {
         assert!(usage(&["--delay", "x"]).starts_with("invalid value 'x' for '--delay'"));
         assert!(usage(&["--max-buffer", "0"]).contains("at least 1"));
         assert!(usage(&["--max-clients", "0"]).contains("at least 1"));
+        for bad in ["0", "-1", "two", "1.5", "", "1025"] {
+            let msg = usage(&["--workers", bad]);
+            assert_eq!(
+                msg,
+                format!("invalid value '{bad}' for '--workers': expected a whole number from 1 to 1024, or auto")
+            );
+        }
         assert_eq!(
             usage(&["--frobnicate"]),
             "unknown option '--frobnicate' (see --help)"
@@ -255,6 +284,10 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(std::time::Duration::from_secs(120)));
         assert!(c.shutdown_timeout.is_zero());
         assert_eq!(config(&["--idle-timeout", "0"]).idle_timeout, None);
+        assert_eq!(config(&[]).workers, 1);
+        assert_eq!(config(&["--workers", "3"]).workers, 3);
+        let auto = config(&["--workers", "auto"]).workers;
+        assert!((1..=MAX_WORKERS).contains(&auto), "{auto}");
     }
 
     #[test]

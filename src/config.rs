@@ -54,6 +54,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Longest graceful drain after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// Worker processes (SPEC §8); 1 = no supervisor, `auto` already resolved.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             max_buffer: 1 << 20,
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(5),
+            workers: 1,
         }
     }
 }

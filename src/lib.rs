@@ -29,7 +29,9 @@ pub mod error;
 pub mod listen;
 pub mod reactor;
 pub mod server;
+pub mod shared;
 pub mod signal;
+pub mod supervisor;
 pub mod sys;
 pub mod systemd;
 pub mod timer;
@@ -45,6 +47,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     match sys::raise_nofile_limit() {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
         Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+    if config.workers > 1 {
+        return supervisor::run(config);
     }
     let backend = reactor::open(config.backend).map_err(|source| Error::Backend {
         name: config.backend.resolve().name(),
@@ -70,6 +75,17 @@ pub fn run(config: Config) -> Result<(), Error> {
     server::Server::new(backend, config, listeners, signals, notifier)?.run()
 }
 
+/// Put in front of every log line of this process: `supervisor: `, `worker 2: ` (SPEC §8).
+static LOG_PREFIX: std::sync::RwLock<&'static str> = std::sync::RwLock::new("");
+
+/// Start every later log line of this process with `prefix`. Set at most twice per process
+/// (supervisor, then worker after the fork), so leaking the old one costs nothing.
+pub fn set_log_prefix(prefix: String) {
+    if let Ok(mut p) = LOG_PREFIX.write() {
+        *p = Box::leak(prefix.into_boxed_str());
+    }
+}
+
 /// Log to stderr at `level` unless `RUST_LOG` says otherwise. Under systemd (JOURNAL_STREAM
 /// set) lines carry `<N>` priority prefixes for journald instead of timestamps.
 pub fn init_logging(level: log::LevelFilter) {
@@ -80,6 +96,7 @@ pub fn init_logging(level: log::LevelFilter) {
         builder.parse_filters(&spec);
     }
     builder.format(move |f, record| {
+        let prefix = LOG_PREFIX.read().map_or("", |p| *p);
         if journald {
             let prio = match record.level() {
                 log::Level::Error => 3,
@@ -87,10 +104,10 @@ pub fn init_logging(level: log::LevelFilter) {
                 log::Level::Info => 6,
                 log::Level::Debug | log::Level::Trace => 7,
             };
-            writeln!(f, "<{prio}>{}", record.args())
+            writeln!(f, "<{prio}>{prefix}{}", record.args())
         } else {
             let ts = f.timestamp_millis();
-            writeln!(f, "[{ts} {:<5}] {}", record.level(), record.args())
+            writeln!(f, "[{ts} {:<5}] {prefix}{}", record.level(), record.args())
         }
     });
     builder.init();

@@ -1,6 +1,7 @@
 //! Listening sockets: bound from `--listen` addresses, or inherited from systemd.
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
@@ -13,6 +14,7 @@ use nix::sys::socket::{
 
 use crate::config::ListenAddr;
 use crate::error::Error;
+use crate::reactor::{Backend, Interest, Token};
 
 /// Connections the kernel may queue per listener while we are busy (SPEC: at least 1024;
 /// the kernel caps it at net.core.somaxconn).
@@ -25,11 +27,52 @@ pub struct Listener {
     /// A unix socket path we created, with its (device, inode), removed again when the
     /// listener is dropped if it is still that file.
     owned_path: Option<(PathBuf, (u64, u64))>,
+    /// One socket several worker processes wait on (registered exclusively).
+    shared: bool,
+}
+
+/// One socket per worker on the same address, all with SO_REUSEPORT (SPEC §8), for any
+/// socket type: `bind(addr, reuseport)` makes one bound socket, `local` reads its address.
+///
+/// A probe without SO_REUSEPORT is bound first and closed again. It finds the port for
+/// `:0`, and it fails with "address already in use" if anything listens there already,
+/// even another reuseport group of the same user (a second echo-mux started by mistake),
+/// which the group's own binds would silently join and share clients with.
+pub fn reuseport_group<T>(
+    addr: SocketAddr,
+    n: usize,
+    bind: impl Fn(SocketAddr, bool) -> Result<T, Error>,
+    local: impl Fn(&T) -> io::Result<SocketAddr>,
+) -> Result<Vec<T>, Error> {
+    let probe = bind(addr, false)?;
+    let actual = local(&probe).map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    drop(probe);
+    (0..n).map(|_| bind(actual, true)).collect()
 }
 
 impl Listener {
     /// Bind and listen on `addr`.
     pub fn bind(addr: &ListenAddr) -> Result<Listener, Error> {
+        Listener::bind_with(addr, false)
+    }
+
+    /// `n` listeners on one TCP address, each with SO_REUSEPORT, so the kernel spreads
+    /// connections over them (one per worker, SPEC §8). See [`reuseport_group`].
+    pub fn bind_reuseport(addr: &ListenAddr, n: usize) -> Result<Vec<Listener>, Error> {
+        let ListenAddr::Tcp(sa) = addr else {
+            return Ok(vec![Listener::bind(addr)?]);
+        };
+        let bind = |sa: SocketAddr, reuseport| Listener::bind_with(&ListenAddr::Tcp(sa), reuseport);
+        reuseport_group(*sa, n, bind, |l: &Listener| {
+            let addr: SockaddrStorage = getsockname(l.fd())?;
+            to_socket_addr(&addr).ok_or_else(|| io::Error::other("not an IP socket"))
+        })
+    }
+
+    fn bind_with(addr: &ListenAddr, reuseport: bool) -> Result<Listener, Error> {
         let fail = |source: io::Error| Error::Listen {
             addr: addr.to_string(),
             source,
@@ -43,6 +86,9 @@ impl Listener {
                 };
                 let fd = stream_socket(family).map_err(fail)?;
                 setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| fail(e.into()))?;
+                if reuseport {
+                    setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| fail(e.into()))?;
+                }
                 if sa.is_ipv6() {
                     // [::]:P means IPv6 only, so that 0.0.0.0:P can be listened on beside it.
                     setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| fail(e.into()))?;
@@ -54,6 +100,7 @@ impl Listener {
                     fd,
                     label,
                     owned_path: None,
+                    shared: false,
                 })
             }
             ListenAddr::Unix(path) => {
@@ -66,6 +113,7 @@ impl Listener {
                     fd,
                     label: addr.to_string(),
                     owned_path: Some((path.clone(), identity)),
+                    shared: false,
                 })
             }
         }
@@ -79,6 +127,42 @@ impl Listener {
             fd,
             label,
             owned_path: None,
+            shared: false,
+        }
+    }
+
+    /// Mark this listener as one socket that several worker processes wait on (inherited
+    /// and unix listeners under `--workers`): it is registered exclusively (see
+    /// [`Listener::set_interest`]).
+    pub fn set_shared(&mut self) {
+        self.shared = true;
+    }
+
+    /// Is this one socket that several workers share?
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Forget the socket file: dropping this copy will not remove it. A forked worker's
+    /// copies are disowned; the supervisor, which created the file, removes it.
+    pub fn disown(&mut self) {
+        self.owned_path = None;
+    }
+
+    /// Make `backend`'s interest in this listener `new`, given it was `old`. A shared
+    /// listener is added with [`Backend::add_exclusive`], so one worker wakes per connection
+    /// with epoll (listeners only ever go NONE ↔ READ, which exclusive entries allow).
+    pub fn set_interest(
+        &self,
+        backend: &mut dyn Backend,
+        token: Token,
+        old: Interest,
+        new: Interest,
+    ) -> io::Result<()> {
+        if self.shared && old.is_none() {
+            backend.add_exclusive(self.fd(), token, new)
+        } else {
+            backend.set_interest(self.fd(), token, old, new)
         }
     }
 
@@ -155,14 +239,19 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
+fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(std::net::SocketAddrV4::from(*v4).into());
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| std::net::SocketAddrV6::from(*v6).into())
+}
+
 /// `127.0.0.1:41234`, `[::1]:50007` or `unix:/path`, read back from the kernel.
 fn local_label(fd: &OwnedFd) -> Option<String> {
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
-    if let Some(v4) = addr.as_sockaddr_in() {
-        return Some(std::net::SocketAddrV4::from(*v4).to_string());
-    }
-    if let Some(v6) = addr.as_sockaddr_in6() {
-        return Some(std::net::SocketAddrV6::from(*v6).to_string());
+    if let Some(ip) = to_socket_addr(&addr) {
+        return Some(ip.to_string());
     }
     let unix = addr.as_unix_addr()?;
     match (unix.path(), unix.as_abstract()) {

@@ -36,3 +36,7 @@ mod fds;
 
 // The shell tools: hammer.sh once per backend, and demo.sh, against the real daemon.
 mod scripts;
+
+// Workers: the supervisor, SO_REUSEPORT spread, reaping and replacing, wedge detection,
+// signals forwarded, exact totals, socket activation and sd_notify with --workers.
+mod workers;

@@ -1,0 +1,94 @@
+//! The supervisor's listening sockets (SPEC §8): bound or adopted once, before any fork, and
+//! kept open by the supervisor for as long as it serves, so connections queued for a worker
+//! that died wait for its replacement instead of being reset.
+//!
+//! - A TCP address echo-mux binds itself becomes one SO_REUSEPORT socket per worker: the
+//!   kernel spreads connections over the workers by a hash of the peer, with no lock and no
+//!   thundering herd. Worker K serves socket K of each group.
+//! - An inherited (socket-activated) or unix listener is one socket shared by every worker,
+//!   registered exclusively (EPOLLEXCLUSIVE with epoll; poll and select workers all wake and
+//!   the losers of the accept race see EAGAIN, silently).
+
+use crate::config::{Config, ListenAddr};
+use crate::error::Error;
+use crate::listen::Listener;
+use crate::systemd;
+
+/// Every listening socket of the daemon, sorted by who serves it.
+pub(super) struct Listeners {
+    /// `own[k - 1]`: worker K's socket of each SO_REUSEPORT group.
+    own: Vec<Vec<Listener>>,
+    /// Served by every worker.
+    shared: Vec<Listener>,
+}
+
+impl Listeners {
+    /// Adopt systemd's sockets, or bind `--listen` for `workers` workers. Any failure is
+    /// returned before a single worker exists (SPEC §8: errors exit as §2, before any fork).
+    pub(super) fn open(config: &Config, workers: usize) -> Result<Listeners, Error> {
+        let mut all = Listeners {
+            own: (0..workers).map(|_| Vec::new()).collect(),
+            shared: Vec::new(),
+        };
+        if let Some(fds) = systemd::listen_fds()? {
+            log::info!(
+                "socket activation: serving {} inherited sockets; --listen is ignored",
+                fds.len()
+            );
+            for fd in fds {
+                let mut l = Listener::inherited(fd);
+                l.set_shared();
+                all.shared.push(l);
+            }
+            return Ok(all);
+        }
+        for addr in &config.listen {
+            match addr {
+                ListenAddr::Tcp(_) => {
+                    let group = Listener::bind_reuseport(addr, workers)?;
+                    for (k, l) in group.into_iter().enumerate() {
+                        all.own[k].push(l);
+                    }
+                }
+                ListenAddr::Unix(_) => {
+                    let mut l = Listener::bind(addr)?;
+                    l.set_shared();
+                    all.shared.push(l);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// In a freshly forked worker K: its own sockets and the shared ones. The copies of the
+    /// other workers' sockets are closed here (the supervisor keeps its own), and no copy in
+    /// a worker will ever remove a socket file: that is the supervisor's job.
+    pub(super) fn for_worker(self, k: usize) -> Vec<Listener> {
+        let mut mine = Vec::new();
+        for (i, group) in self.own.into_iter().enumerate() {
+            for mut l in group {
+                l.disown();
+                if i + 1 == k {
+                    mine.push(l);
+                }
+            }
+        }
+        for mut l in self.shared {
+            l.disown();
+            mine.push(l);
+        }
+        mine
+    }
+
+    /// How many sockets the supervisor holds.
+    pub(super) fn len(&self) -> usize {
+        self.own.iter().map(Vec::len).sum::<usize>() + self.shared.len()
+    }
+
+    /// Close every socket (shutdown: new connects are refused) and remove the socket files
+    /// the supervisor created.
+    pub(super) fn close(&mut self) {
+        self.own.iter_mut().for_each(Vec::clear);
+        self.shared.clear();
+    }
+}

@@ -1,0 +1,431 @@
+//! `--workers N` (SPEC §8): a supervisor that forks N workers, each the one-thread daemon of
+//! §1-§7, and keeps them running. nginx's master process, kept boring on purpose:
+//!
+//! - It owns processes, never connections: it binds the listeners, forks, and then only
+//!   watches its signal pipes and a timer through the project's own reactor.
+//! - Everything it knows about a worker comes from `waitpid` and from the shared region
+//!   (`shared.rs`: counters, heartbeat, readiness); there is no pipe protocol to block on.
+//! - Reaping: SIGCHLD writes to its own self-pipe; `waitpid(-1, WNOHANG)` then runs until
+//!   nothing is left, so exits that arrive together never leave a zombie. A worker's pid is
+//!   only signalled before it has been reaped, so it can never name a recycled process.
+//! - Replacing: a worker that ends outside a shutdown comes back under the same number
+//!   after a back-off (100 ms doubling to 10 s, reset once it has run 30 s); one that has
+//!   not turned its loop for 5 s is killed with SIGKILL first.
+//! - Shutdown: SIGTERM/SIGINT closes the supervisor's listeners, is forwarded to every
+//!   worker (a second one too), and the supervisor exits 0 once all are reaped.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::reactor::{self, Backend, Interest, Token};
+use crate::shared::{Counter, Region};
+use crate::signal::{Request, Signals};
+use crate::systemd::{self, Notifier};
+use crate::timer::Timers;
+
+mod listeners;
+mod spawn;
+
+pub use spawn::available_cpus;
+
+use listeners::Listeners;
+use spawn::{ChildPipe, Forked, WorkerStart};
+
+/// First delay before a worker is replaced; doubled on each quick failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest delay before a replacement.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A worker that ran this long was healthy: its next replacement starts at BACKOFF_MIN.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// A worker whose loop has not turned for this long is wedged.
+const WEDGED_AFTER: Duration = Duration::from_secs(5);
+/// How often heartbeats, exits and the systemd status are checked.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often readiness is polled until every worker accepts.
+const READY_POLL: Duration = Duration::from_millis(10);
+
+const SIGNALS: Token = Token(0);
+const CHILDREN: Token = Token(1);
+
+#[derive(Clone, Copy, Debug)]
+enum Tick {
+    Spawn(usize),
+    Check,
+    Ready,
+    Watchdog(Duration),
+}
+
+/// One worker number's history.
+struct Seat {
+    pid: Option<Pid>,
+    since: Instant,
+    backoff: Duration,
+    /// Killed by us for missing heartbeats.
+    wedged: bool,
+}
+
+struct Supervisor {
+    config: Config,
+    n: usize,
+    backend: Box<dyn Backend>,
+    signals: Signals,
+    children: ChildPipe,
+    notifier: Option<Notifier>,
+    listeners: Listeners,
+    region: &'static Region,
+    seats: Vec<Seat>,
+    timers: Timers<Tick>,
+    me: Pid,
+    started: Instant,
+    now: Instant,
+    stopping: bool,
+    ready_sent: bool,
+    status_sent: Option<(u64, usize)>,
+}
+
+/// What [`Supervisor::serve`] ended as: the supervisor done, or a freshly forked worker.
+enum Role {
+    Done,
+    Worker(usize, nix::sys::signal::SigSet),
+}
+
+/// Run the supervisor and its `config.workers` workers until a shutdown completes. In each
+/// forked worker this never returns: the worker exits the process when its drain is done.
+pub fn run(config: Config) -> Result<(), Error> {
+    let mut sup = Supervisor::start(config)?;
+    match sup.serve()? {
+        Role::Done => Ok(()),
+        Role::Worker(k, mask) => spawn::worker_main(sup.into_worker(k, mask)),
+    }
+}
+
+impl Supervisor {
+    fn start(config: Config) -> Result<Supervisor, Error> {
+        let n = config.workers;
+        crate::set_log_prefix("supervisor: ".into());
+        let listeners = Listeners::open(&config, n)?;
+        let region = Region::map(n, 0).map_err(|e| Error::io("cannot map shared memory", e))?;
+        let name = config.backend.resolve().name();
+        let mut backend = reactor::open(config.backend)
+            .map_err(|source| Error::Backend { name, source })?;
+        let signals = Signals::install()
+            .map_err(|e| Error::io("cannot install signal handlers", e))?;
+        let children =
+            ChildPipe::install().map_err(|e| Error::io("cannot install the SIGCHLD pipe", e))?;
+        for (fd, token) in [(signals.fd(), SIGNALS), (children.fd(), CHILDREN)] {
+            backend
+                .set_interest(fd, token, Interest::NONE, Interest::READ)
+                .map_err(|source| Error::Backend { name, source })?;
+        }
+        // Only the supervisor talks to systemd: take the protocol out of the environment
+        // the workers inherit (sd_notify(3)'s unset_environment).
+        let notifier = Notifier::from_env();
+        let watchdog = systemd::watchdog_interval();
+        for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            std::env::remove_var(var);
+        }
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        for k in 1..=n {
+            timers.add(now, Tick::Spawn(k));
+        }
+        timers.add(now + READY_POLL, Tick::Ready);
+        timers.add(now + CHECK_EVERY, Tick::Check);
+        if let Some(every) = watchdog {
+            timers.add(now + every, Tick::Watchdog(every));
+        }
+        info!(
+            "starting {n} workers (backend {name}, {} listening sockets)",
+            listeners.len()
+        );
+        let seats = (0..n)
+            .map(|_| Seat {
+                pid: None,
+                since: now,
+                backoff: BACKOFF_MIN,
+                wedged: false,
+            })
+            .collect();
+        Ok(Supervisor {
+            config,
+            n,
+            backend,
+            signals,
+            children,
+            notifier,
+            listeners,
+            region,
+            seats,
+            timers,
+            me: nix::unistd::getpid(),
+            started: now,
+            now,
+            stopping: false,
+            ready_sent: false,
+            status_sent: None,
+        })
+    }
+
+    /// The loop. Returns `Done` after a shutdown, or `Worker` in a child right after a fork.
+    fn serve(&mut self) -> Result<Role, Error> {
+        let mut events = Vec::with_capacity(4);
+        loop {
+            let timeout = self.timers.timeout(Instant::now());
+            match self.backend.wait(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
+                Err(source) => {
+                    let name = self.backend.name();
+                    return Err(Error::Backend { name, source });
+                }
+            }
+            self.now = Instant::now();
+            for ev in &events {
+                match ev.token {
+                    SIGNALS => self.on_signals(),
+                    _ => {
+                        self.children.drain();
+                        self.reap();
+                    }
+                }
+            }
+            while let Some(tick) = self.timers.pop_due(self.now) {
+                if let Some(role) = self.on_tick(tick)? {
+                    return Ok(role);
+                }
+            }
+            if self.stopping && self.seats.iter().all(|s| s.pid.is_none()) {
+                info!("all workers have exited");
+                return Ok(Role::Done);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, tick: Tick) -> Result<Option<Role>, Error> {
+        match tick {
+            Tick::Spawn(k) if !self.stopping && self.seats[k - 1].pid.is_none() => {
+                return self.spawn(k);
+            }
+            Tick::Spawn(_) => {}
+            Tick::Check => {
+                self.reap();
+                self.check_heartbeats();
+                self.report_status();
+                self.timers.add(self.now + CHECK_EVERY, Tick::Check);
+            }
+            Tick::Ready => {
+                if self.region.slots().iter().all(|s| s.is_ready()) {
+                    self.ready_sent = true;
+                    info!("all {} workers are accepting", self.n);
+                    if let Some(n) = &self.notifier {
+                        n.notify(&format!("READY=1\n{}", self.status_text()));
+                    }
+                } else if !self.stopping {
+                    self.timers.add(self.now + READY_POLL, Tick::Ready);
+                }
+            }
+            Tick::Watchdog(every) => {
+                if let Some(n) = &self.notifier {
+                    n.notify("WATCHDOG=1");
+                }
+                self.timers.add(self.now + every, Tick::Watchdog(every));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fork worker `k`. In the child, returns `Worker(k)` (the caller unwinds to `run`).
+    fn spawn(&mut self, k: usize) -> Result<Option<Role>, Error> {
+        self.region.prepare(k, self.now);
+        match spawn::fork() {
+            Ok((Forked::Child, mask)) => {
+                spawn::become_worker(self.me);
+                crate::set_log_prefix(format!("worker {k}: "));
+                Ok(Some(Role::Worker(k, mask)))
+            }
+            Ok((Forked::Parent(pid), _)) => {
+                info!("worker {k} started (pid {pid})");
+                let seat = &mut self.seats[k - 1];
+                (seat.pid, seat.since, seat.wedged) = (Some(pid), self.now, false);
+                Ok(None)
+            }
+            Err(e) => {
+                // EAGAIN/ENOMEM: try again after the back-off, like a crash.
+                warn!("cannot fork worker {k}: {e}");
+                self.schedule_restart(k);
+                Ok(None)
+            }
+        }
+    }
+
+    /// In a child right after the fork: keep what worker `k` serves, let go of the rest
+    /// (handlers unregistered, pipes, poller and notify socket closed).
+    fn into_worker(self, k: usize, mask: nix::sys::signal::SigSet) -> WorkerStart {
+        let Supervisor {
+            config,
+            backend,
+            signals,
+            children,
+            notifier,
+            listeners,
+            region,
+            ..
+        } = self;
+        drop((backend, signals, children, notifier));
+        WorkerStart {
+            config,
+            listeners: listeners.for_worker(k),
+            seat: region.seat(k),
+            mask,
+        }
+    }
+
+    /// Collect every exited child; never blocks.
+    fn reap(&mut self) {
+        loop {
+            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return warn!("waitpid: {e}"),
+                Ok(status) => status,
+            };
+            let Some(pid) = status.pid() else { continue };
+            let Some(k) = self.seats.iter().position(|s| s.pid == Some(pid)) else {
+                debug!("reaped pid {pid}, not a worker");
+                continue;
+            };
+            let k = k + 1;
+            self.seats[k - 1].pid = None;
+            self.region.retire(k);
+            let how = spawn::how_it_ended(&status);
+            if self.stopping {
+                match status {
+                    WaitStatus::Exited(_, 0) => info!("worker {k} (pid {pid}) exited"),
+                    _ => warn!("worker {k} (pid {pid}) {how}"),
+                }
+            } else {
+                let delay = self.schedule_restart(k);
+                warn!("worker {k} (pid {pid}) {how}; restarting in {delay:?}");
+            }
+        }
+    }
+
+    /// Queue worker `k`'s replacement after its back-off; returns the delay.
+    fn schedule_restart(&mut self, k: usize) -> Duration {
+        let seat = &mut self.seats[k - 1];
+        if self.now.duration_since(seat.since) >= HEALTHY_AFTER {
+            seat.backoff = BACKOFF_MIN;
+        }
+        let delay = seat.backoff;
+        seat.backoff = (seat.backoff * 2).min(BACKOFF_MAX);
+        self.timers.add(self.now + delay, Tick::Spawn(k));
+        delay
+    }
+
+    /// SIGKILL every worker whose loop has not turned for [`WEDGED_AFTER`]; the reap then
+    /// replaces it (or, in a shutdown, just collects it).
+    fn check_heartbeats(&mut self) {
+        let now_ms = self.region.now_ms(self.now);
+        for (i, seat) in self.seats.iter_mut().enumerate() {
+            let Some(pid) = seat.pid.filter(|_| !seat.wedged) else {
+                continue;
+            };
+            let quiet = now_ms.saturating_sub(self.region.slots()[i].heartbeat_ms());
+            if quiet > WEDGED_AFTER.as_millis() as u64 {
+                warn!(
+                    "worker {} (pid {pid}) is wedged: no loop turn for {:.1}s; killing it",
+                    i + 1,
+                    quiet as f64 / 1000.0
+                );
+                seat.wedged = true;
+                if let Err(e) = kill(pid, Signal::SIGKILL) {
+                    warn!("kill {pid}: {e}");
+                }
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        for request in self.signals.take() {
+            match request {
+                Request::Terminate(name) => self.terminate(name),
+                Request::Stats => info!("{}", self.stats_line()),
+                Request::Hangup => {
+                    info!("SIGHUP received and ignored: there is no configuration to reload")
+                }
+            }
+        }
+    }
+
+    /// SPEC §8: forward SIGTERM/SIGINT to every worker; the first one also closes the
+    /// supervisor's listeners (new connects are refused, socket files removed).
+    fn terminate(&mut self, name: &'static str) {
+        let sig = if name == "SIGINT" {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
+        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
+        if self.stopping {
+            info!("second {name}: forwarding it to {live} workers");
+        } else {
+            info!("{name} received: stopping {live} workers");
+            self.stopping = true;
+            if let Some(n) = &self.notifier {
+                n.notify("STOPPING=1");
+            }
+            self.listeners.close();
+        }
+        for seat in &self.seats {
+            if let Some(pid) = seat.pid {
+                if let Err(e) = kill(pid, sig) {
+                    debug!("kill {pid}: {e}");
+                }
+            }
+        }
+    }
+
+    /// The SPEC §5 line with exact totals over every worker, earlier generations included.
+    fn stats_line(&self) -> String {
+        let t = self.region.totals();
+        format!(
+            "stats: backend={} open={} accepted={} rejected={} bytes_in={} bytes_out={} uptime={}s workers={}",
+            self.config.backend.resolve().name(),
+            t.get(Counter::Open),
+            t.get(Counter::Accepted),
+            t.get(Counter::Rejected),
+            t.get(Counter::BytesIn),
+            t.get(Counter::BytesOut),
+            self.now.duration_since(self.started).as_secs(),
+            self.n
+        )
+    }
+
+    /// `STATUS=3 connections, 2 workers` (the one-process daemon's wording, plus workers).
+    fn status_text(&self) -> String {
+        let open = self.region.totals().get(Counter::Open);
+        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
+        format!("STATUS={open} connections, {live} workers")
+    }
+
+    /// STATUS= when the open count or the worker count changed (checked every tick).
+    fn report_status(&mut self) {
+        let Some(n) = &self.notifier else { return };
+        if !self.ready_sent {
+            return;
+        }
+        let open = self.region.totals().get(Counter::Open);
+        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
+        if self.status_sent != Some((open, live)) {
+            n.notify(&self.status_text());
+            self.status_sent = Some((open, live));
+        }
+    }
+}
