@@ -19,18 +19,19 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::reactor::{self, Backend, Interest, Token};
-use crate::shared::{Counter, Region};
+use crate::shared::Region;
 use crate::signal::{Request, Signals};
 use crate::systemd::{self, Notifier};
 use crate::timer::Timers;
 
+mod life;
 mod listeners;
+mod report;
 mod spawn;
 
 pub use spawn::available_cpus;
@@ -226,6 +227,7 @@ impl Supervisor {
                     info!("all {} workers are accepting", self.n);
                     if let Some(n) = &self.notifier {
                         n.notify(&format!("READY=1\n{}", self.status_text()));
+                        self.status_sent = Some(self.status_key());
                     }
                 } else if !self.stopping {
                     self.timers.add(self.now + READY_POLL, Tick::Ready);
@@ -287,71 +289,6 @@ impl Supervisor {
         }
     }
 
-    /// Collect every exited child; never blocks.
-    fn reap(&mut self) {
-        loop {
-            let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => return,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return warn!("waitpid: {e}"),
-                Ok(status) => status,
-            };
-            let Some(pid) = status.pid() else { continue };
-            let Some(k) = self.seats.iter().position(|s| s.pid == Some(pid)) else {
-                debug!("reaped pid {pid}, not a worker");
-                continue;
-            };
-            let k = k + 1;
-            self.seats[k - 1].pid = None;
-            self.region.retire(k);
-            let how = spawn::how_it_ended(&status);
-            if self.stopping {
-                match status {
-                    WaitStatus::Exited(_, 0) => info!("worker {k} (pid {pid}) exited"),
-                    _ => warn!("worker {k} (pid {pid}) {how}"),
-                }
-            } else {
-                let delay = self.schedule_restart(k);
-                warn!("worker {k} (pid {pid}) {how}; restarting in {delay:?}");
-            }
-        }
-    }
-
-    /// Queue worker `k`'s replacement after its back-off; returns the delay.
-    fn schedule_restart(&mut self, k: usize) -> Duration {
-        let seat = &mut self.seats[k - 1];
-        if self.now.duration_since(seat.since) >= HEALTHY_AFTER {
-            seat.backoff = BACKOFF_MIN;
-        }
-        let delay = seat.backoff;
-        seat.backoff = (seat.backoff * 2).min(BACKOFF_MAX);
-        self.timers.add(self.now + delay, Tick::Spawn(k));
-        delay
-    }
-
-    /// SIGKILL every worker whose loop has not turned for [`WEDGED_AFTER`]; the reap then
-    /// replaces it (or, in a shutdown, just collects it).
-    fn check_heartbeats(&mut self) {
-        let now_ms = self.region.now_ms(self.now);
-        for (i, seat) in self.seats.iter_mut().enumerate() {
-            let Some(pid) = seat.pid.filter(|_| !seat.wedged) else {
-                continue;
-            };
-            let quiet = now_ms.saturating_sub(self.region.slots()[i].heartbeat_ms());
-            if quiet > WEDGED_AFTER.as_millis() as u64 {
-                warn!(
-                    "worker {} (pid {pid}) is wedged: no loop turn for {:.1}s; killing it",
-                    i + 1,
-                    quiet as f64 / 1000.0
-                );
-                seat.wedged = true;
-                if let Err(e) = kill(pid, Signal::SIGKILL) {
-                    warn!("kill {pid}: {e}");
-                }
-            }
-        }
-    }
-
     fn on_signals(&mut self) {
         for request in self.signals.take() {
             match request {
@@ -389,43 +326,6 @@ impl Supervisor {
                     debug!("kill {pid}: {e}");
                 }
             }
-        }
-    }
-
-    /// The SPEC §5 line with exact totals over every worker, earlier generations included.
-    fn stats_line(&self) -> String {
-        let t = self.region.totals();
-        format!(
-            "stats: backend={} open={} accepted={} rejected={} bytes_in={} bytes_out={} uptime={}s workers={}",
-            self.config.backend.resolve().name(),
-            t.get(Counter::Open),
-            t.get(Counter::Accepted),
-            t.get(Counter::Rejected),
-            t.get(Counter::BytesIn),
-            t.get(Counter::BytesOut),
-            self.now.duration_since(self.started).as_secs(),
-            self.n
-        )
-    }
-
-    /// `STATUS=3 connections, 2 workers` (the one-process daemon's wording, plus workers).
-    fn status_text(&self) -> String {
-        let open = self.region.totals().get(Counter::Open);
-        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
-        format!("STATUS={open} connections, {live} workers")
-    }
-
-    /// STATUS= when the open count or the worker count changed (checked every tick).
-    fn report_status(&mut self) {
-        let Some(n) = &self.notifier else { return };
-        if !self.ready_sent {
-            return;
-        }
-        let open = self.region.totals().get(Counter::Open);
-        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
-        if self.status_sent != Some((open, live)) {
-            n.notify(&self.status_text());
-            self.status_sent = Some((open, live));
         }
     }
 }
