@@ -52,7 +52,12 @@ struct Args {
     #[arg(long, value_name = "DUR", default_value = "5s")]
     shutdown_timeout: String,
     /// Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on
-    #[arg(long, value_name = "N|auto", default_value = "1", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "N|auto",
+        default_value = "1",
+        allow_hyphen_values = true
+    )]
     workers: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]

@@ -232,12 +232,8 @@ impl Region {
             (&*header, slots)
         };
         // SAFETY: `extra_at < len` whenever `extra > 0`, inside the mapping.
-        let extra = (extra > 0).then(|| unsafe {
-            (
-                NonNull::new_unchecked(base.add(extra_at)),
-                len - extra_at,
-            )
-        });
+        let extra = (extra > 0)
+            .then(|| unsafe { (NonNull::new_unchecked(base.add(extra_at)), len - extra_at) });
         Ok(Box::leak(Box::new(Region {
             header,
             slots,
@@ -333,7 +329,11 @@ mod tests {
         r.retire(1);
         assert_eq!(a.slot.get(Counter::Accepted), 0);
         assert_eq!(r.totals().get(Counter::Accepted), 6, "retired counts stay");
-        assert_eq!(r.totals().get(Counter::Open), 0, "a dead worker holds nothing open");
+        assert_eq!(
+            r.totals().get(Counter::Open),
+            0,
+            "a dead worker holds nothing open"
+        );
         a.slot.add(Counter::Accepted, 2);
         assert_eq!(r.totals().get(Counter::Accepted), 8);
         assert_eq!(r.totals().get(Counter::BytesIn), 100);

@@ -65,7 +65,11 @@ fn connections_land_on_every_worker(backend: &'static str) {
     }
     assert_eq!(per[0]["accepted"] + per[1]["accepted"], 64, "{per:?}");
     let t = p.totals_until(|t| t["bytes_out"] == 64);
-    assert_eq!((t["accepted"], t["open"], t["workers"]), (64, 64, 2), "{t:?}");
+    assert_eq!(
+        (t["accepted"], t["open"], t["workers"]),
+        (64, 64, 2),
+        "{t:?}"
+    );
     drop(held);
 }
 
@@ -147,7 +151,9 @@ fn kill_9_one_worker_while_both_stream(backend: &'static str) {
     for (pid, r) in &results {
         match (pid == &victim, r) {
             (false, Err(e)) => p.d.fail(&format!("a client of the other worker: {e}")),
-            (true, Ok(())) => p.d.fail("a client of the killed worker got everything back"),
+            (true, Ok(())) => {
+                p.d.fail("a client of the killed worker got everything back")
+            }
             _ => {}
         }
     }
@@ -176,7 +182,10 @@ fn workers_killed_together_are_all_reaped_and_replaced() {
     }
     thread::sleep(Duration::from_millis(600));
     let zombies = watch.finish();
-    let left: Vec<_> = children(p.pid()).into_iter().filter(|c| c.1 == 'Z').collect();
+    let left: Vec<_> = children(p.pid())
+        .into_iter()
+        .filter(|c| c.1 == 'Z')
+        .collect();
     if !zombies.is_empty() || !left.is_empty() {
         p.d.fail(&format!("zombies: {zombies:?} {left:?}"));
     }
@@ -194,9 +203,7 @@ fn a_stopped_worker_is_replaced(backend: &'static str) {
     let mark = p.d.mark();
     let t0 = Instant::now();
     signal(frozen, Signal::SIGSTOP);
-    let line = p
-        .d
-        .expect_line(mark, "is wedged", Duration::from_secs(8));
+    let line = p.d.expect_line(mark, "is wedged", Duration::from_secs(8));
     assert!(line.contains(&format!("worker 2 (pid {frozen})")), "{line}");
     let fresh = p.wait_replaced(2, mark, Duration::from_secs(8));
     let took = t0.elapsed();
@@ -263,7 +270,9 @@ fn killing_the_supervisor_takes_every_worker() {
     let t0 = Instant::now();
     while !pids.iter().all(|&pid| is_gone(pid)) {
         if t0.elapsed() > Duration::from_secs(2) {
-            p.d.fail(&format!("workers still running 2 s after the supervisor died: {pids:?}"));
+            p.d.fail(&format!(
+                "workers still running 2 s after the supervisor died: {pids:?}"
+            ));
         }
         thread::sleep(Duration::from_millis(10));
     }
@@ -299,7 +308,11 @@ fn totals_include_a_replaced_generation() {
     round(20);
     let want = sent;
     let t = p.totals_until(|t| t["bytes_out"] == want && t["open"] == 0);
-    assert_eq!((t["accepted"], t["bytes_in"], t["rejected"]), (40, sent, 0), "{t:?}");
+    assert_eq!(
+        (t["accepted"], t["bytes_in"], t["rejected"]),
+        (40, sent, 0),
+        "{t:?}"
+    );
     // (2^-20 that the kernel's hash gave worker 1 none of the first 20.)
     assert!(before["accepted"] > 0, "{before:?}");
 }
@@ -325,7 +338,10 @@ fn unix_listener_is_shared_and_kept(backend: &'static str) {
     signal(p.worker_pid(1), Signal::SIGTERM);
     p.d.expect_line(mark, "worker 1 (pid ", PATIENCE);
     p.wait_replaced(1, mark, PATIENCE);
-    assert!(sock.0.exists(), "a worker's drain removed the shared socket file");
+    assert!(
+        sock.0.exists(),
+        "a worker's drain removed the shared socket file"
+    );
     for _ in 0..20 {
         echo_exact(&connect(), fresh_seed(), 10_000, true).unwrap_or_else(|e| p.d.fail(&e));
     }
@@ -333,7 +349,10 @@ fn unix_listener_is_shared_and_kept(backend: &'static str) {
     assert_eq!(t["bytes_in"], 400_000, "{t:?}");
     p.d.signal(Signal::SIGTERM);
     assert_eq!(p.d.wait_exit(PATIENCE).code(), Some(0));
-    assert!(!sock.0.exists(), "the supervisor left its socket file behind");
+    assert!(
+        !sock.0.exists(),
+        "the supervisor left its socket file behind"
+    );
 }
 
 #[test]
@@ -352,9 +371,20 @@ fn bad_worker_counts_are_usage_errors() {
 fn a_bind_error_starts_no_worker() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let r = run(&["--workers", "2", "--listen", "127.0.0.1:0", "--listen", &addr]);
+    let r = run(&[
+        "--workers",
+        "2",
+        "--listen",
+        "127.0.0.1:0",
+        "--listen",
+        &addr,
+    ]);
     assert_eq!(r.status.code(), Some(1), "{}", r.describe());
-    assert!(r.stderr.contains("address already in use"), "{}", r.describe());
+    assert!(
+        r.stderr.contains("address already in use"),
+        "{}",
+        r.describe()
+    );
     assert!(!r.stderr.contains("started (pid"), "{}", r.describe());
 }
 
@@ -368,7 +398,10 @@ fn one_worker_is_one_process() {
     assert!(children(d.pid()).is_empty());
     assert!(!d.stderr().contains("supervisor"), "{}", d.stderr());
     let s = d.stats();
-    assert!(!s.contains_key("workers") && !s.contains_key("worker"), "{s:?}");
+    assert!(
+        !s.contains_key("workers") && !s.contains_key("worker"),
+        "{s:?}"
+    );
 }
 
 /// `--workers auto` starts one worker per CPU this process may run on.
@@ -385,4 +418,19 @@ fn auto_is_the_cpu_count() {
     };
     d.expect_line(0, &format!("all {cpus} workers are accepting"), PATIENCE);
     assert_eq!(children(d.pid()).len(), cpus);
+}
+
+/// The shipped unit runs one worker per CPU, and systemd's SIGTERM goes to the supervisor
+/// alone (`KillMode=mixed`), which forwards it once to each worker.
+#[test]
+fn the_unit_runs_workers_auto_with_killmode_mixed() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/echo-mux.service"
+    ))
+    .unwrap();
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    assert!(exec.contains(" --workers auto"), "{exec}");
+    assert!(unit.lines().any(|l| l == "KillMode=mixed"), "{unit}");
+    assert!(unit.lines().any(|l| l == "NotifyAccess=main"), "{unit}");
 }

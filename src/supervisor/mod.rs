@@ -114,10 +114,10 @@ impl Supervisor {
         let listeners = Listeners::open(&config, n)?;
         let region = Region::map(n, 0).map_err(|e| Error::io("cannot map shared memory", e))?;
         let name = config.backend.resolve().name();
-        let mut backend = reactor::open(config.backend)
-            .map_err(|source| Error::Backend { name, source })?;
-        let signals = Signals::install()
-            .map_err(|e| Error::io("cannot install signal handlers", e))?;
+        let mut backend =
+            reactor::open(config.backend).map_err(|source| Error::Backend { name, source })?;
+        let signals =
+            Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
         let children =
             ChildPipe::install().map_err(|e| Error::io("cannot install the SIGCHLD pipe", e))?;
         for (fd, token) in [(signals.fd(), SIGNALS), (children.fd(), CHILDREN)] {

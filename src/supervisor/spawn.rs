@@ -110,8 +110,7 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
         seat,
         mask,
     } = start;
-    let signals =
-        Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)
         .map_err(|e| Error::io("cannot unblock signals", e.into()))?;
     // Built after the fork: an epoll instance is never shared between processes.
@@ -161,7 +160,10 @@ pub(super) fn how_it_ended(status: &WaitStatus) -> String {
     match *status {
         WaitStatus::Exited(_, code) => format!("exited with status {code}"),
         WaitStatus::Signaled(_, sig, core) => {
-            format!("killed by {sig}{}", if core { " (core dumped)" } else { "" })
+            format!(
+                "killed by {sig}{}",
+                if core { " (core dumped)" } else { "" }
+            )
         }
         other => format!("{other:?}"),
     }

@@ -24,7 +24,13 @@ struct Proc {
 
 impl Proc {
     fn spawn(mut cmd: Command) -> Proc {
-        for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "RUST_LOG"] {
+        for var in [
+            "LISTEN_PID",
+            "LISTEN_FDS",
+            "LISTEN_FDNAMES",
+            "NOTIFY_SOCKET",
+            "RUST_LOG",
+        ] {
             if !cmd.get_envs().any(|(k, _)| k == var) {
                 cmd.env_remove(var);
             }
@@ -136,7 +142,8 @@ fn only_the_supervisor_notifies_systemd() {
     let path = dir.join("notify.sock");
     let rx = UnixDatagram::bind(&path).unwrap();
     setsockopt(&rx, sockopt::PassCred, &true).unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let mut got: Vec<(i32, String)> = Vec::new();
     let recv_for = |d: Duration, got: &mut Vec<(i32, String)>| {
         let end = Instant::now() + d;
@@ -144,7 +151,8 @@ fn only_the_supervisor_notifies_systemd() {
             let mut buf = [0u8; 512];
             let mut iov = [std::io::IoSliceMut::new(&mut buf)];
             let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
-            let Ok(msg) = recvmsg::<()>(rx.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
+            let Ok(msg) =
+                recvmsg::<()>(rx.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::empty())
             else {
                 continue;
             };
@@ -159,11 +167,20 @@ fn only_the_supervisor_notifies_systemd() {
     };
     let mut cmd = Command::new(BIN);
     cmd.args(["--listen", "127.0.0.1:0", "--workers", "3"]);
-    cmd.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "400000");
+    cmd.env("NOTIFY_SOCKET", &path)
+        .env("WATCHDOG_USEC", "400000");
     let mut p = Proc::spawn(cmd);
     let ready_line = p.wait_line("all 3 workers are accepting");
     let line = p.wait_line("listening on 127.0.0.1:");
-    let port: u16 = line.rsplit(':').next().unwrap().split(' ').next().unwrap().parse().unwrap();
+    let port: u16 = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     recv_for(Duration::from_millis(600), &mut got);
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -174,10 +191,18 @@ fn only_the_supervisor_notifies_systemd() {
     recv_for(Duration::from_millis(100), &mut got);
     let sup = p.pid();
     let all = format!("{got:?} {ready_line}");
-    assert!(got.iter().all(|(pid, _)| *pid == sup), "a worker notified: {all}");
+    assert!(
+        got.iter().all(|(pid, _)| *pid == sup),
+        "a worker notified: {all}"
+    );
     let count = |want: &str| got.iter().filter(|(_, t)| t.contains(want)).count();
     assert_eq!(count("READY=1"), 1, "{all}");
-    assert!(got[0].1.starts_with("READY=1\nSTATUS=0 connections, 3 workers"), "{all}");
+    assert!(
+        got[0]
+            .1
+            .starts_with("READY=1\nSTATUS=0 connections, 3 workers"),
+        "{all}"
+    );
     assert!(count("STATUS=1 connections, 3 workers") >= 1, "{all}");
     assert!(count("WATCHDOG=1") >= 2, "{all}");
     assert_eq!(count("STOPPING=1"), 1, "{all}");

@@ -42,9 +42,9 @@ impl Pool {
         let needle = format!("worker {k} started (pid ");
         let text = self.d.stderr();
         text.lines()
+            .rev()
             .filter_map(|l| l.split_once(&needle))
-            .filter_map(|(_, rest)| rest.split(')').next()?.parse().ok())
-            .last()
+            .find_map(|(_, rest)| rest.split(')').next()?.parse().ok())
             .unwrap_or_else(|| self.d.fail(&format!("no start line for worker {k}")))
     }
 
