@@ -347,6 +347,10 @@ fn unix_listener_is_shared_and_kept(backend: &'static str) {
     }
     let t = p.totals_until(|t| t["accepted"] == 40);
     assert_eq!(t["bytes_in"], 400_000, "{t:?}");
+    // poll and select workers all wake for each client; the losers' EAGAIN is silent.
+    if p.d.stderr().contains("accept") {
+        p.d.fail("a lost accept race was logged");
+    }
     p.d.signal(Signal::SIGTERM);
     assert_eq!(p.d.wait_exit(PATIENCE).code(), Some(0));
     assert!(
@@ -386,6 +390,24 @@ fn a_bind_error_starts_no_worker() {
         r.describe()
     );
     assert!(!r.stderr.contains("started (pid"), "{}", r.describe());
+}
+
+/// A second supervisor on a port the first one serves fails ("address already in use")
+/// instead of joining its SO_REUSEPORT group and taking half its clients.
+#[test]
+fn a_second_instance_cannot_join_the_group() {
+    let Some(p) = Pool::start("epoll", 2, &[]) else {
+        return;
+    };
+    let addr = p.d.addr().to_string();
+    let r = run(&["--workers", "2", "--listen", &addr]);
+    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
+    assert!(
+        r.stderr.contains("address already in use"),
+        "{}",
+        r.describe()
+    );
+    assert!(p.d.serves_new_client());
 }
 
 /// `--workers 1` (and the default) is one process: no supervisor, no child.
