@@ -131,7 +131,8 @@ fn kill_9_one_worker_while_both_stream(backend: &'static str) {
         for g in go.drain(..) {
             let _ = g.send(());
         }
-        p.d.expect_line(mark, "killed by SIGKILL; restarting", PATIENCE);
+        let want = format!("worker 1 (pid {victim}) killed by SIGKILL; restarting");
+        p.d.expect_line(mark, &want, PATIENCE);
         let fresh = p.wait_replaced(1, mark, Duration::from_secs(2));
         assert_ne!(fresh, victim);
         // New clients until one lands on the replacement (the hash picks its socket about
@@ -190,6 +191,22 @@ fn workers_killed_together_are_all_reaped_and_replaced() {
         p.d.fail(&format!("zombies: {zombies:?} {left:?}"));
     }
     assert_eq!(children(p.pid()).len(), 3);
+}
+
+/// A worker that keeps dying is replaced after 100 ms, then 200 ms, then 400 ms, with a
+/// warning naming it, its pid and how it ended.
+#[test]
+fn replacements_back_off() {
+    let Some(p) = Pool::start("epoll", 2, &[]) else {
+        return;
+    };
+    for delay in ["100ms", "200ms", "400ms"] {
+        let (pid, mark) = (p.worker_pid(2), p.d.mark());
+        signal(pid, Signal::SIGKILL);
+        let want = format!("worker 2 (pid {pid}) killed by SIGKILL; restarting in {delay}");
+        p.d.expect_line(mark, &want, PATIENCE);
+        p.wait_replaced(2, mark, PATIENCE);
+    }
 }
 
 for_each_backend!(a_stopped_worker_is_replaced);

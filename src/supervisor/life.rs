@@ -8,7 +8,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{spawn, Supervisor, Tick, BACKOFF_MAX, BACKOFF_MIN, HEALTHY_AFTER, WEDGED_AFTER};
+use super::{spawn, Supervisor, Tick, WEDGED_AFTER};
+
+/// First delay before a worker is replaced; doubled on each quick failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest delay before a replacement.
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// A worker that ran this long was healthy: its next replacement starts at BACKOFF_MIN.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 impl Supervisor {
     /// Collect every exited child; never blocks.
@@ -44,11 +51,7 @@ impl Supervisor {
     /// Queue worker `k`'s replacement after its back-off; returns the delay.
     pub(super) fn schedule_restart(&mut self, k: usize) -> Duration {
         let seat = &mut self.seats[k - 1];
-        if self.now.duration_since(seat.since) >= HEALTHY_AFTER {
-            seat.backoff = BACKOFF_MIN;
-        }
-        let delay = seat.backoff;
-        seat.backoff = (seat.backoff * 2).min(BACKOFF_MAX);
+        let delay = seat.backoff.next(self.now.duration_since(seat.since));
         self.timers.add(self.now + delay, Tick::Spawn(k));
         delay
     }
@@ -74,5 +77,45 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+/// The delay before one worker number's next replacement: 100 ms, doubled after each
+/// replacement up to 10 s, back to 100 ms once a worker under that number has run 30 s.
+/// A worker that crashes at start therefore costs one fork per 10 s, not a busy loop.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(BACKOFF_MIN)
+    }
+}
+
+impl Backoff {
+    /// The worker that just ended ran for `ran`: how long to wait before the next one.
+    pub(super) fn next(&mut self, ran: Duration) -> Duration {
+        if ran >= HEALTHY_AFTER {
+            self.0 = BACKOFF_MIN;
+        }
+        let delay = self.0;
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_ten_seconds_and_resets_after_thirty() {
+        let mut b = Backoff::default();
+        let quick = Duration::from_millis(50);
+        let got: Vec<u64> = (0..9).map(|_| b.next(quick).as_millis() as u64).collect();
+        assert_eq!(got, [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]);
+        assert_eq!(b.next(Duration::from_secs(29)), Duration::from_secs(10));
+        assert_eq!(b.next(Duration::from_secs(30)), Duration::from_millis(100));
+        assert_eq!(b.next(quick), Duration::from_millis(200));
     }
 }

@@ -39,12 +39,6 @@ pub use spawn::available_cpus;
 use listeners::Listeners;
 use spawn::{ChildPipe, Forked, WorkerStart};
 
-/// First delay before a worker is replaced; doubled on each quick failure.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// The longest delay before a replacement.
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
-/// A worker that ran this long was healthy: its next replacement starts at BACKOFF_MIN.
-const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// A worker whose loop has not turned for this long is wedged.
 const WEDGED_AFTER: Duration = Duration::from_secs(5);
 /// How often heartbeats, exits and the systemd status are checked.
@@ -67,7 +61,7 @@ enum Tick {
 struct Seat {
     pid: Option<Pid>,
     since: Instant,
-    backoff: Duration,
+    backoff: life::Backoff,
     /// Killed by us for missing heartbeats.
     wedged: bool,
 }
@@ -150,7 +144,7 @@ impl Supervisor {
             .map(|_| Seat {
                 pid: None,
                 since: now,
-                backoff: BACKOFF_MIN,
+                backoff: life::Backoff::default(),
                 wedged: false,
             })
             .collect();
