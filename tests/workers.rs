@@ -199,7 +199,10 @@ fn workers_that_die_together_are_all_reaped_and_replaced() {
         p.d.fail(&format!("zombies: {zombies:?}"));
     }
     let kids = children(p.pid());
-    assert!(kids.len() == 4 && kids.iter().all(|c| c.1 != 'Z'), "{kids:?}");
+    assert!(
+        kids.len() == 4 && kids.iter().all(|c| c.1 != 'Z'),
+        "{kids:?}"
+    );
 }
 
 /// A worker that keeps dying is replaced after 100 ms, then 200 ms, then 400 ms, with a
@@ -278,6 +281,41 @@ fn sigterm_drains_every_worker(backend: &'static str) {
     }
     for pid in pids {
         assert!(is_gone(pid), "worker {pid} outlived the supervisor");
+    }
+}
+
+/// SIGHUP is logged and ignored; SIGINT starts every worker's drain (clients that stay open
+/// keep it going); a second SIGINT is forwarded too and ends the drains at once: exit 0.
+#[test]
+fn a_second_sigint_is_forwarded_and_ends_the_drains() {
+    let Some(mut p) = Pool::start("poll", 2, &["--shutdown-timeout", "60s"]) else {
+        return;
+    };
+    let clients = clients_on_every_worker(&p, 2);
+    let mark = p.d.mark();
+    p.d.signal(Signal::SIGHUP);
+    p.d.expect_line(mark, "SIGHUP received and ignored", PATIENCE);
+    p.d.signal(Signal::SIGINT);
+    for k in 1..=2 {
+        p.d.expect_line(
+            mark,
+            &format!("worker {k}: SIGINT received: draining"),
+            PATIENCE,
+        );
+    }
+    if p.d.try_wait_exit(Duration::from_millis(300)).is_some() {
+        p.d.fail("exited while clients were still open");
+    }
+    p.d.signal(Signal::SIGINT);
+    for k in 1..=2 {
+        p.d.expect_line(mark, &format!("worker {k}: second SIGINT"), PATIENCE);
+    }
+    assert_eq!(p.d.wait_exit(PATIENCE).code(), Some(0));
+    for (s, _) in &clients {
+        assert!(matches!(
+            client::outcome(s, PATIENCE),
+            client::Outcome::Closed
+        ));
     }
 }
 
