@@ -12,6 +12,9 @@
 //!                 interest computed from state: read unless paused/closed, write iff pending
 //!     timer.rs    deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!     systemd.rs  sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
+//!
+//!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
+//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in
 //! ```
 //!
 //! The seam is [`reactor::Backend`]: its doc comment is the contract every backend keeps.
