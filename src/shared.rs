@@ -76,6 +76,7 @@ impl Counter {
 }
 
 /// One worker's counters, heartbeat and readiness. All-zero is the valid initial state.
+#[derive(Debug)]
 #[repr(C, align(128))]
 pub struct Slot {
     counts: [AtomicU64; COUNTERS],
@@ -157,7 +158,7 @@ impl Snapshot {
 }
 
 /// What a worker process needs of the region: its number, its slot and the epoch.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 pub struct Seat {
     /// 1..=N; a replacement keeps the number of the worker it replaces.
     pub number: usize,

@@ -135,17 +135,24 @@ fn kill_9_one_worker_while_both_stream(backend: &'static str) {
         p.d.expect_line(mark, &want, PATIENCE);
         let fresh = p.wait_replaced(1, mark, Duration::from_secs(2));
         assert_ne!(fresh, victim);
-        // New clients until one lands on the replacement (the hash picks its socket about
-        // every second time): it is served.
-        let served = (0..64).any(|_| {
-            let s = p.d.connect();
-            ping(&s, b"new").is_ok() && owner(&s, &[fresh]).is_some()
-        });
-        let took = t0.elapsed();
-        if !served || took > Duration::from_secs(2) {
-            p.d.fail(&format!(
-                "replacement pid {fresh} served: {served}, {took:?} after the kill"
-            ));
+        // 16 new clients, each echoed, with when its echo came back; the first one the
+        // replacement serves (the hash picks its socket about every second time; who owns
+        // which is looked up afterwards, as /proc/net/tcp is slow to read on a busy host).
+        let echoed: Vec<(TcpStream, Duration)> = (0..16)
+            .filter_map(|_| {
+                let s = p.d.connect();
+                ping(&s, b"new").ok().map(|_| (s, t0.elapsed()))
+            })
+            .collect();
+        let served = echoed
+            .iter()
+            .find(|(s, _)| owner(s, &[fresh]).is_some())
+            .map(|(_, at)| *at);
+        match served {
+            Some(at) if at <= Duration::from_secs(2) => {}
+            _ => p.d.fail(&format!(
+                "replacement pid {fresh} served {served:?} after the kill"
+            )),
         }
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -412,8 +419,14 @@ fn unix_listener_is_shared_and_kept(backend: &'static str) {
     let t = p.totals_until(|t| t["accepted"] == 40);
     assert_eq!(t["bytes_in"], 400_000, "{t:?}");
     // poll and select workers all wake for each client; the losers' EAGAIN is silent.
-    if p.d.stderr().contains("accept") {
-        p.d.fail("a lost accept race was logged");
+    let noise: Vec<String> =
+        p.d.stderr()
+            .lines()
+            .filter(|l| l.contains("WARN") && !l.contains("; restarting in "))
+            .map(str::to_string)
+            .collect();
+    if !noise.is_empty() {
+        p.d.fail(&format!("unexpected warnings: {noise:?}"));
     }
     p.d.signal(Signal::SIGTERM);
     assert_eq!(p.d.wait_exit(PATIENCE).code(), Some(0));

@@ -118,7 +118,7 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
         name: config.backend.resolve().name(),
         source,
     })?;
-    let server = server::Server::new(backend, config, listeners, signals, None)?;
+    let server = server::Server::new(backend, config, listeners, signals, None)?.worker(seat);
     seat.mark_ready();
     server.run()
 }

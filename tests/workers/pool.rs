@@ -54,13 +54,12 @@ impl Pool {
     }
 
     /// Wait until worker `k` has been started again after `mark` and is listening; its pid.
+    /// (The new worker's own lines may come before or after the supervisor's start line.)
     pub fn wait_replaced(&self, k: usize, mark: usize, within: Duration) -> i32 {
-        let started = self
-            .d
-            .expect_line(mark, &format!("worker {k} started (pid "), within);
-        let at = self.d.stderr().find(&started).unwrap();
         self.d
-            .expect_line(at, &format!("worker {k}: listening on"), within);
+            .expect_line(mark, &format!("worker {k} started (pid "), within);
+        self.d
+            .expect_line(mark, &format!("worker {k}: listening on"), within);
         self.worker_pid(k)
     }
 
