@@ -97,8 +97,9 @@ impl Drop for Proc {
 }
 
 /// `systemd-socket-activate` hands one listening socket to a supervisor with 2 workers:
-/// both serve it (one socket, registered EPOLLEXCLUSIVE), every client is echoed, and the
-/// per-worker counts add up.
+/// each worker serves it (one socket, registered EPOLLEXCLUSIVE: the connections go to
+/// whichever worker is idle, so each is shown serving while the other is stopped), every
+/// client is echoed, and the counts add up.
 #[test]
 fn socket_activation_with_two_workers() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -112,18 +113,52 @@ fn socket_activation_with_two_workers() {
     let mut p = Proc::spawn(cmd);
     p.wait_line("as 3.");
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    for _ in 0..40 {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(PATIENCE)).unwrap();
-        echo_exact(&s, fresh_seed(), 5000, true).unwrap();
-    }
+    let echo_10 = || {
+        for _ in 0..10 {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(PATIENCE)).unwrap();
+            echo_exact(&s, fresh_seed(), 5000, true).unwrap();
+        }
+    };
+    echo_10(); // starts the daemon
     p.wait_line("1 inherited");
     p.wait_line("all 2 workers are accepting");
+    let pid = |p: &mut Proc, k: usize| -> i32 {
+        let line = p.wait_line(&format!("worker {k} started (pid "));
+        line.rsplit("(pid ")
+            .next()
+            .unwrap()
+            .trim_end_matches(')')
+            .parse()
+            .unwrap()
+    };
+    let workers = [pid(&mut p, 1), pid(&mut p, 2)];
+    for (stopped, serving) in [(workers[0], 2), (workers[1], 1)] {
+        kill(Pid::from_raw(stopped), Signal::SIGSTOP).unwrap();
+        echo_10();
+        kill(Pid::from_raw(stopped), Signal::SIGCONT).unwrap();
+        kill(Pid::from_raw(workers[serving - 1]), Signal::SIGUSR1).unwrap();
+        let line = p.wait_line(&format!("worker {serving}: stats: "));
+        let accepted: u64 = line
+            .split(" accepted=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            accepted >= 10,
+            "worker {serving} while the other was stopped: {line}"
+        );
+        p.seen.retain(|l| !l.contains("stats: "));
+    }
     assert_eq!(children(p.pid()).len(), 2);
     kill(Pid::from_raw(p.pid()), Signal::SIGUSR1).unwrap();
     let line = p.wait_line("supervisor: stats: ");
     assert!(
-        line.contains(" accepted=40 ") && line.contains(" bytes_in=200000 "),
+        line.contains(" accepted=30 ") && line.contains(" bytes_in=150000 "),
         "{line}"
     );
     assert!(line.ends_with(" workers=2"), "{line}");
