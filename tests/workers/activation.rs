@@ -71,6 +71,14 @@ impl Proc {
         }
     }
 
+    /// Every line so far, for failure messages.
+    fn stderr(&mut self) -> String {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.join("\n")
+    }
+
     fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -94,6 +102,13 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Is `pid` stopped (state T in /proc/PID/stat)?
+fn stopped_state(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .is_some_and(|i| stat[i + 2..].starts_with('T'))
 }
 
 /// `systemd-socket-activate` hands one listening socket to a supervisor with 2 workers:
@@ -133,11 +148,22 @@ fn socket_activation_with_two_workers() {
             .unwrap()
     };
     let workers = [pid(&mut p, 1), pid(&mut p, 2)];
+    let signal = |p: &mut Proc, pid: i32, sig: Signal| {
+        if let Err(e) = kill(Pid::from_raw(pid), sig) {
+            panic!("kill {sig} {pid}: {e}\n{}", p.stderr());
+        }
+    };
     for (stopped, serving) in [(workers[0], 2), (workers[1], 1)] {
-        kill(Pid::from_raw(stopped), Signal::SIGSTOP).unwrap();
+        signal(&mut p, stopped, Signal::SIGSTOP);
+        // Connect only once it has stopped: a worker still running could take one more.
+        let t0 = Instant::now();
+        while !stopped_state(stopped) {
+            assert!(t0.elapsed() < PATIENCE, "{stopped} did not stop");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         echo_10();
-        kill(Pid::from_raw(stopped), Signal::SIGCONT).unwrap();
-        kill(Pid::from_raw(workers[serving - 1]), Signal::SIGUSR1).unwrap();
+        signal(&mut p, stopped, Signal::SIGCONT);
+        signal(&mut p, workers[serving - 1], Signal::SIGUSR1);
         let line = p.wait_line(&format!("worker {serving}: stats: "));
         let accepted: u64 = line
             .split(" accepted=")
