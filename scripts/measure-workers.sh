@@ -65,9 +65,14 @@ for r in $(seq "$rounds"); do
         after=$(cpu_ns "${procs[@]}") sup_after=$(cpu_ns "$pid")
         stop
         us=$(awk -v a="$after" -v b="$before" -v n="$requests" 'BEGIN {printf "%.3f", (a - b) / n / 1000}')
-        echo "round $r workers $n: $us us/request (supervisor $(((sup_after - sup_before) / 1000)) us in total)"
+        rps=$(sed -n 's/.*"rps":\([0-9.]*\).*/\1/p' "$work/b.json")
+        if ((n > 1)); then
+            echo $(((sup_after - sup_before) / 1000)) >>"$work/sup"
+            echo "round $r workers $n: $us us/request ($rps req/s; supervisor $(((sup_after - sup_before) / 1000)) us of it)"
+        else
+            echo "round $r workers $n: $us us/request ($rps req/s)"
+        fi
         echo "$us" >>"$work/cpu$n"
-        ((n > 1)) && echo $(((sup_after - sup_before) / 1000)) >>"$work/sup"
     done
 done
 m1=$(median <"$work/cpu1") m2=$(median <"$work/cpu2")
