@@ -2,7 +2,7 @@
 //! one line (`echo-mux: invalid value 'kqueue' for '--backend': expected ...`), exit 2.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
 use log::LevelFilter;
 
 use crate::config::{parse_duration, parse_listen, parse_size, Config, Mode};
@@ -26,6 +26,8 @@ pub enum Command {
                   Signals: SIGTERM/SIGINT drain and exit 0, SIGUSR1 logs a stats line, SIGHUP is ignored.\n\
                   RUST_LOG overrides -v/-q."
 )]
+// The number-valued options take values that start with '-' (`--delay -1`), so that their
+// error names the option and the expected value instead of "unknown option '-1'".
 struct Args {
     /// Listen on HOST:PORT, [V6ADDR]:PORT or unix:/path (repeatable) [default: 127.0.0.1:50007]
     #[arg(short, long, value_name = "ADDR")]
@@ -37,19 +39,44 @@ struct Args {
     #[arg(long, value_name = "MODE", default_value = "raw")]
     mode: String,
     /// Hold every reply for DUR after its data arrived
-    #[arg(long, value_name = "DUR", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     delay: String,
     /// Connections beyond N (all listeners together) are accepted and closed at once
-    #[arg(long, value_name = "N", default_value = "10000")]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "10000",
+        allow_hyphen_values = true
+    )]
     max_clients: String,
     /// Cap on one connection's pending output; reading pauses at the cap
-    #[arg(long, value_name = "BYTES", default_value = "1MiB")]
+    #[arg(
+        long,
+        value_name = "BYTES",
+        default_value = "1MiB",
+        allow_hyphen_values = true
+    )]
     max_buffer: String,
     /// Close a connection with no traffic either way for DUR; 0 = never
-    #[arg(long, value_name = "DUR", default_value = "0")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
     idle_timeout: String,
     /// Longest graceful drain on SIGTERM/SIGINT; 0 = close everything at once
-    #[arg(long, value_name = "DUR", default_value = "5s")]
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "5s",
+        allow_hyphen_values = true
+    )]
     shutdown_timeout: String,
     /// Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on
     #[arg(
@@ -65,6 +92,12 @@ struct Args {
     /// Less logging (-q warn, -qq error)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     quiet: u8,
+}
+
+/// The clap definition behind `--help`: the man page and the shell completions are generated
+/// from it (`cargo xtask dist`), so they cannot drift from what the parser accepts.
+pub fn command() -> clap::Command {
+    Args::command()
 }
 
 fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> Error {
@@ -138,6 +171,8 @@ where
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
     config.workers = parse_workers(&args.workers)?;
 
+    config.check().map_err(Error::Usage)?;
+
     let level = match (args.verbose, args.quiet) {
         (0, 0) => LevelFilter::Info,
         (1, _) => LevelFilter::Debug,
@@ -166,6 +201,12 @@ fn parse_workers(s: &str) -> Result<usize, Error> {
 /// More worker processes than this is a typo, not a plan (and a fork bomb).
 pub const MAX_WORKERS: usize = 1024;
 
+/// `--verbose` from clap's `--verbose...` or `--listen <ADDR>`.
+fn flag(arg: &str) -> &str {
+    let name = arg.split_whitespace().next().unwrap_or(arg);
+    name.trim_end_matches("...")
+}
+
 /// Reduce clap's multi-line report to one line, or pass `--help`/`--version` through.
 fn clap_error(e: clap::Error) -> Result<Command, Error> {
     match e.kind() {
@@ -183,14 +224,11 @@ fn clap_error(e: clap::Error) -> Result<Command, Error> {
                     format!("unknown option '{a}' (see --help)")
                 }
                 (ErrorKind::InvalidValue, Some(a)) => {
-                    let flag = a.split_whitespace().next().unwrap_or(&a).to_string();
-                    format!("missing value for '{flag}' (see --help)")
+                    format!("missing value for '{}' (see --help)", flag(&a))
                 }
                 (ErrorKind::ArgumentConflict, Some(a)) => {
-                    format!(
-                        "'{a}' cannot be used together with '{}'",
-                        ctx(ContextKind::PriorArg).unwrap_or_default()
-                    )
+                    let b = ctx(ContextKind::PriorArg).unwrap_or_default();
+                    format!("{} and {} cannot be used together", flag(&a), flag(&b))
                 }
                 _ => {
                     // Fall back to clap's own first line, without its "error: " prefix.

@@ -1,12 +1,15 @@
-//! The daemon's configuration and the parsers for its values (durations, sizes, addresses).
-//! Parsers return a short reason on failure; `cli.rs` turns it into the one-line usage error.
+//! The daemon's configuration and the parsers for its values (sizes, addresses; durations
+//! are in `duration.rs`). Parsers return a short reason; `cli.rs` makes it the usage error.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::duration::{Human, MAX_DURATION};
 use crate::reactor::BackendKind;
+
+pub use crate::duration::parse_duration;
 
 /// How input is turned into replies (SPEC §3).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -74,25 +77,33 @@ impl Default for Config {
     }
 }
 
-/// `250ms`, `5s`, `1.5s`, `2m`, `1h`, `100us`, or a bare number of seconds (`0`, `2.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" | "sec" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err("expected a duration such as 250ms, 5s, 1.5s or 2m".into()),
-    };
-    let value: f64 = num
-        .parse()
-        .map_err(|_| "expected a duration such as 250ms, 5s, 1.5s or 2m".to_string())?;
-    Duration::try_from_secs_f64(value * scale).map_err(|_| "duration out of range".into())
+impl Config {
+    /// Check what the types cannot say, for callers that build a `Config` by hand (the
+    /// command line checks each value as it parses it, naming the value as typed).
+    pub fn check(&self) -> Result<(), String> {
+        let durations = [
+            ("--delay", Some(self.delay)),
+            ("--idle-timeout", self.idle_timeout),
+            ("--shutdown-timeout", Some(self.shutdown_timeout)),
+        ];
+        for (flag, d) in durations {
+            if let Some(d) = d.filter(|d| *d > MAX_DURATION) {
+                return Err(format!(
+                    "invalid value '{}' for '{flag}': must be at most {}",
+                    Human(d),
+                    Human(MAX_DURATION)
+                ));
+            }
+        }
+        if self.max_clients == 0 || self.max_buffer == 0 {
+            return Err("--max-clients and --max-buffer must be at least 1".into());
+        }
+        if !(1..=crate::cli::MAX_WORKERS).contains(&self.workers) {
+            let max = crate::cli::MAX_WORKERS;
+            return Err(format!("--workers must be from 1 to {max}"));
+        }
+        Ok(())
+    }
 }
 
 /// `4096`, `64KiB`, `1MiB`, `1GiB` (also `K`/`KB`, `M`, `G`, any case, as binary multiples).
@@ -149,17 +160,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("0.25"), Ok(Duration::from_millis(250)));
-        for bad in ["", "x", "5x", "-1s", "1.2.3s", "ms", "1e3"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
-        }
+    fn check_bounds_hand_built_configs() {
+        assert_eq!(Config::default().check(), Ok(()));
+        let mut c = Config {
+            idle_timeout: Some(Duration::from_secs(u64::MAX)),
+            ..Config::default()
+        };
+        let e = c.check().unwrap_err();
+        assert!(
+            e.contains("'--idle-timeout'") && e.contains("at most 720h"),
+            "{e}"
+        );
+        c.idle_timeout = Some(MAX_DURATION);
+        assert_eq!(c.check(), Ok(()));
+        c.delay = MAX_DURATION + Duration::from_nanos(1);
+        assert!(c.check().unwrap_err().contains("'--delay'"));
+        c.delay = Duration::ZERO;
+        c.max_clients = 0;
+        assert!(c.check().is_err());
     }
 
     #[test]

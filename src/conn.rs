@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
+use crate::error::Plain;
 use crate::reactor::{Backend, Interest, Token};
 use crate::server::Stats;
 use crate::sys;
@@ -320,7 +321,7 @@ impl Conn {
         match result {
             Ok(()) => Step::Keep,
             Err(Failed(what, e)) => {
-                log::debug!("conn fd {}: {what} failed: {e}", self.fd());
+                log::debug!("conn fd {}: {what} failed: {}", self.fd(), Plain(&e));
                 Step::Close
             }
         }

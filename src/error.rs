@@ -50,7 +50,8 @@ impl Error {
 }
 
 /// An `io::Error` as a user reads it: "address already in use", not
-/// "Address already in use (os error 98)".
+/// "Address already in use (os error 98)". The one way an I/O error is shown, in the exit
+/// line and in every log line alike.
 pub struct Plain<'a>(pub &'a io::Error);
 
 impl fmt::Display for Plain<'_> {

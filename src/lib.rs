@@ -33,9 +33,11 @@ mod buffer;
 pub mod cli;
 pub mod config;
 mod conn;
+pub mod duration;
 mod echo;
 pub mod error;
 pub mod listen;
+pub mod logging;
 pub mod reactor;
 mod refusal;
 mod server;
@@ -46,26 +48,35 @@ pub mod sys;
 pub mod systemd;
 mod timer;
 
-use std::io::Write;
-
 use config::Config;
 use error::Error;
 use listen::Listener;
+use reactor::BackendKind;
+use signal::Signals;
 
 /// Run the daemon until a signal's drain completes.
+///
+/// The order matters. Inherited descriptors come first, before this process opens anything
+/// that could take a number `LISTEN_FDS` claims. Signal handlers come next, before any
+/// listener exists: from the first socket file on, a SIGTERM is a clean drain that removes
+/// it, never a kill that leaves it behind.
 pub fn run(config: Config) -> Result<(), Error> {
+    config.check().map_err(Error::Usage)?;
+    let inherited = systemd::listen_fds()?;
+    let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     match sys::raise_nofile_limit() {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
-        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+        Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e)),
     }
     if config.workers > 1 {
-        return supervisor::run(config);
+        return supervisor::run(config, inherited, signals);
     }
+    let kind = config.backend.resolve();
     let backend = reactor::open(config.backend).map_err(|source| Error::Backend {
-        name: config.backend.resolve().name(),
+        name: kind.name(),
         source,
     })?;
-    let listeners = match systemd::listen_fds()? {
+    let listeners = match inherited {
         Some(fds) => {
             log::info!(
                 "socket activation: serving {} inherited sockets; --listen is ignored",
@@ -79,46 +90,9 @@ pub fn run(config: Config) -> Result<(), Error> {
             .map(Listener::bind)
             .collect::<Result<Vec<_>, _>>()?,
     };
-    let signals =
-        signal::Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if kind == BackendKind::Select {
+        listen::select_can_watch(&listeners, signals.fd())?;
+    }
     let notifier = systemd::Notifier::from_env();
     server::Server::new(backend, config, listeners, signals, notifier)?.run()
-}
-
-/// Put in front of every log line of this process: `supervisor: `, `worker 2: ` (SPEC §8).
-static LOG_PREFIX: std::sync::RwLock<&'static str> = std::sync::RwLock::new("");
-
-/// Start every later log line of this process with `prefix`. Set at most twice per process
-/// (supervisor, then worker after the fork), so leaking the old one costs nothing.
-pub fn set_log_prefix(prefix: String) {
-    if let Ok(mut p) = LOG_PREFIX.write() {
-        *p = Box::leak(prefix.into_boxed_str());
-    }
-}
-
-/// Log to stderr at `level` unless `RUST_LOG` says otherwise. Under systemd (JOURNAL_STREAM
-/// set) lines carry `<N>` priority prefixes for journald instead of timestamps.
-pub fn init_logging(level: log::LevelFilter) {
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let mut builder = env_logger::Builder::new();
-    builder.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
-    builder.format(move |f, record| {
-        let prefix = LOG_PREFIX.read().map_or("", |p| *p);
-        if journald {
-            let prio = match record.level() {
-                log::Level::Error => 3,
-                log::Level::Warn => 4,
-                log::Level::Info => 6,
-                log::Level::Debug | log::Level::Trace => 7,
-            };
-            writeln!(f, "<{prio}>{prefix}{}", record.args())
-        } else {
-            let ts = f.timestamp_millis();
-            writeln!(f, "[{ts} {:<5}] {prefix}{}", record.level(), record.args())
-        }
-    });
-    builder.init();
 }

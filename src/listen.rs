@@ -4,16 +4,17 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::sys::socket::{
-    bind as nix_bind, getsockname, listen as nix_listen, setsockopt, socket, sockopt,
-    AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr,
+    bind as nix_bind, connect as nix_connect, getsockname, listen as nix_listen, setsockopt,
+    socket, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage,
+    UnixAddr,
 };
 
 use crate::config::ListenAddr;
-use crate::error::Error;
+use crate::error::{Error, Plain};
 use crate::reactor::{Backend, Interest, Token};
 
 /// Connections the kernel may queue per listener while we are busy (SPEC: at least 1024;
@@ -27,6 +28,7 @@ pub struct Listener {
     /// A unix socket path we created, with its (device, inode), removed again when the
     /// listener is dropped if it is still that file.
     owned_path: Option<(PathBuf, (u64, u64))>,
+    inherited: bool,
     /// One socket several worker processes wait on (registered exclusively).
     shared: bool,
 }
@@ -101,6 +103,7 @@ impl Listener {
                     label,
                     owned_path: None,
                     shared: false,
+                    inherited: false,
                 })
             }
             ListenAddr::Unix(path) => {
@@ -114,6 +117,7 @@ impl Listener {
                     label: addr.to_string(),
                     owned_path: Some((path.clone(), identity)),
                     shared: false,
+                    inherited: false,
                 })
             }
         }
@@ -127,6 +131,7 @@ impl Listener {
             fd,
             label,
             owned_path: None,
+            inherited: true,
             shared: false,
         }
     }
@@ -166,6 +171,11 @@ impl Listener {
         }
     }
 
+    /// Handed in by systemd rather than bound here.
+    pub fn is_inherited(&self) -> bool {
+        self.inherited
+    }
+
     /// The address actually bound, e.g. `127.0.0.1:41234` or `unix:/run/echo.sock`.
     pub fn label(&self) -> &str {
         &self.label
@@ -187,16 +197,47 @@ impl Drop for Listener {
         match file_identity(path) {
             Ok(now) if now == *identity => {
                 if let Err(e) = std::fs::remove_file(path) {
-                    log::debug!("cannot remove {}: {e}", path.display());
+                    log::debug!("cannot remove {}: {}", path.display(), Plain(&e));
                 }
             }
             Ok(_) => log::warn!(
                 "not removing {}: it is no longer our socket",
                 path.display()
             ),
-            Err(e) => log::debug!("not removing {}: {e}", path.display()),
+            Err(e) => log::debug!("not removing {}: {}", path.display(), Plain(&e)),
         }
     }
+}
+
+/// select(2) cannot watch a descriptor >= FD_SETSIZE. Clients beyond it are refused one by
+/// one (SPEC §4), but a listener or the signal pipe there is fatal: say which and why.
+pub fn select_can_watch(listeners: &[Listener], signal_pipe: RawFd) -> Result<(), Error> {
+    let limit = libc::FD_SETSIZE;
+    let why = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("select watches only descriptors below FD_SETSIZE ({limit}); use --backend poll or epoll"),
+        )
+    };
+    if let Some(l) = listeners.iter().find(|l| l.fd() as usize >= limit) {
+        let what = if l.is_inherited() {
+            "inherited descriptor"
+        } else {
+            "descriptor"
+        };
+        let context = format!(
+            "{what} {} ({}) cannot be used with --backend select",
+            l.fd(),
+            l.label()
+        );
+        return Err(Error::io(context, why()));
+    }
+    if signal_pipe as usize >= limit {
+        let context =
+            format!("the signal pipe is descriptor {signal_pipe}, too high for --backend select");
+        return Err(Error::io(context, why()));
+    }
+    Ok(())
 }
 
 fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
@@ -229,13 +270,21 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
             "the path exists and is not a socket",
         ));
     }
-    match UnixStream::connect(path) {
-        Ok(_) => Err(io::Error::from_raw_os_error(libc::EADDRINUSE)),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+    // A non-blocking probe: a blocking connect() to a live listener whose backlog is full
+    // waits until it accepts, which may be never. For unix sockets EAGAIN is that full
+    // backlog (they never return EINPROGRESS): someone is listening.
+    let probe = stream_socket(AddressFamily::Unix)?;
+    let addr = UnixAddr::new(path).map_err(io::Error::from)?;
+    match nix_connect(probe.as_raw_fd(), &addr) {
+        Ok(()) | Err(Errno::EAGAIN | Errno::EINPROGRESS) => {
+            Err(io::Error::from_raw_os_error(libc::EADDRINUSE))
+        }
+        Err(Errno::ECONNREFUSED) => {
             log::debug!("removing stale socket {}", path.display());
             std::fs::remove_file(path)
         }
-        Err(e) => Err(e),
+        Err(Errno::ENOENT) => Ok(()), // removed meanwhile
+        Err(e) => Err(e.into()),
     }
 }
 

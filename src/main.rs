@@ -1,19 +1,22 @@
 //! `echo-mux`: parse the command line, run the daemon, map the outcome to an exit code.
 
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use echo_mux::cli::{self, Command};
+use echo_mux::error::{Error, Plain};
+use echo_mux::logging;
 
 fn main() -> ExitCode {
     match cli::parse(std::env::args_os()) {
-        Ok(Command::Print(text)) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(Command::Print(text)) => print(&text),
         Ok(Command::Run(config, level)) => {
-            echo_mux::init_logging(level);
+            logging::init(level);
             match echo_mux::run(config) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(()) => {
+                    logging::finish();
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(&e),
             }
         }
@@ -21,7 +24,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn fail(e: &echo_mux::error::Error) -> ExitCode {
-    eprintln!("echo-mux: {e}");
+/// `--help`/`--version`. `print!` would panic on a write error: a reader that left early
+/// (`echo-mux --help | head -1`) is its own choice, so that is a quiet exit 0; any other
+/// error (a full disk) is one line and exit 1.
+fn print(text: &str) -> ExitCode {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            logging::emit(&format!(
+                "echo-mux: cannot write to stdout: {}\n",
+                Plain(&e)
+            ));
+            logging::finish();
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The one error line, after whatever the log still holds (neither may block for long:
+/// see `logging`).
+fn fail(e: &Error) -> ExitCode {
+    logging::emit(&format!("echo-mux: {e}\n"));
+    logging::finish();
     ExitCode::from(e.exit_code())
 }

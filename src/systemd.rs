@@ -12,7 +12,7 @@
 
 use std::env;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
@@ -22,7 +22,8 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::error::Error;
+use crate::duration::MAX_DURATION;
+use crate::error::{Error, Plain};
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
 const LISTEN_FDS_START: RawFd = 3;
@@ -49,7 +50,7 @@ impl Notifier {
         match Notifier::new(&name) {
             Ok(n) => Some(n),
             Err(e) => {
-                log::debug!("NOTIFY_SOCKET={name} is unusable: {e}");
+                log::debug!("NOTIFY_SOCKET={name} is unusable: {}", Plain(&e));
                 None
             }
         }
@@ -91,7 +92,11 @@ impl Notifier {
         }
         match sendto(self.sock.as_raw_fd(), state.as_bytes(), &self.target, flags) {
             Ok(_) => log::trace!("sd_notify {state:?}"),
-            Err(e) => log::debug!("sd_notify {state:?} to {} failed: {e}", self.name),
+            Err(e) => log::debug!(
+                "sd_notify {state:?} to {} failed: {}",
+                self.name,
+                Plain(&e.into())
+            ),
         }
     }
 }
@@ -126,14 +131,17 @@ fn watchdog_interval_from(usec: Option<&str>, pid: Option<&str>, me: u32) -> Opt
         }
     }
     let usec: u64 = usec?.trim().parse().ok().filter(|&u| u > 0)?;
-    Some(Duration::from_micros(usec / 2).max(Duration::from_micros(1)))
+    // Bounded like every other timer, so `now + interval` stays far from overflow.
+    let half = Duration::from_micros(usec / 2).clamp(Duration::from_micros(1), MAX_DURATION);
+    Some(half)
 }
 
 /// Socket activation. When `LISTEN_PID` is this process and `LISTEN_FDS` >= 1, take fds
-/// 3..3+N, check that each is a listening stream socket, make them non-blocking and
+/// 3..3+N, check that each is an open, listening stream socket, make them non-blocking and
 /// close-on-exec, remove `LISTEN_PID`/`LISTEN_FDS`/`LISTEN_FDNAMES` from the environment and
 /// return them. `Ok(None)` when not socket-activated. Call it once, at start, before any
-/// thread exists (it edits the environment).
+/// thread exists (it edits the environment) and before the process opens any descriptor of
+/// its own (one could take a number that `LISTEN_FDS` claims but systemd did not pass).
 pub fn listen_fds() -> Result<Option<Vec<OwnedFd>>, Error> {
     let pid = env::var("LISTEN_PID").ok();
     let fds = env::var("LISTEN_FDS").ok();
@@ -149,7 +157,7 @@ pub fn listen_fds() -> Result<Option<Vec<OwnedFd>>, Error> {
     };
     let mut taken = Vec::with_capacity(count);
     for raw in LISTEN_FDS_START..LISTEN_FDS_START + count as RawFd {
-        taken.push(adopt(raw)?);
+        taken.push(adopt(raw, count)?);
     }
     Ok(Some(taken))
 }
@@ -181,35 +189,40 @@ fn listen_count(pid: Option<&str>, fds: Option<&str>, me: u32) -> Result<Option<
     }
 }
 
-/// Take ownership of inherited descriptor `raw` once it is known to be open, check that it
-/// is a listening stream socket, and set O_NONBLOCK and FD_CLOEXEC on it.
-fn adopt(raw: RawFd) -> Result<OwnedFd, Error> {
-    let bad = |source: io::Error| {
+/// Take ownership of inherited descriptor `raw` (one of `announced`) once it is known to be
+/// open and a listening stream socket, and set O_NONBLOCK and FD_CLOEXEC on it. A descriptor
+/// that fails a check is left alone: it is not ours to close.
+fn adopt(raw: RawFd, announced: usize) -> Result<OwnedFd, Error> {
+    let err = |what: &str, source: io::Error| {
         Error::io(
-            format!("inherited descriptor {raw} is not a listening stream socket"),
+            format!("inherited descriptor {raw} (LISTEN_FDS={announced}) {what}"),
             source,
         )
     };
-    // Only an open descriptor may become an OwnedFd.
-    fcntl(raw, FcntlArg::F_GETFD).map_err(|e| bad(e.into()))?;
-    // SAFETY: `raw` is open (F_GETFD succeeded) and, by the socket activation protocol,
-    // handed to this process for it alone. Nothing else in echo-mux owns fds 3..3+N, and the
-    // LISTEN_* variables were removed, so a second call to `listen_fds` cannot take it again.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let bad = |source: io::Error| err("is not a listening stream socket", source);
+    let refuse = |why: String| bad(io::Error::new(io::ErrorKind::InvalidInput, why));
+    if let Err(e) = fcntl(raw, FcntlArg::F_GETFD) {
+        return Err(err("is not open", e.into()));
+    }
+    // SAFETY: `raw` is open (F_GETFD succeeded) and stays open while borrowed: this thread
+    // closes nothing meanwhile, and no other thread exists yet.
+    let fd = unsafe { BorrowedFd::borrow_raw(raw) };
     let kind = getsockopt(&fd, sockopt::SockType).map_err(|e| bad(e.into()))?;
     if kind != SockType::Stream {
-        let msg = format!("it is a {kind:?} socket").to_lowercase();
-        return Err(bad(io::Error::new(io::ErrorKind::InvalidInput, msg)));
+        return Err(refuse(format!("it is a {kind:?} socket").to_lowercase()));
     }
     if !getsockopt(&fd, sockopt::AcceptConn).map_err(|e| bad(e.into()))? {
-        let msg = "it is not listening";
-        return Err(bad(io::Error::new(io::ErrorKind::InvalidInput, msg)));
+        return Err(refuse("it is not listening".into()));
     }
     let flags = fcntl(raw, FcntlArg::F_GETFL).map_err(|e| bad(e.into()))?;
     let flags = OFlag::from_bits_retain(flags) | OFlag::O_NONBLOCK;
     fcntl(raw, FcntlArg::F_SETFL(flags)).map_err(|e| bad(e.into()))?;
     fcntl(raw, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(|e| bad(e.into()))?;
-    Ok(fd)
+    // SAFETY: `raw` is an open, listening socket. It was inherited: `listen_fds` runs before
+    // echo-mux opens or binds anything, so no descriptor of ours can hold a number in
+    // 3..3+LISTEN_FDS, and systemd hands these to this process alone. The LISTEN_*
+    // variables are gone, so a second call to `listen_fds` cannot take it again.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 #[cfg(test)]
@@ -280,6 +293,8 @@ mod tests {
         assert_eq!(f(None, None, 7), None);
         assert_eq!(f(Some("0"), None, 7), None);
         assert_eq!(f(Some("soon"), None, 7), None);
+        let most = f(Some(&u64::MAX.to_string()), None, 7);
+        assert_eq!(most, Some(MAX_DURATION), "bounded like every timer");
     }
 
     #[test]
@@ -315,13 +330,27 @@ mod tests {
         // A datagram socket is refused, naming the descriptor.
         let dgram = UnixDatagram::unbound().unwrap();
         let raw = dgram.into_raw_fd();
-        let e = adopt(raw).unwrap_err().to_string();
-        let want = format!("inherited descriptor {raw} is not a listening stream socket");
+        let e = adopt(raw, 1).unwrap_err().to_string();
+        let want =
+            format!("inherited descriptor {raw} (LISTEN_FDS=1) is not a listening stream socket");
         assert!(e.starts_with(&want), "{e}");
+        // Refused, so not taken: still open, and ours to close.
+        assert!(
+            fcntl(raw, FcntlArg::F_GETFD).is_ok(),
+            "a refused descriptor was closed"
+        );
+        // SAFETY: `raw` came from into_raw_fd above and nothing took ownership of it.
+        drop(unsafe { OwnedFd::from_raw_fd(raw) });
+        // A descriptor that is not open is named as such.
+        let e = adopt(raw, 1).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("descriptor {raw} (LISTEN_FDS=1) is not open")),
+            "{e}"
+        );
         // A listening socket is taken, made non-blocking and close-on-exec.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let raw = listener.into_raw_fd();
-        let fd = adopt(raw).unwrap();
+        let fd = adopt(raw, 1).unwrap();
         let fl = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
         assert!(fl.contains(OFlag::O_NONBLOCK));
         let fd_flags = FdFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFD).unwrap());

@@ -1,9 +1,10 @@
 //! Backend conformance: the contract written on `reactor::Backend`, checked against every
 //! backend with real sockets (unix pairs and loopback TCP pairs on port 0).
 //!
-//! `backend_test!(name, |b| ...)` stamps out `name::epoll`, `name::poll` and `name::select`
-//! from one body. Each body runs on its own thread under a watchdog, so a wait that never
-//! returns fails the test instead of hanging the suite. Timing assertions are one-sided
+//! `for_each_backend!(name, run)` beside `fn name(b: &mut dyn Backend)` stamps out
+//! `name_epoll`, `name_poll` and `name_select`, each given a fresh backend of its kind by
+//! `run`, on its own thread under a watchdog, so a wait that never returns fails the test
+//! instead of hanging the suite. Timing assertions are one-sided
 //! (never early) with a generous upper bound.
 
 use std::collections::HashSet;
@@ -32,32 +33,9 @@ const READ: Interest = Interest::READ;
 const WRITE: Interest = Interest::WRITE;
 const BOTH: Interest = Interest::BOTH;
 
-macro_rules! backend_test {
-    ($name:ident, $body:expr) => {
-        mod $name {
-            use super::*;
-
-            #[cfg(target_os = "linux")]
-            #[test]
-            fn epoll() {
-                run(BackendKind::Epoll, $body)
-            }
-
-            #[test]
-            fn poll() {
-                run(BackendKind::Poll, $body)
-            }
-
-            #[test]
-            fn select() {
-                run(BackendKind::Select, $body)
-            }
-        }
-    };
-}
-
-/// Run `body` against a fresh `kind` backend on its own thread, failing after `LIMIT`.
-fn run(kind: BackendKind, body: fn(&mut dyn Backend)) {
+/// Run `body` against a fresh `backend` on its own thread, failing after `LIMIT`.
+fn run(backend: &'static str, body: fn(&mut dyn Backend)) {
+    let kind: BackendKind = backend.parse().expect("a backend name");
     let (done, finished) = mpsc::channel();
     let worker = thread::Builder::new()
         .name(format!("backend-{}", kind.name()))
@@ -180,7 +158,8 @@ fn read_one(s: &mut impl Read) {
     s.read_exact(&mut byte).unwrap();
 }
 
-backend_test!(readable_only_after_data, |b: &mut dyn Backend| {
+for_each_backend!(readable_only_after_data, run);
+fn readable_only_after_data(b: &mut dyn Backend) {
     let (mut a, mut peer) = UnixStream::pair().unwrap();
     let (idle, _idle_peer) = UnixStream::pair().unwrap();
     set(b, &a, 1, NONE, READ);
@@ -195,9 +174,10 @@ backend_test!(readable_only_after_data, |b: &mut dyn Backend| {
     quiet(b);
     set(b, &a, 1, READ, NONE);
     set(b, &idle, 2, READ, NONE);
-});
+}
 
-backend_test!(writable_only_when_asked, |b: &mut dyn Backend| {
+for_each_backend!(writable_only_when_asked, run);
+fn writable_only_when_asked(b: &mut dyn Backend) {
     let (a, mut a_peer) = UnixStream::pair().unwrap();
     let (c, _c_peer) = UnixStream::pair().unwrap();
     // Tokens come back unchanged, large ones included.
@@ -210,9 +190,10 @@ backend_test!(writable_only_when_asked, |b: &mut dyn Backend| {
     assert_eq!(soon(b), [w(big)]);
     set(b, &a, big, WRITE, NONE);
     set(b, &c, 3, READ, NONE);
-});
+}
 
-backend_test!(modify_read_write_both, |b: &mut dyn Backend| {
+for_each_backend!(modify_read_write_both, run);
+fn modify_read_write_both(b: &mut dyn Backend) {
     let (mut a, mut peer) = UnixStream::pair().unwrap();
     peer.write_all(b"x").unwrap();
     set(b, &a, 4, NONE, READ);
@@ -232,9 +213,10 @@ backend_test!(modify_read_write_both, |b: &mut dyn Backend| {
     set(b, &a, 7, WRITE, READ);
     quiet(b);
     set(b, &a, 7, READ, NONE);
-});
+}
 
-backend_test!(remove_then_no_events, |b: &mut dyn Backend| {
+for_each_backend!(remove_then_no_events, run);
+fn remove_then_no_events(b: &mut dyn Backend) {
     let (a, mut a_peer) = UnixStream::pair().unwrap();
     let (c, mut c_peer) = UnixStream::pair().unwrap();
     a_peer.write_all(b"x").unwrap();
@@ -251,9 +233,10 @@ backend_test!(remove_then_no_events, |b: &mut dyn Backend| {
     assert_eq!(soon(b), [r(5)]);
     set(b, &a, 5, READ, NONE);
     quiet(b);
-});
+}
 
-backend_test!(no_event_for_none_after_peer_reset, |b: &mut dyn Backend| {
+for_each_backend!(no_event_for_none_after_peer_reset, run);
+fn no_event_for_none_after_peer_reset(b: &mut dyn Backend) {
     let (mut s, client) = tcp_pair();
     let (u, _u_peer) = UnixStream::pair().unwrap();
     set(b, &u, 6, NONE, READ);
@@ -274,35 +257,34 @@ backend_test!(no_event_for_none_after_peer_reset, |b: &mut dyn Backend| {
     assert_eq!(err.kind(), ErrorKind::ConnectionReset);
     set(b, &s, 5, READ, NONE);
     set(b, &u, 6, READ, NONE);
-});
+}
 
-backend_test!(
-    hangup_folded_into_readable_and_writable,
-    |b: &mut dyn Backend| {
-        let (a, a_peer) = UnixStream::pair().unwrap();
-        let (s, client) = tcp_pair();
-        set(b, &a, 1, NONE, READ);
-        set(b, &s, 2, NONE, WRITE);
-        assert_eq!(soon(b), [w(2)]);
-        drop(a_peer);
-        reset(client);
-        await_hangup(&a);
-        await_hangup(&s);
-        // select has no error set: it reports the hang-up in the registered direction only
-        // (see the Folding clause of the contract).
-        let want = if b.name() == "select" {
-            [r(1), w(2)]
-        } else {
-            [rw(1), rw(2)]
-        };
-        assert_eq!(soon(b), want);
-        set(b, &a, 1, READ, NONE);
-        set(b, &s, 2, WRITE, NONE);
-        quiet(b);
-    }
-);
+for_each_backend!(hangup_folded_into_readable_and_writable, run);
+fn hangup_folded_into_readable_and_writable(b: &mut dyn Backend) {
+    let (a, a_peer) = UnixStream::pair().unwrap();
+    let (s, client) = tcp_pair();
+    set(b, &a, 1, NONE, READ);
+    set(b, &s, 2, NONE, WRITE);
+    assert_eq!(soon(b), [w(2)]);
+    drop(a_peer);
+    reset(client);
+    await_hangup(&a);
+    await_hangup(&s);
+    // select has no error set: it reports the hang-up in the registered direction only
+    // (see the Folding clause of the contract).
+    let want = if b.name() == "select" {
+        [r(1), w(2)]
+    } else {
+        [rw(1), rw(2)]
+    };
+    assert_eq!(soon(b), want);
+    set(b, &a, 1, READ, NONE);
+    set(b, &s, 2, WRITE, NONE);
+    quiet(b);
+}
 
-backend_test!(many_descriptors_right_subset, |b: &mut dyn Backend| {
+for_each_backend!(many_descriptors_right_subset, run);
+fn many_descriptors_right_subset(b: &mut dyn Backend) {
     const PAIRS: usize = 100;
     // Token t is socket t: ends[2i] and ends[2i + 1] are the two ends of pair i.
     let mut ends = Vec::new();
@@ -348,9 +330,10 @@ backend_test!(many_descriptors_right_subset, |b: &mut dyn Backend| {
         }
     }
     quiet(b);
-});
+}
 
-backend_test!(timeout_never_returns_early, |b: &mut dyn Backend| {
+for_each_backend!(timeout_never_returns_early, run);
+fn timeout_never_returns_early(b: &mut dyn Backend) {
     let check = |b: &mut dyn Backend, timeout: Duration| {
         let start = Instant::now();
         assert_eq!(wait(b, Some(timeout)), []);
@@ -378,9 +361,10 @@ backend_test!(timeout_never_returns_early, |b: &mut dyn Backend| {
     assert_eq!(wait(b, Some(Duration::ZERO)), []);
     assert!(start.elapsed() < SLACK);
     set(b, &a, 1, READ, NONE);
-});
+}
 
-backend_test!(no_timeout_waits_until_ready, |b: &mut dyn Backend| {
+for_each_backend!(no_timeout_waits_until_ready, run);
+fn no_timeout_waits_until_ready(b: &mut dyn Backend) {
     let (mut a, mut peer) = UnixStream::pair().unwrap();
     set(b, &a, 1, NONE, READ);
     peer.write_all(b"x").unwrap();
@@ -404,11 +388,12 @@ backend_test!(no_timeout_waits_until_ready, |b: &mut dyn Backend| {
     assert_eq!(events, [r(1)]);
     let _peer = writer.join().unwrap();
     set(b, &a, 1, READ, NONE);
-});
+}
 
 extern "C" fn ignore_signal(_: libc::c_int) {}
 
-backend_test!(interrupted_wait_is_reported, |b: &mut dyn Backend| {
+for_each_backend!(interrupted_wait_is_reported, run);
+fn interrupted_wait_is_reported(b: &mut dyn Backend) {
     use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(
         SigHandler::Handler(ignore_signal),
@@ -443,9 +428,10 @@ backend_test!(interrupted_wait_is_reported, |b: &mut dyn Backend| {
     }
     assert!(start.elapsed() < Duration::from_secs(4));
     set(b, &a, 1, READ, NONE);
-});
+}
 
-backend_test!(descriptor_above_fd_setsize, |b: &mut dyn Backend| {
+for_each_backend!(descriptor_above_fd_setsize, run);
+fn descriptor_above_fd_setsize(b: &mut dyn Backend) {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     const HIGH: i32 = 1500;
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
@@ -489,9 +475,10 @@ backend_test!(descriptor_above_fd_setsize, |b: &mut dyn Backend| {
         set(b, &c, 2, READ, NONE);
     }
     quiet(b);
-});
+}
 
-backend_test!(negative_fd_is_refused, |b: &mut dyn Backend| {
+for_each_backend!(negative_fd_is_refused, run);
+fn negative_fd_is_refused(b: &mut dyn Backend) {
     let (c, mut c_peer) = UnixStream::pair().unwrap();
     set(b, &c, 2, NONE, READ);
     let err = b.set_interest(-1, Token(1), NONE, READ).unwrap_err();
@@ -501,4 +488,4 @@ backend_test!(negative_fd_is_refused, |b: &mut dyn Backend| {
     c_peer.write_all(b"x").unwrap();
     assert_eq!(soon(b), [r(2)]);
     set(b, &c, 2, READ, NONE);
-});
+}

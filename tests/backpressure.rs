@@ -188,9 +188,7 @@ fn idle_connections_cost_little(backend: &'static str) {
             grown * 1024 / N as u64
         ));
     }
-    let cpu0 = d.cpu_time();
-    thread::sleep(Duration::from_secs(1));
-    let burned = d.cpu_time().saturating_sub(cpu0);
+    let burned = d.cpu_burned(Duration::from_secs(1));
     if burned > Duration::from_millis(300) {
         d.fail(&format!(
             "{burned:?} of CPU in 1 s with {N} idle connections"
@@ -227,9 +225,7 @@ fn reset_while_paused_and_held_does_not_spin(backend: &'static str) {
     let _ = blaster.handle.join();
     drop(s); // RST: the daemon's connection is paused and its output all held
     thread::sleep(Duration::from_millis(100));
-    let cpu0 = d.cpu_time();
-    thread::sleep(Duration::from_secs(1));
-    let burned = d.cpu_time().saturating_sub(cpu0);
+    let burned = d.cpu_burned(Duration::from_secs(1));
     if t0.elapsed() >= Duration::from_millis(4900) {
         println!("note: machine too slow to measure inside the 5 s delay; skipping the CPU check");
     } else if burned > Duration::from_millis(300) {
@@ -237,14 +233,7 @@ fn reset_while_paused_and_held_does_not_spin(backend: &'static str) {
             "{burned:?} of CPU in 1 s after a reset on a paused, held connection: the loop spins"
         ));
     }
-    let start = Instant::now();
-    while d.stats().get("open").map(String::as_str) != Some("0") {
-        if start.elapsed() > Duration::from_secs(15) {
-            d.fail(&format!(
-                "the reset connection was never closed: {:?}",
-                d.stats()
-            ));
-        }
-        thread::sleep(Duration::from_millis(200));
+    if let Err(st) = d.wait_stat("open", "0", Duration::from_secs(15)) {
+        d.fail(&format!("the reset connection was never closed: {st:?}"));
     }
 }

@@ -7,7 +7,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use std::io::Write;
 
-use crate::util::client::{echo_exact, fresh_seed, read_line, IO_TIMEOUT};
+use crate::util::client::{echo_exact, fresh_seed, read_line};
 use crate::util::{run, Daemon, Run, TempSock, BACKENDS};
 
 /// Exit `code`, nothing on stdout, exactly one stderr line starting `echo-mux: ` and
@@ -188,8 +188,7 @@ fn stale_unix_socket_path_is_replaced() {
     let Some(d) = Daemon::spawn("poll", &["--listen", &sock.listen_arg()]) else {
         return;
     };
-    let s = UnixStream::connect(&sock.0).unwrap_or_else(|e| d.fail(&format!("connect: {e}")));
-    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let s = d.connect_unix();
     if let Err(e) = echo_exact(&s, fresh_seed(), 4096, true) {
         d.fail(&e);
     }

@@ -1,13 +1,12 @@
 //! Raw echo: byte for byte under concurrency, half-close, unix sockets, listen-address
 //! forms (SPEC §1, §3, §4).
 
-use std::os::unix::net::UnixStream;
 use std::thread;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::util::client::{self, echo_exact, fresh_seed, Pattern, IO_TIMEOUT};
+use crate::util::client::{self, echo_exact, fresh_seed, Pattern};
 use crate::util::{Addr, Daemon, TempSock};
 
 const CLIENTS: usize = 200;
@@ -101,9 +100,7 @@ fn unix_and_tcp_listeners(backend: &'static str) {
     if !d.addrs().contains(&Addr::Unix(path.clone())) {
         d.fail(&format!("no `listening on {unix}` line"));
     }
-    let u = UnixStream::connect(&path).unwrap_or_else(|e| d.fail(&format!("connect {unix}: {e}")));
-    u.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    u.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+    let u = d.connect_unix();
     let t = d.connect();
     let (ru, rt) = thread::scope(|sc| {
         let a = sc.spawn(|| echo_exact(&u, fresh_seed(), 1 << 20, true));
@@ -128,7 +125,7 @@ fn unix_and_tcp_listeners(backend: &'static str) {
 #[test]
 fn listen_on_ipv6_and_host_names() {
     use std::net::ToSocketAddrs;
-    let v6 = std::net::TcpListener::bind("[::1]:0").is_ok();
+    let v6 = client::ipv6_loopback_works();
     // `localhost` may resolve to ::1 first; without IPv6 that cannot be bound.
     let first = ("localhost", 0)
         .to_socket_addrs()
@@ -152,7 +149,7 @@ fn listen_on_ipv6_and_host_names() {
         let Addr::Tcp(sa) = a else {
             d.fail("unexpected unix listener")
         };
-        let s = client::connect(*sa).unwrap_or_else(|e| d.fail(&format!("connect {sa}: {e}")));
+        let s = d.connect_at(*sa);
         if let Err(e) = echo_exact(&s, fresh_seed(), 10_000, true) {
             d.fail(&format!("{sa}: {e}"));
         }

@@ -2,7 +2,6 @@
 //! and the soft RLIMIT_NOFILE raised at start.
 
 use std::io::Write;
-use std::thread;
 use std::time::Duration;
 
 use crate::util::client::{self, outcome, ping, Outcome};
@@ -38,15 +37,13 @@ fn fd_exhaustion_does_not_spin(backend: &'static str) {
     // More pressure: these wait in the backlog or are shed.
     waiting.extend((0..10).filter_map(|_| client::connect(d.addr()).ok()));
     let mark = d.mark();
-    let cpu0 = d.cpu_time();
-    thread::sleep(Duration::from_secs(1));
-    let burned = d.cpu_time().saturating_sub(cpu0);
+    let burned = d.cpu_burned(Duration::from_secs(1));
     if burned > Duration::from_millis(500) {
         d.fail(&format!(
             "{burned:?} of CPU in 1 s while out of descriptors: the loop spins"
         ));
     }
-    let logged = d.stderr()[mark..].lines().count();
+    let logged = d.stderr_since(mark).lines().count();
     if logged > 5 {
         d.fail(&format!(
             "{logged} log lines in 1 s while out of descriptors; want one per burst"
@@ -118,7 +115,8 @@ fn select_closes_descriptors_beyond_fd_setsize() {
             served.len()
         ));
     }
-    let warned = d.stderr()[mark..]
+    let warned = d
+        .stderr_since(mark)
         .lines()
         .any(|l| l.to_ascii_lowercase().contains("warn") && l.contains("select"));
     if !warned {

@@ -7,8 +7,14 @@ mod util;
 // Backend conformance: the `reactor::Backend` contract, one suite run against epoll, poll and select.
 mod backends;
 
-// systemd: unit files (verify, security), install.sh, socket activation, sd_notify, watchdog.
-mod systemd;
+// systemd unit files (verify, security) and scripts/install.sh.
+mod install;
+
+// Socket activation: systemd-socket-activate on every backend, IPv4+IPv6, unix; LISTEN_FDS.
+mod activation;
+
+// sd_notify (READY, STATUS, STOPPING) and the watchdog, on a NOTIFY_SOCKET the test binds.
+mod notify;
 
 // Raw echo, byte for byte, over all three backends; half-close; unix and IPv6 listeners.
 mod echo;
@@ -39,6 +45,13 @@ mod fds;
 
 // The shell tools: hammer.sh once per backend, and demo.sh, against the real daemon.
 mod scripts;
+
+// Startup: duration maximum, inherited descriptors, early signals, a full unix backlog,
+// --help on a closed stdout, and the wording of messages (issue 8).
+mod startup;
+
+// Logging never stalls the loop: an unread stderr costs dropped, counted lines, not service.
+mod logging;
 
 // Workers: the supervisor, SO_REUSEPORT spread, reaping and replacing, wedge detection,
 // signals forwarded, exact totals, socket activation and sd_notify with --workers.

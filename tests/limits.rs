@@ -63,14 +63,7 @@ fn max_clients_counts_all_listeners() {
     ) else {
         return;
     };
-    let addrs: Vec<_> = d
-        .addrs()
-        .iter()
-        .map(|a| match a {
-            crate::util::Addr::Tcp(s) => *s,
-            crate::util::Addr::Unix(_) => unreachable!(),
-        })
-        .collect();
+    let addrs = d.tcp_addrs();
     let mut a = client::connect(addrs[0]).unwrap();
     let mut b = client::connect(addrs[1]).unwrap();
     ping(&mut a, b"a").unwrap();
@@ -157,22 +150,15 @@ fn resets_mid_stream_are_harmless(backend: &'static str) {
     if let Err(e) = echo_exact(&d.connect(), fresh_seed(), 100_000, true) {
         d.fail(&format!("a new client after the storm: {e}"));
     }
-    let logged = d.stderr()[mark..].to_string();
+    let logged = d.stderr_since(mark);
     if !logged.is_empty() {
         d.fail(&format!(
             "resetting peers logged at the default level:\n{logged}"
         ));
     }
     if d.is_owned() {
-        let start = Instant::now();
-        while d.stats().get("open").map(String::as_str) != Some("1") {
-            if start.elapsed() > Duration::from_secs(5) {
-                d.fail(&format!(
-                    "connections leaked after the resets: {:?}",
-                    d.stats()
-                ));
-            }
-            thread::sleep(Duration::from_millis(100));
+        if let Err(st) = d.wait_stat("open", "1", Duration::from_secs(5)) {
+            d.fail(&format!("connections leaked after the resets: {st:?}"));
         }
     }
 }

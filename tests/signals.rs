@@ -30,9 +30,8 @@ fn wait_refused(d: &Daemon, addr: SocketAddr) {
 
 /// A line after `mark` that is a warning and counts `n` (as a separate number).
 fn warning_counting(d: &Daemon, mark: usize, n: usize) -> Option<String> {
-    let text = d.stderr();
-    let text = text.get(mark..).unwrap_or("");
-    text.lines()
+    d.stderr_since(mark)
+        .lines()
         .find(|l| {
             l.to_ascii_lowercase().contains("warn")
                 && l.split(|c: char| !c.is_ascii_alphanumeric())
@@ -272,7 +271,8 @@ fn sigusr1_logs_one_stats_line(backend: &'static str) {
         ));
     }
     thread::sleep(Duration::from_millis(100)); // room for a stray second line
-    let lines = d.stderr()[mark..]
+    let lines = d
+        .stderr_since(mark)
         .lines()
         .filter(|l| l.contains("stats: "))
         .count();

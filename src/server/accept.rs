@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{connections, later, Server, Source, Timer};
+use crate::duration::Human;
+use crate::error::Plain;
 use crate::listen::Listener;
 use crate::reactor::Interest;
 use crate::refusal::{Peer, Reason, RefusalLog};
@@ -84,6 +86,7 @@ impl Gate {
         if e.kind() == io::ErrorKind::InvalidInput {
             warn!("closing connection: fd {fd} is beyond the {name} backend's limit (FD_SETSIZE); {total} refused so far");
         } else {
+            let e = Plain(e);
             warn!("closing connection: the {name} backend cannot watch fd {fd}: {e}; {total} refused so far");
         }
     }
@@ -107,7 +110,7 @@ impl Server {
                         return Backlog::Stopped;
                     }
                     _ => {
-                        warn!("accept failed: {e}");
+                        warn!("accept failed: {}", Plain(&e));
                         return Backlog::Stopped;
                     }
                 },
@@ -119,7 +122,7 @@ impl Server {
                 continue;
             }
             if let Err(e) = sys::set_nodelay(&stream) {
-                debug!("TCP_NODELAY: {e}"); // unix sockets have no Nagle to turn off
+                debug!("TCP_NODELAY: {}", Plain(&e)); // unix sockets have no Nagle to turn off
             }
             let slot = self.conns.insert(stream, self.now);
             let Some(conn) = self.conns.at(slot) else {
@@ -169,7 +172,11 @@ impl Server {
                 let token = Source::Listener(i).into();
                 let backend = self.backend.as_mut();
                 if let Err(e) = l.set_interest(backend, token, self.gate.listening, want) {
-                    warn!("cannot update poller interest for {}: {e}", l.label());
+                    warn!(
+                        "cannot update poller interest for {}: {}",
+                        l.label(),
+                        Plain(&e)
+                    );
                 }
             }
         }
@@ -181,9 +188,10 @@ impl Server {
     fn pause_accepting(&mut self, e: &io::Error) {
         if self.gate.shortage.is_none() {
             warn!(
-                "cannot accept: {e}; pausing accepts ({} open, retrying every {:?})",
+                "cannot accept: {}; pausing accepts ({} open, retrying every {})",
+                Plain(e),
                 connections(self.conns.open()),
-                ACCEPT_PAUSE
+                Human(ACCEPT_PAUSE)
             );
         }
         self.gate.shortage = Some(self.now);

@@ -5,6 +5,7 @@ use log::{info, warn};
 
 use super::accept::{Backlog, ACCEPT_BATCH};
 use super::{connections, later, Server, Timer};
+use crate::duration::Human;
 use crate::reactor::Interest;
 
 impl Server {
@@ -12,9 +13,9 @@ impl Server {
     /// client closes and its output is flushed, up to `--shutdown-timeout`.
     pub(super) fn start_drain(&mut self, name: &str) {
         info!(
-            "{name} received: draining {} (at most {:?})",
+            "{name} received: draining {} (at most {})",
             connections(self.conns.open()),
-            self.config.shutdown_timeout
+            Human(self.config.shutdown_timeout)
         );
         self.draining = true;
         self.status.stopping();

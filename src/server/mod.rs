@@ -13,7 +13,7 @@ use log::{debug, info, warn};
 use crate::config::Config;
 use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
-use crate::error::Error;
+use crate::error::{Error, Plain};
 use crate::listen::Listener;
 use crate::reactor::{Backend, Event, Interest};
 use crate::signal::{Request, Signals};
@@ -121,7 +121,8 @@ impl Server {
         self.status.ready(self.now, &mut self.timers);
         let mut events = Vec::with_capacity(1024);
         loop {
-            let timeout = self.timers.timeout(Instant::now());
+            // Pending log lines cap the sleep: stderr is retried, never waited on.
+            let timeout = crate::logging::flush(self.timers.timeout(Instant::now()));
             match self.backend.wait(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
@@ -207,7 +208,11 @@ impl Server {
             self.timers.add(due, Timer::Delay { slot, id: conn.id });
         }
         if let Err(e) = conn.sync_interest(self.backend.as_mut(), Source::Conn(slot).into()) {
-            warn!("cannot update poller interest for fd {}: {e}", conn.fd());
+            warn!(
+                "cannot update poller interest for fd {}: {}",
+                conn.fd(),
+                Plain(&e)
+            );
             self.close(slot, "poller error");
         }
     }
@@ -218,7 +223,7 @@ impl Server {
         };
         // Deregister before close (see the Backend contract).
         if let Err(e) = conn.deregister(self.backend.as_mut(), Source::Conn(slot).into()) {
-            debug!("deregistering fd {}: {e}", conn.fd());
+            debug!("deregistering fd {}: {}", conn.fd(), Plain(&e));
         }
         debug!("conn {} (fd {}) closed: {why}", conn.id, conn.fd());
     }

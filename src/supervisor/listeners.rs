@@ -9,10 +9,11 @@
 //!   registered exclusively (EPOLLEXCLUSIVE with epoll; poll and select workers all wake and
 //!   the losers of the accept race see EAGAIN, silently).
 
+use std::os::fd::{OwnedFd, RawFd};
+
 use crate::config::{Config, ListenAddr};
 use crate::error::Error;
-use crate::listen::Listener;
-use crate::systemd;
+use crate::listen::{self, Listener};
 
 /// Every listening socket of the daemon, sorted by who serves it.
 pub(super) struct Listeners {
@@ -25,12 +26,16 @@ pub(super) struct Listeners {
 impl Listeners {
     /// Adopt systemd's sockets, or bind `--listen` for `workers` workers. Any failure is
     /// returned before a single worker exists (SPEC §8: errors exit as §2, before any fork).
-    pub(super) fn open(config: &Config, workers: usize) -> Result<Listeners, Error> {
+    pub(super) fn open(
+        config: &Config,
+        workers: usize,
+        inherited: Option<Vec<OwnedFd>>,
+    ) -> Result<Listeners, Error> {
         let mut all = Listeners {
             own: (0..workers).map(|_| Vec::new()).collect(),
             shared: Vec::new(),
         };
-        if let Some(fds) = systemd::listen_fds()? {
+        if let Some(fds) = inherited {
             log::info!(
                 "socket activation: serving {} inherited sockets; --listen is ignored",
                 fds.len()
@@ -78,6 +83,14 @@ impl Listeners {
             mine.push(l);
         }
         mine
+    }
+
+    /// With `--backend select`, every worker's descriptors must be below FD_SETSIZE.
+    pub(super) fn select_can_watch(&self, signal_pipe: RawFd) -> Result<(), Error> {
+        listen::select_can_watch(&self.shared, signal_pipe)?;
+        self.own
+            .iter()
+            .try_for_each(|own| listen::select_can_watch(own, signal_pipe))
     }
 
     /// How many sockets the supervisor holds.

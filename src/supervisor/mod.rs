@@ -15,6 +15,7 @@
 //!   worker (a second one too), and the supervisor exits 0 once all are reaped.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -23,7 +24,7 @@ use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::reactor::{self, Backend, Interest, Token};
+use crate::reactor::{self, Backend, BackendKind, Interest, Token};
 use crate::shared::Region;
 use crate::signal::{Request, Signals};
 use crate::systemd::{self, Notifier};
@@ -93,8 +94,9 @@ enum Role {
 
 /// Run the supervisor and its `config.workers` workers until a shutdown completes. In each
 /// forked worker this never returns: the worker exits the process when its drain is done.
-pub fn run(config: Config) -> Result<(), Error> {
-    let mut sup = Supervisor::start(config)?;
+/// `inherited` and `signals` come from `run()`, which takes them first (see its docs).
+pub fn run(config: Config, inherited: Option<Vec<OwnedFd>>, signals: Signals) -> Result<(), Error> {
+    let mut sup = Supervisor::start(config, inherited, signals)?;
     match sup.serve()? {
         Role::Done => Ok(()),
         Role::Worker(k, mask) => spawn::worker_main(sup.into_worker(k, mask)),
@@ -102,16 +104,21 @@ pub fn run(config: Config) -> Result<(), Error> {
 }
 
 impl Supervisor {
-    fn start(config: Config) -> Result<Supervisor, Error> {
+    fn start(
+        config: Config,
+        inherited: Option<Vec<OwnedFd>>,
+        signals: Signals,
+    ) -> Result<Supervisor, Error> {
         let n = config.workers;
-        crate::set_log_prefix("supervisor: ".into());
-        let listeners = Listeners::open(&config, n)?;
+        crate::logging::set_prefix("supervisor: ".into());
+        let listeners = Listeners::open(&config, n, inherited)?;
+        if config.backend.resolve() == BackendKind::Select {
+            listeners.select_can_watch(signals.fd())?;
+        }
         let region = Region::map(n, 0).map_err(|e| Error::io("cannot map shared memory", e))?;
         let name = config.backend.resolve().name();
         let mut backend =
             reactor::open(config.backend).map_err(|source| Error::Backend { name, source })?;
-        let signals =
-            Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
         let children =
             ChildPipe::install().map_err(|e| Error::io("cannot install the SIGCHLD pipe", e))?;
         for (fd, token) in [(signals.fd(), SIGNALS), (children.fd(), CHILDREN)] {
@@ -172,7 +179,7 @@ impl Supervisor {
     fn serve(&mut self) -> Result<Role, Error> {
         let mut events = Vec::with_capacity(4);
         loop {
-            let timeout = self.timers.timeout(Instant::now());
+            let timeout = crate::logging::flush(self.timers.timeout(Instant::now()));
             match self.backend.wait(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
@@ -242,8 +249,9 @@ impl Supervisor {
         self.region.prepare(k, self.now);
         match spawn::fork() {
             Ok((Forked::Child, mask)) => {
+                crate::logging::after_fork();
+                crate::logging::set_prefix(format!("worker {k}: "));
                 spawn::become_worker(self.me);
-                crate::set_log_prefix(format!("worker {k}: "));
                 Ok(Some(Role::Worker(k, mask)))
             }
             Ok((Forked::Parent(pid), _)) => {

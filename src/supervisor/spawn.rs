@@ -100,6 +100,7 @@ pub(super) fn worker_main(start: WorkerStart) -> ! {
             e.exit_code()
         }
     };
+    crate::logging::finish();
     std::process::exit(code.into())
 }
 

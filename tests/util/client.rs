@@ -6,6 +6,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -33,6 +34,19 @@ pub fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
     s.set_write_timeout(Some(IO_TIMEOUT))?;
     s.set_nodelay(true)?;
     Ok(s)
+}
+
+/// Connect to the unix socket at `path` with [`IO_TIMEOUT`] on reads and writes.
+pub fn connect_unix(path: &Path) -> io::Result<UnixStream> {
+    let s = UnixStream::connect(path)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(s)
+}
+
+/// Can this machine listen on `[::1]`? (Tests of IPv6 skip, with a note, where it cannot.)
+pub fn ipv6_loopback_works() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
 }
 
 /// A seed that differs between runs and between calls (logged by failing checks).

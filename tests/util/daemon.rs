@@ -1,7 +1,8 @@
 //! A running daemon: its addresses, signals, exit, stderr, stats and resource use.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::thread;
@@ -28,13 +29,7 @@ pub struct Daemon {
 impl Daemon {
     /// A builder for a daemon on `backend` (listening on `127.0.0.1:0` unless told otherwise).
     pub fn with(backend: &'static str) -> Builder {
-        Builder {
-            backend,
-            backend_flag: true,
-            args: Vec::new(),
-            nofile: None,
-            env: Vec::new(),
-        }
+        Builder::new(backend)
     }
 
     /// Shorthand for `Daemon::with(backend).args(args).spawn()`.
@@ -46,9 +41,11 @@ impl Daemon {
     /// `ECHO_MUX_ADDR` is set, else a fresh one on `backend`.
     pub fn shared(backend: &'static str) -> Daemon {
         let Ok(addr) = std::env::var("ECHO_MUX_ADDR") else {
-            return Daemon::with(backend).spawn_local();
+            return Daemon::with(backend).launch();
         };
-        let parsed = Addr::parse(&addr).unwrap_or_else(|| {
+        // A host name (`localhost:50007`) is resolved once; its first address is used.
+        let resolved = || addr.to_socket_addrs().ok()?.next().map(Addr::Tcp);
+        let parsed = Addr::parse(&addr).or_else(resolved).unwrap_or_else(|| {
             panic!("ECHO_MUX_ADDR={addr:?} is neither HOST:PORT nor unix:/path")
         });
         Daemon {
@@ -81,7 +78,6 @@ impl Daemon {
     /// Does a new client get echoed within 10 s? (Connect, send one byte, wait for it;
     /// reconnect after a close.) For checking that the daemon recovers from a limit.
     pub fn serves_new_client(&self) -> bool {
-        use std::io::Write;
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(s) = client::connect(self.addr()) {
@@ -110,9 +106,48 @@ impl Daemon {
             .unwrap_or_else(|| self.fail("the daemon has no TCP listener"))
     }
 
+    /// Every TCP address, in the order of the listening lines.
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        let tcp = self.addrs.iter().filter_map(|a| match a {
+            Addr::Tcp(s) => Some(*s),
+            Addr::Unix(_) => None,
+        });
+        tcp.collect()
+    }
+
     /// A client connected to [`Daemon::addr`], with I/O timeouts.
     pub fn connect(&self) -> TcpStream {
         client::connect(self.addr()).unwrap_or_else(|e| self.fail(&format!("connect: {e}")))
+    }
+
+    /// A client connected to `addr` (one of several listeners), with I/O timeouts.
+    pub fn connect_at(&self, addr: SocketAddr) -> TcpStream {
+        client::connect(addr).unwrap_or_else(|e| self.fail(&format!("connect {addr}: {e}")))
+    }
+
+    /// A client connected to the first unix socket address, with I/O timeouts.
+    pub fn connect_unix(&self) -> UnixStream {
+        let Some(path) = self.addrs.iter().find_map(|a| match a {
+            Addr::Unix(p) => Some(p),
+            Addr::Tcp(_) => None,
+        }) else {
+            self.fail("the daemon has no unix listener")
+        };
+        client::connect_unix(path)
+            .unwrap_or_else(|e| self.fail(&format!("connect unix:{}: {e}", path.display())))
+    }
+
+    /// Send one line naming `what` on `s`; fail the test unless it comes back unchanged.
+    pub fn expect_echo(&self, s: impl Read + Write, what: &str) {
+        let msg = format!("hello from {what}\n");
+        match client::ping(s, msg.as_bytes()) {
+            Ok(back) if back == msg.as_bytes() => {}
+            Ok(back) => self.fail(&format!(
+                "echo from {what}: sent {msg:?}, got {:?}",
+                String::from_utf8_lossy(&back)
+            )),
+            Err(e) => self.fail(&format!("no echo from {what}: {e}")),
+        }
     }
 
     /// The daemon's pid (panics for an external daemon).
@@ -157,6 +192,15 @@ impl Daemon {
             .unwrap_or_else(|| self.fail(&format!("still running after {timeout:?}")))
     }
 
+    /// SIGTERM, then the daemon must exit 0 within `within` (SPEC §2, §5).
+    pub fn terminate(&mut self, within: Duration) {
+        self.signal(Signal::SIGTERM);
+        let st = self.wait_exit(within);
+        if !st.success() {
+            self.fail(&format!("exit {st} after SIGTERM, want 0"));
+        }
+    }
+
     /// Still running?
     pub fn is_running(&mut self) -> bool {
         self.try_wait_exit(Duration::ZERO).is_none()
@@ -165,6 +209,18 @@ impl Daemon {
     /// Everything the daemon wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.out.0.lock().unwrap().text.clone()
+    }
+
+    /// What the daemon wrote to stderr after `mark` (see [`Daemon::mark`]).
+    pub fn stderr_since(&self, mark: usize) -> String {
+        self.out
+            .0
+            .lock()
+            .unwrap()
+            .text
+            .get(mark..)
+            .unwrap_or("")
+            .to_string()
     }
 
     /// A position in stderr, for [`Daemon::wait_line`] to search after.
@@ -192,49 +248,6 @@ impl Daemon {
                 "no stderr line containing {needle:?} within {timeout:?}"
             ))
         })
-    }
-
-    /// Send SIGUSR1 and parse the `stats:` line it produces into `key -> value`.
-    pub fn stats(&self) -> HashMap<String, String> {
-        let mark = self.mark();
-        self.signal(Signal::SIGUSR1);
-        let line = self.expect_line(mark, "stats: ", Duration::from_secs(5));
-        let body = &line[line.find("stats: ").unwrap() + "stats: ".len()..];
-        body.split_whitespace()
-            .map(|kv| match kv.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => self.fail(&format!("stats field {kv:?} is not key=value in {line:?}")),
-            })
-            .collect()
-    }
-
-    /// Resident set size in KiB (`VmRSS` in /proc/PID/status).
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .unwrap_or_else(|e| self.fail(&format!("read /proc status: {e}")));
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| self.fail("no VmRSS in /proc/PID/status"))
-    }
-
-    /// User plus system CPU time consumed so far (/proc/PID/stat utime + stime).
-    pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .unwrap_or_else(|e| self.fail(&format!("read /proc stat: {e}")));
-        // Fields after the parenthesised command name start at field 3 (state); utime and
-        // stime are fields 14 and 15.
-        let rest = &stat[stat.rfind(')').unwrap() + 2..];
-        let f: Vec<u64> = rest
-            .split(' ')
-            .skip(11)
-            .take(2)
-            .map(|x| x.parse().unwrap())
-            .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        Duration::from_micros((f[0] + f[1]) * 1_000_000 / hz)
     }
 
     /// Everything known about the daemon, for failure messages.

@@ -3,7 +3,12 @@
 //! [`Daemon`] spawns the binary on `127.0.0.1:0`, learns the bound address from the
 //! `listening on …` log line (no fixed ports, no startup sleeps), collects stderr on a thread
 //! and kills the process on drop. When a test panics while a daemon is alive, the drop prints
-//! the command line, the exit status and the daemon's whole stderr.
+//! the command line, the exit status and the daemon's whole stderr. [`Builder`] sets the
+//! options, environment (`NOTIFY_SOCKET`, `TZ`, …) and RLIMIT_NOFILE, and starts the daemon
+//! under `systemd-socket-activate` or with descriptors passed as `LISTEN_FDS`;
+//! `Builder::run` runs it to completion instead, for startups that must fail.
+//!
+//! One macro, `for_each_backend!`, stamps every test that runs once per backend.
 //!
 //! External-server mode: with `ECHO_MUX_ADDR=127.0.0.1:50007` (or `unix:/path`) set,
 //! [`Daemon::shared`] hands out that running daemon instead of spawning one, so the tests
@@ -12,20 +17,25 @@
 #![allow(dead_code)]
 
 pub mod client;
+mod command;
 mod daemon;
+mod launch;
+mod probe;
 mod spawn;
 pub mod stamp;
+mod temp;
 
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub use command::{run, run_command, run_tool, Run, RUN_LIMIT, TOOL_LIMIT};
 pub use daemon::Daemon;
 pub use spawn::Builder;
+pub use temp::{TempDir, TempSock};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_echo-mux");
@@ -34,23 +44,36 @@ pub const BACKENDS: [&str; 3] = ["epoll", "poll", "select"];
 /// Longest wait for the `listening on` line(s).
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// `for_each_backend!(name);` beside `fn name(backend: &'static str)` stamps out the tests
-/// `name_epoll`, `name_poll` and `name_select`, each calling `name` with its backend. (The
-/// body stays an ordinary function, so rustfmt formats it.)
+/// The one backend matrix. `for_each_backend!(name);` beside `fn name(backend: &'static str)`
+/// stamps out the tests `name_epoll`, `name_poll` and `name_select`, each calling `name`
+/// with its backend's name. `for_each_backend!(name, runner);` calls `runner(backend, name)`
+/// instead, for bodies that need something made from the name first (tests/backends.rs
+/// runs `fn name(b: &mut dyn Backend)` on a fresh backend under a watchdog). Either way the
+/// body stays an ordinary function, so rustfmt formats it.
 macro_rules! for_each_backend {
     ($name:ident) => {
+        for_each_backend!(@stamp $name, |backend| $name(backend));
+    };
+    ($name:ident, $runner:path) => {
+        for_each_backend!(@stamp $name, |backend| $runner(backend, $name));
+    };
+    (@stamp $name:ident, |$b:ident| $call:expr) => {
         pastey::paste! {
+            #[cfg(target_os = "linux")]
             #[test]
             fn [<$name _epoll>]() {
-                $name("epoll")
+                let $b = "epoll";
+                $call
             }
             #[test]
             fn [<$name _poll>]() {
-                $name("poll")
+                let $b = "poll";
+                $call
             }
             #[test]
             fn [<$name _select>]() {
-                $name("select")
+                let $b = "select";
+                $call
             }
         }
     };
@@ -70,31 +93,6 @@ pub fn lift_nofile() -> u64 {
         }
     });
     getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft)
-}
-
-/// A unique unix socket path under the temp dir, removed (if still there) on drop.
-pub struct TempSock(pub PathBuf);
-
-impl TempSock {
-    pub fn new(tag: &str) -> TempSock {
-        let name = format!(
-            "echo-mux-test-{}-{tag}-{:x}.sock",
-            std::process::id(),
-            client::fresh_seed() & 0xffff_ffff
-        );
-        TempSock(std::env::temp_dir().join(name))
-    }
-
-    /// `unix:/path`, as `--listen` takes it.
-    pub fn listen_arg(&self) -> String {
-        format!("unix:{}", self.0.display())
-    }
-}
-
-impl Drop for TempSock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
 }
 
 /// One address the daemon listens on.
@@ -164,73 +162,5 @@ fn wait_captured<T>(
             return None;
         }
         c = cvar.wait_timeout(c, deadline - now).unwrap().0;
-    }
-}
-
-/// What a finished run of the binary produced.
-pub struct Run {
-    pub cmd: String,
-    /// Killed because it did not exit within 5 s.
-    pub timed_out: bool,
-    pub status: ExitStatus,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    /// Everything about the run, for failure messages.
-    pub fn describe(&self) -> String {
-        format!(
-            "\n--- command: {}\n--- status: {}{}\n--- stdout:\n{}\n--- stderr:\n{}\n--- end",
-            self.cmd,
-            self.status,
-            if self.timed_out {
-                " (killed: still running after 5 s)"
-            } else {
-                ""
-            },
-            self.stdout,
-            self.stderr
-        )
-    }
-}
-
-/// Run the binary with `args` to completion (killed after 5 s, see [`Run::timed_out`]).
-pub fn run(args: &[&str]) -> Run {
-    let cmd_line = format!("{BIN} {}", args.join(" "));
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd_line}: {e}"));
-    let out = capture(child.stdout.take().unwrap());
-    let err = capture(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            timed_out = true;
-            break child.wait().unwrap();
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
-    let text = |s: &Shared| {
-        wait_captured(s, Duration::from_secs(2), |c| c.eof.then_some(()));
-        s.0.lock().unwrap().text.clone()
-    };
-    Run {
-        cmd: cmd_line,
-        timed_out,
-        status,
-        stdout: text(&out),
-        stderr: text(&err),
     }
 }

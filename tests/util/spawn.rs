@@ -1,11 +1,8 @@
-//! Starting a daemon: the [`Builder`], and waiting for its `listening on` lines.
+//! How to start a daemon: the [`Builder`] and its options.
 
-use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::os::fd::OwnedFd;
 
-use super::{capture, wait_captured, Addr, Daemon, BIN, START_TIMEOUT};
+use super::{Daemon, Run, RUN_LIMIT};
 
 /// How to start a daemon: `Daemon::with("poll").args(&["--mode", "stamp"]).spawn()`.
 pub struct Builder {
@@ -14,9 +11,33 @@ pub struct Builder {
     pub(super) args: Vec<String>,
     pub(super) nofile: Option<(u64, u64)>,
     pub(super) env: Vec<(String, String)>,
+    pub(super) via: Via,
+    pub(super) listeners: Option<usize>,
+}
+
+/// Where the daemon's listeners come from.
+pub(super) enum Via {
+    /// Its own `--listen` options (`127.0.0.1:0` unless the test gives some).
+    Options,
+    /// `systemd-socket-activate`, one `-l` for each spec the closure makes from a free port.
+    Activator(Box<dyn Fn(u16) -> Vec<String>>),
+    /// Descriptors 3, 4, … with `LISTEN_FDS` and `LISTEN_PID`, as systemd passes them.
+    Inherited(Vec<OwnedFd>),
 }
 
 impl Builder {
+    pub(super) fn new(backend: &'static str) -> Builder {
+        Builder {
+            backend,
+            backend_flag: true,
+            args: Vec::new(),
+            nofile: None,
+            env: Vec::new(),
+            via: Via::Options,
+            listeners: None,
+        }
+    }
+
     /// Add command-line arguments (after `--backend`).
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));
@@ -40,13 +61,46 @@ impl Builder {
         self
     }
 
-    /// Set an environment variable for the daemon.
+    /// Set an environment variable for the daemon. (The systemd protocol variables and
+    /// `RUST_LOG` of the test's own environment never reach it; only the ones set here.)
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
     }
 
-    /// Start the daemon and wait for its listening line(s). `None` (with a note on stdout) in
+    /// `NOTIFY_SOCKET=socket`: where the daemon sends its sd_notify datagrams.
+    pub fn notify_socket(self, socket: &str) -> Self {
+        self.env("NOTIFY_SOCKET", socket)
+    }
+
+    /// Start the daemon under `systemd-socket-activate`, with one `-l` for each entry of
+    /// `listen(port)`, `port` being one that was free a moment ago (a fresh one is tried if
+    /// another process takes it first). The tool binds the sockets and execs the daemon in
+    /// the same process on the first connection, passing them as descriptors 3, 4, …;
+    /// [`Daemon::addrs`] are the specs, ready to connect to as soon as `spawn` returns.
+    pub fn socket_activated(mut self, listen: impl Fn(u16) -> Vec<String> + 'static) -> Self {
+        self.via = Via::Activator(Box::new(listen));
+        self
+    }
+
+    /// Pass `fds` as descriptors 3, 4, … with `LISTEN_FDS` set to their count and
+    /// `LISTEN_PID` to the daemon's pid, as systemd does (either variable set with
+    /// [`Builder::env`] wins, to test wrong values). The daemon gets no `--listen`, and
+    /// `spawn` waits for one listening line per descriptor.
+    pub fn inherit(mut self, fds: Vec<OwnedFd>) -> Self {
+        self.via = Via::Inherited(fds);
+        self
+    }
+
+    /// How many `listening on` lines `spawn` waits for (by default one per `--listen`, or
+    /// per inherited descriptor).
+    pub fn expect_listeners(mut self, n: usize) -> Self {
+        self.listeners = Some(n);
+        self
+    }
+
+    /// Start the daemon and wait until it is ready: its listening line(s), or under
+    /// `systemd-socket-activate` the tool's. `None` (with a note on stdout) in
     /// external-server mode, where the test cannot choose options or send signals.
     pub fn spawn(self) -> Option<Daemon> {
         if let Ok(addr) = std::env::var("ECHO_MUX_ADDR") {
@@ -55,90 +109,18 @@ impl Builder {
             );
             return None;
         }
-        Some(self.spawn_local())
+        Some(self.launch())
     }
 
-    pub(super) fn spawn_local(mut self) -> Daemon {
-        super::lift_nofile();
-        let mut listeners = self
-            .args
-            .iter()
-            .filter(|a| *a == "--listen" || *a == "-l")
-            .count();
-        if listeners == 0 {
-            self.args
-                .splice(0..0, ["--listen".into(), "127.0.0.1:0".into()]);
-            listeners = 1;
-        }
-        if self.backend_flag {
-            self.args
-                .splice(0..0, ["--backend".into(), self.backend.into()]);
-        }
-        let mut cmd = Command::new(BIN);
-        cmd.args(&self.args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        cmd.env_remove("RUST_LOG").env_remove("RUST_BACKTRACE");
-        cmd.env_remove("LISTEN_FDS")
-            .env_remove("LISTEN_PID")
-            .env_remove("NOTIFY_SOCKET");
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        if let Some((soft, hard)) = self.nofile {
-            let set = move || {
-                use nix::sys::resource::{setrlimit, Resource};
-                setrlimit(Resource::RLIMIT_NOFILE, soft, hard).map_err(io::Error::from)
-            };
-            // SAFETY: the closure only calls setrlimit(2), which is async-signal-safe, and
-            // touches no memory shared with the parent.
-            unsafe { cmd.pre_exec(set) };
-        }
-        let mut line = format!("{BIN} {}", self.args.join(" "));
-        if let Some((soft, hard)) = self.nofile {
-            line = format!("(RLIMIT_NOFILE={soft}:{hard}) {line}");
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {line}: {e}"));
-        let out = capture(child.stderr.take().unwrap());
-        let mut d = Daemon {
-            pid: child.id() as i32,
-            child: Some(child),
-            cmd: line,
-            out,
-            addrs: Vec::new(),
-            status: None,
-            backend: self.backend,
-            reported: Default::default(),
-        };
-        let found = wait_captured(&d.out, START_TIMEOUT, |c| {
-            let addrs = listening_addrs(&c.text);
-            (addrs.len() >= listeners).then_some(addrs)
-        });
-        match found {
-            Some(addrs) => d.addrs = addrs,
-            None => {
-                let why = match d.try_wait_exit(Duration::from_millis(200)) {
-                    Some(_) => "the daemon exited first".to_string(),
-                    None => format!("none within {START_TIMEOUT:?}"),
-                };
-                d.fail(&format!("want {listeners} `listening on` line(s): {why}"));
-            }
-        }
-        d
+    /// Run the daemon set up like this to completion, killed after [`RUN_LIMIT`]: for
+    /// startups that must fail. (Not under `systemd-socket-activate`, which waits for a
+    /// connection before it starts the daemon.)
+    pub fn run(self) -> Run {
+        assert!(
+            !matches!(self.via, Via::Activator(_)),
+            "Builder::run: an activated daemon starts only on a connection; use spawn"
+        );
+        let (cmd, line) = self.command(&[]);
+        super::run_command(cmd, line, RUN_LIMIT)
     }
-}
-
-/// The addresses of every complete `listening on ADDR (backend NAME)` line in `text`.
-fn listening_addrs(text: &str) -> Vec<Addr> {
-    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-    complete
-        .lines()
-        .filter_map(|l| {
-            let rest = &l[l.find("listening on ")? + "listening on ".len()..];
-            Addr::parse(&rest[..rest.find(" (backend")?])
-        })
-        .collect()
 }

@@ -1,0 +1,13 @@
+complete -c echo-mux -s l -l listen -d 'Listen on HOST:PORT, [V6ADDR]:PORT or unix:/path (repeatable) [default: 127.0.0.1:50007]' -r
+complete -c echo-mux -s b -l backend -d 'Readiness backend: epoll, poll, select or auto' -r
+complete -c echo-mux -l mode -d 'raw: echo every byte unchanged; stamp: answer each line with "Echo=><line> at <ctime>"' -r
+complete -c echo-mux -l delay -d 'Hold every reply for DUR after its data arrived' -r
+complete -c echo-mux -l max-clients -d 'Connections beyond N (all listeners together) are accepted and closed at once' -r
+complete -c echo-mux -l max-buffer -d 'Cap on one connection\'s pending output; reading pauses at the cap' -r
+complete -c echo-mux -l idle-timeout -d 'Close a connection with no traffic either way for DUR; 0 = never' -r
+complete -c echo-mux -l shutdown-timeout -d 'Longest graceful drain on SIGTERM/SIGINT; 0 = close everything at once' -r
+complete -c echo-mux -l workers -d 'Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on' -r
+complete -c echo-mux -s v -l verbose -d 'More logging (-v debug, -vv trace)'
+complete -c echo-mux -s q -l quiet -d 'Less logging (-q warn, -qq error)'
+complete -c echo-mux -s h -l help -d 'Print help'
+complete -c echo-mux -s V -l version -d 'Print version'

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# The Debian package's maintainer scripts where systemd runs, on a machine where it does not
+# (CI, containers): scripts/check-deb.sh calls this after its own checks. It makes the
+# scripts believe systemd runs (/run/systemd/system exists, for a few seconds) and records what
+# they ask of systemctl: install must start echo-mux.socket and not the socket-activated
+# service, a reinstall (upgrade) must restart without stopping first, removal must stop both
+# units, purge must forget the enablement. The fake systemctl answers is-enabled the way
+# systemd would from the links deb-systemd-helper made, and is-active with "inactive".
+# Offline calls (--root=/: deb-systemd-helper's `systemctl preset`) go to the real systemctl,
+# which needs no running systemd for them. Root only; the package must not be installed.
+set -euo pipefail
+
+usage() {
+    echo "Usage: scripts/check-deb-systemd.sh --deb PATH   (as root, echo-mux not installed, no running systemd)"
+}
+
+deb=
+while [ $# -gt 0 ]; do
+    case $1 in
+        --deb) [ $# -ge 2 ] || { usage >&2; exit 2; }; deb=$2; shift 2 ;;
+        --deb=*) deb=${1#*=}; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) echo "check-deb-systemd.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+pkg=echo-mux
+wants=/etc/systemd/system/sockets.target.wants/echo-mux.socket
+fail() {
+    echo "FAIL: $*" >&2
+    exit 1
+}
+ok() { echo "ok: $*"; }
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND" >&2' ERR
+
+[ -n "$deb" ] && [ -f "$deb" ] || { usage >&2; exit 2; }
+[ "$(id -u)" -eq 0 ] || fail "run as root: the check installs and purges the package"
+[ ! -d /run/systemd/system ] || fail "systemd runs here: nothing to emulate (check-deb.sh checks the real thing)"
+if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'installed\|config-files'; then
+    fail "$pkg is already installed here; this check installs and purges it: dpkg --purge $pkg first"
+fi
+real_systemctl=$(command -v systemctl) || fail "systemctl is not installed (apt-get install systemd)"
+real_invoke=$(command -v deb-systemd-invoke) || fail "deb-systemd-invoke is not installed (apt-get install init-system-helpers)"
+
+work=$(mktemp -d)
+fake_run_systemd=/run/systemd
+[ -e /run/systemd ] && fake_run_systemd=/run/systemd/system
+cleanup() {
+    rm -rf -- "$fake_run_systemd"
+    if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'installed\|config-files'; then
+        dpkg --purge "$pkg" >/dev/null 2>&1 || true
+    fi
+    rm -rf -- "$work"
+}
+trap cleanup EXIT
+mkdir -p /run/systemd/system
+mkdir -p "$work/bin"
+cat >"$work/bin/systemctl" <<EOF
+#!/bin/sh
+case " \$* " in *" --root="*) exec $real_systemctl "\$@" ;; esac
+echo "\$*" >>"$work/systemctl.log"
+for last; do :; done
+case " \$* " in
+    *" is-enabled "*)
+        case \$last in
+            echo-mux.socket) [ -L $wants ] && { echo enabled; exit 0; }; echo disabled; exit 1 ;;
+            echo-mux.service) echo indirect; exit 0 ;;
+        esac; echo disabled; exit 1 ;;
+    *" is-active "*) exit 3 ;;
+esac
+exit 0
+EOF
+# A container's /usr/sbin/policy-rc.d ("exit 101": never start services) would veto every
+# start; deb-systemd-invoke looks for it under $DPKG_ROOT, so point that at an empty tree.
+# The real deb-systemd-invoke still decides what to start, through the fake systemctl.
+mkdir -p "$work/no-policy"
+cat >"$work/bin/deb-systemd-invoke" <<EOF
+#!/bin/sh
+DPKG_ROOT=$work/no-policy exec $real_invoke "\$@"
+EOF
+chmod 0755 "$work/bin/systemctl" "$work/bin/deb-systemd-invoke"
+export PATH="$work/bin:$PATH"
+# Run one dpkg action and keep what it asked of systemctl in $calls.
+calls=
+under_systemd() {
+    : >"$work/systemctl.log"
+    dpkg "$@" >"$work/dpkg-emulated" 2>&1 || { cat "$work/dpkg-emulated" >&2; fail "dpkg $* under emulated systemd failed"; }
+    calls=$(cat "$work/systemctl.log")
+}
+called() { grep -q -- "$1" <<<"$calls"; }
+shown() { echo "$calls" | tr '\n' ';' | sed 's/;$//; s/;/; /g'; }
+says() { fail "$1; systemctl was called with:
+$calls"; }
+
+under_systemd -i "$deb"
+called ' daemon-reload' || says "install did not reload systemd"
+called ' start .*echo-mux.socket' || says "install did not start echo-mux.socket"
+called ' start .*echo-mux.service' && says "install started echo-mux.service (socket-activated: it waits for a connection)"
+ok "emulated systemd, install: daemon-reload, start echo-mux.socket (the service waits for a connection) [systemctl $(shown)]"
+under_systemd -i "$deb"
+called ' restart .*echo-mux.socket' || says "upgrade did not restart echo-mux.socket"
+called ' stop ' && says "upgrade stopped a unit before restarting it"
+ok "emulated systemd, upgrade: restart echo-mux.socket (and echo-mux.service whenever it runs), no stop [systemctl $(shown)]"
+under_systemd -r "$pkg"
+called '^stop echo-mux.service echo-mux.socket$' || says "removal did not stop both units"
+ok "emulated systemd, removal: stop echo-mux.service echo-mux.socket [systemctl $(shown)]"
+under_systemd --purge "$pkg"
+[ ! -e "$wants" ] || fail "$wants left after purge"
+ok "emulated systemd, purge: enablement forgotten"
