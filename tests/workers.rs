@@ -2,9 +2,7 @@
 //! connection is read from /proc (the socket's inode among each worker's descriptors) and
 //! from each worker's own SIGUSR1 line, never guessed from timing.
 
-use std::io::Write;
 use std::net::TcpStream;
-use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -12,12 +10,14 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::util::client::{self, check_pattern, echo_exact, expect_eof, fresh_seed, ping};
-use crate::util::{run, Daemon, TempSock};
+use crate::util::TempSock;
 
 mod activation;
 mod pool;
+mod replace;
+mod start;
 
-use pool::{children, is_gone, owner, Pool, ZombieWatch, PATIENCE};
+use pool::{is_gone, owner, Pool, PATIENCE};
 
 fn signal(pid: i32, sig: Signal) {
     kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
@@ -71,184 +71,6 @@ fn connections_land_on_every_worker(backend: &'static str) {
         "{t:?}"
     );
     drop(held);
-}
-
-for_each_backend!(kill_9_one_worker_while_both_stream);
-/// Clients of both workers stream 4 MiB each; worker 1 is killed with SIGKILL when they are
-/// 1 MiB in. Worker 2's clients get every byte back; worker 1's are cut off; worker 1 comes
-/// back (same number, new pid) and serves within 2 s; no child is ever left a zombie.
-fn kill_9_one_worker_while_both_stream(backend: &'static str) {
-    const TOTAL: usize = 4 << 20;
-    let Some(p) = Pool::start(backend, 2, &[]) else {
-        return;
-    };
-    let watch = ZombieWatch::start(p.pid(), Duration::from_millis(500));
-    let victim = p.worker_pid(1);
-    let clients = clients_on_every_worker(&p, 6);
-    let (tx, rx) = mpsc::channel();
-    let results: Vec<(i32, Result<(), String>)> = thread::scope(|sc| {
-        let mut go = Vec::new();
-        let hs: Vec<_> = clients
-            .iter()
-            .map(|(s, pid)| {
-                let (tx, (go_tx, go_rx)) = (tx.clone(), mpsc::channel::<()>());
-                go.push(go_tx);
-                let seed = fresh_seed();
-                sc.spawn(move || {
-                    let mut r = s.try_clone().unwrap();
-                    let reader = thread::spawn(move || {
-                        check_pattern(&mut r, seed, TOTAL).and_then(|_| expect_eof(&mut r))
-                    });
-                    let mut pat = client::Pattern::new(seed);
-                    let mut buf = vec![0u8; 64 << 10];
-                    let mut w = s;
-                    let sent = (|| {
-                        for i in 0..TOTAL / buf.len() {
-                            if i == 16 {
-                                tx.send(()).unwrap();
-                                let _ = go_rx.recv_timeout(Duration::from_secs(30));
-                            }
-                            pat.fill(&mut buf);
-                            w.write_all(&buf).map_err(|e| format!("write: {e}"))?;
-                        }
-                        s.shutdown(std::net::Shutdown::Write)
-                            .map_err(|e| format!("shutdown: {e}"))
-                    })();
-                    if sent.is_err() {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
-                    }
-                    (*pid, sent.and(reader.join().unwrap()))
-                })
-            })
-            .collect();
-        for _ in &hs {
-            rx.recv_timeout(PATIENCE)
-                .unwrap_or_else(|_| p.d.fail("clients did not get going"));
-        }
-        let mark = p.d.mark();
-        let t0 = Instant::now();
-        signal(victim, Signal::SIGKILL);
-        for g in go.drain(..) {
-            let _ = g.send(());
-        }
-        let want = format!("worker 1 (pid {victim}) killed by SIGKILL; restarting");
-        p.d.expect_line(mark, &want, PATIENCE);
-        let fresh = p.wait_replaced(1, mark, Duration::from_secs(2));
-        assert_ne!(fresh, victim);
-        // 16 new clients, each echoed, with when its echo came back; the first one the
-        // replacement serves (the hash picks its socket about every second time; who owns
-        // which is looked up afterwards, as /proc/net/tcp is slow to read on a busy host).
-        let echoed: Vec<(TcpStream, Duration)> = (0..16)
-            .filter_map(|_| {
-                let s = p.d.connect();
-                ping(&s, b"new").ok().map(|_| (s, t0.elapsed()))
-            })
-            .collect();
-        let served = echoed
-            .iter()
-            .find(|(s, _)| owner(s, &[fresh]).is_some())
-            .map(|(_, at)| *at);
-        match served {
-            Some(at) if at <= Duration::from_secs(2) => {}
-            _ => p.d.fail(&format!(
-                "replacement pid {fresh} served {served:?} after the kill"
-            )),
-        }
-        hs.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    for (pid, r) in &results {
-        match (pid == &victim, r) {
-            (false, Err(e)) => p.d.fail(&format!("a client of the other worker: {e}")),
-            (true, Ok(())) => {
-                p.d.fail("a client of the killed worker got everything back")
-            }
-            _ => {}
-        }
-    }
-    let zombies = watch.finish();
-    if !zombies.is_empty() {
-        p.d.fail(&format!("zombies: {zombies:?}"));
-    }
-}
-
-/// Four workers that die together while the supervisor is stopped: when it runs again it
-/// holds one pending SIGCHLD for four exits (standard signals do not queue), and must still
-/// reap every one at once (no zombie stays) and replace each under its own number.
-#[test]
-fn workers_that_die_together_are_all_reaped_and_replaced() {
-    let Some(p) = Pool::start("epoll", 4, &[]) else {
-        return;
-    };
-    let pids = p.worker_pids();
-    let mark = p.d.mark();
-    signal(p.pid(), Signal::SIGSTOP);
-    for &pid in &pids {
-        signal(pid, Signal::SIGKILL);
-    }
-    let t0 = Instant::now();
-    while children(p.pid()).iter().filter(|c| c.1 == 'Z').count() < 4 {
-        if t0.elapsed() > PATIENCE {
-            signal(p.pid(), Signal::SIGCONT);
-            p.d.fail("the killed workers did not all become zombies");
-        }
-        thread::sleep(Duration::from_millis(5));
-    }
-    // One reap per wake-up would leave the last of four for two 500 ms checks or more.
-    let watch = ZombieWatch::start(p.pid(), Duration::from_millis(600));
-    signal(p.pid(), Signal::SIGCONT);
-    for (k, old) in pids.iter().enumerate() {
-        let new = p.wait_replaced(k + 1, mark, PATIENCE);
-        assert_ne!(new, *old);
-    }
-    thread::sleep(Duration::from_millis(700));
-    let zombies = watch.finish();
-    if !zombies.is_empty() {
-        p.d.fail(&format!("zombies: {zombies:?}"));
-    }
-    let kids = children(p.pid());
-    assert!(
-        kids.len() == 4 && kids.iter().all(|c| c.1 != 'Z'),
-        "{kids:?}"
-    );
-}
-
-/// A worker that keeps dying is replaced after 100 ms, then 200 ms, then 400 ms, with a
-/// warning naming it, its pid and how it ended.
-#[test]
-fn replacements_back_off() {
-    let Some(p) = Pool::start("epoll", 2, &[]) else {
-        return;
-    };
-    for delay in ["100ms", "200ms", "400ms"] {
-        let (pid, mark) = (p.worker_pid(2), p.d.mark());
-        signal(pid, Signal::SIGKILL);
-        let want = format!("worker 2 (pid {pid}) killed by SIGKILL; restarting in {delay}");
-        p.d.expect_line(mark, &want, PATIENCE);
-        p.wait_replaced(2, mark, PATIENCE);
-    }
-}
-
-for_each_backend!(a_stopped_worker_is_replaced);
-/// SIGSTOP freezes worker 2's loop: no heartbeat for 5 s, so the supervisor kills it with
-/// SIGKILL and starts another worker 2, within about 8 s.
-fn a_stopped_worker_is_replaced(backend: &'static str) {
-    let Some(p) = Pool::start(backend, 2, &[]) else {
-        return;
-    };
-    let frozen = p.worker_pid(2);
-    let mark = p.d.mark();
-    let t0 = Instant::now();
-    signal(frozen, Signal::SIGSTOP);
-    let line = p.d.expect_line(mark, "is wedged", Duration::from_secs(8));
-    assert!(line.contains(&format!("worker 2 (pid {frozen})")), "{line}");
-    let fresh = p.wait_replaced(2, mark, Duration::from_secs(8));
-    let took = t0.elapsed();
-    assert!(took < Duration::from_secs(9), "replaced after {took:?}");
-    assert_ne!(fresh, frozen);
-    assert!(is_gone(frozen) || !children(p.pid()).iter().any(|c| c.0 == frozen));
-    // The running worker was never touched.
-    assert_eq!(p.worker_pid(1), p.worker_pids()[0]);
-    assert!(p.d.serves_new_client());
 }
 
 for_each_backend!(sigterm_drains_every_worker);
@@ -434,102 +256,4 @@ fn unix_listener_is_shared_and_kept(backend: &'static str) {
         !sock.0.exists(),
         "the supervisor left its socket file behind"
     );
-}
-
-#[test]
-fn bad_worker_counts_are_usage_errors() {
-    for bad in ["0", "-1", "two", "", "1.5", "99999"] {
-        let r = run(&["--workers", bad, "--listen", "127.0.0.1:0"]);
-        let line = format!("echo-mux: invalid value '{bad}' for '--workers'");
-        assert_eq!(r.status.code(), Some(2), "{}", r.describe());
-        assert!(r.stderr.starts_with(&line), "{}", r.describe());
-        assert_eq!(r.stderr.lines().count(), 1, "{}", r.describe());
-    }
-}
-
-/// A listener that cannot be bound ends the supervisor with exit 1 before any fork.
-#[test]
-fn a_bind_error_starts_no_worker() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = taken.local_addr().unwrap().to_string();
-    let r = run(&[
-        "--workers",
-        "2",
-        "--listen",
-        "127.0.0.1:0",
-        "--listen",
-        &addr,
-    ]);
-    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
-    assert!(
-        r.stderr.contains("address already in use"),
-        "{}",
-        r.describe()
-    );
-    assert!(!r.stderr.contains("started (pid"), "{}", r.describe());
-}
-
-/// A second supervisor on a port the first one serves fails ("address already in use")
-/// instead of joining its SO_REUSEPORT group and taking half its clients.
-#[test]
-fn a_second_instance_cannot_join_the_group() {
-    let Some(p) = Pool::start("epoll", 2, &[]) else {
-        return;
-    };
-    let addr = p.d.addr().to_string();
-    let r = run(&["--workers", "2", "--listen", &addr]);
-    assert_eq!(r.status.code(), Some(1), "{}", r.describe());
-    assert!(
-        r.stderr.contains("address already in use"),
-        "{}",
-        r.describe()
-    );
-    assert!(p.d.serves_new_client());
-}
-
-/// `--workers 1` (and the default) is one process: no supervisor, no child.
-#[test]
-fn one_worker_is_one_process() {
-    let Some(d) = Daemon::spawn("epoll", &["--workers", "1"]) else {
-        return;
-    };
-    assert!(d.serves_new_client());
-    assert!(children(d.pid()).is_empty());
-    assert!(!d.stderr().contains("supervisor"), "{}", d.stderr());
-    let s = d.stats();
-    assert!(
-        !s.contains_key("workers") && !s.contains_key("worker"),
-        "{s:?}"
-    );
-}
-
-/// `--workers auto` starts one worker per CPU this process may run on.
-#[test]
-fn auto_is_the_cpu_count() {
-    // nproc(1) counts the CPUs in this process's affinity mask, as `auto` does.
-    let out = std::process::Command::new("nproc").output().unwrap();
-    let cpus: usize = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    if cpus < 2 {
-        return println!("note: one CPU here; --workers auto is the one-process daemon");
-    }
-    let Some(d) = Daemon::spawn("epoll", &["--workers", "auto"]) else {
-        return;
-    };
-    d.expect_line(0, &format!("all {cpus} workers are accepting"), PATIENCE);
-    assert_eq!(children(d.pid()).len(), cpus);
-}
-
-/// The shipped unit runs one worker per CPU, and systemd's SIGTERM goes to the supervisor
-/// alone (`KillMode=mixed`), which forwards it once to each worker.
-#[test]
-fn the_unit_runs_workers_auto_with_killmode_mixed() {
-    let unit = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/systemd/echo-mux.service"
-    ))
-    .unwrap();
-    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
-    assert!(exec.contains(" --workers auto"), "{exec}");
-    assert!(unit.lines().any(|l| l == "KillMode=mixed"), "{unit}");
-    assert!(unit.lines().any(|l| l == "NotifyAccess=main"), "{unit}");
 }
