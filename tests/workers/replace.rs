@@ -189,3 +189,43 @@ fn a_stopped_worker_is_replaced(backend: &'static str) {
     assert_eq!(p.worker_pid(1), p.worker_pids()[0]);
     assert!(p.d.serves_new_client());
 }
+
+/// Connections queued for a worker when it dies are served by its replacement, not reset:
+/// the supervisor keeps every worker's listening socket open. Worker 1 is stopped (so
+/// clients queue in its socket's backlog), then killed; every client gets its echo.
+#[test]
+fn clients_queued_for_a_dead_worker_wait_for_its_replacement() {
+    let Some(p) = Pool::start("epoll", 2, &[]) else {
+        return;
+    };
+    let (victim, mark) = (p.worker_pid(1), p.d.mark());
+    signal(victim, Signal::SIGSTOP);
+    let t0 = Instant::now();
+    while !children(p.pid()).contains(&(victim, 'T')) {
+        assert!(t0.elapsed() < PATIENCE, "worker 1 did not stop");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let clients: Vec<TcpStream> = (0..24)
+        .map(|i| {
+            let s = p.d.connect();
+            (&s).write_all(format!("queued {i:02}").as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    signal(victim, Signal::SIGKILL);
+    p.wait_replaced(1, mark, PATIENCE);
+    for (i, s) in clients.iter().enumerate() {
+        let want = format!("queued {i:02}").into_bytes();
+        match client::outcome(s, PATIENCE) {
+            client::Outcome::Data(got) if got == want => {}
+            other => p.d.fail(&format!("client {i}: {other:?}")),
+        }
+    }
+    let served_by_fresh = clients
+        .iter()
+        .filter(|s| owner(s, &[p.worker_pid(1)]).is_some());
+    assert!(
+        served_by_fresh.count() > 0,
+        "(2^-24 that none was queued for worker 1)"
+    );
+}
