@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # hammer.sh: many parallel netcat clients against an echo server; each sends a random payload,
 # keeps what comes back, and the two are compared by SHA-256. Loopback testing tool for echo-mux
-# (works against any raw echo server that closes after echoing a half-closed connection).
+# (works against any raw echo server that closes after echoing a half-closed connection, and
+# with --udp against any UDP echo server).
 set -euo pipefail
 
 prog=hammer.sh
@@ -11,20 +12,28 @@ clients=20
 bytes=65536
 rounds=1
 timeout_s=60
+udp=0
+bytes_given=0
 
 usage() {
     cat <<USAGE
-Usage: scripts/$prog [--host H] [--port P] [--clients N] [--bytes B] [--rounds R] [--timeout S]
+Usage: scripts/$prog [--udp] [--host H] [--port P] [--clients N] [--bytes B] [--rounds R] [--timeout S]
 
 Starts N netcat clients at once against an echo server. Each sends B random bytes (fresh from
 /dev/urandom every round), half-closes (nc -N) and saves what the server echoes back until it
 closes; the SHA-256 of what was sent and what came back must match. Repeats R rounds.
 
+With --udp each client is nc -u: its B bytes leave as datagrams of at most 16 KiB (nc's read
+size), and it keeps listening until B bytes have come back, then 0.2 s more (so a duplicated
+or extra datagram shows up), or until --timeout. A lost datagram is a failure: UDP may drop
+under load, so keep N x B within the server's receive buffer (about 200 KiB by default).
+
 Options:
+  --udp         UDP instead of TCP (default B is then 1024)
   --host H      server host (default $host)
   --port P      server port (default $port)
   --clients N   parallel clients per round (default $clients)
-  --bytes B     payload size per client in bytes (default $bytes)
+  --bytes B     payload size per client in bytes (default $bytes; 1024 with --udp)
   --rounds R    rounds (default $rounds)
   --timeout S   give up on one client after S seconds (default $timeout_s)
   -h, --help    this text
@@ -45,6 +54,11 @@ while (($#)); do
         -h | --help)
             usage
             exit 0
+            ;;
+        --udp)
+            udp=1
+            shift
+            continue
             ;;
         --host | --port | --clients | --bytes | --rounds | --timeout)
             (($# >= 2)) || die_usage "option '$1' needs a value"
@@ -84,9 +98,11 @@ while (($#)); do
             [[ $val =~ ^[0-9]{1,10}$ ]] ||
                 die_usage "invalid value '$val' for '--bytes': expected a whole number of bytes"
             bytes=$val
+            bytes_given=1
             ;;
     esac
 done
+((bytes_given || !udp)) || bytes=1024
 
 for tool in nc sha256sum timeout head; do
     command -v "$tool" >/dev/null 2>&1 || {
@@ -96,13 +112,17 @@ for tool in nc sha256sum timeout head; do
         exit 2
     }
 done
-# -N (shut down the socket's sending side at end of input) is netcat-openbsd's.
-if ! nc -h 2>&1 | grep -q -- '-N'; then
-    echo "$prog: this nc has no -N option; install netcat-openbsd (apt-get install -y netcat-openbsd)" >&2
-    exit 2
-fi
+# -N (shut down the socket's sending side at end of input) and -q (quit after end of input)
+# are netcat-openbsd's.
+for flag in N q; do
+    if ! nc -h 2>&1 | grep -q -- "-$flag"; then
+        echo "$prog: this nc has no -$flag option; install netcat-openbsd (apt-get install -y netcat-openbsd)" >&2
+        exit 2
+    fi
+done
 
-if ! timeout 10 nc -z -w 5 "$host" "$port" 2>/dev/null; then
+# UDP has no handshake to probe: an absent server shows as clients that get nothing back.
+if ((!udp)) && ! timeout 10 nc -z -w 5 "$host" "$port" 2>/dev/null; then
     echo "$prog: cannot connect to $host:$port (is the server running?)" >&2
     echo "0 passed, $((clients * rounds)) failed"
     exit 1
@@ -121,18 +141,52 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# tcp_client I: client I over TCP; at most timeout_s seconds in all (nc -w also gives up on a
+# silent peer). Its exit status is nc's.
+tcp_client() {
+    timeout "$timeout_s" nc -N -w "$timeout_s" "$host" "$port" \
+        <"$work/in.$1" >"$work/out.$1" 2>"$work/err.$1"
+}
+
+# udp_client I: client I over UDP. nc -u closes its socket at the end of its input, so the input
+# stays open until every byte is back (or nc has exited, or timeout_s has passed), then 0.2 s
+# more to catch extra datagrams; -q 0 then ends nc at once. Its exit status is nc's.
+udp_client() {
+    local out=$work/out.$1 gone=$work/gone.$1
+    {
+        cat "$work/in.$1"
+        local ticks=$((timeout_s * 20))
+        while (($(stat -c %s "$out") < bytes && ticks-- > 0)) && [[ ! -e $gone ]]; do
+            sleep 0.05
+        done
+        [[ -e $gone ]] || sleep 0.2
+    } | {
+        local rc=0
+        timeout $((timeout_s + 5)) nc -u -q 0 "$host" "$port" >"$out" 2>"$work/err.$1" || rc=$?
+        : >"$gone"
+        return "$rc"
+    }
+}
+
+client=tcp_client
+proto=""
+if ((udp)); then
+    client=udp_client
+    proto=/udp
+fi
+
 passed=0
 failed=0
 for ((r = 1; r <= rounds; r++)); do
-    echo "round $r/$rounds: $clients clients x $bytes bytes to $host:$port"
+    echo "round $r/$rounds: $clients clients x $bytes bytes to $host:$port$proto"
     pids=()
     for ((i = 1; i <= clients; i++)); do
         head -c "$bytes" /dev/urandom >"$work/in.$i"
-        # Each client: at most timeout_s seconds in all; nc -w also gives up on a silent peer.
+        : >"$work/out.$i"
+        rm -f "$work/gone.$i"
         (
             rc=0
-            timeout "$timeout_s" nc -N -w "$timeout_s" "$host" "$port" \
-                <"$work/in.$i" >"$work/out.$i" 2>"$work/err.$i" || rc=$?
+            "$client" "$i" || rc=$?
             echo "$rc" >"$work/rc.$i"
         ) &
         pids+=("$!")

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh and demo.sh. Sourced, not run:
+# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh, vs-reference-udp.sh and
+# demo.sh. Sourced, not run:
 #     source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Defines functions only (no options, traps or variables are set by sourcing it). The caller
 # sets prog (its name, for messages) and root (the repository) first, and its own set -euo
@@ -29,6 +30,11 @@ is_seconds() { [[ $1 =~ ^[0-9]+([.][0-9]+)?$ ]]; }
 fail_log() {
     echo "$prog: $2; its log:" >&2
     sed 's/^/    /' "$1" >&2
+}
+
+# median: of the numbers on stdin (0 if there are none).
+median() {
+    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # jget KEY FILE: a number from echo-mux-bench's one-line JSON.
@@ -118,13 +124,14 @@ kill_lingering() {
     fi
 }
 
-# wait_listening LOG: waits up to 10 s for "listening on 127.0.0.1:PORT" in LOG; sets port.
-# Fails if server_pid died first or said nothing.
+# wait_listening LOG [SCHEME]: waits up to 10 s for "listening on SCHEME127.0.0.1:PORT" in LOG
+# (SCHEME: "" for TCP, "udp:" for echo-mux's UDP listeners); sets port. Fails if server_pid
+# died first or said nothing.
 wait_listening() {
-    local log=$1 i
+    local log=$1 scheme=${2:-} i
     port=""
     for ((i = 0; i < 200; i++)); do
-        port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$log" | head -n 1)
+        port=$(sed -n "s/.*listening on ${scheme}127\\.0\\.0\\.1:\\([0-9][0-9]*\\).*/\\1/p" "$log" | head -n 1)
         [[ -n $port ]] && return 0
         kill -0 "$server_pid" 2>/dev/null || return 1
         sleep 0.05
@@ -133,14 +140,20 @@ wait_listening() {
 }
 
 # spawn_server LOG COMMAND...: starts COMMAND in the background, stderr to LOG; sets server_pid,
-# then waits for its port (wait_listening).
+# then waits for its TCP port (wait_listening).
 spawn_server() {
-    local log=$1
-    shift
+    spawn_server_on "" "$@"
+}
+
+# spawn_server_on SCHEME LOG COMMAND...: spawn_server for a listener logged as SCHEME127.0.0.1:PORT
+# (SCHEME "udp:" for an echo-mux UDP listener).
+spawn_server_on() {
+    local scheme=$1 log=$2
+    shift 2
     : >"$log" # exists before the background job opens it, so polling it never races
     "$@" 2>"$log" &
     server_pid=$!
-    wait_listening "$log"
+    wait_listening "$log" "$scheme"
 }
 
 # stop_server: SIGTERM to server_pid, SIGKILL if it still runs 10 s later; reaps it.

@@ -2,7 +2,13 @@
 # vs-reference.sh: echo-mux (epoll, release) against the C reference server cecho-epoll under
 # the same echo-mux-bench load, in alternating rounds; prints each round and the ratio of the
 # medians (echo-mux / reference). Loopback only; every process it starts is stopped on exit.
+# With --udp (first argument): the UDP comparison in vs-reference-udp.sh.
 set -euo pipefail
+
+if [[ ${1:-} == --udp ]]; then
+    shift
+    exec "$(dirname "${BASH_SOURCE[0]}")/vs-reference-udp.sh" "$@"
+fi
 
 prog=vs-reference.sh
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,6 +26,7 @@ build=1
 usage() {
     cat <<USAGE
 Usage: scripts/$prog [--rounds R] [--duration S] [--warmup S] [--out DIR] [--no-build]
+       scripts/$prog --udp [options]     (UDP: against udpecho-mmsg and udpecho-simple; --udp --help)
 
 Compiles the C reference server (\$REFERENCE_DIR/cecho.c, default ../shared/reference relative
 to the repository, with gcc -O2 -DBACKEND_EPOLL), then for each round runs it and
@@ -134,11 +141,6 @@ start_server() {
     fail_log "$log" "$name did not start"
     stop_server
     return 1
-}
-
-# median: of the numbers on stdin.
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 # ---------------------------------------------------------------- the rounds

@@ -1,15 +1,18 @@
-//! echo-mux-bench: a one-thread load generator for echo servers (TCP or unix sockets).
+//! echo-mux-bench: a one-thread load generator for echo servers (TCP, unix sockets or UDP).
 //!
-//! Keeps N connections busy with closed-loop requests of S bytes (K in flight on each), checks
-//! every echoed byte, and reports requests/s, MB/s and latency percentiles. See `--help`.
+//! Keeps N connections busy with closed-loop requests of S bytes (K in flight on each), or N UDP
+//! sockets with one datagram outstanding each, checks every echoed byte, and reports
+//! requests/s, MB/s and latency percentiles. See `--help`.
 
 mod args;
+mod driver;
 mod pattern;
 mod report;
-mod run;
+mod sock;
+mod tcp;
+mod udp;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::error::ErrorKind;
 use clap::Parser;
@@ -27,25 +30,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = run::Config {
-        target: cli.addr,
-        connections: cli.connections as usize,
-        size: cli.size,
-        duration: cli.duration,
-        warmup: cli.warmup.unwrap_or(if cli.max_requests.is_some() {
-            Duration::ZERO
-        } else {
-            Duration::from_secs(1)
-        }),
-        pipeline: cli.pipeline as usize,
-        idle: cli.idle as usize,
-        max_requests: cli.max_requests,
-        connect_timeout: cli.connect_timeout,
-        progress: !cli.no_progress && run::stderr_is_terminal(),
+    let cfg = match cli.config() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("echo-mux-bench: {e}");
+            return ExitCode::from(2);
+        }
     };
     raise_nofile_limit(cfg.connections + cfg.idle);
 
-    match run::run(&cfg) {
+    let result = if cfg.udp {
+        udp::run(&cfg)
+    } else {
+        tcp::run(&cfg)
+    };
+    match result {
         Ok(outcome) => {
             if cli.json {
                 println!("{}", report::json(&cfg, &outcome));

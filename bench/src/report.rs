@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::run::{Config, Outcome};
+use crate::args::Config;
+use crate::driver::Outcome;
 
 /// The figures derived from an outcome.
 struct Figures {
@@ -51,24 +52,42 @@ fn figures(cfg: &Config, o: &Outcome) -> Figures {
 /// Human-readable report.
 pub fn text(cfg: &Config, o: &Outcome) -> String {
     let f = figures(cfg, o);
+    let e = &o.errors;
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "target      {}: {} connection{} + {} idle, {} B messages, pipeline {}",
-        cfg.target,
-        cfg.connections,
-        if cfg.connections == 1 { "" } else { "s" },
-        cfg.idle,
-        cfg.size,
-        cfg.pipeline
-    );
+    let (what, unit) = if cfg.udp {
+        ("datagrams", "datagrams/s")
+    } else {
+        ("requests", "req/s")
+    };
+    if cfg.udp {
+        let _ = writeln!(
+            s,
+            "target      {}/udp: {} socket{}, {} B datagrams, one outstanding each, reply timeout {} ms",
+            cfg.target,
+            cfg.connections,
+            plural(cfg.connections),
+            cfg.size,
+            cfg.reply_timeout.as_millis()
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "target      {}: {} connection{} + {} idle, {} B messages, pipeline {}",
+            cfg.target,
+            cfg.connections,
+            plural(cfg.connections),
+            cfg.idle,
+            cfg.size,
+            cfg.pipeline
+        );
+    }
     let _ = writeln!(
         s,
         "measured    {:.2} s after {:.2} s warmup",
         o.elapsed.as_secs_f64(),
         cfg.warmup.as_secs_f64()
     );
-    let _ = writeln!(s, "requests    {} answered, {:.0} req/s", o.requests, f.rps);
+    let _ = writeln!(s, "{what:<11} {} answered, {:.0} {unit}", o.requests, f.rps);
     let _ = writeln!(
         s,
         "throughput  {:.2} MB/s echoed (1 MB = 10^6 bytes)",
@@ -83,21 +102,34 @@ pub fn text(cfg: &Config, o: &Outcome) -> String {
         us(f.max_us),
         us(f.mean_us)
     );
-    let _ = writeln!(
-        s,
-        "errors      {} (wrong echoes {}, connections closed {}, idle connections lost {})",
-        o.errors(),
-        o.mismatches,
-        o.closed,
-        o.idle_closed
-    );
+    if cfg.udp {
+        let _ = writeln!(
+            s,
+            "errors      {} (wrong echoes {}, lost {}, socket errors {}); late replies {}",
+            o.errors(),
+            e.mismatches,
+            e.lost,
+            e.closed,
+            e.late
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "errors      {} (wrong echoes {}, connections closed {}, idle connections lost {})",
+            o.errors(),
+            e.mismatches,
+            e.closed,
+            e.idle_closed
+        );
+    }
     if let Some(e) = &o.first_error {
         let _ = writeln!(s, "first error {e}");
     }
     if o.requests == 0 {
         let _ = writeln!(
             s,
-            "warning     no request was answered in the measured phase ({} unanswered)",
+            "warning     no {} was answered in the measured phase ({} unanswered)",
+            if cfg.udp { "datagram" } else { "request" },
             o.unanswered
         );
     }
@@ -105,6 +137,14 @@ pub fn text(cfg: &Config, o: &Outcome) -> String {
         let _ = writeln!(s, "stopped     early: {e}");
     }
     s
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 fn us(v: f64) -> String {
@@ -125,7 +165,8 @@ pub fn json(cfg: &Config, o: &Outcome) -> String {
             "\"warmup_s\":{:.3},\"duration_s\":{:.3},\"elapsed_s\":{:.3},\"requests\":{},",
             "\"rps\":{:.1},\"mbps\":{:.3},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},",
             "\"max_us\":{:.1},\"mean_us\":{:.1},\"errors\":{},\"mismatches\":{},\"closed\":{},",
-            "\"idle_closed\":{},\"unanswered\":{},\"first_error\":{},\"early_stop\":{}}}"
+            "\"idle_closed\":{},\"lost\":{},\"late\":{},\"unanswered\":{},",
+            "\"first_error\":{},\"early_stop\":{},\"protocol\":\"{}\",\"reply_timeout_ms\":{}}}"
         ),
         json_str(&cfg.target.to_string()),
         cfg.connections,
@@ -144,12 +185,24 @@ pub fn json(cfg: &Config, o: &Outcome) -> String {
         f.max_us,
         f.mean_us,
         o.errors(),
-        o.mismatches,
-        o.closed,
-        o.idle_closed,
+        o.errors.mismatches,
+        o.errors.closed,
+        o.errors.idle_closed,
+        o.errors.lost,
+        o.errors.late,
         o.unanswered,
         opt(&o.first_error),
         opt(&o.early_stop),
+        match cfg.target {
+            _ if cfg.udp => "udp",
+            crate::args::Target::Unix(_) => "unix",
+            crate::args::Target::Tcp(_) => "tcp",
+        },
+        if cfg.udp {
+            cfg.reply_timeout.as_millis().to_string()
+        } else {
+            "null".into()
+        },
     )
 }
 

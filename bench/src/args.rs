@@ -1,5 +1,7 @@
-//! Command line: the clap definition and the value parsers (durations, sizes, addresses).
+//! Command line: the clap definition, the value parsers (durations, sizes, addresses) and the
+//! run configuration they make.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,17 +25,21 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Load generator for echo servers: closed-loop requests over N connections, every echoed
-/// byte checked against what was sent.
+/// Load generator for echo servers: closed-loop requests over N connections (or N UDP sockets
+/// with --udp), every echoed byte checked against what was sent.
 ///
 /// Each connection sends a message of SIZE bytes (a deterministic per-connection byte pattern),
 /// waits for all of it to come back, checks it, and sends the next; with --pipeline K it keeps
 /// K messages outstanding. After --warmup, requests completed during --duration are counted and
 /// their round-trip latency recorded.
 ///
+/// With --udp, each of the N sockets sends one datagram of SIZE bytes, waits for the reply from
+/// the server's address, checks it, and sends the next; a datagram with no reply within
+/// --reply-timeout is counted as lost and the socket moves on.
+///
 /// Exit status: 0 run completed without errors; 3 run completed but errors were seen (wrong
-/// bytes, connections closed by the server) or no request was answered at all; 1 could not
-/// connect or failed at run time; 2 bad usage.
+/// bytes, connections closed by the server, datagrams lost) or no request was answered at all;
+/// 1 could not connect or failed at run time; 2 bad usage.
 #[derive(Parser, Debug)]
 #[command(name = "echo-mux-bench", version)]
 pub struct Cli {
@@ -41,7 +47,7 @@ pub struct Cli {
     #[arg(short = 'a', long, value_name = "ADDR", default_value = "127.0.0.1:50007", value_parser = parse_target)]
     pub addr: Target,
 
-    /// Active connections, each with --pipeline messages in flight.
+    /// Active connections (UDP sockets with --udp), each with --pipeline messages in flight.
     #[arg(short = 'c', long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub connections: u32,
@@ -78,6 +84,15 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "5s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
+    /// Echo over UDP: N sockets, each with one datagram outstanding (ADDR must be HOST:PORT,
+    /// SIZE at most 65507; --pipeline and --idle do not apply).
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+
+    /// With --udp: a datagram with no reply after this long is counted as lost.
+    #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = parse_duration)]
+    pub reply_timeout: Duration,
+
     /// Print the result as one JSON line on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -86,6 +101,82 @@ pub struct Cli {
     #[arg(long)]
     pub no_progress: bool,
 }
+
+/// What to run (the validated command line).
+pub struct Config {
+    pub target: Target,
+    pub connections: usize,
+    pub size: usize,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub pipeline: usize,
+    pub idle: usize,
+    pub max_requests: Option<u64>,
+    pub connect_timeout: Duration,
+    /// UDP instead of streams.
+    pub udp: bool,
+    /// UDP: how long a datagram may wait for its reply before it counts as lost.
+    pub reply_timeout: Duration,
+    /// Draw the live progress line (stderr is a terminal and --no-progress was not given).
+    pub progress: bool,
+}
+
+impl Cli {
+    /// The run this command line asks for; `Err` is a usage error (options that do not go
+    /// together).
+    pub fn config(&self) -> Result<Config, String> {
+        if self.udp {
+            self.check_udp()?;
+        }
+        let default_warmup = if self.max_requests.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(1)
+        };
+        Ok(Config {
+            target: self.addr.clone(),
+            connections: self.connections as usize,
+            size: self.size,
+            duration: self.duration,
+            warmup: self.warmup.unwrap_or(default_warmup),
+            pipeline: self.pipeline as usize,
+            idle: self.idle as usize,
+            max_requests: self.max_requests,
+            connect_timeout: self.connect_timeout,
+            udp: self.udp,
+            reply_timeout: self.reply_timeout,
+            progress: !self.no_progress && std::io::stderr().is_terminal(),
+        })
+    }
+
+    fn check_udp(&self) -> Result<(), String> {
+        if matches!(self.addr, Target::Unix(_)) {
+            return Err("'--udp' needs '--addr HOST:PORT', not a unix socket".into());
+        }
+        if self.size > MAX_UDP_PAYLOAD {
+            return Err(format!(
+                "'--size {}' is too large for '--udp': a UDP datagram carries at most {MAX_UDP_PAYLOAD} bytes",
+                self.size
+            ));
+        }
+        if self.pipeline != 1 {
+            return Err(
+                "'--pipeline' does not apply to '--udp' (one datagram outstanding per socket)"
+                    .into(),
+            );
+        }
+        if self.idle != 0 {
+            return Err("'--idle' does not apply to '--udp' (there are no connections)".into());
+        }
+        if self.reply_timeout.is_zero() {
+            return Err("'--reply-timeout' must be more than 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// The largest UDP payload over IPv4 (65,535 less the IP and UDP headers).
+pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
 /// Parses `HOST:PORT`, `[V6]:PORT` or `unix:/path` (syntax only; names are resolved later).
 pub fn parse_target(s: &str) -> Result<Target, String> {
@@ -165,5 +256,36 @@ mod tests {
         assert!(parse_target("localhost").is_err());
         assert!(parse_target("h:0").is_err());
         assert!(parse_target("unix:").is_err());
+    }
+
+    fn config(args: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("echo-mux-bench").chain(args.iter().copied());
+        Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .config()
+    }
+
+    #[test]
+    fn udp_options() {
+        let c = config(&["--udp", "-c", "64", "-s", "65507"]).unwrap();
+        assert!(c.udp);
+        assert_eq!(c.reply_timeout, Duration::from_millis(200));
+        assert_eq!(
+            config(&["-u", "--reply-timeout", "1s"])
+                .unwrap()
+                .reply_timeout,
+            Duration::from_secs(1)
+        );
+        for bad in [
+            &["--udp", "-a", "unix:/tmp/x"][..],
+            &["--udp", "-s", "65508"],
+            &["--udp", "--pipeline", "2"],
+            &["--udp", "--idle", "1"],
+            &["--udp", "--reply-timeout", "0"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?} should be refused");
+        }
+        // Without --udp the UDP limits do not apply.
+        assert!(config(&["-s", "1MiB", "--pipeline", "2"]).is_ok());
     }
 }
