@@ -8,7 +8,11 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{spawn, Supervisor, Tick, WEDGED_AFTER};
+use super::{spawn, Supervisor, Tick, CHECK_EVERY, WEDGED_AFTER};
+
+/// The supervisor's own check this late means the host, not a worker, stood still.
+const STALLED_AFTER: Duration = Duration::from_secs(2);
+const _: () = assert!(STALLED_AFTER.as_millis() > 2 * CHECK_EVERY.as_millis());
 
 /// First delay before a worker is replaced; doubled on each quick failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -58,13 +62,30 @@ impl Supervisor {
 
     /// SIGKILL every worker whose loop has not turned for [`WEDGED_AFTER`]; the reap then
     /// replaces it (or, in a shutdown, just collects it).
+    ///
+    /// A heartbeat is only evidence while the supervisor itself runs on time: when the whole
+    /// host stalled (a VM paused or starved, every process stopped and continued), the
+    /// supervisor wakes to heartbeats that are old only because nobody ran. So if its own
+    /// check comes [`STALLED_AFTER`] late, quiet time counts from now on, and the workers get
+    /// the full [`WEDGED_AFTER`] to show a loop turn.
     pub(super) fn check_heartbeats(&mut self) {
+        let late = self.now.saturating_duration_since(self.last_check);
+        self.last_check = self.now;
+        if late > STALLED_AFTER {
+            warn!(
+                "the supervisor itself did not run for {:.1}s; judging heartbeats from now",
+                late.as_secs_f64()
+            );
+            self.judged_from = self.now;
+        }
         let now_ms = self.region.now_ms(self.now);
+        let from_ms = self.region.now_ms(self.judged_from);
         for (i, seat) in self.seats.iter_mut().enumerate() {
             let Some(pid) = seat.pid.filter(|_| !seat.wedged) else {
                 continue;
             };
-            let quiet = now_ms.saturating_sub(self.region.slots()[i].heartbeat_ms());
+            let beat = self.region.slots()[i].heartbeat_ms().max(from_ms);
+            let quiet = now_ms.saturating_sub(beat);
             if quiet > WEDGED_AFTER.as_millis() as u64 {
                 warn!(
                     "worker {} (pid {pid}) is wedged: no loop turn for {:.1}s; killing it",

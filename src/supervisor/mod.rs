@@ -81,6 +81,10 @@ struct Supervisor {
     me: Pid,
     started: Instant,
     now: Instant,
+    /// When the last heartbeat check ran, to notice that the supervisor itself stalled.
+    last_check: Instant,
+    /// Heartbeats older than this do not count against a worker (see `check_heartbeats`).
+    judged_from: Instant,
     stopping: bool,
     ready_sent: bool,
     status_sent: Option<(u64, usize)>,
@@ -169,6 +173,8 @@ impl Supervisor {
             me: nix::unistd::getpid(),
             started: now,
             now,
+            last_check: now,
+            judged_from: now,
             stopping: false,
             ready_sent: false,
             status_sent: None,

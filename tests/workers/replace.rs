@@ -229,3 +229,33 @@ fn clients_queued_for_a_dead_worker_wait_for_its_replacement() {
         "(2^-24 that none was queued for worker 1)"
     );
 }
+
+/// A host that stood still is not a wedged worker. The supervisor and both workers are
+/// stopped for 6 s; the supervisor runs again first (for two of its checks) and finds
+/// heartbeats 6 s old, but as it was late itself it judges them from then on: when the
+/// workers run again no worker is killed.
+#[test]
+fn a_stalled_host_is_not_a_wedged_worker() {
+    let Some(p) = Pool::start("epoll", 2, &[]) else {
+        return;
+    };
+    let pids = p.worker_pids();
+    let mark = p.d.mark();
+    signal(p.pid(), Signal::SIGSTOP);
+    for &pid in &pids {
+        signal(pid, Signal::SIGSTOP);
+    }
+    thread::sleep(Duration::from_secs(6));
+    signal(p.pid(), Signal::SIGCONT);
+    thread::sleep(Duration::from_millis(1200));
+    for &pid in &pids {
+        signal(pid, Signal::SIGCONT);
+    }
+    p.d.expect_line(mark, "did not run for", PATIENCE);
+    thread::sleep(Duration::from_secs(1));
+    if p.d.wait_line(mark, "is wedged", Duration::ZERO).is_some() {
+        p.d.fail("a worker was killed for the host's stall");
+    }
+    assert_eq!(p.worker_pids(), pids);
+    assert!(p.d.serves_new_client());
+}
