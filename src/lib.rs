@@ -11,10 +11,11 @@
 //!     drain.rs    SIGTERM/SIGINT drain, its deadline, the cut-off
 //!     stats.rs    counters and the SIGUSR1 line     status.rs  sd_notify STATUS pacing, watchdog
 //!     conns.rs    connection slab (slots reused only after the turn)   source.rs  token layout
-//!  conn.rs        per connection: read through the shared buffer → echo.rs (raw | stamp)
+//!  conn/mod.rs    per connection: read through the shared buffer → echo.rs (raw | stamp)
 //!                 → send at once; only the unsent rest goes to its buffer.rs OutBuf;
 //!                 interest computed from state (read unless paused/closed, write iff pending)
 //!                 and synced to the poller by the connection itself
+//!     held.rs     --delay's held input, counted at what its replies will cost
 //!  refusal.rs     refused connections: one info line per reason per second, with a count
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
@@ -25,7 +26,7 @@
 //!
 //! The seam is [`reactor::Backend`]: its doc comment is the contract every backend keeps.
 //! Policy (EINTR, fatal errors, backpressure, closing) lives once, above it, in `server/`
-//! and `conn.rs`; the three backends only translate.
+//! and `conn/`; the three backends only translate.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -92,14 +92,27 @@ impl Signals {
     pub fn take(&mut self) -> Vec<Request> {
         let mut sink = [0u8; 64];
         while matches!(self.read.read(&mut sink), Ok(n) if n > 0) {}
-        let pending = self.pending.swap(0, Ordering::SeqCst);
-        HANDLED
-            .iter()
-            .enumerate()
-            .filter(|(bit, _)| pending & (1 << bit) != 0)
-            .map(|(_, &(_, request))| request)
-            .collect()
+        requests(self.pending.swap(0, Ordering::SeqCst))
     }
+}
+
+/// The requests in a pending word. SIGTERM and SIGINT in the same word are one stop request,
+/// as two of the same signal are (the kernel merges those): otherwise a service manager's
+/// SIGTERM and a terminal's SIGINT arriving together would start the drain and end it at once.
+fn requests(pending: u32) -> Vec<Request> {
+    let mut out: Vec<Request> = Vec::new();
+    for (bit, &(_, request)) in HANDLED.iter().enumerate() {
+        if pending & (1 << bit) == 0 {
+            continue;
+        }
+        match (request, out.first_mut()) {
+            (Request::Terminate(_), Some(first @ Request::Terminate(_))) => {
+                *first = Request::Terminate("SIGTERM and SIGINT");
+            }
+            _ => out.push(request),
+        }
+    }
+    out
 }
 
 impl Drop for Signals {
@@ -108,5 +121,28 @@ impl Drop for Signals {
         for id in self.ids.drain(..) {
             signal_hook::low_level::unregister(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn two_stop_signals_in_one_word_are_one_request() {
+        assert_eq!(
+            requests(0b1111),
+            vec![
+                Request::Terminate("SIGTERM and SIGINT"),
+                Request::Stats,
+                Request::Hangup
+            ]
+        );
+        assert_eq!(requests(0b0010), vec![Request::Terminate("SIGINT")]);
+        assert_eq!(
+            requests(0b0101),
+            vec![Request::Terminate("SIGTERM"), Request::Stats]
+        );
+        assert_eq!(requests(0), vec![]);
     }
 }

@@ -53,6 +53,14 @@ mod startup;
 // Logging never stalls the loop: an unread stderr costs dropped, counted lines, not service.
 mod logging;
 
+// Issue 8's loop defects, one module each: stop signals in one turn, accept errors, idle
+// clocks with held output, stamp-mode memory under --delay, fairness with a tiny --max-buffer.
+mod accept_errors;
+mod fairness;
+mod idle_output;
+mod stamp_memory;
+mod stop_signals;
+
 // Workers: the supervisor, SO_REUSEPORT spread, reaping and replacing, wedge detection,
 // signals forwarded, exact totals, socket activation and sd_notify with --workers.
 mod workers;

@@ -4,7 +4,7 @@
 //! registered for each descriptor and asks a [`Backend`] to make the kernel agree
 //! ([`Backend::set_interest`]), then waits for readiness ([`Backend::wait`]). Everything that
 //! is policy (EINTR, fatal errors, what a connection wants) lives above this seam, in
-//! `server/` and `conn.rs`; the backends only translate.
+//! `server/` and `conn/`; the backends only translate.
 
 use std::io;
 use std::os::fd::RawFd;

@@ -19,9 +19,10 @@ use crate::sys;
 pub(super) const ACCEPT_BATCH: usize = 128;
 /// How long accepting pauses after EMFILE/ENFILE (the backlog holds new clients meanwhile).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// A shortage is over once accepts have worked for this long without EMFILE/ENFILE; one
-/// warning and one recovery line per shortage, however often descriptors come and go in it.
-const SHORTAGE_QUIET: Duration = Duration::from_secs(1);
+/// A shortage (or a listener's failure burst) is over once accepts have worked for this long
+/// without the error; one warning and one recovery line per burst, however often the error
+/// comes and goes in it.
+const QUIET: Duration = Duration::from_secs(1);
 /// Refusals by the backend (select's FD_SETSIZE) are logged at most this often.
 const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(1);
 
@@ -38,11 +39,14 @@ pub(super) enum Backlog {
 
 /// What accepting remembers between turns.
 pub(super) struct Gate {
-    /// What the poller watches on every listener (all of them alike): READ, or NONE while
-    /// accepting is paused or the drain has closed them.
-    listening: Interest,
+    /// What the poller watches on each listener: READ, or NONE while accepting from it is
+    /// paused or the drain has closed it.
+    listening: Vec<Interest>,
     /// The last EMFILE/ENFILE on accept, while a descriptor shortage lasts.
     shortage: Option<Instant>,
+    /// Per listener: the last accept error that was about the listener itself, while such a
+    /// burst lasts (one warning per burst, however long it lasts).
+    failing: Vec<Option<Instant>>,
     refused_by_backend: u64,
     refusal_logged: Option<Instant>,
     /// `--max-clients` (and, with access lists, SPEC §10's other reasons).
@@ -50,22 +54,30 @@ pub(super) struct Gate {
 }
 
 impl Gate {
-    pub(super) fn new() -> Gate {
+    /// For `listeners` listeners, all registered for READ.
+    pub(super) fn new(listeners: usize) -> Gate {
         Gate {
-            listening: Interest::READ,
+            listening: vec![Interest::READ; listeners],
             shortage: None,
+            failing: vec![None; listeners],
             refused_by_backend: 0,
             refusal_logged: None,
             refusals: RefusalLog::default(),
         }
     }
 
-    /// An accept worked: a shortage that has been quiet for a while is over.
-    fn accepted(&mut self, now: Instant) {
-        if let Some(last) = self.shortage {
-            if now >= later(last, SHORTAGE_QUIET) {
-                self.shortage = None;
-                info!("descriptors are available again: accepting as usual");
+    /// An accept from `listener` worked: a shortage or a failure burst that has been quiet
+    /// for a while is over.
+    fn accepted(&mut self, listener: &Listener, index: usize, now: Instant) {
+        let over = |last: Option<Instant>| last.is_some_and(|t| now >= later(t, QUIET));
+        if over(self.shortage) {
+            self.shortage = None;
+            info!("descriptors are available again: accepting as usual");
+        }
+        if let Some(failing) = self.failing.get_mut(index) {
+            if over(*failing) {
+                *failing = None;
+                info!("accepting on {} again", listener.label());
             }
         }
     }
@@ -110,12 +122,14 @@ impl Server {
                         return Backlog::Stopped;
                     }
                     _ => {
-                        warn!("accept failed: {}", Plain(&e));
+                        self.listener_failed(index, &e);
                         return Backlog::Stopped;
                     }
                 },
             };
-            self.gate.accepted(self.now);
+            if let Some(l) = self.listeners[index].as_ref() {
+                self.gate.accepted(l, index, self.now);
+            }
             if self.conns.open() >= self.config.max_clients {
                 drop(stream);
                 self.refuse(Reason::MaxClients, peer);
@@ -164,23 +178,53 @@ impl Server {
 
     /// Watch every listener for `want` (READ, or NONE to stop accepting).
     pub(super) fn set_listening(&mut self, want: Interest) {
-        if want == self.gate.listening {
+        for i in 0..self.listeners.len() {
+            self.set_listener(i, want);
+        }
+    }
+
+    fn set_listener(&mut self, index: usize, want: Interest) {
+        let (Some(Some(l)), Some(registered)) = (
+            self.listeners.get(index),
+            self.gate.listening.get_mut(index),
+        ) else {
+            return;
+        };
+        if *registered == want {
             return;
         }
-        for (i, l) in self.listeners.iter().enumerate() {
-            if let Some(l) = l {
-                let token = Source::Listener(i).into();
-                let backend = self.backend.as_mut();
-                if let Err(e) = l.set_interest(backend, token, self.gate.listening, want) {
-                    warn!(
-                        "cannot update poller interest for {}: {}",
-                        l.label(),
-                        Plain(&e)
-                    );
-                }
-            }
+        let token = Source::Listener(index).into();
+        let backend = self.backend.as_mut();
+        if let Err(e) = l.set_interest(backend, token, *registered, want) {
+            warn!(
+                "cannot update poller interest for {}: {}",
+                l.label(),
+                Plain(&e)
+            );
         }
-        self.gate.listening = want;
+        *registered = want;
+    }
+
+    /// An accept error about the listener itself, not one connection nor a descriptor
+    /// shortage: EINVAL from a socket-activated listener that the process sharing it shut
+    /// down, say. The socket stays readable, so it is paused like a shortage pauses them all
+    /// (the loop must not spin on it), but alone: the other listeners go on accepting.
+    fn listener_failed(&mut self, index: usize, e: &io::Error) {
+        let Some(Some(l)) = self.listeners.get(index) else {
+            return;
+        };
+        if self.gate.failing[index].is_none() {
+            warn!(
+                "cannot accept on {}: {}; pausing that listener (retrying every {})",
+                l.label(),
+                Plain(e),
+                Human(ACCEPT_PAUSE)
+            );
+        }
+        self.gate.failing[index] = Some(self.now);
+        self.set_listener(index, Interest::NONE);
+        self.timers
+            .add(later(self.now, ACCEPT_PAUSE), Timer::AcceptResume);
     }
 
     /// Out of descriptors: stop watching the listeners for a moment instead of spinning on a

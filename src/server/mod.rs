@@ -91,11 +91,12 @@ impl Server {
             info!("listening on {} (backend {name})", l.label());
         }
         let now = Instant::now();
+        let gate = accept::Gate::new(listeners.len());
         Ok(Server {
             backend,
             config,
             listeners: listeners.into_iter().map(Some).collect(),
-            gate: accept::Gate::new(),
+            gate,
             conns: conns::Conns::default(),
             timers: Timers::default(),
             signals,
@@ -237,7 +238,8 @@ impl Server {
                 let Some(conn) = self.conns.get(slot, id) else {
                     return;
                 };
-                let quiet_until = later(conn.last_active, idle);
+                // Held or unsent output: not idle; look again one idle period from now.
+                let quiet_until = later(conn.idle_since().unwrap_or(self.now), idle);
                 if quiet_until <= self.now {
                     self.close(slot, "idle timeout");
                 } else {
