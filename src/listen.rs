@@ -33,48 +33,20 @@ pub struct Listener {
     shared: bool,
 }
 
-/// One socket per worker on the same address, all with SO_REUSEPORT (SPEC §8), for any
-/// socket type: `bind(addr, reuseport)` makes one bound socket, `local` reads its address.
-///
-/// A probe without SO_REUSEPORT is bound first and closed again. It finds the port for
-/// `:0`, and it fails with "address already in use" if anything listens there already,
-/// even another reuseport group of the same user (a second echo-mux started by mistake),
-/// which the group's own binds would silently join and share clients with.
-pub fn reuseport_group<T>(
-    addr: SocketAddr,
-    n: usize,
-    bind: impl Fn(SocketAddr, bool) -> Result<T, Error>,
-    local: impl Fn(&T) -> io::Result<SocketAddr>,
-) -> Result<Vec<T>, Error> {
-    let probe = bind(addr, false)?;
-    let actual = local(&probe).map_err(|source| Error::Listen {
-        addr: addr.to_string(),
-        source,
-    })?;
-    drop(probe);
-    (0..n).map(|_| bind(actual, true)).collect()
-}
-
 impl Listener {
     /// Bind and listen on `addr`.
     pub fn bind(addr: &ListenAddr) -> Result<Listener, Error> {
         Listener::bind_with(addr, false)
     }
 
-    /// `n` listeners on one TCP address, each with SO_REUSEPORT, so the kernel spreads
-    /// connections over them (one per worker, SPEC §8). See [`reuseport_group`].
-    pub fn bind_reuseport(addr: &ListenAddr, n: usize) -> Result<Vec<Listener>, Error> {
-        let ListenAddr::Tcp(sa) = addr else {
-            return Ok(vec![Listener::bind(addr)?]);
-        };
-        let bind = |sa: SocketAddr, reuseport| Listener::bind_with(&ListenAddr::Tcp(sa), reuseport);
-        reuseport_group(*sa, n, bind, |l: &Listener| {
-            let addr: SockaddrStorage = getsockname(l.fd())?;
-            to_socket_addr(&addr).ok_or_else(|| io::Error::other("not an IP socket"))
-        })
+    /// The IP address this socket is bound to (`None` for a unix socket).
+    pub fn local_ip_addr(&self) -> Option<SocketAddr> {
+        to_socket_addr(&getsockname(self.fd()).ok()?)
     }
 
-    fn bind_with(addr: &ListenAddr, reuseport: bool) -> Result<Listener, Error> {
+    /// Bind and listen on `addr`, with SO_REUSEPORT if asked (TCP only: one socket per worker
+    /// of a group, see `supervisor/listeners.rs`).
+    pub fn bind_with(addr: &ListenAddr, reuseport: bool) -> Result<Listener, Error> {
         let fail = |source: io::Error| Error::Listen {
             addr: addr.to_string(),
             source,

@@ -9,6 +9,8 @@
 //!   registered exclusively (EPOLLEXCLUSIVE with epoll; poll and select workers all wake and
 //!   the losers of the accept race see EAGAIN, silently).
 
+use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
 use crate::config::{Config, ListenAddr};
@@ -49,8 +51,13 @@ impl Listeners {
         }
         for addr in &config.listen {
             match addr {
-                ListenAddr::Tcp(_) => {
-                    let group = Listener::bind_reuseport(addr, workers)?;
+                ListenAddr::Tcp(sa) => {
+                    let bind = |sa, reuseport| Listener::bind_with(&ListenAddr::Tcp(sa), reuseport);
+                    let local = |l: &Listener| {
+                        l.local_ip_addr()
+                            .ok_or_else(|| io::Error::other("not an IP socket"))
+                    };
+                    let group = reuseport_group(*sa, workers, bind, local)?;
                     for (k, l) in group.into_iter().enumerate() {
                         all.own[k].push(l);
                     }
@@ -104,4 +111,26 @@ impl Listeners {
         self.own.iter_mut().for_each(Vec::clear);
         self.shared.clear();
     }
+}
+
+/// One socket per worker on the same address, all with SO_REUSEPORT (SPEC §8), for any
+/// socket type: `bind(addr, reuseport)` makes one bound socket, `local` reads its address.
+///
+/// A probe without SO_REUSEPORT is bound first and closed again. It finds the port for
+/// `:0`, and it fails with "address already in use" if anything listens there already,
+/// even another reuseport group of the same user (a second echo-mux started by mistake),
+/// which the group's own binds would silently join and share clients with.
+pub(crate) fn reuseport_group<T>(
+    addr: SocketAddr,
+    n: usize,
+    bind: impl Fn(SocketAddr, bool) -> Result<T, Error>,
+    local: impl Fn(&T) -> io::Result<SocketAddr>,
+) -> Result<Vec<T>, Error> {
+    let probe = bind(addr, false)?;
+    let actual = local(&probe).map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    drop(probe);
+    (0..n).map(|_| bind(actual, true)).collect()
 }
