@@ -116,6 +116,14 @@ struct Args {
     /// Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]
     #[arg(long, value_name = "MODE", allow_hyphen_values = true)]
     socket_mode: Option<String>,
+    /// Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on
+    #[arg(
+        long,
+        value_name = "N|auto",
+        default_value = "1",
+        allow_hyphen_values = true
+    )]
+    workers: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -200,6 +208,7 @@ where
     config.shutdown_timeout = parse_duration(&args.shutdown_timeout)
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
     access_options(&args, &mut config)?;
+    config.workers = parse_workers(&args.workers)?;
 
     config.check().map_err(Error::Usage)?;
 
@@ -244,6 +253,24 @@ fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// `--workers N|auto`: 1..=[`MAX_WORKERS`], or the CPUs this process may run on.
+fn parse_workers(s: &str) -> Result<usize, Error> {
+    if s.trim() == "auto" {
+        return Ok(crate::supervisor::available_cpus().min(MAX_WORKERS));
+    }
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            s,
+            "workers",
+            format_args!("expected a whole number from 1 to {MAX_WORKERS}, or auto"),
+        )),
+    }
+}
+
+/// More worker processes than this is a typo, not a plan (and a fork bomb).
+pub const MAX_WORKERS: usize = 1024;
 
 /// `--verbose` from clap's `--verbose...` or `--listen <ADDR>`.
 fn flag(arg: &str) -> &str {
@@ -319,6 +346,13 @@ mod tests {
         assert!(usage(&["--delay", "x"]).starts_with("invalid value 'x' for '--delay'"));
         assert!(usage(&["--max-buffer", "0"]).contains("at least 1"));
         assert!(usage(&["--max-clients", "0"]).contains("at least 1"));
+        for bad in ["0", "-1", "two", "1.5", "", "1025"] {
+            let msg = usage(&["--workers", bad]);
+            assert_eq!(
+                msg,
+                format!("invalid value '{bad}' for '--workers': expected a whole number from 1 to 1024, or auto")
+            );
+        }
         assert_eq!(
             usage(&["--frobnicate"]),
             "unknown option '--frobnicate' (see --help)"
@@ -364,6 +398,10 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(std::time::Duration::from_secs(120)));
         assert!(c.shutdown_timeout.is_zero());
         assert_eq!(config(&["--idle-timeout", "0"]).idle_timeout, None);
+        assert_eq!(config(&[]).workers, 1);
+        assert_eq!(config(&["--workers", "3"]).workers, 3);
+        let auto = config(&["--workers", "auto"]).workers;
+        assert!((1..=MAX_WORKERS).contains(&auto), "{auto}");
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Config {
     pub log_connections: bool,
     /// Permissions of unix socket files we create; `None` leaves them to the umask.
     pub socket_mode: Option<u32>,
+    /// Worker processes (SPEC §8); 1 = no supervisor, `auto` already resolved.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -82,6 +84,7 @@ impl Default for Config {
             keepalive: Some(Duration::from_secs(300)),
             log_connections: false,
             socket_mode: None,
+            workers: 1,
         }
     }
 }
@@ -106,6 +109,10 @@ impl Config {
         }
         if self.max_clients == 0 || self.max_buffer == 0 {
             return Err("--max-clients and --max-buffer must be at least 1".into());
+        }
+        if !(1..=crate::cli::MAX_WORKERS).contains(&self.workers) {
+            let max = crate::cli::MAX_WORKERS;
+            return Err(format!("--workers must be from 1 to {max}"));
         }
         Ok(())
     }

@@ -231,7 +231,8 @@ impl Server {
             return;
         }
         let token = Source::Listener(index).into();
-        if let Err(e) = self.backend.set_interest(l.fd(), token, *registered, want) {
+        let backend = self.backend.as_mut();
+        if let Err(e) = l.set_interest(backend, token, *registered, want) {
             warn!(
                 "cannot update poller interest for {}: {}",
                 l.label(),

@@ -34,6 +34,8 @@ mod source;
 mod stats;
 mod status;
 
+/// A worker's loop turns at least this often, so its supervisor sees it alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The shared read buffer every connection reads through.
 const SCRATCH: usize = 64 * 1024;
 
@@ -47,6 +49,7 @@ enum Timer {
     Status,
     Watchdog,
     Refusals,
+    Heartbeat,
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -85,8 +88,7 @@ impl Server {
             .map_err(fatal)?;
         for (i, l) in listeners.iter().enumerate() {
             let token = Source::Listener(i).into();
-            backend
-                .set_interest(l.fd(), token, Interest::NONE, Interest::READ)
+            l.set_interest(backend.as_mut(), token, Interest::NONE, Interest::READ)
                 .map_err(|source| Error::Listen {
                     addr: l.label().to_string(),
                     source,
@@ -116,6 +118,14 @@ impl Server {
         })
     }
 
+    /// Serve as worker `seat.number` of a supervisor (SPEC §8): count into its shared slot,
+    /// name it in the stats line, and turn the loop at least once a second (the heartbeat).
+    pub fn worker(mut self, seat: crate::shared::Seat) -> Server {
+        self.stats = Stats::for_worker(seat, self.now);
+        self.timers.add(self.now, Timer::Heartbeat);
+        self
+    }
+
     /// Serve until a signal's drain is done. Only a failing backend is an error.
     pub fn run(mut self) -> Result<(), Error> {
         self.status.ready(self.now, &mut self.timers);
@@ -141,6 +151,7 @@ impl Server {
             self.conns.end_turn();
             self.compact_timers();
             let open = self.conns.open();
+            self.stats.turn(open, self.now);
             self.status.report(open, self.now, &mut self.timers);
             if self.draining && open == 0 {
                 self.gate
@@ -247,6 +258,9 @@ impl Server {
             }
             Timer::Watchdog => self.status.on_watchdog(self.now, &mut self.timers),
             Timer::Refusals => self.flush_refusals(),
+            Timer::Heartbeat => self
+                .timers
+                .add(later(self.now, HEARTBEAT), Timer::Heartbeat),
         }
     }
 
