@@ -56,6 +56,25 @@ pub fn lock(word: &AtomicU32) -> Guard<'_> {
     }
 }
 
+/// Take the lock in `word` after process `dead` has ended (the caller reaped it, so its pid
+/// cannot have been reused by anyone we might wait for): if `dead` holds it, take it over at
+/// once, without waiting to see it gone; otherwise take it as [`lock`] does.
+pub fn lock_after_death(word: &AtomicU32, dead: u32) -> Guard<'_> {
+    let me = my_pid();
+    if dead != 0
+        && dead != me
+        && word
+            .compare_exchange(dead, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    {
+        return Guard {
+            word,
+            inherited: true,
+        };
+    }
+    lock(word)
+}
+
 /// This process's pid, cached: getpid(2) is a real system call (glibc stopped caching it),
 /// which would double the cost of an admission. A fork handler clears the cache in the
 /// child, so a worker never takes the lock in its parent's name.
@@ -158,6 +177,16 @@ mod tests {
         // SAFETY: waiting for our own child with a valid status pointer.
         assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+
+    #[test]
+    fn a_reaped_holder_is_taken_over_at_once() {
+        let word = AtomicU32::new(0x7fff_fff1);
+        let g = lock_after_death(&word, 0x7fff_fff1);
+        assert!(g.inherited);
+        drop(g);
+        let g = lock_after_death(&word, 0x7fff_fff1);
+        assert!(!g.inherited, "a free lock is simply taken");
     }
 
     #[test]

@@ -39,6 +39,7 @@ impl Supervisor {
             let k = k + 1;
             self.seats[k - 1].pid = None;
             self.region.retire(k);
+            self.forget_sources(k, pid, &status);
             let how = spawn::how_it_ended(&status);
             if self.stopping {
                 match status {
@@ -49,6 +50,20 @@ impl Supervisor {
                 let delay = self.schedule_restart(k);
                 warn!("worker {k} (pid {pid}) {how}; restarting in {delay:?}");
             }
+        }
+    }
+
+    /// A worker that did not end with a clean exit (its drain closes and releases every
+    /// connection) may have left open counts in the per-source table that nobody will ever
+    /// release, locking its clients' sources out for good: start the table afresh.
+    fn forget_sources(&self, k: usize, pid: Pid, status: &WaitStatus) {
+        let Some(table) = &self.table else { return };
+        if matches!(status, WaitStatus::Exited(_, 0)) {
+            return;
+        }
+        let sources = table.reset_after_death(pid.as_raw() as u32);
+        if sources > 0 {
+            warn!("worker {k} (pid {pid}) left {sources} sources in the per-source table; it was reset");
         }
     }
 

@@ -22,6 +22,7 @@ use log::{debug, info, warn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::access::{Access, SourceTable};
 use crate::config::Config;
 use crate::error::Error;
 use crate::reactor::{self, Backend, BackendKind, Interest, Token};
@@ -76,6 +77,9 @@ struct Supervisor {
     notifier: Option<Notifier>,
     listeners: Listeners,
     region: &'static Region,
+    /// The per-source table in `region`'s extra block, when a per-source limit is set
+    /// (SPEC §10: the limits hold for the daemon as a whole).
+    table: Option<SourceTable>,
     seats: Vec<Seat>,
     timers: Timers<Tick>,
     me: Pid,
@@ -119,7 +123,23 @@ impl Supervisor {
         if config.backend.resolve() == BackendKind::Select {
             listeners.select_can_watch(signals.fd())?;
         }
-        let region = Region::map(n, 0).map_err(|e| Error::io("cannot map shared memory", e))?;
+        let limits = config.access.limits;
+        let extra = match limits.any() {
+            true => SourceTable::region_size(crate::access::MAX_SOURCES),
+            false => 0,
+        };
+        let region = Region::map(n, extra).map_err(|e| Error::io("cannot map shared memory", e))?;
+        let table = match region.extra().filter(|_| limits.any()) {
+            // SAFETY: the extra block is fresh zeroed shared memory of `len` bytes, page
+            // aligned, never unmapped, and only the table (through its lock) writes it.
+            Some((at, len)) => Some(
+                unsafe { SourceTable::in_region(at.as_ptr(), len, limits, Instant::now()) }
+                    .map_err(|e| {
+                        Error::io("cannot place the per-source table", io::Error::other(e))
+                    })?,
+            ),
+            None => None,
+        };
         let name = config.backend.resolve().name();
         let mut backend =
             reactor::open(config.backend).map_err(|source| Error::Backend { name, source })?;
@@ -168,6 +188,7 @@ impl Supervisor {
             notifier,
             listeners,
             region,
+            table,
             seats,
             timers,
             me: nix::unistd::getpid(),
@@ -286,10 +307,14 @@ impl Supervisor {
             notifier,
             listeners,
             region,
+            table,
             ..
         } = self;
         drop((backend, signals, children, notifier));
+        // The lists are read-only: each worker compiles its own. The table is shared.
+        let access = Access::with_table(&config.access, table.and_then(|t| t.share()));
         WorkerStart {
+            access,
             config,
             listeners: listeners.for_worker(k),
             seat: region.seat(k),
