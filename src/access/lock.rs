@@ -181,12 +181,17 @@ mod tests {
 
     #[test]
     fn a_reaped_holder_is_taken_over_at_once() {
-        let word = AtomicU32::new(0x7fff_fff1);
-        let g = lock_after_death(&word, 0x7fff_fff1);
-        assert!(g.inherited);
-        drop(g);
-        let g = lock_after_death(&word, 0x7fff_fff1);
-        assert!(!g.inherited, "a free lock is simply taken");
+        // Pid 1 exists (kill(1, 0) says so), as a recycled pid would: `lock` would wait on
+        // it for ever; the caller that reaped the holder knows better and takes it at once.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let word = AtomicU32::new(1);
+            let inherited = lock_after_death(&word, 1).inherited;
+            let again = lock_after_death(&word, 1).inherited;
+            tx.send((inherited, again)).unwrap();
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        assert_eq!(got, Ok((true, false)), "taken over, then simply taken");
     }
 
     #[test]

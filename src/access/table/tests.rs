@@ -43,7 +43,8 @@ fn max_per_source_counts_open_connections() {
 
 #[test]
 fn a_reset_after_a_death_forgets_counts_and_releases_saturate() {
-    let (t, now) = table(2, 0, MAX_SOURCES);
+    // A rate too (1000/s, far from reached) keeps an entry whose count is 0 in the table.
+    let (t, now) = table(2, 1000, MAX_SOURCES);
     for _ in 0..2 {
         assert_eq!(t.admit(v4(2), now), Verdict::Admitted);
     }
