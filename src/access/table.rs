@@ -258,12 +258,13 @@ impl SourceTable {
     /// would otherwise count against their sources for ever: start the table afresh, as a
     /// takeover from a holder that died inside the lock does (see README's decisions: the
     /// other workers' open counts are forgotten too, and `release` saturates at 0).
-    /// Returns how many sources were forgotten.
-    pub fn reset_after_death(&self, dead: u32) -> usize {
-        let mut t = self.locked(|word| lock::lock_after_death(word, dead));
+    /// Returns how many sources were forgotten, or `None` when a live worker holds the lock
+    /// (try again later; this never waits).
+    pub fn reset_after_death(&self, dead: u32) -> Option<usize> {
+        let mut t = self.locked(|word| lock::try_lock_after_death(word, dead))?;
         let sources = t.meta.live as usize;
         t.reset();
-        sources
+        Some(sources)
     }
 
     /// Sources in the table now.
@@ -281,14 +282,18 @@ impl SourceTable {
     }
 
     fn lock(&self) -> Locked<'_> {
-        self.locked(lock::lock)
+        let locked = self.locked(|word| Some(lock::lock(word)));
+        locked.expect("lock::lock always returns a guard")
     }
 
-    fn locked<'a>(&'a self, take: impl FnOnce(&'a AtomicU32) -> lock::Guard<'a>) -> Locked<'a> {
+    fn locked<'a>(
+        &'a self,
+        take: impl FnOnce(&'a AtomicU32) -> Option<lock::Guard<'a>>,
+    ) -> Option<Locked<'a>> {
         // SAFETY: `base` is valid for region_size(cap) bytes, 8-byte aligned, for the
         // table's life (constructors); offset 0 holds the lock word and nothing else.
         let word = unsafe { &*self.base.cast::<AtomicU32>() };
-        let guard = take(word);
+        let guard = take(word)?;
         // SAFETY: the meta line and the slots follow the lock word inside the region; every
         // process and thread touches them only while holding the lock just taken, so these
         // are the only live references until the guard (dropped with them) releases it.
@@ -310,7 +315,7 @@ impl SourceTable {
             log::warn!("per-source table: a worker died holding its lock; the table was reset");
             t.reset();
         }
-        t
+        Some(t)
     }
 }
 

@@ -80,6 +80,9 @@ struct Supervisor {
     /// The per-source table in `region`'s extra block, when a per-source limit is set
     /// (SPEC §10: the limits hold for the daemon as a whole).
     table: Option<SourceTable>,
+    /// Who left the table to be reset (a worker that died with connections open), until
+    /// [`Supervisor::reset_table`] could take its lock.
+    table_dirty: Option<String>,
     seats: Vec<Seat>,
     timers: Timers<Tick>,
     me: Pid,
@@ -189,6 +192,7 @@ impl Supervisor {
             listeners,
             region,
             table,
+            table_dirty: None,
             seats,
             timers,
             me: nix::unistd::getpid(),
@@ -245,6 +249,7 @@ impl Supervisor {
             Tick::Spawn(_) => {}
             Tick::Check => {
                 self.reap();
+                self.reset_table(0);
                 self.check_heartbeats();
                 self.report_status();
                 self.timers.add(self.now + CHECK_EVERY, Tick::Check);

@@ -50,7 +50,7 @@ fn a_reset_after_a_death_forgets_counts_and_releases_saturate() {
     }
     assert_eq!(t.admit(v4(3), now), Verdict::Admitted);
     // A pid above pid_max: the holder that "died" was never there; the lock is free.
-    assert_eq!(t.reset_after_death(0x7fff_fff2), 2, "two sources forgotten");
+    assert_eq!(t.reset_after_death(0x7fff_fff2), Some(2), "two forgotten");
     assert!(t.is_empty());
     assert_eq!(t.admit(v4(2), now), Verdict::Admitted);
     // Three releases of connections admitted before (two) and after (one) the reset: the
