@@ -53,32 +53,6 @@ impl Supervisor {
         }
     }
 
-    /// A worker that did not end with a clean exit (its drain closes and releases every
-    /// connection) may have left open counts in the per-source table that nobody will ever
-    /// release, locking its clients' sources out for good: start the table afresh.
-    fn forget_sources(&mut self, k: usize, pid: Pid, status: &WaitStatus) {
-        if self.table.is_none() || matches!(status, WaitStatus::Exited(_, 0)) {
-            return;
-        }
-        self.table_dirty = Some(format!("worker {k} (pid {pid})"));
-        self.reset_table(pid.as_raw() as u32);
-    }
-
-    /// Reset the per-source table if a dead worker left it dirty. Never waits: when another
-    /// (live, perhaps stopped) worker holds the lock, the next check tries again, so the
-    /// supervisor's own loop never hangs on a worker's lock.
-    pub(super) fn reset_table(&mut self, dead: u32) {
-        let (Some(table), Some(who)) = (&self.table, &self.table_dirty) else {
-            return;
-        };
-        match table.reset_after_death(dead) {
-            Some(0) => {}
-            Some(n) => warn!("{who} left {n} sources in the per-source table; it was reset"),
-            None => return debug!("per-source table busy; resetting it at the next check"),
-        }
-        self.table_dirty = None;
-    }
-
     /// Queue worker `k`'s replacement after its back-off; returns the delay.
     pub(super) fn schedule_restart(&mut self, k: usize) -> Duration {
         let seat = &mut self.seats[k - 1];

@@ -34,6 +34,7 @@ use crate::timer::Timers;
 mod life;
 mod listeners;
 mod report;
+mod sources;
 mod spawn;
 
 pub use spawn::available_cpus;
@@ -126,23 +127,7 @@ impl Supervisor {
         if config.backend.resolve() == BackendKind::Select {
             listeners.select_can_watch(signals.fd())?;
         }
-        let limits = config.access.limits;
-        let extra = match limits.any() {
-            true => SourceTable::region_size(crate::access::MAX_SOURCES),
-            false => 0,
-        };
-        let region = Region::map(n, extra).map_err(|e| Error::io("cannot map shared memory", e))?;
-        let table = match region.extra().filter(|_| limits.any()) {
-            // SAFETY: the extra block is fresh zeroed shared memory of `len` bytes, page
-            // aligned, never unmapped, and only the table (through its lock) writes it.
-            Some((at, len)) => Some(
-                unsafe { SourceTable::in_region(at.as_ptr(), len, limits, Instant::now()) }
-                    .map_err(|e| {
-                        Error::io("cannot place the per-source table", io::Error::other(e))
-                    })?,
-            ),
-            None => None,
-        };
+        let (region, table) = sources::map_region(n, config.access.limits)?;
         let name = config.backend.resolve().name();
         let mut backend =
             reactor::open(config.backend).map_err(|source| Error::Backend { name, source })?;
