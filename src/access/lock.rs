@@ -7,7 +7,9 @@
 //! the critical section (SIGKILL from an operator or the OOM killer) would block every other
 //! worker forever; the pid in the word lets a waiter notice that the holder no longer exists
 //! and take the lock over ([`Guard::inherited`] tells the caller to repair what the dead
-//! holder may have left half-done).
+//! holder may have left half-done). The supervisor, which has a loop of its own to keep
+//! turning, never waits: [`try_lock_after_death`] takes the lock from a pid it has just
+//! reaped at once, or gives up.
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU32, Ordering};
