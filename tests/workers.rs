@@ -13,6 +13,8 @@ use crate::util::client::{self, check_pattern, echo_exact, expect_eof, fresh_see
 use crate::util::TempSock;
 
 mod activation;
+// With the per-source limits (SPEC §10): one table for the whole daemon.
+mod limits;
 mod pool;
 mod replace;
 mod start;

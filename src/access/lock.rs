@@ -7,7 +7,9 @@
 //! the critical section (SIGKILL from an operator or the OOM killer) would block every other
 //! worker forever; the pid in the word lets a waiter notice that the holder no longer exists
 //! and take the lock over ([`Guard::inherited`] tells the caller to repair what the dead
-//! holder may have left half-done).
+//! holder may have left half-done). The supervisor, which has a loop of its own to keep
+//! turning, never waits: [`try_lock_after_death`] takes the lock from a pid it has just
+//! reaped at once, or gives up.
 
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,6 +56,35 @@ pub fn lock(word: &AtomicU32) -> Guard<'_> {
         }
         std::thread::yield_now();
     }
+}
+
+/// Try to take the lock in `word` after process `dead` has ended (the caller reaped it, so
+/// its pid names nobody we could wait for): if `dead` holds it, take it over at once, without
+/// waiting to see it gone (`inherited`); if it is free, or becomes free within a few spins,
+/// take it. `None` when a live process holds it: a caller with a loop of its own to run
+/// (the supervisor) tries again later rather than wait on a holder that may be stopped.
+pub fn try_lock_after_death(word: &AtomicU32, dead: u32) -> Option<Guard<'_>> {
+    let me = my_pid();
+    let take = |from| {
+        word.compare_exchange(from, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    };
+    if dead != 0 && dead != me && take(dead) {
+        return Some(Guard {
+            word,
+            inherited: true,
+        });
+    }
+    for _ in 0..SPINS {
+        if take(0) {
+            return Some(Guard {
+                word,
+                inherited: false,
+            });
+        }
+        spin_loop();
+    }
+    None
 }
 
 /// This process's pid, cached: getpid(2) is a real system call (glibc stopped caching it),
@@ -158,6 +189,22 @@ mod tests {
         // SAFETY: waiting for our own child with a valid status pointer.
         assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
         assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+
+    #[test]
+    fn a_reaped_holder_is_taken_over_at_once() {
+        // Pid 1 exists (kill(1, 0) says so), as a recycled pid would: `lock` would wait on
+        // it for ever; the caller that reaped the holder knows better and takes it at once.
+        let word = AtomicU32::new(1);
+        let g = try_lock_after_death(&word, 1).expect("taken over");
+        assert!(g.inherited);
+        drop(g);
+        let g = try_lock_after_death(&word, 1).expect("free");
+        assert!(!g.inherited, "a free lock is simply taken");
+        // Held by a live process that is not the one reaped: no waiting, try again later.
+        let held = AtomicU32::new(1);
+        assert!(try_lock_after_death(&held, 0x7fff_fff3).is_none());
+        assert_eq!(held.load(Ordering::Relaxed), 1);
     }
 
     #[test]

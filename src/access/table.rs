@@ -254,6 +254,19 @@ impl SourceTable {
         t.sweep(now, SWEEP);
     }
 
+    /// A worker (pid `dead`, already reaped) ended without closing its connections, which
+    /// would otherwise count against their sources for ever: start the table afresh, as a
+    /// takeover from a holder that died inside the lock does (see README's decisions: the
+    /// other workers' open counts are forgotten too, and `release` saturates at 0).
+    /// Returns how many sources were forgotten, or `None` when a live worker holds the lock
+    /// (try again later; this never waits).
+    pub fn reset_after_death(&self, dead: u32) -> Option<usize> {
+        let mut t = self.locked(|word| lock::try_lock_after_death(word, dead))?;
+        let sources = t.meta.live as usize;
+        t.reset();
+        Some(sources)
+    }
+
     /// Sources in the table now.
     pub fn len(&self) -> usize {
         self.lock().meta.live as usize
@@ -269,10 +282,18 @@ impl SourceTable {
     }
 
     fn lock(&self) -> Locked<'_> {
+        let locked = self.locked(|word| Some(lock::lock(word)));
+        locked.expect("lock::lock always returns a guard")
+    }
+
+    fn locked<'a>(
+        &'a self,
+        take: impl FnOnce(&'a AtomicU32) -> Option<lock::Guard<'a>>,
+    ) -> Option<Locked<'a>> {
         // SAFETY: `base` is valid for region_size(cap) bytes, 8-byte aligned, for the
         // table's life (constructors); offset 0 holds the lock word and nothing else.
         let word = unsafe { &*self.base.cast::<AtomicU32>() };
-        let guard = lock::lock(word);
+        let guard = take(word)?;
         // SAFETY: the meta line and the slots follow the lock word inside the region; every
         // process and thread touches them only while holding the lock just taken, so these
         // are the only live references until the guard (dropped with them) releases it.
@@ -283,7 +304,7 @@ impl SourceTable {
             )
         };
         let inherited = guard.inherited;
-        let t = Locked {
+        let mut t = Locked {
             _guard: guard,
             meta,
             slots,
@@ -292,10 +313,9 @@ impl SourceTable {
         if inherited {
             // A worker died in the middle of an update: start afresh rather than trust it.
             log::warn!("per-source table: a worker died holding its lock; the table was reset");
-            t.slots.fill(Slot::EMPTY);
-            *t.meta = Meta { live: 0, cursor: 0 };
+            t.reset();
         }
-        t
+        Some(t)
     }
 }
 

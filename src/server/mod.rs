@@ -126,6 +126,13 @@ impl Server {
         self
     }
 
+    /// Use `access` (e.g. over the per-source table a supervisor shares between its workers)
+    /// instead of the private one [`Server::new`] compiled. Call it before [`Server::run`].
+    pub fn with_access(mut self, access: Access) -> Server {
+        self.access = access;
+        self
+    }
+
     /// Serve until a signal's drain is done. Only a failing backend is an error.
     pub fn run(mut self) -> Result<(), Error> {
         self.status.ready(self.now, &mut self.timers);

@@ -22,6 +22,7 @@ use log::{debug, info, warn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use crate::access::{Access, SourceTable};
 use crate::config::Config;
 use crate::error::Error;
 use crate::reactor::{self, Backend, BackendKind, Interest, Token};
@@ -33,6 +34,7 @@ use crate::timer::Timers;
 mod life;
 mod listeners;
 mod report;
+mod sources;
 mod spawn;
 
 pub use spawn::available_cpus;
@@ -76,6 +78,12 @@ struct Supervisor {
     notifier: Option<Notifier>,
     listeners: Listeners,
     region: &'static Region,
+    /// The per-source table in `region`'s extra block, when a per-source limit is set
+    /// (SPEC §10: the limits hold for the daemon as a whole).
+    table: Option<SourceTable>,
+    /// Who left the table to be reset (a worker that died with connections open), until
+    /// [`Supervisor::reset_table`] could take its lock.
+    table_dirty: Option<String>,
     seats: Vec<Seat>,
     timers: Timers<Tick>,
     me: Pid,
@@ -119,7 +127,7 @@ impl Supervisor {
         if config.backend.resolve() == BackendKind::Select {
             listeners.select_can_watch(signals.fd())?;
         }
-        let region = Region::map(n, 0).map_err(|e| Error::io("cannot map shared memory", e))?;
+        let (region, table) = sources::map_region(n, config.access.limits)?;
         let name = config.backend.resolve().name();
         let mut backend =
             reactor::open(config.backend).map_err(|source| Error::Backend { name, source })?;
@@ -168,6 +176,8 @@ impl Supervisor {
             notifier,
             listeners,
             region,
+            table,
+            table_dirty: None,
             seats,
             timers,
             me: nix::unistd::getpid(),
@@ -224,6 +234,7 @@ impl Supervisor {
             Tick::Spawn(_) => {}
             Tick::Check => {
                 self.reap();
+                self.reset_table(0);
                 self.check_heartbeats();
                 self.report_status();
                 self.timers.add(self.now + CHECK_EVERY, Tick::Check);
@@ -286,10 +297,14 @@ impl Supervisor {
             notifier,
             listeners,
             region,
+            table,
             ..
         } = self;
         drop((backend, signals, children, notifier));
+        // The lists are read-only: each worker compiles its own. The table is shared.
+        let access = Access::with_table(&config.access, table.and_then(|t| t.share()));
         WorkerStart {
+            access,
             config,
             listeners: listeners.for_worker(k),
             seat: region.seat(k),

@@ -7,7 +7,7 @@ impl Supervisor {
     /// The SPEC §5 line with exact totals over every worker, earlier generations included.
     pub(super) fn stats_line(&self) -> String {
         let t = self.region.totals();
-        format!(
+        let mut line = format!(
             "stats: backend={} open={} accepted={} rejected={} bytes_in={} bytes_out={} uptime={}s workers={}",
             self.config.backend.resolve().name(),
             t.get(Counter::Open),
@@ -17,7 +17,13 @@ impl Supervisor {
             t.get(Counter::BytesOut),
             self.now.duration_since(self.started).as_secs(),
             self.n
-        )
+        );
+        if self.config.access.is_active() {
+            // SPEC §5: after `workers=`, before any UDP fields.
+            let (denied, limited) = (t.get(Counter::Denied), t.get(Counter::Limited));
+            line.push_str(&format!(" denied={denied} limited={limited}"));
+        }
+        line
     }
 
     /// `STATUS=3 connections, 2 workers` (the one-process daemon's wording, plus workers).

@@ -10,6 +10,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use signal_hook::SigId;
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::error::Error;
 use crate::listen::Listener;
@@ -85,6 +86,8 @@ pub(super) fn become_worker(supervisor: Pid) {
 /// What a worker starts with: inherited from the supervisor, everything else let go of.
 pub(super) struct WorkerStart {
     pub config: Config,
+    /// `--allow`/`--deny` and a handle on the per-source table the workers share.
+    pub access: Access,
     pub listeners: Vec<Listener>,
     pub seat: Seat,
     /// The signal mask from before the fork, restored once the worker's handlers are in.
@@ -107,6 +110,7 @@ pub(super) fn worker_main(start: WorkerStart) -> ! {
 fn serve(start: WorkerStart) -> Result<(), Error> {
     let WorkerStart {
         config,
+        access,
         listeners,
         seat,
         mask,
@@ -119,7 +123,9 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
         name: config.backend.resolve().name(),
         source,
     })?;
-    let server = server::Server::new(backend, config, listeners, signals, None)?.worker(seat);
+    let server = server::Server::new(backend, config, listeners, signals, None)?
+        .worker(seat)
+        .with_access(access);
     seat.mark_ready();
     server.run()
 }

@@ -46,6 +46,15 @@ impl Slot {
 }
 
 impl Locked<'_> {
+    /// Forget every source. An empty table is left as it is, so a daemon whose table never
+    /// held a source does not make its whole (3 MB, shared) block resident here.
+    pub(super) fn reset(&mut self) {
+        if self.meta.live > 0 {
+            self.slots.fill(Slot::EMPTY);
+        }
+        *self.meta = Meta { live: 0, cursor: 0 };
+    }
+
     fn home(&self, kind: u32, key: u64) -> usize {
         hash(self.seed, kind, key) as usize & (self.slots.len() - 1)
     }

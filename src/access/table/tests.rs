@@ -42,6 +42,29 @@ fn max_per_source_counts_open_connections() {
 }
 
 #[test]
+fn a_reset_after_a_death_forgets_counts_and_releases_saturate() {
+    // A rate too (1000/s, far from reached) keeps an entry whose count is 0 in the table.
+    let (t, now) = table(2, 1000, MAX_SOURCES);
+    for _ in 0..2 {
+        assert_eq!(t.admit(v4(2), now), Verdict::Admitted);
+    }
+    assert_eq!(t.admit(v4(3), now), Verdict::Admitted);
+    // A pid above pid_max: the holder that "died" was never there; the lock is free.
+    assert_eq!(t.reset_after_death(0x7fff_fff2), Some(2), "two forgotten");
+    assert!(t.is_empty());
+    assert_eq!(t.admit(v4(2), now), Verdict::Admitted);
+    // Three releases of connections admitted before (two) and after (one) the reset: the
+    // count stops at 0 instead of wrapping, so the source is neither locked out nor freed
+    // of its limit.
+    for _ in 0..3 {
+        t.release(v4(2), now);
+    }
+    assert_eq!(t.admit(v4(2), now), Verdict::Admitted);
+    assert_eq!(t.admit(v4(2), now), Verdict::Admitted);
+    assert_eq!(t.admit(v4(2), now), Verdict::OverMax);
+}
+
+#[test]
 fn bucket_bursts_then_refills_at_the_rate() {
     let (t, now) = table(0, 20, MAX_SOURCES);
     for i in 0..20 {
