@@ -33,6 +33,7 @@ pub mod signal;
 pub mod sys;
 pub mod systemd;
 pub mod timer;
+pub mod udp;
 
 use std::io::Write;
 

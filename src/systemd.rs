@@ -18,7 +18,7 @@ use std::time::Duration;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::socket::{
     getsockopt, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
-    UnixAddr,
+    SockaddrLike, UnixAddr,
 };
 use nix::sys::time::TimeVal;
 
@@ -182,11 +182,12 @@ fn listen_count(pid: Option<&str>, fds: Option<&str>, me: u32) -> Result<Option<
 }
 
 /// Take ownership of inherited descriptor `raw` once it is known to be open, check that it
-/// is a listening stream socket, and set O_NONBLOCK and FD_CLOEXEC on it.
+/// is a listening stream socket or a UDP socket (`ListenDatagram=`), and set O_NONBLOCK and
+/// FD_CLOEXEC on it.
 fn adopt(raw: RawFd) -> Result<OwnedFd, Error> {
     let bad = |source: io::Error| {
         Error::io(
-            format!("inherited descriptor {raw} is not a listening stream socket"),
+            format!("inherited descriptor {raw} is not a listening stream socket or a UDP socket"),
             source,
         )
     };
@@ -197,11 +198,21 @@ fn adopt(raw: RawFd) -> Result<OwnedFd, Error> {
     // LISTEN_* variables were removed, so a second call to `listen_fds` cannot take it again.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     let kind = getsockopt(&fd, sockopt::SockType).map_err(|e| bad(e.into()))?;
-    if kind != SockType::Stream {
+    if kind == SockType::Datagram {
+        // UDP only: a unix datagram socket has no peer address to answer to.
+        let local: nix::sys::socket::SockaddrStorage =
+            nix::sys::socket::getsockname(raw).map_err(|e| bad(e.into()))?;
+        if !matches!(
+            local.family(),
+            Some(AddressFamily::Inet | AddressFamily::Inet6)
+        ) {
+            let msg = "it is a unix datagram socket";
+            return Err(bad(io::Error::new(io::ErrorKind::InvalidInput, msg)));
+        }
+    } else if kind != SockType::Stream {
         let msg = format!("it is a {kind:?} socket").to_lowercase();
         return Err(bad(io::Error::new(io::ErrorKind::InvalidInput, msg)));
-    }
-    if !getsockopt(&fd, sockopt::AcceptConn).map_err(|e| bad(e.into()))? {
+    } else if !getsockopt(&fd, sockopt::AcceptConn).map_err(|e| bad(e.into()))? {
         let msg = "it is not listening";
         return Err(bad(io::Error::new(io::ErrorKind::InvalidInput, msg)));
     }
@@ -322,6 +333,11 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let raw = listener.into_raw_fd();
         let fd = adopt(raw).unwrap();
+        let fl = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
+        assert!(fl.contains(OFlag::O_NONBLOCK));
+        // A UDP socket (ListenDatagram=) is taken too.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = adopt(udp.into_raw_fd()).unwrap();
         let fl = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
         assert!(fl.contains(OFlag::O_NONBLOCK));
         let fd_flags = FdFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFD).unwrap());
