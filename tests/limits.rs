@@ -68,7 +68,7 @@ fn max_clients_counts_all_listeners() {
         .iter()
         .map(|a| match a {
             crate::util::Addr::Tcp(s) => *s,
-            crate::util::Addr::Unix(_) => unreachable!(),
+            _ => unreachable!(),
         })
         .collect();
     let mut a = client::connect(addrs[0]).unwrap();

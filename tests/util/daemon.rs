@@ -105,9 +105,25 @@ impl Daemon {
             .iter()
             .find_map(|a| match a {
                 Addr::Tcp(s) => Some(*s),
-                Addr::Unix(_) => None,
+                _ => None,
             })
             .unwrap_or_else(|| self.fail("the daemon has no TCP listener"))
+    }
+
+    /// Every UDP address, in order.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        let udp = |a: &Addr| match a {
+            Addr::Udp(s) => Some(*s),
+            _ => None,
+        };
+        self.addrs.iter().filter_map(udp).collect()
+    }
+
+    /// The first UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        let all = self.udp_addrs();
+        *all.first()
+            .unwrap_or_else(|| self.fail("the daemon has no UDP listener"))
     }
 
     /// A client connected to [`Daemon::addr`], with I/O timeouts.
