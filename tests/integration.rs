@@ -36,3 +36,9 @@ mod fds;
 
 // The shell tools: hammer.sh once per backend, and demo.sh, against the real daemon.
 mod scripts;
+
+// UDP echo: exact replies over IPv4/IPv6, stamp, loop protection, --delay, wildcard pktinfo.
+mod udp;
+
+// UDP under pressure: a --delay flood within --max-buffer, SIGTERM with held replies, socket activation.
+mod udp_limits;

@@ -21,6 +21,7 @@ use crate::systemd::Notifier;
 use crate::timer::Timers;
 
 mod accept;
+mod udp;
 
 /// Connections accepted per listener per turn at most, so clients are not starved by a storm.
 const ACCEPT_BATCH: usize = 128;
@@ -31,8 +32,9 @@ const SCRATCH: usize = 64 * 1024;
 /// STATUS= updates to systemd at most this often.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
-/// Token layout: 0 is the signal pipe, then listeners, then connections.
+/// Token layout: 0 is the signal pipe, then listeners, UDP sockets, then connections.
 const LISTENER_BASE: usize = 1;
+const UDP_BASE: usize = 1 << 15;
 const CONN_BASE: usize = 1 << 16;
 
 /// Who a token belongs to.
@@ -40,6 +42,7 @@ const CONN_BASE: usize = 1 << 16;
 enum Source {
     Signal,
     Listener(usize),
+    Udp(usize),
     Conn(usize),
 }
 
@@ -47,7 +50,8 @@ impl From<Token> for Source {
     fn from(t: Token) -> Source {
         match t.0 {
             0 => Source::Signal,
-            n if n < CONN_BASE => Source::Listener(n - LISTENER_BASE),
+            n if n < UDP_BASE => Source::Listener(n - LISTENER_BASE),
+            n if n < CONN_BASE => Source::Udp(n - UDP_BASE),
             n => Source::Conn(n - CONN_BASE),
         }
     }
@@ -58,6 +62,7 @@ impl From<Source> for Token {
         Token(match s {
             Source::Signal => 0,
             Source::Listener(i) => LISTENER_BASE + i,
+            Source::Udp(i) => UDP_BASE + i,
             Source::Conn(i) => CONN_BASE + i,
         })
     }
@@ -72,6 +77,7 @@ enum Timer {
     AcceptResume,
     Status,
     Watchdog(Duration),
+    Udp { index: usize, at: Instant },
 }
 
 #[derive(Default)]
@@ -108,6 +114,7 @@ pub struct Server {
     notifier: Option<Notifier>,
     status_sent: (usize, Option<Instant>),
     status_armed: bool,
+    udp: udp::Udp,
 }
 
 impl Server {
@@ -121,6 +128,15 @@ impl Server {
     ) -> Result<Server, Error> {
         let name = backend.name();
         let fatal = |source| Error::Backend { name, source };
+        let (datagram, listeners): (Vec<_>, Vec<_>) =
+            listeners.into_iter().partition(Listener::is_datagram);
+        let udp_sockets = datagram
+            .into_iter()
+            .map(|l| {
+                let addr = l.label().to_string();
+                crate::udp::UdpSocket::new(l).map_err(|source| Error::Listen { addr, source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         backend
             .set_interest(
                 signals.fd(),
@@ -144,7 +160,7 @@ impl Server {
             info!("listening on {} (backend {name})", l.label());
         }
         let now = Instant::now();
-        Ok(Server {
+        let mut server = Server {
             backend,
             config,
             listeners: listeners.into_iter().map(Some).collect(),
@@ -168,7 +184,10 @@ impl Server {
             notifier,
             status_sent: (0, None),
             status_armed: false,
-        })
+            udp: udp::Udp::new(udp_sockets),
+        };
+        server.register_udp()?;
+        Ok(server)
     }
 
     /// Serve until a signal's drain is done. Only a failing backend is an error.
@@ -200,7 +219,7 @@ impl Server {
             self.free.append(&mut self.closed_this_turn);
             self.compact_timers();
             self.report_status();
-            if self.draining && self.open == 0 {
+            if self.draining && self.open == 0 && self.udp.queued() == 0 {
                 info!("drain complete: exiting");
                 return Ok(());
             }
@@ -213,6 +232,7 @@ impl Server {
             Source::Listener(i) => {
                 self.accept(i);
             }
+            Source::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
             Source::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
@@ -358,6 +378,7 @@ impl Server {
                 }
                 self.timers.add(self.now + every, Timer::Watchdog(every));
             }
+            Timer::Udp { index, at } => self.on_udp_timer(index, at),
         }
     }
 
@@ -394,14 +415,15 @@ impl Server {
                 }
                 Request::Terminate(name) => self.start_drain(name),
                 Request::Stats => info!(
-                    "stats: backend={} open={} accepted={} rejected={} bytes_in={} bytes_out={} uptime={}s",
+                    "stats: backend={} open={} accepted={} rejected={} bytes_in={} bytes_out={} uptime={}s{}",
                     self.backend.name(),
                     self.open,
                     self.stats.accepted,
                     self.stats.rejected,
-                    self.stats.bytes_in,
-                    self.stats.bytes_out,
-                    self.now.duration_since(self.started).as_secs()
+                    self.stats.bytes_in + self.udp.counters.bytes_in,
+                    self.stats.bytes_out + self.udp.counters.bytes_out,
+                    self.now.duration_since(self.started).as_secs(),
+                    self.udp.stats_fields()
                 ),
                 Request::Hangup => info!("SIGHUP received and ignored: there is no configuration to reload"),
             }
@@ -433,6 +455,7 @@ impl Server {
         }
         self.set_listening(Interest::NONE);
         self.listeners.clear(); // closes them (and removes unix socket files we created)
+        self.stop_udp();
         for slot in 0..self.conns.len() {
             self.with_conn(slot, |conn, _, ctx| conn.release(true, ctx));
         }
@@ -445,6 +468,7 @@ impl Server {
     }
 
     fn cut_off(&mut self, why: &str) {
+        self.abandon_udp(why);
         if self.open > 0 {
             warn!(
                 "{why}: closing {} that had not finished",
