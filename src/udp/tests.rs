@@ -155,7 +155,8 @@ fn stamp_replies_and_the_size_limit() {
 fn service_ports_get_no_answer() {
     let mut rig = Rig::new("127.0.0.1:0");
     for port in [7u16, 19] {
-        let p = match Peer::bind(("127.0.0.1", port)) {
+        // An address of its own, so this cannot collide with the integration tests' port 7.
+        let p = match Peer::bind(("127.0.0.77", port)) {
             Ok(p) => p,
             Err(e) => {
                 eprintln!("note: cannot bind port {port} ({e}); needs root");
