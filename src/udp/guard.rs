@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info};
 
-use super::batch::Local;
+use super::addr::Local;
 
 /// Source ports that never get an answer.
 pub const LOOP_PORTS: [u16; 5] = [0, 7, 13, 19, 37];

@@ -2,6 +2,7 @@
 
 use std::net::UdpSocket as Peer;
 
+use super::batch::STAMP_EXTRA;
 use super::*;
 use crate::config::ListenAddr;
 
@@ -286,4 +287,88 @@ fn ipv6_echo() {
             (&b"six"[..], rig.sock.local().port())
         );
     }
+}
+
+/// Ten numbered datagrams from `p`, read in one batch.
+fn ten(rig: &mut Rig, p: &Peer) {
+    for i in 0..10u8 {
+        p.send(&[i; 100]).unwrap();
+    }
+    rig.readable(Instant::now());
+}
+
+fn replies(p: &Peer) -> Vec<u8> {
+    std::iter::from_fn(|| recv(p)).map(|r| r[0]).collect()
+}
+
+#[test]
+fn eagain_queues_the_rest_in_order_and_waits_for_writability() {
+    use super::batch::fake::{script, Call};
+    let mut rig = Rig::new("127.0.0.1:0");
+    let p = rig.peer();
+    script(&[Call::SendAtMost(3), Call::Fail(libc::EAGAIN)]);
+    ten(&mut rig, &p);
+    assert_eq!(rig.sock.queued(), 7, "the refused seven are queued");
+    assert_eq!(
+        rig.sock.wanted(),
+        Interest::BOTH,
+        "write interest while queued"
+    );
+    assert_eq!(
+        rig.sock.timer_needed(),
+        None,
+        "writability, not a timer, resumes"
+    );
+    // New datagrams go behind the queue, not past it.
+    p.send(&[10; 100]).unwrap();
+    rig.readable(Instant::now());
+    assert_eq!(rig.sock.queued(), 8);
+    rig.with(Instant::now(), |s, a, c| s.on_writable(a, c));
+    assert_eq!(replies(&p), (0..11).collect::<Vec<u8>>());
+    assert_eq!(
+        rig.sock.wanted(),
+        Interest::READ,
+        "write interest dropped when empty"
+    );
+    assert_eq!((rig.counters.datagrams_out, rig.counters.dropped), (11, 0));
+}
+
+#[test]
+fn enobufs_retries_on_a_timer() {
+    use super::batch::fake::{script, Call};
+    let mut rig = Rig::new("127.0.0.1:0");
+    let p = rig.peer();
+    script(&[Call::Fail(libc::ENOBUFS)]);
+    let t0 = Instant::now();
+    ten(&mut rig, &p);
+    assert_eq!(rig.sock.queued(), 10);
+    assert_eq!(
+        rig.sock.wanted(),
+        Interest::READ,
+        "writability would not say when"
+    );
+    let at = rig.sock.timer_needed().expect("a retry timer");
+    assert!(at > t0 && at <= Instant::now() + NOBUFS_RETRY);
+    rig.with(at, |s, a, c| s.on_timer(at, a, c));
+    assert_eq!(replies(&p), (0..10).collect::<Vec<u8>>());
+}
+
+#[test]
+fn errors_of_one_reply_drop_only_that_one_and_icmp_errors_are_ignored() {
+    use super::batch::fake::{script, Call};
+    let mut rig = Rig::new("127.0.0.1:0");
+    let p = rig.peer();
+    // A stale ECONNREFUSED (from an ICMP error) is retried; EPERM (a firewall) drops the
+    // datagram it names and the rest goes on.
+    script(&[
+        Call::Fail(libc::ECONNREFUSED),
+        Call::SendAtMost(2),
+        Call::Fail(libc::EPERM),
+    ]);
+    ten(&mut rig, &p);
+    let mut want: Vec<u8> = (0..10).collect();
+    want.remove(2);
+    assert_eq!(replies(&p), want);
+    assert_eq!((rig.counters.datagrams_out, rig.counters.dropped), (9, 1));
+    assert!(rig.sock.is_idle());
 }
