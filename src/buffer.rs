@@ -15,22 +15,18 @@ pub struct OutBuf {
 const KEEP: usize = 16 * 1024;
 
 impl OutBuf {
-    /// Bytes pending.
     pub fn len(&self) -> usize {
         self.data.len() - self.start
     }
 
-    /// True when nothing is pending.
     pub fn is_empty(&self) -> bool {
         self.start == self.data.len()
     }
 
-    /// The pending bytes, front first.
     pub fn as_slice(&self) -> &[u8] {
         &self.data[self.start..]
     }
 
-    /// Append bytes at the back.
     pub fn extend(&mut self, bytes: &[u8]) {
         if self.start > 0 && self.start >= self.data.len() / 2 {
             // Reclaim the consumed front before growing: at most one memmove per half buffer.
@@ -54,7 +50,8 @@ impl OutBuf {
         }
     }
 
-    /// Bytes of heap this buffer holds (for tests and stats).
+    /// Bytes of heap this buffer holds.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.data.capacity()
     }

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
-use crate::reactor::Interest;
+use crate::reactor::{Backend, Interest, Token};
+use crate::server::Stats;
 use crate::sys;
+use crate::timer::later;
 
 /// Bytes read from one connection per readiness event at most, so that one fast sender
 /// cannot starve the others (level-triggered: the rest is reported on the next turn).
@@ -31,26 +33,20 @@ const HELD_OVERHEAD: usize = std::mem::size_of::<Held>() + 32;
 pub enum Step {
     /// Keep it (and bring its registered interest up to date).
     Keep,
-    /// Close it now.
     Close,
 }
 
 /// Per-turn context lent to the handlers by the server.
 pub struct Ctx<'a> {
-    /// Raw or stamp.
     pub mode: Mode,
     /// How long input is held before it is answered; zero while draining.
     pub delay: Duration,
-    /// `--max-buffer`.
     pub max_buffer: usize,
     /// The time the current turn started.
     pub now: Instant,
-    /// Stamp mode's time source.
+    /// Formats the ctime text at most once a second, for every connection.
     pub clock: &'a mut Clock,
-    /// Byte counters for the stats line.
-    pub bytes_in: &'a mut u64,
-    /// Byte counters for the stats line.
-    pub bytes_out: &'a mut u64,
+    pub stats: &'a mut Stats,
 }
 
 /// A chunk of input waiting out `--delay`.
@@ -59,7 +55,6 @@ struct Held {
     bytes: Vec<u8>,
 }
 
-/// A client connection.
 pub struct Conn {
     fd: OwnedFd,
     /// Unique for the life of the server: timers name a connection by slot *and* id.
@@ -69,24 +64,21 @@ pub struct Conn {
     /// Bytes held, plus `HELD_OVERHEAD` per chunk.
     held_bytes: usize,
     stamper: Stamper,
-    /// What the backend has been told (kept in step by the server's `sync_interest`).
-    pub registered: Interest,
+    /// What the backend has been told; only `sync_interest` and `deregister` change it.
+    registered: Interest,
     /// The socket refused a write since the last writable event: wait for the next one.
     write_blocked: bool,
     /// The peer shut down its sending side (or we read EOF).
     read_closed: bool,
     /// Reading is paused by backpressure until pending output falls to half the cap.
     paused: bool,
-    /// A send failed hard (reset, broken pipe): the connection is to be closed.
-    broken: bool,
     /// A delay timer is queued for the head of `held`.
-    pub delay_armed: bool,
+    delay_armed: bool,
     /// Last time a byte moved either way.
     pub last_active: Instant,
 }
 
 impl Conn {
-    /// A freshly accepted connection.
     pub fn new(fd: OwnedFd, id: u64, now: Instant) -> Conn {
         Conn {
             fd,
@@ -99,15 +91,41 @@ impl Conn {
             write_blocked: false,
             read_closed: false,
             paused: false,
-            broken: false,
             delay_armed: false,
             last_active: now,
         }
     }
 
-    /// The socket.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    pub fn registered(&self) -> Interest {
+        self.registered
+    }
+
+    /// Tell the poller what the connection wants now, if that changed (libev's `fd_reify`,
+    /// per connection): the one place a connection's registration changes while it lives.
+    pub fn sync_interest(&mut self, backend: &mut dyn Backend, token: Token) -> io::Result<()> {
+        self.set_registered(backend, token, self.wanted())
+    }
+
+    /// Remove the connection from the poller; call before closing (see the Backend contract).
+    pub fn deregister(&mut self, backend: &mut dyn Backend, token: Token) -> io::Result<()> {
+        self.set_registered(backend, token, Interest::NONE)
+    }
+
+    fn set_registered(
+        &mut self,
+        backend: &mut dyn Backend,
+        token: Token,
+        want: Interest,
+    ) -> io::Result<()> {
+        if want != self.registered {
+            backend.set_interest(self.fd(), token, self.registered, want)?;
+            self.registered = want;
+        }
+        Ok(())
     }
 
     /// What the connection needs from the poller now. Computed, never set by hand.
@@ -140,20 +158,46 @@ impl Conn {
 
     /// The socket is readable (or has an error to report).
     pub fn on_readable(&mut self, scratch: &mut [u8], ctx: &mut Ctx<'_>) -> Step {
+        let result = self.read(scratch, ctx);
+        self.step(result)
+    }
+
+    /// The socket is writable (or has an error to report).
+    pub fn on_writable(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        self.write_blocked = false;
+        let result = self.flush(ctx);
+        self.update_pause(ctx.max_buffer);
+        self.step(result)
+    }
+
+    /// The delay timer queued by [`Conn::delay_timer_needed`] fired.
+    pub fn on_delay_timer(&mut self, ctx: &mut Ctx<'_>) -> Step {
+        self.delay_armed = false;
+        self.release(false, ctx)
+    }
+
+    /// Answer held input that is due (all of it with `all`, when the drain starts).
+    pub fn release(&mut self, all: bool, ctx: &mut Ctx<'_>) -> Step {
+        let result = self.release_due(all, ctx);
+        self.update_pause(ctx.max_buffer);
+        self.step(result)
+    }
+
+    fn read(&mut self, scratch: &mut [u8], ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         let mut budget = READ_BUDGET;
-        while !self.paused && !self.read_closed && !self.broken && budget > 0 {
+        while !self.paused && !self.read_closed && budget > 0 {
             let want = self.read_size(ctx).min(scratch.len()).min(budget);
             match sys::recv(&self.fd, &mut scratch[..want]) {
                 Ok(0) => {
                     self.read_closed = true;
                     if self.held.is_empty() {
-                        self.end_of_input(ctx);
+                        self.end_of_input(ctx)?;
                     }
                 }
                 Ok(n) => {
-                    *ctx.bytes_in += n as u64;
+                    ctx.stats.add_in(n);
                     self.last_active = ctx.now;
-                    self.ingest(&scratch[..n], ctx);
+                    self.ingest(&scratch[..n], ctx)?;
                     budget -= n;
                     self.update_pause(ctx.max_buffer);
                     if n < want {
@@ -162,34 +206,24 @@ impl Conn {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return self.fail("read", &e),
+                Err(e) => return Err(Failed("read", e)),
             }
         }
-        self.check_write()
+        Ok(())
     }
 
-    /// The socket is writable (or has an error to report).
-    pub fn on_writable(&mut self, ctx: &mut Ctx<'_>) -> Step {
-        self.write_blocked = false;
-        self.flush(ctx);
-        self.update_pause(ctx.max_buffer);
-        self.check_write()
-    }
-
-    /// Answer held input that is due (all of it with `all`, when the drain starts).
-    pub fn release(&mut self, all: bool, ctx: &mut Ctx<'_>) -> Step {
+    fn release_due(&mut self, all: bool, ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         while self.held.front().is_some_and(|h| all || h.due <= ctx.now) {
             let Some(h) = self.held.pop_front() else {
                 break;
             };
             self.held_bytes -= h.bytes.len() + HELD_OVERHEAD;
-            self.produce(&h.bytes, ctx);
+            self.produce(&h.bytes, ctx)?;
         }
         if self.held.is_empty() && self.read_closed {
-            self.end_of_input(ctx);
+            self.end_of_input(ctx)?;
         }
-        self.update_pause(ctx.max_buffer);
-        self.check_write()
+        Ok(())
     }
 
     /// How many bytes one read may take without the replies overshooting `--max-buffer`.
@@ -203,96 +237,92 @@ impl Conn {
         room.max(1)
     }
 
-    fn ingest(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+    fn ingest(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         if ctx.delay.is_zero() {
-            self.produce(data, ctx);
-        } else {
-            let due = ctx.now + ctx.delay;
-            match self.held.back_mut() {
-                // Read in the same turn: one chunk, one due time.
-                Some(last) if last.due == due => last.bytes.extend_from_slice(data),
-                _ => {
-                    self.held.push_back(Held {
-                        due,
-                        bytes: data.to_vec(),
-                    });
-                    self.held_bytes += HELD_OVERHEAD;
-                }
-            }
-            self.held_bytes += data.len();
+            return self.produce(data, ctx);
         }
+        let due = later(ctx.now, ctx.delay);
+        match self.held.back_mut() {
+            // Read in the same turn: one chunk, one due time.
+            Some(last) if last.due == due => last.bytes.extend_from_slice(data),
+            _ => {
+                self.held.push_back(Held {
+                    due,
+                    bytes: data.to_vec(),
+                });
+                self.held_bytes += HELD_OVERHEAD;
+            }
+        }
+        self.held_bytes += data.len();
+        Ok(())
     }
 
     /// Turn input into output and send what the socket takes now.
-    fn produce(&mut self, data: &[u8], ctx: &mut Ctx<'_>) {
+    fn produce(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         match ctx.mode {
             Mode::Raw if self.out.is_empty() && !self.write_blocked => {
                 // The common case: straight from the shared read buffer back to the socket;
                 // only what the kernel refuses is copied into this connection's buffer.
-                let sent = self.send(data, ctx);
+                let sent = self.send(data, ctx)?;
                 if sent < data.len() {
                     self.out.extend(&data[sent..]);
                 }
+                Ok(())
             }
-            Mode::Raw => self.out.extend(data),
+            Mode::Raw => {
+                self.out.extend(data);
+                Ok(())
+            }
             Mode::Stamp => {
                 let time = ctx.clock.ctime().as_bytes();
                 self.stamper.feed(data, ctx.max_buffer, time, &mut self.out);
-                self.flush(ctx);
+                self.flush(ctx)
             }
         }
     }
 
-    fn end_of_input(&mut self, ctx: &mut Ctx<'_>) {
+    fn end_of_input(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Failed> {
         if ctx.mode == Mode::Stamp {
             let time = ctx.clock.ctime().as_bytes();
             self.stamper.finish(ctx.max_buffer, time, &mut self.out);
-            self.flush(ctx);
+            self.flush(ctx)?;
         }
+        Ok(())
     }
 
-    fn flush(&mut self, ctx: &mut Ctx<'_>) {
-        if self.out.is_empty() || self.write_blocked || self.broken {
-            return;
+    fn flush(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Failed> {
+        if self.out.is_empty() || self.write_blocked {
+            return Ok(());
         }
-        let result = send_once(&self.fd, self.out.as_slice());
-        let sent = self.settle(result, ctx);
-        self.out.consume(sent);
+        let sent = send_once(&self.fd, self.out.as_slice()).map_err(|e| Failed("write", e))?;
+        self.sent(sent, ctx);
+        self.out.consume(sent.0);
+        Ok(())
     }
 
     /// Send from `data`; returns how much the kernel took.
-    fn send(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> usize {
-        if self.broken {
-            return 0;
-        }
-        let result = send_once(&self.fd, data);
-        self.settle(result, ctx)
+    fn send(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> Result<usize, Failed> {
+        let sent = send_once(&self.fd, data).map_err(|e| Failed("write", e))?;
+        self.sent(sent, ctx);
+        Ok(sent.0)
     }
 
-    fn settle(&mut self, result: io::Result<(usize, bool)>, ctx: &mut Ctx<'_>) -> usize {
+    fn sent(&mut self, (n, full): (usize, bool), ctx: &mut Ctx<'_>) {
+        self.write_blocked = full;
+        if n > 0 {
+            ctx.stats.add_out(n);
+            self.last_active = ctx.now;
+        }
+    }
+
+    /// A handler's outcome: a peer's I/O error closes the connection, with a debug line.
+    fn step(&self, result: Result<(), Failed>) -> Step {
         match result {
-            Ok((sent, full)) => {
-                self.write_blocked = full;
-                if sent > 0 {
-                    *ctx.bytes_out += sent as u64;
-                    self.last_active = ctx.now;
-                }
-                sent
+            Ok(()) => Step::Keep,
+            Err(Failed(what, e)) => {
+                log::debug!("conn fd {}: {what} failed: {e}", self.fd());
+                Step::Close
             }
-            Err(e) => {
-                log::debug!("conn fd {}: write failed: {e}", self.fd());
-                self.broken = true;
-                0
-            }
-        }
-    }
-
-    /// After a handler: a send that failed hard ends the connection.
-    fn check_write(&self) -> Step {
-        if self.broken {
-            Step::Close
-        } else {
-            Step::Keep
         }
     }
 
@@ -305,12 +335,10 @@ impl Conn {
             self.paused = false;
         }
     }
-
-    fn fail(&self, what: &str, e: &io::Error) -> Step {
-        log::debug!("conn fd {}: {what} failed: {e}", self.fd());
-        Step::Close
-    }
 }
+
+/// A peer's I/O failed: which operation ("read", "write") and how.
+struct Failed(&'static str, io::Error);
 
 /// One `send`: how much the kernel took, and whether the socket is now full (a short write
 /// means the send buffer is full, so we wait for writability instead of trying again).
@@ -331,15 +359,14 @@ mod tests {
     use std::io::{Read, Write};
     use std::os::unix::net::UnixStream;
 
-    fn ctx<'a>(clock: &'a mut Clock, counters: &'a mut (u64, u64), delay: Duration) -> Ctx<'a> {
+    fn ctx<'a>(clock: &'a mut Clock, stats: &'a mut Stats, delay: Duration) -> Ctx<'a> {
         Ctx {
             mode: Mode::Stamp,
             delay,
             max_buffer: 1000,
             now: Instant::now(),
             clock,
-            bytes_in: &mut counters.0,
-            bytes_out: &mut counters.1,
+            stats,
         }
     }
 
@@ -350,7 +377,7 @@ mod tests {
         let (ours, mut peer) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
-        let (mut clock, mut counters) = (Clock::default(), (0, 0));
+        let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
         let mut scratch = vec![0u8; 64 * 1024];
         let mut input = vec![b'\n'; 400];
         input.extend_from_slice(&[b'x'; 600]);
@@ -368,13 +395,34 @@ mod tests {
         peer.read_exact(&mut sink).unwrap();
     }
 
+    /// A send that fails hard ends the handler with Close; nothing more is queued for a peer
+    /// that is gone (raw mode used to copy the unsent input into `out` first).
+    #[test]
+    fn a_failed_send_closes_without_queueing_output() {
+        let (ours, mut peer) = UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
+        let (mut clock, mut stats) = (Clock::default(), Stats::new(Instant::now()));
+        let mut scratch = vec![0u8; 64 * 1024];
+        peer.write_all(b"held until the peer is gone").unwrap();
+        let mut c = ctx(&mut clock, &mut stats, Duration::from_secs(60));
+        c.mode = Mode::Raw;
+        assert_eq!(conn.on_readable(&mut scratch, &mut c), Step::Keep);
+        drop(peer);
+        assert_eq!(conn.release(true, &mut c), Step::Close);
+        assert!(
+            conn.out.is_empty(),
+            "nothing queued for a peer that is gone"
+        );
+    }
+
     /// 999 bytes and a CR that may begin a CRLF: held back, yet reading must go on.
     #[test]
     fn a_held_back_cr_does_not_reach_the_cap() {
         let (ours, mut peer) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
         let mut conn = Conn::new(OwnedFd::from(ours), 0, Instant::now());
-        let (mut clock, mut counters) = (Clock::default(), (0, 0));
+        let (mut clock, mut counters) = (Clock::default(), Stats::new(Instant::now()));
         let mut scratch = vec![0u8; 64 * 1024];
         let mut input = vec![b'x'; 999];
         input.push(b'\r');

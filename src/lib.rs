@@ -6,34 +6,42 @@
 //!                                     │ reactor/    open(epoll | poll | select) behind `Backend`
 //!                                     │ signal.rs   self-pipe, registered like any socket
 //!                                     ▼
-//!  server.rs  loop { wait(nearest deadline) → dispatch(Signal | Listener | Conn) → timers }
-//!     conn.rs     per connection: read through the shared buffer → echo.rs (raw | stamp)
+//!  server/mod.rs  loop { wait(nearest deadline) → dispatch(Signal | Listener | Udp | Conn) → timers }
+//!     accept.rs   accept gate: --max-clients, EMFILE pause, backend refusals
+//!     drain.rs    SIGTERM/SIGINT drain, its deadline, the cut-off
+//!     stats.rs    counters and the SIGUSR1 line     status.rs  sd_notify STATUS pacing, watchdog
+//!     conns.rs    connection slab (slots reused only after the turn)   source.rs  token layout
+//!  conn.rs        per connection: read through the shared buffer → echo.rs (raw | stamp)
 //!                 → send at once; only the unsent rest goes to its buffer.rs OutBuf;
-//!                 interest computed from state: read unless paused/closed, write iff pending
-//!     timer.rs    deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
-//!     systemd.rs  sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
+//!                 interest computed from state (read unless paused/closed, write iff pending)
+//!                 and synced to the poller by the connection itself
+//!  refusal.rs     refused connections: one info line per reason per second, with a count
+//!  udp/           UDP echo: recvmmsg/sendmmsg batches, pktinfo, loop protection, reply queue
+//!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
+//!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
 //! ```
 //!
 //! The seam is [`reactor::Backend`]: its doc comment is the contract every backend keeps.
-//! Policy (EINTR, fatal errors, backpressure, closing) lives once, above it, in `server.rs`
+//! Policy (EINTR, fatal errors, backpressure, closing) lives once, above it, in `server/`
 //! and `conn.rs`; the three backends only translate.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod buffer;
+mod buffer;
 pub mod cli;
 pub mod config;
-pub mod conn;
-pub mod echo;
+mod conn;
+mod echo;
 pub mod error;
 pub mod listen;
 pub mod reactor;
-pub mod server;
-pub mod signal;
+mod refusal;
+mod server;
+mod signal;
 pub mod sys;
 pub mod systemd;
-pub mod timer;
-pub mod udp;
+mod timer;
+mod udp;
 
 use std::io::Write;
 

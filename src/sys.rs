@@ -2,6 +2,7 @@
 //! and [`cvt`], which the backends use too.
 
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A system call's return value: `-1` (any negative) becomes `io::Error::last_os_error()`.
@@ -34,20 +35,47 @@ pub fn send(fd: &OwnedFd, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-/// `accept4(2)` with SOCK_NONBLOCK | SOCK_CLOEXEC; the peer address is not asked for.
-pub fn accept(listener: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: null address pointers are allowed by accept4 and mean "don't report the peer".
+/// `accept4(2)` with SOCK_NONBLOCK | SOCK_CLOEXEC. Also the peer's address when it is an IP
+/// one (`None` for a unix-socket peer); the kernel fills it in the same call.
+pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
+    // SAFETY: an all-zero sockaddr_storage is a valid value of this plain C struct.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of_val(&storage) as libc::socklen_t;
+    // SAFETY: `storage` is writable for `len` bytes, and `len` is the in/out length.
     let fd = unsafe {
         libc::accept4(
             listener,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
             libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
         )
     };
     let fd = cvt(fd)?;
     // SAFETY: accept4 just returned this descriptor to us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok((fd, ip_peer(&storage, len as usize)))
+}
+
+/// The IP address in `storage` (of which the kernel wrote `len` bytes), if it holds one.
+fn ip_peer(storage: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
+    let ptr: *const libc::sockaddr_storage = storage;
+    match libc::c_int::from(storage.ss_family) {
+        libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: the family says a sockaddr_in was written, and sockaddr_storage is
+            // large and aligned enough for every socket address type.
+            let a = unsafe { &*ptr.cast::<libc::sockaddr_in>() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::from((ip, u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 if len >= std::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*ptr.cast::<libc::sockaddr_in6>() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            let port = u16::from_be(a.sin6_port);
+            Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+        }
+        _ => None,
+    }
 }
 
 /// Set TCP_NODELAY: an echo is a small reply that must not wait for Nagle.

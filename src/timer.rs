@@ -8,6 +8,15 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::time::{Duration, Instant};
 
+/// `now + dur`, saturating: a deadline too far away to represent becomes "about a century
+/// from now" instead of a panic (`Instant + Duration` panics on overflow).
+pub fn later(now: Instant, dur: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(dur)
+        .or_else(|| now.checked_add(CENTURY))
+        .unwrap_or(now)
+}
+
 struct Entry<T> {
     at: Instant,
     seq: u64,
@@ -81,11 +90,6 @@ impl<T> Timers<T> {
     pub fn len(&self) -> usize {
         self.heap.len()
     }
-
-    /// True when no entry is queued.
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -116,11 +120,21 @@ mod tests {
         );
         assert_eq!(t.len(), 1);
         assert_eq!(t.pop_due(t0 + ms(40)), Some("c"));
-        assert!(t.is_empty());
+        assert_eq!(t.len(), 0);
         for w in ["x", "y", "x"] {
             t.add(t0, w);
         }
         t.retain(|w| *w != "x");
         assert_eq!((t.len(), t.pop_due(t0)), (1, Some("y")));
+    }
+
+    #[test]
+    fn later_saturates() {
+        let t0 = Instant::now();
+        assert_eq!(
+            later(t0, Duration::from_secs(1)),
+            t0 + Duration::from_secs(1)
+        );
+        assert!(later(t0, Duration::MAX) > later(t0, Duration::from_secs(1 << 30)));
     }
 }

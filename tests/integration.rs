@@ -31,6 +31,9 @@ mod cli;
 // Limits and hostile peers: --max-clients, clients that reset mid-stream.
 mod limits;
 
+// Refusals: a flood over --max-clients is one info line a second, counting every refusal once.
+mod refusals;
+
 // File descriptors: exhaustion on accept (no spin), select's FD_SETSIZE, RLIMIT_NOFILE raised.
 mod fds;
 

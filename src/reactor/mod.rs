@@ -4,7 +4,7 @@
 //! registered for each descriptor and asks a [`Backend`] to make the kernel agree
 //! ([`Backend::set_interest`]), then waits for readiness ([`Backend::wait`]). Everything that
 //! is policy (EINTR, fatal errors, what a connection wants) lives above this seam, in
-//! `server.rs` and `conn.rs`; the backends only translate.
+//! `server/` and `conn.rs`; the backends only translate.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -44,7 +44,8 @@ impl Interest {
         read: false,
         write: true,
     };
-    /// Both.
+    /// Output pending while reading goes on (the client reads slower than it sends, but is
+    /// still under `--max-buffer`).
     pub const BOTH: Interest = Interest {
         read: true,
         write: true,
@@ -134,7 +135,7 @@ pub trait Backend {
 /// Which backend to run, as chosen with `--backend`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum BackendKind {
-    /// Linux epoll.
+    /// epoll(7), level-triggered: cost per wake-up grows with ready descriptors, not watched ones.
     Epoll,
     /// POSIX poll over one pollfd array kept in step with registrations.
     Poll,

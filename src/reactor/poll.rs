@@ -42,7 +42,6 @@ pub struct Poll {
 }
 
 impl Poll {
-    /// An empty set.
     pub fn new() -> Poll {
         Poll {
             fds: Vec::new(),

@@ -1,8 +1,8 @@
 //! notes about select
 //!
-//! a) An `fd_set` is a fixed bitmap of FD_SETSIZE (1024 on Linux) bits: FD_SET or FD_ISSET
-//!    on a larger descriptor reads or writes past its end (glibc's fortified macros abort;
-//!    the Rust ones in `libc` would silently corrupt memory).
+//! a) An `fd_set` is a fixed bitmap of FD_SETSIZE (1024 on Linux) bits, so select cannot
+//!    watch a larger descriptor at all (in C, FD_SET past the end writes out of bounds unless
+//!    glibc's fortified macros abort; the `libc` crate's FD_SET bounds-checks and panics).
 //!    `set_interest` therefore refuses `fd < 0 || fd >= FD_SETSIZE` with InvalidInput and
 //!    changes nothing; the accept path turns that into "select backend limit". Raising
 //!    RLIMIT_NOFILE does not help this backend.
@@ -73,7 +73,6 @@ fn is_set(set: &libc::fd_set, fd: RawFd) -> bool {
 }
 
 impl Select {
-    /// An empty set.
     pub fn new() -> Select {
         Select {
             want_r: empty_set(),

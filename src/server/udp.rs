@@ -5,27 +5,49 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::{Server, Source, Timer};
-use crate::reactor::Interest;
+use super::{Server, Source, Stats, Timer};
+use crate::error::Error;
+use crate::listen::Listener;
+use crate::reactor::{Backend, Interest};
 use crate::udp::{self, UdpSocket};
 
 /// The UDP sockets of one worker and what they share.
 #[derive(Default)]
 pub(super) struct Udp {
-    pub(super) sockets: Vec<UdpSocket>,
+    sockets: Vec<UdpSocket>,
     areas: udp::Areas,
-    pub(super) counters: udp::Counters,
     guard: udp::Guard,
 }
 
 impl Udp {
-    /// Serve `sockets` (loop protection knows all of their addresses).
-    pub(super) fn new(sockets: Vec<UdpSocket>) -> Udp {
-        Udp {
+    /// Serve the datagram `listeners`: each is registered for reading and logged; loop
+    /// protection knows all of their addresses.
+    pub(super) fn new(backend: &mut dyn Backend, listeners: Vec<Listener>) -> Result<Udp, Error> {
+        let name = backend.name();
+        let mut sockets = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.into_iter().enumerate() {
+            let fail = |l: &Listener, source| Error::Listen {
+                addr: l.label().to_string(),
+                source,
+            };
+            let token = Source::Udp(i).into();
+            backend
+                .set_interest(l.fd(), token, Interest::NONE, Interest::READ)
+                .map_err(|e| fail(&l, e))?;
+            info!("listening on {} (backend {name})", l.label());
+            let label = l.label().to_string();
+            let mut sock = UdpSocket::new(l).map_err(|source| Error::Listen {
+                addr: label,
+                source,
+            })?;
+            sock.registered = Interest::READ;
+            sockets.push(sock);
+        }
+        Ok(Udp {
             guard: udp::Guard::new(sockets.iter().map(UdpSocket::local)),
             sockets,
-            ..Udp::default()
-        }
+            areas: udp::Areas::default(),
+        })
     }
 
     /// Replies held or queued on every socket together.
@@ -33,15 +55,15 @@ impl Udp {
         self.sockets.iter().map(UdpSocket::queued).sum()
     }
 
-    /// The stats line's UDP fields, or nothing without a UDP socket.
-    pub(super) fn stats_fields(&self) -> String {
+    /// The stats line's UDP fields (SPEC §5), or nothing without a UDP socket.
+    pub(super) fn stats_fields(&self, stats: &Stats) -> String {
         if self.sockets.is_empty() {
             return String::new();
         }
-        let c = &self.counters;
+        let t = stats.snapshot();
         format!(
             " datagrams_in={} datagrams_out={} dropped={}",
-            c.datagrams_in, c.datagrams_out, c.dropped
+            t.datagrams_in, t.datagrams_out, t.dropped
         )
     }
 }
@@ -100,7 +122,7 @@ impl Server {
             max_buffer: self.config.max_buffer,
             now: self.now,
             clock: &mut self.clock,
-            counters: &mut u.counters,
+            stats: &mut self.stats,
             guard: &mut u.guard,
         };
         let out = f(sock, &mut u.areas, &mut ctx);
@@ -119,26 +141,5 @@ impl Server {
             }
         }
         out
-    }
-
-    /// Register every UDP socket for reading (at start).
-    pub(super) fn register_udp(&mut self) -> Result<(), crate::error::Error> {
-        let name = self.backend.name();
-        for (i, s) in self.udp.sockets.iter_mut().enumerate() {
-            self.backend
-                .set_interest(
-                    s.fd(),
-                    Source::Udp(i).into(),
-                    Interest::NONE,
-                    Interest::READ,
-                )
-                .map_err(|source| crate::error::Error::Listen {
-                    addr: s.label().to_string(),
-                    source,
-                })?;
-            s.registered = Interest::READ;
-            info!("listening on {} (backend {name})", s.label());
-        }
-        Ok(())
     }
 }

@@ -237,16 +237,6 @@ impl<'p> Outgoing<'_, 'p> {
         self.n
     }
 
-    /// True when the batch is full.
-    pub fn is_full(&self) -> bool {
-        self.n == BATCH
-    }
-
-    /// True when nothing was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// Add a reply (at most [`BATCH`]).
     pub fn push(&mut self, r: &Reply<'p>) {
         assert!(self.n < BATCH, "a send batch holds {BATCH} replies");

@@ -25,6 +25,7 @@ use crate::config::Mode;
 use crate::echo::Clock;
 use crate::listen::Listener;
 use crate::reactor::Interest;
+use crate::server::Stats;
 
 pub mod addr;
 pub mod batch;
@@ -46,22 +47,6 @@ const NOBUFS_RETRY: Duration = Duration::from_millis(5);
 /// charged to `--max-buffer` so a flood of tiny datagrams stays within it too.
 const QUEUED_OVERHEAD: usize = std::mem::size_of::<Queued>() + 32;
 
-/// The UDP counters of the stats line (bytes go to the daemon's `bytes_in`/`bytes_out`).
-#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counters {
-    /// Datagrams received.
-    pub datagrams_in: u64,
-    /// Replies sent.
-    pub datagrams_out: u64,
-    /// Datagrams not answered: loop protection, oversized stamp replies, over the cap, send
-    /// errors, and replies still queued when a drain was cut off.
-    pub dropped: u64,
-    /// Payload bytes received.
-    pub bytes_in: u64,
-    /// Reply bytes sent.
-    pub bytes_out: u64,
-}
-
 /// The worker's shared batch areas (one of each, for all UDP sockets).
 #[derive(Default)]
 pub struct Areas {
@@ -82,7 +67,7 @@ pub struct Ctx<'a> {
     /// Stamp mode's time source.
     pub clock: &'a mut Clock,
     /// Counters for the stats line.
-    pub counters: &'a mut Counters,
+    pub stats: &'a mut Stats,
     /// Loop protection.
     pub guard: &'a mut Guard,
 }
@@ -205,11 +190,6 @@ impl UdpSocket {
         }
     }
 
-    /// Nothing held or queued.
-    pub fn is_idle(&self) -> bool {
-        self.queue.is_empty()
-    }
-
     /// Replies held or queued.
     pub fn queued(&self) -> usize {
         self.queue.len()
@@ -290,7 +270,7 @@ impl UdpSocket {
     /// The drain was cut off: drop what is still queued; returns how many replies that was.
     pub fn abandon(&mut self, ctx: &mut Ctx<'_>) -> usize {
         let n = self.queue.len();
-        ctx.counters.dropped += n as u64;
+        ctx.stats.dropped(n);
         self.queue.clear();
         self.pending = 0;
         self.blocked = None;

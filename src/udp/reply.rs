@@ -9,6 +9,7 @@ use log::debug;
 use super::batch::{RecvArea, Reply, SendArea, BATCH, STAMP_EXTRA};
 use super::{Blocked, Ctx, Queued, UdpSocket, MAX_REPLY, NOBUFS_RETRY, QUEUED_OVERHEAD};
 use crate::config::Mode;
+use crate::timer::later;
 
 impl UdpSocket {
     /// Answer the `n` datagrams just received: straight from the receive area when nothing is
@@ -24,20 +25,19 @@ impl UdpSocket {
         let mut replies = Vec::with_capacity(if direct { n } else { 0 });
         for i in 0..n {
             let d = recv.get(i);
-            ctx.counters.datagrams_in += 1;
-            ctx.counters.bytes_in += d.data.len() as u64;
+            ctx.stats.datagram_in(d.data.len());
             let Some(to) = d.from else {
-                ctx.counters.dropped += 1;
+                ctx.stats.dropped(1);
                 continue;
             };
             if d.truncated {
                 debug!("{}: datagram from {to} truncated: dropped", self.label());
-                ctx.counters.dropped += 1;
+                ctx.stats.dropped(1);
                 continue;
             }
             if let Some(why) = ctx.guard.check(to, d.local) {
                 ctx.guard.note(to, why, ctx.now);
-                ctx.counters.dropped += 1;
+                ctx.stats.dropped(1);
                 continue;
             }
             let payload = match ctx.mode {
@@ -49,7 +49,7 @@ impl UdpSocket {
                     "{}: the reply to {to} would exceed {MAX_REPLY} bytes: dropped",
                     self.label()
                 );
-                ctx.counters.dropped += 1;
+                ctx.stats.dropped(1);
                 continue;
             }
             let reply = Reply {
@@ -60,7 +60,7 @@ impl UdpSocket {
             if direct {
                 replies.push(reply);
             } else {
-                self.enqueue(ctx.now + ctx.delay, &reply, ctx);
+                self.enqueue(later(ctx.now, ctx.delay), &reply, ctx);
             }
         }
         if !replies.is_empty() {
@@ -82,7 +82,7 @@ impl UdpSocket {
                 self.pending,
                 r.to
             );
-            ctx.counters.dropped += 1;
+            ctx.stats.dropped(1);
             self.paused = true;
             return;
         }
@@ -162,9 +162,8 @@ pub(super) fn transmit(
             match out.send(fd, at) {
                 Ok(k) => {
                     for i in at..at + k {
-                        ctx.counters.bytes_out += out.sent_len(i) as u64;
+                        ctx.stats.datagram_out(out.sent_len(i));
                     }
-                    ctx.counters.datagrams_out += k as u64;
                     at += k;
                     refused_once = false;
                 }
@@ -179,7 +178,7 @@ pub(super) fn transmit(
                     Some(libc::ECONNREFUSED) if !refused_once => refused_once = true,
                     _ => {
                         debug!("udp: reply to {} failed: {e}", chunk[at].to);
-                        ctx.counters.dropped += 1;
+                        ctx.stats.dropped(1);
                         at += 1;
                         refused_once = false;
                     }

@@ -10,7 +10,7 @@ struct Rig {
     sock: UdpSocket,
     areas: Areas,
     clock: Clock,
-    counters: Counters,
+    stats: Stats,
     guard: Guard,
     mode: Mode,
     delay: Duration,
@@ -28,7 +28,7 @@ impl Rig {
             sock,
             areas: Areas::default(),
             clock: Clock::default(),
-            counters: Counters::default(),
+            stats: Stats::new(Instant::now()),
             guard,
             mode: Mode::Raw,
             delay: Duration::ZERO,
@@ -48,10 +48,14 @@ impl Rig {
             max_buffer: self.max_buffer,
             now,
             clock: &mut self.clock,
-            counters: &mut self.counters,
+            stats: &mut self.stats,
             guard: &mut self.guard,
         };
         f(&mut self.sock, &mut self.areas, &mut ctx)
+    }
+
+    fn totals(&self) -> crate::server::Totals {
+        self.stats.snapshot()
     }
 
     /// Read (and answer) what has arrived, as a readable event would.
@@ -96,11 +100,11 @@ fn raw_replies_are_the_same_bytes_empty_and_largest_included() {
         .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
         .collect();
     assert_eq!(exchange(&mut rig, &p, &sent), sent);
-    let c = rig.counters;
+    let c = rig.totals();
     assert_eq!((c.datagrams_in, c.datagrams_out, c.dropped), (6, 6, 0));
     let total: u64 = sizes.iter().map(|&n| n as u64).sum();
     assert_eq!((c.bytes_in, c.bytes_out), (total, total));
-    assert!(rig.sock.is_idle());
+    assert!(rig.sock.queued() == 0);
     assert_eq!(rig.sock.wanted(), Interest::READ);
 }
 
@@ -115,7 +119,7 @@ fn a_batch_of_datagrams_is_answered_in_one_go() {
     for i in 0..(BATCH * 3 + 5) as u32 {
         assert_eq!(recv(&p), Some(i.to_be_bytes().to_vec()), "reply {i}");
     }
-    assert_eq!(rig.counters.datagrams_out, (BATCH * 3 + 5) as u64);
+    assert_eq!(rig.totals().datagrams_out, (BATCH * 3 + 5) as u64);
 }
 
 #[test]
@@ -145,11 +149,11 @@ fn stamp_replies_and_the_size_limit() {
     p.send(&fits).unwrap();
     rig.readable(Instant::now());
     assert_eq!(recv(&p).map(|r| r.len()), Some(MAX_REPLY));
-    let dropped = rig.counters.dropped;
+    let dropped = rig.totals().dropped;
     p.send(&vec![b'x'; MAX_REPLY - STAMP_EXTRA + 1]).unwrap();
     rig.readable(Instant::now());
     assert_eq!(recv(&p), None);
-    assert_eq!(rig.counters.dropped, dropped + 1);
+    assert_eq!(rig.totals().dropped, dropped + 1);
 }
 
 #[test]
@@ -171,7 +175,7 @@ fn service_ports_get_no_answer() {
         rig.readable(Instant::now());
         assert_eq!(recv(&p), None, "port {port} was answered");
     }
-    assert_eq!(rig.counters.dropped, 2);
+    assert_eq!(rig.totals().dropped, 2);
     let ok = rig.peer();
     assert_eq!(exchange(&mut rig, &ok, &[b"fine".to_vec()]), [b"fine"]);
 }
@@ -194,14 +198,14 @@ fn delayed_replies_wait_on_the_timer_and_drain_at_once() {
     let due = t0 + Duration::from_secs(1);
     rig.with(due, |s, a, c| s.on_timer(due, a, c));
     assert_eq!(recv(&p).as_deref(), Some(&b"one"[..]));
-    assert!(rig.sock.is_idle());
+    assert!(rig.sock.queued() == 0);
 
     // The drain: reading stops at once, held replies leave without waiting.
     p.send(b"two").unwrap();
     rig.readable(Instant::now());
     rig.with(Instant::now(), |s, a, c| s.stop(a, c));
     assert_eq!(recv(&p).as_deref(), Some(&b"two"[..]));
-    assert!(rig.sock.is_idle());
+    assert!(rig.sock.queued() == 0);
     assert!(!rig.sock.wanted().read, "a stopped socket is not read");
 }
 
@@ -227,7 +231,7 @@ fn held_replies_are_capped_by_max_buffer() {
         "the socket is still read at the cap"
     );
     let held = rig.sock.queued() as u64;
-    assert_eq!(rig.counters.datagrams_in, held + rig.counters.dropped);
+    assert_eq!(rig.totals().datagrams_in, held + rig.totals().dropped);
     // Released: everything held is answered and reading resumes.
     let due = t0 + rig.delay;
     rig.with(due, |s, a, c| s.on_timer(due, a, c));
@@ -242,7 +246,7 @@ fn held_replies_are_capped_by_max_buffer() {
     p.send(&[b'L'; 20_000]).unwrap();
     p.send(b"next").unwrap();
     rig.readable(due);
-    assert_eq!((rig.sock.queued(), rig.counters.dropped), (1, 1));
+    assert_eq!((rig.sock.queued(), rig.totals().dropped), (1, 1));
 }
 
 #[test]
@@ -330,7 +334,7 @@ fn eagain_queues_the_rest_in_order_and_waits_for_writability() {
         Interest::READ,
         "write interest dropped when empty"
     );
-    assert_eq!((rig.counters.datagrams_out, rig.counters.dropped), (11, 0));
+    assert_eq!((rig.totals().datagrams_out, rig.totals().dropped), (11, 0));
 }
 
 #[test]
@@ -369,6 +373,6 @@ fn errors_of_one_reply_drop_only_that_one_and_icmp_errors_are_ignored() {
     let mut want: Vec<u8> = (0..10).collect();
     want.remove(2);
     assert_eq!(replies(&p), want);
-    assert_eq!((rig.counters.datagrams_out, rig.counters.dropped), (9, 1));
-    assert!(rig.sock.is_idle());
+    assert_eq!((rig.totals().datagrams_out, rig.totals().dropped), (9, 1));
+    assert!(rig.sock.queued() == 0);
 }

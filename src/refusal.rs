@@ -1,0 +1,252 @@
+//! Refused connections, logged so that a flood of them is one line a second per reason
+//! (SPEC §10): `refused 37 connections in the last 1s (max-clients), e.g. from 192.0.2.7`.
+//!
+//! The first refusal after a quiet second is logged at once (count 1); the ones that follow
+//! within the second are counted, and [`RefusalLog::flush`] logs them when the second is up.
+//! So the lines of one reason are at least a second apart, every refusal is in exactly one
+//! line, and each line names one peer it counted.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::timer::later;
+
+/// Lines of one reason are at least this far apart.
+pub const EVERY: Duration = Duration::from_secs(1);
+
+/// The other end of an accepted connection.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Peer {
+    /// A TCP client.
+    Ip(SocketAddr),
+    /// A unix-socket client: it has no address worth showing, and no source (SPEC §10).
+    Unix,
+}
+
+impl Peer {
+    /// The source address of SPEC §10: the IP, with an IPv4-mapped IPv6 address as its IPv4
+    /// address; `None` for unix-socket peers.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Peer::Ip(a) => Some(a.ip().to_canonical()),
+            Peer::Unix => None,
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Ip(a) => write!(f, "{a}"),
+            Peer::Unix => f.write_str("a unix-socket client"),
+        }
+    }
+}
+
+/// Why a connection was closed at once; the text in parentheses of the log line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Reason {
+    /// Over `--max-clients`.
+    MaxClients,
+    /// Denied by `--allow`/`--deny`.
+    Denied,
+    /// Over `--max-per-source`.
+    MaxPerSource,
+    /// Over `--rate-per-source`.
+    RatePerSource,
+}
+
+const REASONS: usize = 4;
+
+impl Reason {
+    /// Every reason, each at its own index (`reason as usize`).
+    const ALL: [Reason; REASONS] = [
+        Reason::MaxClients,
+        Reason::Denied,
+        Reason::MaxPerSource,
+        Reason::RatePerSource,
+    ];
+
+    /// The name in the log line: the option's name, or `denied`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::MaxClients => "max-clients",
+            Reason::Denied => "denied",
+            Reason::MaxPerSource => "max-per-source",
+            Reason::RatePerSource => "rate-per-source",
+        }
+    }
+}
+
+/// Per reason: refusals not yet logged, one peer among them, and when the last line went out.
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    count: u64,
+    example: Option<Peer>,
+    logged: Option<Instant>,
+    /// A flush is due (the caller was asked to call [`RefusalLog::flush`]).
+    flush_due: Option<Instant>,
+}
+
+/// The refusal log: one per process, fed at accept time.
+#[derive(Default)]
+pub struct RefusalLog {
+    tallies: [Tally; REASONS],
+}
+
+impl RefusalLog {
+    /// Count one refused connection. Logs at once when this reason has been quiet for a
+    /// second; otherwise returns when to call [`RefusalLog::flush`] (once per second of
+    /// refusals: `None` means a flush is already due or nothing is pending).
+    pub fn refused(&mut self, reason: Reason, peer: Peer, now: Instant) -> Option<Instant> {
+        let (line, flush) = self.count(reason, peer, now);
+        if let Some(line) = line {
+            log::info!("{line}");
+        }
+        flush
+    }
+
+    /// Log every reason whose second is up; returns the next time to call it, if any.
+    pub fn flush(&mut self, now: Instant) -> Option<Instant> {
+        let (lines, next) = self.due_lines(now);
+        for line in lines {
+            log::info!("{line}");
+        }
+        next
+    }
+
+    fn count(
+        &mut self,
+        reason: Reason,
+        peer: Peer,
+        now: Instant,
+    ) -> (Option<String>, Option<Instant>) {
+        let t = &mut self.tallies[reason as usize];
+        t.count += 1;
+        t.example.get_or_insert(peer);
+        match t.logged {
+            Some(at) if now < later(at, EVERY) => {
+                if t.flush_due.is_some() {
+                    return (None, None);
+                }
+                let due = later(at, EVERY);
+                t.flush_due = Some(due);
+                (None, Some(due))
+            }
+            _ => (Some(take_line(reason, t, now)), None),
+        }
+    }
+
+    fn due_lines(&mut self, now: Instant) -> (Vec<String>, Option<Instant>) {
+        let (mut lines, mut next) = (Vec::new(), None::<Instant>);
+        for (i, t) in self.tallies.iter_mut().enumerate() {
+            let Some(due) = t.flush_due else { continue };
+            if now < due {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            t.flush_due = None;
+            if t.count > 0 {
+                lines.push(take_line(Reason::ALL[i], t, now));
+            }
+        }
+        (lines, next)
+    }
+}
+
+/// The line for what `t` counted; starts a new second.
+fn take_line(reason: Reason, t: &mut Tally, now: Instant) -> String {
+    let (n, example) = (t.count, t.example.take());
+    t.count = 0;
+    t.logged = Some(now);
+    let what = if n == 1 { "connection" } else { "connections" };
+    let from = match example.and_then(|p| p.ip()) {
+        Some(ip) => ip.to_string(),
+        None => "a unix-socket client".to_string(),
+    };
+    format!(
+        "refused {n} {what} in the last {}s ({}), e.g. from {from}",
+        EVERY.as_secs(),
+        reason.name()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(last: u8) -> Peer {
+        Peer::Ip(SocketAddr::from(([192, 0, 2, last], 40000)))
+    }
+
+    #[test]
+    fn a_flood_is_one_line_a_second_and_every_refusal_is_counted_once() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut log = RefusalLog::default();
+        let (line, flush) = log.count(Reason::MaxClients, peer(7), t0);
+        assert_eq!(
+            line.as_deref(),
+            Some("refused 1 connection in the last 1s (max-clients), e.g. from 192.0.2.7")
+        );
+        assert_eq!(flush, None);
+        // 36 more within the second: no line, one flush request at t0 + 1s.
+        let mut flushes = Vec::new();
+        for i in 0..36 {
+            let (line, flush) = log.count(Reason::MaxClients, peer(8 + i as u8), ms(10 + i));
+            assert_eq!(line, None);
+            flushes.extend(flush);
+        }
+        assert_eq!(flushes, vec![ms(1000)]);
+        assert_eq!(
+            log.due_lines(ms(999)),
+            (vec![], Some(ms(1000))),
+            "never early"
+        );
+        let (lines, next) = log.due_lines(ms(1000));
+        assert_eq!(
+            lines,
+            vec!["refused 36 connections in the last 1s (max-clients), e.g. from 192.0.2.8"]
+        );
+        assert_eq!(next, None);
+        // Quiet flush: nothing to say.
+        assert_eq!(log.due_lines(ms(5000)), (vec![], None));
+        // After a quiet second, the next refusal is logged at once again.
+        let (line, _) = log.count(Reason::MaxClients, Peer::Unix, ms(5000));
+        assert_eq!(
+            line.as_deref(),
+            Some(
+                "refused 1 connection in the last 1s (max-clients), e.g. from a unix-socket client"
+            )
+        );
+    }
+
+    #[test]
+    fn every_reason_has_its_own_slot() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+    }
+
+    #[test]
+    fn reasons_are_paced_separately() {
+        let t0 = Instant::now();
+        let mut log = RefusalLog::default();
+        assert!(log.count(Reason::Denied, peer(1), t0).0.is_some());
+        assert!(log.count(Reason::RatePerSource, peer(2), t0).0.is_some());
+        assert!(log.count(Reason::Denied, peer(3), t0).0.is_none());
+        let v6 = "[::ffff:198.51.100.9]:5".parse().unwrap();
+        assert!(log
+            .count(Reason::MaxPerSource, Peer::Ip(v6), t0)
+            .0
+            .unwrap()
+            .ends_with("(max-per-source), e.g. from 198.51.100.9"));
+        assert_eq!(Peer::Ip(v6).ip(), Some("198.51.100.9".parse().unwrap()));
+        let (lines, _) = log.due_lines(t0 + EVERY);
+        assert_eq!(
+            lines,
+            vec!["refused 1 connection in the last 1s (denied), e.g. from 192.0.2.3"]
+        );
+    }
+}

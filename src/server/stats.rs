@@ -1,0 +1,148 @@
+//! The counters behind the SIGUSR1 line (SPEC §5).
+//!
+//! Every update goes through a small method (`add_in`, `accepted`, …) and every read through
+//! [`Stats::snapshot`], so the storage can become a per-worker slot in shared memory
+//! (`--workers`, relaxed atomics written only by their owner) without touching a caller.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// This process's counters since it started.
+#[derive(Debug)]
+pub struct Stats {
+    totals: Totals,
+    started: Instant,
+}
+
+/// The counters at one moment; a supervisor can add up several of them.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct Totals {
+    /// Not counting refused ones.
+    pub accepted: u64,
+    /// Connections closed at once: over `--max-clients`, or beyond what the backend can watch.
+    pub rejected: u64,
+    pub bytes_in: u64,
+    /// What the kernel took, not what was produced: held and unsent output is not counted.
+    pub bytes_out: u64,
+    /// UDP datagrams received (their payloads count in `bytes_in`).
+    pub datagrams_in: u64,
+    /// UDP replies sent (their bytes count in `bytes_out`).
+    pub datagrams_out: u64,
+    /// UDP datagrams not answered (loop protection, too large, over the cap, send errors,
+    /// cut off by the drain deadline).
+    pub dropped: u64,
+}
+
+impl Stats {
+    /// `now` is the uptime's origin.
+    pub fn new(now: Instant) -> Stats {
+        Stats {
+            totals: Totals::default(),
+            started: now,
+        }
+    }
+
+    #[inline]
+    pub fn add_in(&mut self, n: usize) {
+        self.totals.bytes_in += n as u64;
+    }
+
+    #[inline]
+    pub fn add_out(&mut self, n: usize) {
+        self.totals.bytes_out += n as u64;
+    }
+
+    /// A datagram of `n` bytes arrived.
+    #[inline]
+    pub fn datagram_in(&mut self, n: usize) {
+        self.totals.datagrams_in += 1;
+        self.totals.bytes_in += n as u64;
+    }
+
+    /// A reply of `n` bytes went out.
+    #[inline]
+    pub fn datagram_out(&mut self, n: usize) {
+        self.totals.datagrams_out += 1;
+        self.totals.bytes_out += n as u64;
+    }
+
+    /// `n` datagrams were not answered.
+    pub fn dropped(&mut self, n: usize) {
+        self.totals.dropped += n as u64;
+    }
+
+    pub fn accepted(&mut self) {
+        self.totals.accepted += 1;
+    }
+
+    /// A connection was accepted and closed at once.
+    pub fn rejected(&mut self) {
+        self.totals.rejected += 1;
+    }
+
+    pub fn snapshot(&self) -> Totals {
+        self.totals
+    }
+
+    pub fn uptime(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.started)
+    }
+
+    /// The SIGUSR1 line's fixed part (SPEC §5); callers append the fields that apply.
+    pub fn line(&self, backend: &'static str, open: usize, now: Instant) -> Line {
+        Line {
+            backend,
+            open,
+            totals: self.snapshot(),
+            uptime: self.uptime(now),
+        }
+    }
+}
+
+/// `stats: backend=epoll open=3 accepted=10 rejected=0 bytes_in=4096 bytes_out=4096 uptime=12s`
+/// — the prefix never changes (SPEC §5); more `key=value` fields go after it.
+#[derive(Debug)]
+pub struct Line {
+    backend: &'static str,
+    open: usize,
+    totals: Totals,
+    uptime: Duration,
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = &self.totals;
+        write!(
+            f,
+            "stats: backend={} open={} accepted={} rejected={} bytes_in={} bytes_out={} uptime={}s",
+            self.backend,
+            self.open,
+            t.accepted,
+            t.rejected,
+            t.bytes_in,
+            t.bytes_out,
+            self.uptime.as_secs()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_keeps_its_fixed_prefix() {
+        let t0 = Instant::now();
+        let mut s = Stats::new(t0);
+        s.accepted();
+        s.accepted();
+        s.rejected();
+        s.add_in(4096);
+        s.add_out(4000);
+        let line = s.line("poll", 1, t0 + Duration::from_millis(12_500));
+        assert_eq!(
+            line.to_string(),
+            "stats: backend=poll open=1 accepted=2 rejected=1 bytes_in=4096 bytes_out=4000 uptime=12s"
+        );
+    }
+}
