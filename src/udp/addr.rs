@@ -7,16 +7,15 @@ use super::batch::CTRL_WORDS;
 
 /// The local end of a datagram, from pktinfo: where the reply must come from. Only known on
 /// sockets with pktinfo enabled (wildcard listeners).
+///
+/// For IPv4 that is `ipi_addr`, the destination in the datagram's header, not `ipi_spec_dst`:
+/// the kernel's "preferred local address" is the header's destination only when the route
+/// cached on the packet says local delivery, and on loopback a datagram sent to 127.0.0.2
+/// sometimes reports 127.0.0.1 there (seen in tests), which would answer from the wrong address.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Local {
-    /// IPv4: `ipi_spec_dst`, the local address the kernel would answer from, and `ipi_addr`,
-    /// the header's destination (different for a broadcast).
-    V4 {
-        /// The address to answer from.
-        spec_dst: Ipv4Addr,
-        /// The destination in the datagram's header.
-        header_dst: Ipv4Addr,
-    },
+    /// IPv4: the address the datagram was sent to.
+    V4(Ipv4Addr),
     /// IPv6: the destination address and the interface it arrived on (link-local scope).
     V6 {
         /// The address the datagram was sent to.
@@ -30,19 +29,17 @@ impl Local {
     /// The destination address in the datagram's header.
     pub fn header_dst(&self) -> IpAddr {
         match *self {
-            Local::V4 { header_dst, .. } => IpAddr::V4(header_dst),
+            Local::V4(addr) => IpAddr::V4(addr),
             Local::V6 { addr, .. } => IpAddr::V6(addr),
         }
     }
 
-    /// True when the datagram was sent to a broadcast or multicast address (the kernel's
-    /// preferred source differs from the header's destination only then, for IPv4).
+    /// True when the datagram was sent to a multicast or the limited broadcast address. (A
+    /// subnet's broadcast address cannot be told from its number; a reply from it fails in
+    /// the kernel, which refuses a non-local source address, and is counted as dropped.)
     pub fn not_unicast(&self) -> bool {
         match *self {
-            Local::V4 {
-                spec_dst,
-                header_dst,
-            } => header_dst.is_multicast() || header_dst.is_broadcast() || spec_dst != header_dst,
+            Local::V4(addr) => addr.is_multicast() || addr.is_broadcast(),
             Local::V6 { addr, .. } => addr.is_multicast(),
         }
     }
@@ -121,10 +118,7 @@ pub(super) fn read_pktinfo(h: &libc::msghdr) -> Option<Local> {
             let (level, kind) = ((*c).cmsg_level, (*c).cmsg_type);
             if level == libc::IPPROTO_IP && kind == libc::IP_PKTINFO {
                 let p: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                return Some(Local::V4 {
-                    spec_dst: Ipv4Addr::from(u32::from_be(p.ipi_spec_dst.s_addr)),
-                    header_dst: Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr)),
-                });
+                return Some(Local::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
             }
             if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_PKTINFO {
                 let p: libc::in6_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
@@ -140,7 +134,7 @@ pub(super) fn read_pktinfo(h: &libc::msghdr) -> Option<Local> {
 }
 
 /// Write the control message that makes a reply leave from `local`; returns its length.
-/// IPv4 sets only the source (`ipi_spec_dst`, interface 0: routing picks the way out);
+/// IPv4 sets only the source (`ipi_spec_dst`; interface 0: routing picks the way out);
 /// IPv6 also pins the interface it came in on, which link-local addresses need.
 pub(super) fn write_pktinfo(local: Local, buf: &mut [u64; CTRL_WORDS]) -> usize {
     *buf = [0; CTRL_WORDS];
@@ -168,7 +162,7 @@ pub(super) fn write_pktinfo(local: Local, buf: &mut [u64; CTRL_WORDS]) -> usize 
         (*c).cmsg_len = libc::CMSG_LEN(len as _) as _;
         let data = libc::CMSG_DATA(c);
         match local {
-            Local::V4 { spec_dst, .. } => {
+            Local::V4(spec_dst) => {
                 let p = libc::in_pktinfo {
                     ipi_ifindex: 0,
                     ipi_spec_dst: libc::in_addr {
@@ -215,14 +209,10 @@ mod tests {
 
     #[test]
     fn broadcast_and_multicast_are_not_unicast() {
-        let v4 = |s: [u8; 4], h: [u8; 4]| Local::V4 {
-            spec_dst: s.into(),
-            header_dst: h.into(),
-        };
-        assert!(!v4([127, 0, 0, 2], [127, 0, 0, 2]).not_unicast());
-        assert!(v4([192, 168, 1, 5], [192, 168, 1, 255]).not_unicast());
-        assert!(v4([192, 168, 1, 5], [255, 255, 255, 255]).not_unicast());
-        assert!(v4([192, 168, 1, 5], [224, 0, 0, 1]).not_unicast());
+        let v4 = |a: [u8; 4]| Local::V4(a.into());
+        assert!(!v4([127, 0, 0, 2]).not_unicast());
+        assert!(v4([255, 255, 255, 255]).not_unicast());
+        assert!(v4([224, 0, 0, 1]).not_unicast());
         let v6 = |a: &str| Local::V6 {
             addr: a.parse().unwrap(),
             ifindex: 1,

@@ -5,8 +5,10 @@
 //! start a ping-pong that never ends: echo answers chargen answers echo… So no answer goes to
 //! the well-known ports of the services that answer anything (0, 7 echo, 13 daytime,
 //! 19 chargen, 37 time), nor to one of our own UDP listener addresses, nor to a source that
-//! cannot be a unicast peer. A datagram sent to a broadcast or multicast address is not
-//! answered either (the Fraggle amplification), where pktinfo tells us (wildcard listeners).
+//! cannot be a unicast peer. A datagram sent to a multicast or the limited broadcast address
+//! is not answered either (the Fraggle amplification), where pktinfo tells us (wildcard
+//! listeners); a reply to a subnet broadcast would leave from that address, which the kernel
+//! refuses.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -169,10 +171,7 @@ mod tests {
         );
         assert_eq!(g.check(sa("127.0.0.9:6000"), None), Some(Refusal::Ours));
         assert_eq!(g.check(sa("[::1]:7000"), None), Some(Refusal::Ours));
-        let to = |ip: [u8; 4]| Local::V4 {
-            spec_dst: ip.into(),
-            header_dst: ip.into(),
-        };
+        let to = |ip: [u8; 4]| Local::V4(ip.into());
         // A wildcard listener's port on the address the datagram was sent to is ours.
         assert_eq!(
             g.check(sa("192.0.2.7:6000"), Some(to([192, 0, 2, 7]))),
@@ -191,10 +190,7 @@ mod tests {
     #[test]
     fn broadcast_destinations_are_refused() {
         let g = Guard::new([sa("0.0.0.0:6000")]);
-        let bcast = Local::V4 {
-            spec_dst: [192, 168, 1, 5].into(),
-            header_dst: [192, 168, 1, 255].into(),
-        };
+        let bcast = Local::V4([255, 255, 255, 255].into());
         assert_eq!(
             g.check(sa("192.168.1.9:4000"), Some(bcast)),
             Some(Refusal::NotUnicast)
