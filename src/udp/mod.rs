@@ -150,7 +150,8 @@ impl UdpSocket {
             } else {
                 setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)?;
                 // A dual-stack socket (inherited without IPV6_V6ONLY) reports IPv4
-                // datagrams through IPV6_PKTINFO too, as v4-mapped addresses.
+                // datagrams through IPV6_PKTINFO too, as v4-mapped addresses, and takes a
+                // v4-mapped IPV6_PKTINFO back when sending to a v4-mapped peer.
             }
         }
         Ok(UdpSocket {

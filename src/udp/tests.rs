@@ -271,6 +271,35 @@ fn a_wildcard_listener_answers_from_the_address_asked() {
 }
 
 #[test]
+fn a_dual_stack_wildcard_answers_ipv4_from_the_address_asked() {
+    use std::os::fd::OwnedFd;
+    // What systemd hands in for ListenDatagram=[::]:P without BindIPv6Only=ipv6-only.
+    let Ok(dual) = Peer::bind("[::]:0") else {
+        eprintln!("note: no IPv6 here");
+        return;
+    };
+    let port = dual.local_addr().unwrap().port();
+    dual.set_nonblocking(true).unwrap();
+    let sock = UdpSocket::new(Listener::inherited(OwnedFd::from(dual))).unwrap();
+    let mut rig = Rig::new("127.0.0.1:0");
+    rig.guard = Guard::new([sock.local()]);
+    rig.sock = sock;
+    let p = Peer::bind("127.0.0.1:0").unwrap();
+    p.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    p.send_to(b"mapped", ("127.0.0.2", port)).unwrap();
+    rig.readable(Instant::now());
+    let mut buf = [0u8; 16];
+    let (n, from) = p.recv_from(&mut buf).expect("a reply");
+    assert_eq!(&buf[..n], b"mapped");
+    assert_eq!(
+        from,
+        SocketAddr::from(([127, 0, 0, 2], port)),
+        "reply source"
+    );
+}
+
+#[test]
 fn ipv6_echo() {
     let Ok(listener) = Listener::bind(&ListenAddr::Udp("[::1]:0".parse().unwrap())) else {
         eprintln!("note: no IPv6 loopback here");
