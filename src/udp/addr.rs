@@ -40,7 +40,11 @@ impl Local {
     pub fn not_unicast(&self) -> bool {
         match *self {
             Local::V4(addr) => addr.is_multicast() || addr.is_broadcast(),
-            Local::V6 { addr, .. } => addr.is_multicast(),
+            Local::V6 { addr, .. } => match addr.to_ipv4_mapped() {
+                // An IPv4 datagram on a dual-stack socket.
+                Some(v4) => Local::V4(v4).not_unicast(),
+                None => addr.is_multicast(),
+            },
         }
     }
 }
@@ -219,5 +223,8 @@ mod tests {
         };
         assert!(!v6("::1").not_unicast());
         assert!(v6("ff02::1").not_unicast());
+        assert!(v6("::ffff:255.255.255.255").not_unicast());
+        assert!(v6("::ffff:224.0.0.1").not_unicast());
+        assert!(!v6("::ffff:127.0.0.2").not_unicast());
     }
 }
