@@ -30,7 +30,7 @@ pub enum Command {
 // The number-valued options take values that start with '-' (`--delay -1`), so that their
 // error names the option and the expected value instead of "unknown option '-1'".
 struct Args {
-    /// Listen on HOST:PORT, [V6ADDR]:PORT or unix:/path (repeatable) [default: 127.0.0.1:50007]
+    /// Listen on HOST:PORT, [V6ADDR]:PORT, unix:/path or udp:HOST:PORT (repeatable) [default: 127.0.0.1:50007]
     #[arg(short, long, value_name = "ADDR")]
     listen: Vec<String>,
     /// Readiness backend: epoll, poll, select or auto

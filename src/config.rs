@@ -27,6 +27,8 @@ pub enum ListenAddr {
     Tcp(SocketAddr),
     /// A unix stream socket at this path.
     Unix(PathBuf),
+    /// A UDP socket (SPEC §9): `udp:HOST:PORT`, resolved like a TCP address.
+    Udp(SocketAddr),
 }
 
 impl fmt::Display for ListenAddr {
@@ -34,6 +36,7 @@ impl fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddr::Udp(a) => write!(f, "udp:{a}"),
         }
     }
 }
@@ -151,8 +154,17 @@ pub fn parse_socket_mode(s: &str) -> Result<u32, String> {
     }
 }
 
-/// `HOST:PORT`, `[V6]:PORT`, `unix:/path`. Names are resolved now; the first address wins.
+/// `HOST:PORT`, `[V6]:PORT`, `unix:/path`, `udp:HOST:PORT`, `udp:[V6]:PORT`. Names are
+/// resolved now; the first address wins.
 pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
+    if let Some(rest) = s.strip_prefix("udp:") {
+        return match parse_listen(rest) {
+            Ok(ListenAddr::Tcp(addr)) => Ok(ListenAddr::Udp(addr)),
+            // A bad port or an unknown host says so; anything else gets the udp: forms.
+            Err(why) if !why.starts_with("expected") => Err(why),
+            _ => Err("expected udp:HOST:PORT or udp:[IPv6]:PORT".into()),
+        };
+    }
     if let Some(path) = s.strip_prefix("unix:") {
         if path.is_empty() {
             return Err("expected a path after unix:".into());
@@ -166,7 +178,7 @@ pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(ListenAddr::Tcp(addr));
     }
-    const EXPECTED: &str = "expected HOST:PORT, [IPv6]:PORT or unix:/path";
+    const EXPECTED: &str = "expected HOST:PORT, [IPv6]:PORT, unix:/path or udp:HOST:PORT";
     let (host, port) = s.rsplit_once(':').ok_or(EXPECTED)?;
     if host.is_empty() || host.contains(':') || host.contains(['[', ']', ' ', '/']) {
         return Err(EXPECTED.into());
@@ -270,6 +282,31 @@ mod tests {
                 parse_socket_mode(bad).is_err(),
                 "{bad:?} should be rejected"
             );
+        }
+    }
+
+    #[test]
+    fn udp_addresses() {
+        let udp = |s: &str| ListenAddr::Udp(s.parse().unwrap());
+        assert_eq!(parse_listen("udp:127.0.0.1:7"), Ok(udp("127.0.0.1:7")));
+        assert_eq!(parse_listen("udp:[::]:0"), Ok(udp("[::]:0")));
+        assert_eq!(
+            parse_listen("udp:0.0.0.0:0").unwrap().to_string(),
+            "udp:0.0.0.0:0"
+        );
+        assert_eq!(
+            parse_listen("udp:[::1]:7").unwrap().to_string(),
+            "udp:[::1]:7"
+        );
+        assert!(matches!(parse_listen("udp:localhost:7"), Ok(ListenAddr::Udp(a)) if a.port() == 7));
+        for bad in [
+            "udp:",
+            "udp:garbage",
+            "udp:unix:/x",
+            "udp:udp:1.2.3.4:5",
+            "udp:1.2.3.4",
+        ] {
+            assert!(parse_listen(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 

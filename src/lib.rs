@@ -6,7 +6,7 @@
 //!                                     │ reactor/    open(epoll | poll | select) behind `Backend`
 //!                                     │ signal.rs   self-pipe, registered like any socket
 //!                                     ▼
-//!  server/mod.rs  loop { wait(nearest deadline) → dispatch(Signal | Listener | Conn) → timers }
+//!  server/mod.rs  loop { wait(nearest deadline) → dispatch(Signal | Listener | Udp | Conn) → timers }
 //!     accept.rs   accept gate: --max-clients, EMFILE pause, backend refusals
 //!     drain.rs    SIGTERM/SIGINT drain, its deadline, the cut-off
 //!     stats.rs    counters and the SIGUSR1 line     status.rs  sd_notify STATUS pacing, watchdog
@@ -17,6 +17,7 @@
 //!                 and synced to the poller by the connection itself
 //!     held.rs     --delay's held input, counted at what its replies will cost
 //!  refusal.rs     refused connections: one info line per reason per second, with a count
+//!  udp/           UDP echo: recvmmsg/sendmmsg batches, pktinfo, loop protection, reply queue
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
 //!
@@ -49,6 +50,7 @@ pub mod supervisor;
 pub mod sys;
 pub mod systemd;
 mod timer;
+mod udp;
 
 use config::Config;
 use error::Error;

@@ -21,10 +21,12 @@ use crate::reactor::{Backend, Interest, Token};
 /// the kernel caps it at net.core.somaxconn).
 pub const BACKLOG: i32 = 4096;
 
-/// A listening, non-blocking socket and what to show for it in logs.
+/// A listening, non-blocking socket (or a bound UDP socket) and what to show for it in logs.
 pub struct Listener {
     fd: OwnedFd,
     label: String,
+    /// A UDP socket (served by `udp.rs`), not a stream listener.
+    datagram: bool,
     /// A unix socket path we created, with its (device, inode), removed again when the
     /// listener is dropped if it is still that file.
     owned_path: Option<(PathBuf, (u64, u64))>,
@@ -79,6 +81,19 @@ impl Listener {
                 Ok(Listener {
                     fd,
                     label,
+                    datagram: false,
+                    owned_path: None,
+                    shared: false,
+                    inherited: false,
+                })
+            }
+            ListenAddr::Udp(sa) => {
+                let fd = crate::udp::bind(sa, reuseport).map_err(fail)?;
+                let label = local_label(&fd).unwrap_or_else(|| sa.to_string());
+                Ok(Listener {
+                    fd,
+                    label: format!("udp:{label}"),
+                    datagram: true,
                     owned_path: None,
                     shared: false,
                     inherited: false,
@@ -94,6 +109,7 @@ impl Listener {
                 Ok(Listener {
                     fd,
                     label: addr.to_string(),
+                    datagram: false,
                     owned_path: Some((path.clone(), identity)),
                     shared: false,
                     inherited: false,
@@ -102,13 +118,20 @@ impl Listener {
         }
     }
 
-    /// Adopt a socket handed in by systemd (already listening, already non-blocking).
-    /// Its path, if any, is never unlinked: it belongs to the socket unit.
+    /// Adopt a socket handed in by systemd (already listening, already non-blocking), or a
+    /// UDP socket from `ListenDatagram=`. Its path, if any, is never unlinked: it belongs to
+    /// the socket unit.
     pub fn inherited(fd: OwnedFd) -> Listener {
-        let label = local_label(&fd).unwrap_or_else(|| format!("fd {}", fd.as_raw_fd()));
+        let datagram = nix::sys::socket::getsockopt(&fd, sockopt::SockType)
+            .is_ok_and(|t| t == SockType::Datagram);
+        let mut label = local_label(&fd).unwrap_or_else(|| format!("fd {}", fd.as_raw_fd()));
+        if datagram {
+            label.insert_str(0, "udp:");
+        }
         Listener {
             fd,
             label,
+            datagram,
             owned_path: None,
             inherited: true,
             shared: false,
@@ -153,6 +176,11 @@ impl Listener {
     /// Handed in by systemd rather than bound here.
     pub fn is_inherited(&self) -> bool {
         self.inherited
+    }
+
+    /// A UDP socket, not a stream listener.
+    pub fn is_datagram(&self) -> bool {
+        self.datagram
     }
 
     /// The address actually bound, e.g. `127.0.0.1:41234` or `unix:/run/echo.sock`.
@@ -290,7 +318,8 @@ fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
         .map(|v6| std::net::SocketAddrV6::from(*v6).into())
 }
 
-/// `127.0.0.1:41234`, `[::1]:50007` or `unix:/path`, read back from the kernel.
+/// `127.0.0.1:41234`, `[::1]:50007` or `unix:/path`, read back from the kernel (the caller
+/// adds `udp:` for a datagram socket).
 fn local_label(fd: &OwnedFd) -> Option<String> {
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
     if let Some(ip) = to_socket_addr(&addr) {

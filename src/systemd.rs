@@ -18,7 +18,7 @@ use std::time::Duration;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::socket::{
     getsockopt, sendto, setsockopt, socket, sockopt, AddressFamily, MsgFlags, SockFlag, SockType,
-    UnixAddr,
+    SockaddrLike, UnixAddr,
 };
 use nix::sys::time::TimeVal;
 
@@ -190,7 +190,7 @@ fn listen_count(pid: Option<&str>, fds: Option<&str>, me: u32) -> Result<Option<
 }
 
 /// Take ownership of inherited descriptor `raw` (one of `announced`) once it is known to be
-/// open and a listening stream socket, and set O_NONBLOCK and FD_CLOEXEC on it. A descriptor
+/// open and a listening stream socket or a UDP socket (`ListenDatagram=`), and set O_NONBLOCK and FD_CLOEXEC on it. A descriptor
 /// that fails a check is left alone: it is not ours to close.
 fn adopt(raw: RawFd, announced: usize) -> Result<OwnedFd, Error> {
     let err = |what: &str, source: io::Error| {
@@ -199,7 +199,7 @@ fn adopt(raw: RawFd, announced: usize) -> Result<OwnedFd, Error> {
             source,
         )
     };
-    let bad = |source: io::Error| err("is not a listening stream socket", source);
+    let bad = |source: io::Error| err("is not a listening stream socket or a UDP socket", source);
     let refuse = |why: String| bad(io::Error::new(io::ErrorKind::InvalidInput, why));
     if let Err(e) = fcntl(raw, FcntlArg::F_GETFD) {
         return Err(err("is not open", e.into()));
@@ -208,10 +208,19 @@ fn adopt(raw: RawFd, announced: usize) -> Result<OwnedFd, Error> {
     // closes nothing meanwhile, and no other thread exists yet.
     let fd = unsafe { BorrowedFd::borrow_raw(raw) };
     let kind = getsockopt(&fd, sockopt::SockType).map_err(|e| bad(e.into()))?;
-    if kind != SockType::Stream {
+    if kind == SockType::Datagram {
+        // UDP only: a unix datagram socket has no peer address to answer to.
+        let local: nix::sys::socket::SockaddrStorage =
+            nix::sys::socket::getsockname(raw).map_err(|e| bad(e.into()))?;
+        if !matches!(
+            local.family(),
+            Some(AddressFamily::Inet | AddressFamily::Inet6)
+        ) {
+            return Err(refuse("it is a unix datagram socket".into()));
+        }
+    } else if kind != SockType::Stream {
         return Err(refuse(format!("it is a {kind:?} socket").to_lowercase()));
-    }
-    if !getsockopt(&fd, sockopt::AcceptConn).map_err(|e| bad(e.into()))? {
+    } else if !getsockopt(&fd, sockopt::AcceptConn).map_err(|e| bad(e.into()))? {
         return Err(refuse("it is not listening".into()));
     }
     let flags = fcntl(raw, FcntlArg::F_GETFL).map_err(|e| bad(e.into()))?;
@@ -351,6 +360,11 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let raw = listener.into_raw_fd();
         let fd = adopt(raw, 1).unwrap();
+        let fl = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
+        assert!(fl.contains(OFlag::O_NONBLOCK));
+        // A UDP socket (ListenDatagram=) is taken too.
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let fd = adopt(udp.into_raw_fd(), 1).unwrap();
         let fl = OFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).unwrap());
         assert!(fl.contains(OFlag::O_NONBLOCK));
         let fd_flags = FdFlag::from_bits_retain(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFD).unwrap());

@@ -67,3 +67,9 @@ mod access;
 // Workers: the supervisor, SO_REUSEPORT spread, reaping and replacing, wedge detection,
 // signals forwarded, exact totals, socket activation and sd_notify with --workers.
 mod workers;
+
+// UDP echo: exact replies over IPv4/IPv6, stamp, loop protection, --delay, wildcard pktinfo.
+mod udp;
+
+// UDP under pressure: a --delay flood within --max-buffer, SIGTERM with held replies, socket activation.
+mod udp_limits;

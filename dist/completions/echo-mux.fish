@@ -1,4 +1,4 @@
-complete -c echo-mux -s l -l listen -d 'Listen on HOST:PORT, [V6ADDR]:PORT or unix:/path (repeatable) [default: 127.0.0.1:50007]' -r
+complete -c echo-mux -s l -l listen -d 'Listen on HOST:PORT, [V6ADDR]:PORT, unix:/path or udp:HOST:PORT (repeatable) [default: 127.0.0.1:50007]' -r
 complete -c echo-mux -s b -l backend -d 'Readiness backend: epoll, poll, select or auto' -r
 complete -c echo-mux -l mode -d 'raw: echo every byte unchanged; stamp: answer each line with "Echo=><line> at <ctime>"' -r
 complete -c echo-mux -l delay -d 'Hold every reply for DUR after its data arrived' -r

@@ -32,6 +32,7 @@ impl Server {
         }
         self.set_listening(Interest::NONE);
         self.listeners.clear(); // closes them (and removes unix socket files we created)
+        self.stop_udp();
         for slot in 0..self.conns.slots() {
             self.with_conn(slot, |conn, _, ctx| conn.release(true, ctx));
         }
@@ -45,6 +46,7 @@ impl Server {
 
     /// End the drain now: close whatever is left, with one warning that counts it.
     pub(super) fn cut_off(&mut self, why: &str) {
+        self.abandon_udp(why);
         let open = self.conns.open();
         if open > 0 {
             warn!("{why}: closing {} that had not finished", connections(open));

@@ -25,6 +25,8 @@ pub use crate::timer::later;
 use closed::End;
 use source::Source;
 pub use stats::Stats;
+#[cfg(test)]
+pub use stats::Totals;
 
 mod accept;
 mod closed;
@@ -33,6 +35,7 @@ mod drain;
 mod source;
 mod stats;
 mod status;
+mod udp;
 
 /// A worker's loop turns at least this often, so its supervisor sees it alive.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -50,6 +53,7 @@ enum Timer {
     Watchdog,
     Refusals,
     Heartbeat,
+    Udp { index: usize, at: Instant },
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -69,6 +73,7 @@ pub struct Server {
     status: status::Status,
     now: Instant,
     draining: bool,
+    udp: udp::Udp,
 }
 
 impl Server {
@@ -86,6 +91,8 @@ impl Server {
         backend
             .set_interest(signals.fd(), token, Interest::NONE, Interest::READ)
             .map_err(fatal)?;
+        let (datagram, listeners): (Vec<_>, Vec<_>) =
+            listeners.into_iter().partition(Listener::is_datagram);
         for (i, l) in listeners.iter().enumerate() {
             let token = Source::Listener(i).into();
             l.set_interest(backend.as_mut(), token, Interest::NONE, Interest::READ)
@@ -98,6 +105,7 @@ impl Server {
             }
             info!("listening on {} (backend {name})", l.label());
         }
+        let udp = udp::Udp::new(backend.as_mut(), datagram)?;
         let now = Instant::now();
         let gate = accept::Gate::new(listeners.len());
         Ok(Server {
@@ -115,6 +123,7 @@ impl Server {
             status: status::Status::new(notifier),
             now,
             draining: false,
+            udp,
         })
     }
 
@@ -160,7 +169,7 @@ impl Server {
             let open = self.conns.open();
             self.stats.turn(open, self.now);
             self.status.report(open, self.now, &mut self.timers);
-            if self.draining && open == 0 {
+            if self.draining && open == 0 && self.udp.queued() == 0 {
                 self.gate
                     .refusals
                     .flush(later(self.now, crate::refusal::EVERY));
@@ -176,6 +185,7 @@ impl Server {
             Source::Listener(i) => {
                 self.accept(i);
             }
+            Source::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
             Source::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
@@ -268,6 +278,7 @@ impl Server {
             Timer::Heartbeat => self
                 .timers
                 .add(later(self.now, HEARTBEAT), Timer::Heartbeat),
+            Timer::Udp { index, at } => self.on_udp_timer(index, at),
         }
     }
 
@@ -297,7 +308,7 @@ impl Server {
                         .stats
                         .line(self.backend.name(), self.conns.open(), self.now)
                         .with_access(self.config.access.is_active());
-                    info!("{line}");
+                    info!("{line}{}", self.udp.stats_fields(&self.stats));
                 }
                 Request::Hangup => {
                     info!("SIGHUP received and ignored: there is no configuration to reload")

@@ -1,15 +1,17 @@
-//! Token layout: who an event is for. 0 is the signal pipe, then the listeners, then the
-//! connections (by slot), so dispatch is one `match` on [`Source`].
+//! Token layout: who an event is for. 0 is the signal pipe, then the listeners, the UDP
+//! sockets, then the connections (by slot), so dispatch is one `match` on [`Source`].
 
 use crate::reactor::Token;
 
 const LISTENER_BASE: usize = 1;
+const UDP_BASE: usize = 1 << 15;
 const CONN_BASE: usize = 1 << 16;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Source {
     Signal,
     Listener(usize),
+    Udp(usize),
     Conn(usize),
 }
 
@@ -17,7 +19,8 @@ impl From<Token> for Source {
     fn from(t: Token) -> Source {
         match t.0 {
             0 => Source::Signal,
-            n if n < CONN_BASE => Source::Listener(n - LISTENER_BASE),
+            n if n < UDP_BASE => Source::Listener(n - LISTENER_BASE),
+            n if n < CONN_BASE => Source::Udp(n - UDP_BASE),
             n => Source::Conn(n - CONN_BASE),
         }
     }
@@ -28,6 +31,7 @@ impl From<Source> for Token {
         Token(match s {
             Source::Signal => 0,
             Source::Listener(i) => LISTENER_BASE + i,
+            Source::Udp(i) => UDP_BASE + i,
             Source::Conn(i) => CONN_BASE + i,
         })
     }
@@ -42,7 +46,9 @@ mod tests {
         for s in [
             Source::Signal,
             Source::Listener(0),
-            Source::Listener(CONN_BASE - LISTENER_BASE - 1),
+            Source::Listener(UDP_BASE - LISTENER_BASE - 1),
+            Source::Udp(0),
+            Source::Udp(CONN_BASE - UDP_BASE - 1),
             Source::Conn(0),
             Source::Conn(1 << 20),
         ] {

@@ -32,6 +32,13 @@ pub struct Totals {
     pub denied: u64,
     /// Refused by a per-source limit (also in `rejected`).
     pub limited: u64,
+    /// UDP datagrams received (their payloads count in `bytes_in`).
+    pub datagrams_in: u64,
+    /// UDP replies sent (their bytes count in `bytes_out`).
+    pub datagrams_out: u64,
+    /// UDP datagrams not answered (loop protection, too large, over the cap, send errors,
+    /// cut off by the drain deadline).
+    pub dropped: u64,
 }
 
 impl Stats {
@@ -61,6 +68,25 @@ impl Stats {
     #[inline]
     pub fn add_out(&mut self, n: usize) {
         self.slot.add(Counter::BytesOut, n as u64);
+    }
+
+    /// A datagram of `n` bytes arrived.
+    #[inline]
+    pub fn datagram_in(&mut self, n: usize) {
+        self.slot.add(Counter::DatagramsIn, 1);
+        self.slot.add(Counter::BytesIn, n as u64);
+    }
+
+    /// A reply of `n` bytes went out.
+    #[inline]
+    pub fn datagram_out(&mut self, n: usize) {
+        self.slot.add(Counter::DatagramsOut, 1);
+        self.slot.add(Counter::BytesOut, n as u64);
+    }
+
+    /// `n` datagrams were not answered.
+    pub fn dropped(&mut self, n: usize) {
+        self.slot.add(Counter::Dropped, n as u64);
     }
 
     pub fn accepted(&mut self) {
@@ -99,6 +125,9 @@ impl Stats {
             bytes_out: self.slot.get(Counter::BytesOut),
             denied: self.slot.get(Counter::Denied),
             limited: self.slot.get(Counter::Limited),
+            datagrams_in: self.slot.get(Counter::DatagramsIn),
+            datagrams_out: self.slot.get(Counter::DatagramsOut),
+            dropped: self.slot.get(Counter::Dropped),
         }
     }
 

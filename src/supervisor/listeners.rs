@@ -2,8 +2,8 @@
 //! kept open by the supervisor for as long as it serves, so connections queued for a worker
 //! that died wait for its replacement instead of being reset.
 //!
-//! - A TCP address echo-mux binds itself becomes one SO_REUSEPORT socket per worker: the
-//!   kernel spreads connections over the workers by a hash of the peer, with no lock and no
+//! - A TCP or UDP address echo-mux binds itself becomes one SO_REUSEPORT socket per worker:
+//!   the kernel spreads connections and senders over the workers by a hash of the peer, with no lock and no
 //!   thundering herd. Worker K serves socket K of each group.
 //! - An inherited (socket-activated) or unix listener is one socket shared by every worker,
 //!   registered exclusively (EPOLLEXCLUSIVE with epoll; poll and select workers all wake and
@@ -50,24 +50,25 @@ impl Listeners {
             return Ok(all);
         }
         for addr in &config.listen {
-            match addr {
-                ListenAddr::Tcp(sa) => {
-                    let bind =
-                        |sa, reuseport| Listener::bind_with(&ListenAddr::Tcp(sa), reuseport, None);
-                    let local = |l: &Listener| {
-                        l.local_ip_addr()
-                            .ok_or_else(|| io::Error::other("not an IP socket"))
-                    };
-                    let group = reuseport_group(*sa, workers, bind, local)?;
-                    for (k, l) in group.into_iter().enumerate() {
-                        all.own[k].push(l);
-                    }
-                }
+            let (sa, kind): (_, fn(SocketAddr) -> ListenAddr) = match addr {
+                ListenAddr::Tcp(sa) => (*sa, ListenAddr::Tcp),
+                ListenAddr::Udp(sa) => (*sa, ListenAddr::Udp),
                 ListenAddr::Unix(_) => {
                     let mut l = Listener::bind_with(addr, false, config.socket_mode)?;
                     l.set_shared();
                     all.shared.push(l);
+                    continue;
                 }
+            };
+            // TCP and UDP alike: one SO_REUSEPORT socket per worker.
+            let bind = |sa, reuseport| Listener::bind_with(&kind(sa), reuseport, None);
+            let local = |l: &Listener| {
+                l.local_ip_addr()
+                    .ok_or_else(|| io::Error::other("not an IP socket"))
+            };
+            let group = reuseport_group(sa, workers, bind, local)?;
+            for (k, l) in group.into_iter().enumerate() {
+                all.own[k].push(l);
             }
         }
         Ok(all)

@@ -101,7 +101,7 @@ impl Daemon {
             .iter()
             .find_map(|a| match a {
                 Addr::Tcp(s) => Some(*s),
-                Addr::Unix(_) => None,
+                _ => None,
             })
             .unwrap_or_else(|| self.fail("the daemon has no TCP listener"))
     }
@@ -110,9 +110,25 @@ impl Daemon {
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
         let tcp = self.addrs.iter().filter_map(|a| match a {
             Addr::Tcp(s) => Some(*s),
-            Addr::Unix(_) => None,
+            _ => None,
         });
         tcp.collect()
+    }
+
+    /// Every UDP address, in order.
+    pub fn udp_addrs(&self) -> Vec<SocketAddr> {
+        let udp = |a: &Addr| match a {
+            Addr::Udp(s) => Some(*s),
+            _ => None,
+        };
+        self.addrs.iter().filter_map(udp).collect()
+    }
+
+    /// The first UDP address.
+    pub fn udp_addr(&self) -> SocketAddr {
+        let all = self.udp_addrs();
+        *all.first()
+            .unwrap_or_else(|| self.fail("the daemon has no UDP listener"))
     }
 
     /// A client connected to [`Daemon::addr`], with I/O timeouts.
@@ -129,7 +145,7 @@ impl Daemon {
     pub fn connect_unix(&self) -> UnixStream {
         let Some(path) = self.addrs.iter().find_map(|a| match a {
             Addr::Unix(p) => Some(p),
-            Addr::Tcp(_) => None,
+            _ => None,
         }) else {
             self.fail("the daemon has no unix listener")
         };

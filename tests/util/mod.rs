@@ -102,14 +102,19 @@ pub enum Addr {
     Tcp(SocketAddr),
     /// `unix:/path`
     Unix(PathBuf),
+    /// `udp:127.0.0.1:41234`
+    Udp(SocketAddr),
 }
 
 impl Addr {
     fn parse(s: &str) -> Option<Addr> {
-        match s.strip_prefix("unix:") {
-            Some(p) => Some(Addr::Unix(PathBuf::from(p))),
-            None => s.parse().ok().map(Addr::Tcp),
+        if let Some(p) = s.strip_prefix("unix:") {
+            return Some(Addr::Unix(PathBuf::from(p)));
         }
+        if let Some(a) = s.strip_prefix("udp:") {
+            return a.parse().ok().map(Addr::Udp);
+        }
+        s.parse().ok().map(Addr::Tcp)
     }
 }
 

@@ -1,0 +1,145 @@
+//! The loop's side of UDP (SPEC §9): registering the sockets, dispatching their events and
+//! timers, the drain. The datagram path itself lives in `crate::udp`; this is only glue.
+
+use std::time::{Duration, Instant};
+
+use log::{info, warn};
+
+use super::{Server, Source, Stats, Timer};
+use crate::error::Error;
+use crate::listen::Listener;
+use crate::reactor::{Backend, Interest};
+use crate::udp::{self, UdpSocket};
+
+/// The UDP sockets of one worker and what they share.
+#[derive(Default)]
+pub(super) struct Udp {
+    sockets: Vec<UdpSocket>,
+    areas: udp::Areas,
+    guard: udp::Guard,
+}
+
+impl Udp {
+    /// Serve the datagram `listeners`: each is registered for reading and logged; loop
+    /// protection knows all of their addresses.
+    pub(super) fn new(backend: &mut dyn Backend, listeners: Vec<Listener>) -> Result<Udp, Error> {
+        let name = backend.name();
+        let mut sockets = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.into_iter().enumerate() {
+            let fail = |l: &Listener, source| Error::Listen {
+                addr: l.label().to_string(),
+                source,
+            };
+            let token = Source::Udp(i).into();
+            backend
+                .set_interest(l.fd(), token, Interest::NONE, Interest::READ)
+                .map_err(|e| fail(&l, e))?;
+            info!("listening on {} (backend {name})", l.label());
+            let label = l.label().to_string();
+            let mut sock = UdpSocket::new(l).map_err(|source| Error::Listen {
+                addr: label,
+                source,
+            })?;
+            sock.registered = Interest::READ;
+            sockets.push(sock);
+        }
+        Ok(Udp {
+            guard: udp::Guard::new(sockets.iter().map(UdpSocket::local)),
+            sockets,
+            areas: udp::Areas::default(),
+        })
+    }
+
+    /// Replies held or queued on every socket together.
+    pub(super) fn queued(&self) -> usize {
+        self.sockets.iter().map(UdpSocket::queued).sum()
+    }
+
+    /// The stats line's UDP fields (SPEC §5), or nothing without a UDP socket.
+    pub(super) fn stats_fields(&self, stats: &Stats) -> String {
+        if self.sockets.is_empty() {
+            return String::new();
+        }
+        let t = stats.snapshot();
+        format!(
+            " datagrams_in={} datagrams_out={} dropped={}",
+            t.datagrams_in, t.datagrams_out, t.dropped
+        )
+    }
+}
+
+impl Server {
+    /// A readiness event for UDP socket `i`.
+    pub(super) fn on_udp_event(&mut self, i: usize, readable: bool, writable: bool) {
+        self.with_udp(i, |s, areas, ctx| {
+            if readable && s.registered.read {
+                s.on_readable(areas, ctx);
+            }
+            if writable && s.registered.write {
+                s.on_writable(areas, ctx);
+            }
+        });
+    }
+
+    /// A timer queued for UDP socket `i` at `at` fired.
+    pub(super) fn on_udp_timer(&mut self, i: usize, at: Instant) {
+        self.with_udp(i, |s, areas, ctx| s.on_timer(at, areas, ctx));
+    }
+
+    /// The drain begins: UDP sockets are not read any more; held replies go out now.
+    pub(super) fn stop_udp(&mut self) {
+        for i in 0..self.udp.sockets.len() {
+            self.with_udp(i, |s, areas, ctx| s.stop(areas, ctx));
+        }
+    }
+
+    /// The drain was cut off: what is still queued is dropped (and counted).
+    pub(super) fn abandon_udp(&mut self, why: &str) {
+        let mut lost = 0;
+        for i in 0..self.udp.sockets.len() {
+            lost += self.with_udp(i, |s, _, ctx| s.abandon(ctx));
+        }
+        if lost > 0 {
+            warn!("{why}: {lost} UDP replies not sent");
+        }
+    }
+
+    /// Run a handler on UDP socket `i`, then queue its timer and bring its interest up to date.
+    fn with_udp<T>(
+        &mut self,
+        i: usize,
+        f: impl FnOnce(&mut UdpSocket, &mut udp::Areas, &mut udp::Ctx<'_>) -> T,
+    ) -> T {
+        let u = &mut self.udp;
+        let sock = &mut u.sockets[i];
+        let mut ctx = udp::Ctx {
+            mode: self.config.mode,
+            delay: if self.draining {
+                Duration::ZERO
+            } else {
+                self.config.delay
+            },
+            max_buffer: self.config.max_buffer,
+            now: self.now,
+            clock: &mut self.clock,
+            stats: &mut self.stats,
+            guard: &mut u.guard,
+        };
+        let out = f(sock, &mut u.areas, &mut ctx);
+        if let Some(at) = sock.timer_needed() {
+            self.timers.add(at, Timer::Udp { index: i, at });
+        }
+        let wanted = sock.wanted();
+        if wanted != sock.registered {
+            let token = Source::Udp(i).into();
+            match self
+                .backend
+                .set_interest(sock.fd(), token, sock.registered, wanted)
+            {
+                Ok(()) => sock.registered = wanted,
+                Err(e) => warn!("cannot update poller interest for {}: {e}", sock.label()),
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,288 @@
+//! UDP echo (RFC 862, SPEC §9): a UDP socket is one more source in the loop, with no
+//! per-peer state. Its only buffer is one queue of replies that are held (`--delay`) or that
+//! the kernel would not take yet (EAGAIN, ENOBUFS), bounded by `--max-buffer` like a
+//! connection's output.
+//!
+//! The hot path, with no delay and nothing queued: one `recvmmsg` fills up to 64 datagrams
+//! into the worker's shared receive area ([`batch::RecvArea`]); each is checked by the loop
+//! protection ([`guard`]) and answered straight from that area with one `sendmmsg`, stamp
+//! replies gathered around the payload without a copy. Only what the kernel refuses is copied
+//! into the queue. A short batch means the socket is drained: back to the poller.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use log::debug;
+use nix::sys::socket::{
+    bind as nix_bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
+    SockaddrStorage,
+};
+
+use crate::config::Mode;
+use crate::echo::Clock;
+use crate::listen::Listener;
+use crate::reactor::Interest;
+use crate::server::Stats;
+
+pub mod addr;
+pub mod batch;
+pub mod guard;
+mod reply;
+
+use addr::Local;
+use batch::{RecvArea, SendArea, BATCH};
+pub use guard::Guard;
+
+/// The largest reply sent (SPEC §9): the largest UDP payload over IPv4.
+pub const MAX_REPLY: usize = 65_507;
+/// Batches read per readiness event at most, so one busy socket cannot starve the others
+/// (level-triggered: the rest is reported on the next turn).
+const READ_BATCHES: usize = 8;
+/// After ENOBUFS (a full device queue, which writability does not report), retry this soon.
+const NOBUFS_RETRY: Duration = Duration::from_millis(5);
+/// What one queued datagram costs beyond its reply bytes (entry and allocator overhead),
+/// charged to `--max-buffer` so a flood of tiny datagrams stays within it too.
+const QUEUED_OVERHEAD: usize = std::mem::size_of::<Queued>() + 32;
+
+/// The worker's shared batch areas (one of each, for all UDP sockets).
+#[derive(Default)]
+pub struct Areas {
+    recv: Option<Box<RecvArea>>,
+    send: SendArea,
+}
+
+/// Per-turn context lent to the handlers by the server.
+pub struct Ctx<'a> {
+    /// Raw or stamp.
+    pub mode: Mode,
+    /// How long replies are held; zero while draining.
+    pub delay: Duration,
+    /// `--max-buffer`: held plus queued reply bytes per socket.
+    pub max_buffer: usize,
+    /// The time the current turn started.
+    pub now: Instant,
+    /// Stamp mode's time source.
+    pub clock: &'a mut Clock,
+    /// Counters for the stats line.
+    pub stats: &'a mut Stats,
+    /// Loop protection.
+    pub guard: &'a mut Guard,
+}
+
+/// Bind a UDP socket to `addr` (non-blocking, close-on-exec). No SO_REUSEADDR: for UDP it
+/// would let a second daemon bind the same port and silently take half the datagrams.
+/// An IPv6 socket is IPv6-only, as stream listeners are.
+pub fn bind(addr: &SocketAddr, reuseport: bool) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Datagram, flags, None)?;
+    if reuseport {
+        // One socket per worker of a `--workers` group (supervisor/listeners.rs); the kernel
+        // hashes each sender onto one of them.
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+    }
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    nix_bind(fd.as_raw_fd(), &SockaddrStorage::from(*addr))?;
+    Ok(fd)
+}
+
+/// A reply waiting: held until `due` (`--delay`), or refused by the kernel for now.
+struct Queued {
+    due: Instant,
+    to: SocketAddr,
+    from: Option<Local>,
+    /// The payload (raw mode) or the line (stamp mode, stamped when sent).
+    payload: Vec<u8>,
+}
+
+/// Why sending stopped.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Blocked {
+    /// EAGAIN: the send buffer is full; wait for writability.
+    Writable,
+    /// ENOBUFS: retry at this time.
+    Until(Instant),
+}
+
+/// One UDP socket and its reply queue.
+pub struct UdpSocket {
+    listener: Listener,
+    local: SocketAddr,
+    queue: VecDeque<Queued>,
+    /// Reply bytes queued, plus [`QUEUED_OVERHEAD`] each.
+    pending: usize,
+    /// Not read: the queue reached `--max-buffer` (until it falls to half).
+    paused: bool,
+    /// Not read any more: the drain has begun.
+    stopped: bool,
+    blocked: Option<Blocked>,
+    /// The earliest timer queued for this socket.
+    armed: Option<Instant>,
+    /// What the backend has been told (kept in step by the server).
+    pub registered: Interest,
+}
+
+impl UdpSocket {
+    /// Serve the datagram socket `listener`. A wildcard address turns pktinfo on, so that
+    /// replies leave from the address each datagram was sent to.
+    pub fn new(listener: Listener) -> io::Result<UdpSocket> {
+        let fd = listener.fd();
+        let local: SockaddrStorage = getsockname(fd)?;
+        let local = if let Some(v4) = local.as_sockaddr_in() {
+            SocketAddr::V4((*v4).into())
+        } else if let Some(v6) = local.as_sockaddr_in6() {
+            SocketAddr::V6((*v6).into())
+        } else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not an IPv4 or IPv6 datagram socket",
+            ));
+        };
+        if local.ip().is_unspecified() {
+            // SAFETY: a borrowed view of the listener's descriptor, which outlives the call.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            if local.is_ipv4() {
+                setsockopt(&fd, sockopt::Ipv4PacketInfo, &true)?;
+            } else {
+                setsockopt(&fd, sockopt::Ipv6RecvPacketInfo, &true)?;
+                // A dual-stack socket (inherited without IPV6_V6ONLY) reports IPv4
+                // datagrams through IPV6_PKTINFO too, as v4-mapped addresses, and takes a
+                // v4-mapped IPV6_PKTINFO back when sending to a v4-mapped peer.
+            }
+        }
+        Ok(UdpSocket {
+            listener,
+            local,
+            queue: VecDeque::new(),
+            pending: 0,
+            paused: false,
+            stopped: false,
+            blocked: None,
+            armed: None,
+            registered: Interest::NONE,
+        })
+    }
+
+    /// The descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.listener.fd()
+    }
+
+    /// The address bound.
+    pub fn local(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// `udp:127.0.0.1:41234`.
+    pub fn label(&self) -> &str {
+        self.listener.label()
+    }
+
+    /// What the socket needs from the poller now: read unless paused or stopped, write only
+    /// while the kernel refused a reply with EAGAIN.
+    pub fn wanted(&self) -> Interest {
+        Interest {
+            read: !self.stopped && !self.paused,
+            write: self.blocked == Some(Blocked::Writable),
+        }
+    }
+
+    /// Replies held or queued.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// When the server must call [`UdpSocket::on_timer`] next, if a timer has to be queued
+    /// for it (one not already queued at or before that time).
+    pub fn timer_needed(&mut self) -> Option<Instant> {
+        let at = match self.blocked {
+            Some(Blocked::Until(t)) => t,
+            Some(Blocked::Writable) => return None,
+            None => self.queue.front()?.due,
+        };
+        if self.armed.is_some_and(|a| a <= at) {
+            return None;
+        }
+        self.armed = Some(at);
+        Some(at)
+    }
+
+    /// The socket is readable (or has an error to report): read and answer batches.
+    pub fn on_readable(&mut self, areas: &mut Areas, ctx: &mut Ctx<'_>) {
+        let recv = areas.recv.get_or_insert_with(|| Box::new(RecvArea::new()));
+        for _ in 0..READ_BATCHES {
+            if self.stopped || self.paused {
+                break;
+            }
+            let n = match recv.recv(self.fd()) {
+                Ok(n) => n,
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // An ICMP error for an earlier reply (port unreachable and the like),
+                    // reported once and consumed by this call: nothing to do.
+                    Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH) => continue,
+                    Some(libc::EAGAIN) => break,
+                    _ => {
+                        debug!("{}: recvmmsg: {e}", self.label());
+                        break;
+                    }
+                },
+            };
+            self.answer(recv, n, &mut areas.send, ctx);
+            if n < BATCH {
+                break; // drained: a short batch means the queue was empty
+            }
+        }
+    }
+
+    /// The socket is writable again (after EAGAIN).
+    pub fn on_writable(&mut self, areas: &mut Areas, ctx: &mut Ctx<'_>) {
+        if self.blocked == Some(Blocked::Writable) {
+            self.blocked = None;
+        }
+        self.flush(&mut areas.send, ctx);
+    }
+
+    /// A timer queued for this socket at `at` fired: send held replies that are due, or retry
+    /// after ENOBUFS.
+    pub fn on_timer(&mut self, at: Instant, areas: &mut Areas, ctx: &mut Ctx<'_>) {
+        if self.armed == Some(at) {
+            self.armed = None;
+        }
+        if matches!(self.blocked, Some(Blocked::Until(t)) if t <= ctx.now) {
+            self.blocked = None;
+        }
+        self.flush(&mut areas.send, ctx);
+    }
+
+    /// The drain begins: stop reading at once and send every held reply now.
+    pub fn stop(&mut self, areas: &mut Areas, ctx: &mut Ctx<'_>) {
+        self.stopped = true;
+        for q in &mut self.queue {
+            q.due = q.due.min(ctx.now);
+        }
+        self.flush(&mut areas.send, ctx);
+    }
+
+    /// The drain was cut off: drop what is still queued; returns how many replies that was.
+    pub fn abandon(&mut self, ctx: &mut Ctx<'_>) -> usize {
+        let n = self.queue.len();
+        ctx.stats.dropped(n);
+        self.queue.clear();
+        self.pending = 0;
+        self.blocked = None;
+        n
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,407 @@
+//! The datagram path against real UDP sockets on loopback, driven by hand (no loop).
+
+use std::net::UdpSocket as Peer;
+
+use super::batch::STAMP_EXTRA;
+use super::*;
+use crate::config::ListenAddr;
+
+struct Rig {
+    sock: UdpSocket,
+    areas: Areas,
+    clock: Clock,
+    stats: Stats,
+    guard: Guard,
+    mode: Mode,
+    delay: Duration,
+    max_buffer: usize,
+}
+
+impl Rig {
+    fn new(addr: &str) -> Rig {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let listener = Listener::bind(&ListenAddr::Udp(addr)).unwrap();
+        assert!(listener.is_datagram());
+        let sock = UdpSocket::new(listener).unwrap();
+        let guard = Guard::new([sock.local()]);
+        Rig {
+            sock,
+            areas: Areas::default(),
+            clock: Clock::default(),
+            stats: Stats::new(Instant::now()),
+            guard,
+            mode: Mode::Raw,
+            delay: Duration::ZERO,
+            max_buffer: 1 << 20,
+        }
+    }
+
+    /// Run `f` with a context at time `now`.
+    fn with<T>(
+        &mut self,
+        now: Instant,
+        f: impl FnOnce(&mut UdpSocket, &mut Areas, &mut Ctx<'_>) -> T,
+    ) -> T {
+        let mut ctx = Ctx {
+            mode: self.mode,
+            delay: self.delay,
+            max_buffer: self.max_buffer,
+            now,
+            clock: &mut self.clock,
+            stats: &mut self.stats,
+            guard: &mut self.guard,
+        };
+        f(&mut self.sock, &mut self.areas, &mut ctx)
+    }
+
+    fn totals(&self) -> crate::server::Totals {
+        self.stats.snapshot()
+    }
+
+    /// Read (and answer) what has arrived, as a readable event would.
+    fn readable(&mut self, now: Instant) {
+        self.with(now, |s, a, c| s.on_readable(a, c));
+    }
+
+    fn peer(&self) -> Peer {
+        let p = Peer::bind((self.sock.local().ip(), 0)).unwrap();
+        p.connect(self.sock.local()).unwrap();
+        p.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        p
+    }
+}
+
+fn recv(p: &Peer) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 70_000];
+    let n = p.recv(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// Send every datagram, then read and answer until `want` replies are out (bounded).
+fn exchange(rig: &mut Rig, p: &Peer, datagrams: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    for d in datagrams {
+        p.send(d).unwrap();
+        rig.readable(Instant::now());
+        got.push(recv(p).unwrap_or_else(|| panic!("no reply to {} bytes", d.len())));
+    }
+    got
+}
+
+#[test]
+fn raw_replies_are_the_same_bytes_empty_and_largest_included() {
+    let mut rig = Rig::new("127.0.0.1:0");
+    let p = rig.peer();
+    let sizes = [0, 1, 64, 1472, 9000, 65_507];
+    let sent: Vec<Vec<u8>> = sizes
+        .iter()
+        .map(|&n| (0..n).map(|i| (i * 7 + n) as u8).collect())
+        .collect();
+    assert_eq!(exchange(&mut rig, &p, &sent), sent);
+    let c = rig.totals();
+    assert_eq!((c.datagrams_in, c.datagrams_out, c.dropped), (6, 6, 0));
+    let total: u64 = sizes.iter().map(|&n| n as u64).sum();
+    assert_eq!((c.bytes_in, c.bytes_out), (total, total));
+    assert!(rig.sock.queued() == 0);
+    assert_eq!(rig.sock.wanted(), Interest::READ);
+}
+
+#[test]
+fn a_batch_of_datagrams_is_answered_in_one_go() {
+    let mut rig = Rig::new("127.0.0.1:0");
+    let p = rig.peer();
+    for i in 0..(BATCH * 3 + 5) as u32 {
+        p.send(&i.to_be_bytes()).unwrap();
+    }
+    rig.readable(Instant::now());
+    for i in 0..(BATCH * 3 + 5) as u32 {
+        assert_eq!(recv(&p), Some(i.to_be_bytes().to_vec()), "reply {i}");
+    }
+    assert_eq!(rig.totals().datagrams_out, (BATCH * 3 + 5) as u64);
+}
+
+#[test]
+fn stamp_replies_and_the_size_limit() {
+    let mut rig = Rig::new("127.0.0.1:0");
+    rig.mode = Mode::Stamp;
+    let p = rig.peer();
+    let cases: [(&[u8], &[u8]); 5] = [
+        (b"hello\r\n", b"hello"),
+        (b"hello\n", b"hello"),
+        (b"two\n\n", b"two\n"),
+        (b"cr\r", b"cr\r"),
+        (b"", b""),
+    ];
+    for (input, line) in cases {
+        p.send(input).unwrap();
+        rig.readable(Instant::now());
+        let got = recv(&p).expect("a reply");
+        let tail = got.len() - 29; // " at " + 24 + "\n"
+        assert_eq!(&got[..6], b"Echo=>");
+        assert_eq!(&got[6..tail], line, "{input:?}");
+        assert_eq!(&got[tail..tail + 4], b" at ");
+        assert_eq!(got.last(), Some(&b'\n'));
+    }
+    // The largest payload whose reply fits, and one byte more (not sent, counted).
+    let fits = vec![b'x'; MAX_REPLY - STAMP_EXTRA];
+    p.send(&fits).unwrap();
+    rig.readable(Instant::now());
+    assert_eq!(recv(&p).map(|r| r.len()), Some(MAX_REPLY));
+    let dropped = rig.totals().dropped;
+    p.send(&vec![b'x'; MAX_REPLY - STAMP_EXTRA + 1]).unwrap();
+    rig.readable(Instant::now());
+    assert_eq!(recv(&p), None);
+    assert_eq!(rig.totals().dropped, dropped + 1);
+}
+
+#[test]
+fn service_ports_get_no_answer() {
+    let mut rig = Rig::new("127.0.0.1:0");
+    for port in [7u16, 19] {
+        // An address of its own, so this cannot collide with the integration tests' port 7.
+        let p = match Peer::bind(("127.0.0.77", port)) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("note: cannot bind port {port} ({e}); needs root");
+                return;
+            }
+        };
+        p.connect(rig.sock.local()).unwrap();
+        p.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        p.send(b"storm").unwrap();
+        rig.readable(Instant::now());
+        assert_eq!(recv(&p), None, "port {port} was answered");
+    }
+    assert_eq!(rig.totals().dropped, 2);
+    let ok = rig.peer();
+    assert_eq!(exchange(&mut rig, &ok, &[b"fine".to_vec()]), [b"fine"]);
+}
+
+#[test]
+fn delayed_replies_wait_on_the_timer_and_drain_at_once() {
+    let mut rig = Rig::new("127.0.0.1:0");
+    rig.delay = Duration::from_secs(1);
+    let p = rig.peer();
+    let t0 = Instant::now();
+    p.send(b"one").unwrap();
+    rig.readable(t0);
+    assert_eq!(recv(&p), None, "answered before the delay");
+    assert_eq!(rig.sock.timer_needed(), Some(t0 + rig.delay));
+    assert_eq!(rig.sock.timer_needed(), None, "already queued");
+    rig.with(t0 + Duration::from_millis(500), |s, a, c| {
+        s.on_timer(t0, a, c)
+    });
+    assert_eq!(recv(&p), None, "a stale timer released it early");
+    let due = t0 + Duration::from_secs(1);
+    rig.with(due, |s, a, c| s.on_timer(due, a, c));
+    assert_eq!(recv(&p).as_deref(), Some(&b"one"[..]));
+    assert!(rig.sock.queued() == 0);
+
+    // The drain: reading stops at once, held replies leave without waiting.
+    p.send(b"two").unwrap();
+    rig.readable(Instant::now());
+    rig.with(Instant::now(), |s, a, c| s.stop(a, c));
+    assert_eq!(recv(&p).as_deref(), Some(&b"two"[..]));
+    assert!(rig.sock.queued() == 0);
+    assert!(!rig.sock.wanted().read, "a stopped socket is not read");
+}
+
+#[test]
+fn held_replies_are_capped_by_max_buffer() {
+    let mut rig = Rig::new("127.0.0.1:0");
+    rig.delay = Duration::from_secs(10);
+    rig.max_buffer = 10_000;
+    let p = rig.peer();
+    for _ in 0..200 {
+        p.send(&[b'f'; 500]).unwrap();
+    }
+    let t0 = Instant::now();
+    rig.readable(t0);
+    assert!(
+        rig.sock.pending <= rig.max_buffer,
+        "{} bytes held",
+        rig.sock.pending
+    );
+    assert!(rig.sock.queued() >= 10, "{} held", rig.sock.queued());
+    assert!(
+        !rig.sock.wanted().read,
+        "the socket is still read at the cap"
+    );
+    let held = rig.sock.queued() as u64;
+    assert_eq!(rig.totals().datagrams_in, held + rig.totals().dropped);
+    // Released: everything held is answered and reading resumes.
+    let due = t0 + rig.delay;
+    rig.with(due, |s, a, c| s.on_timer(due, a, c));
+    for _ in 0..held {
+        assert_eq!(recv(&p).map(|r| r.len()), Some(500));
+    }
+    assert!(rig.sock.wanted().read);
+    // A datagram larger than the cap still fits into an empty queue.
+    let mut rig = Rig::new("127.0.0.1:0");
+    (rig.delay, rig.max_buffer) = (Duration::from_secs(10), 10_000);
+    let p = rig.peer();
+    p.send(&[b'L'; 20_000]).unwrap();
+    p.send(b"next").unwrap();
+    rig.readable(due);
+    assert_eq!((rig.sock.queued(), rig.totals().dropped), (1, 1));
+}
+
+#[test]
+fn a_wildcard_listener_answers_from_the_address_asked() {
+    let mut rig = Rig::new("0.0.0.0:0");
+    let port = rig.sock.local().port();
+    for dst in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        let p = Peer::bind("127.0.0.1:0").unwrap();
+        p.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        p.send_to(dst.as_bytes(), (dst, port)).unwrap();
+        rig.readable(Instant::now());
+        let mut buf = [0u8; 64];
+        let (n, from) = p.recv_from(&mut buf).expect("a reply");
+        assert_eq!(&buf[..n], dst.as_bytes());
+        assert_eq!(
+            from,
+            format!("{dst}:{port}").parse().unwrap(),
+            "reply source"
+        );
+    }
+}
+
+#[test]
+fn a_dual_stack_wildcard_answers_ipv4_from_the_address_asked() {
+    use std::os::fd::OwnedFd;
+    // What systemd hands in for ListenDatagram=[::]:P without BindIPv6Only=ipv6-only.
+    let Ok(dual) = Peer::bind("[::]:0") else {
+        eprintln!("note: no IPv6 here");
+        return;
+    };
+    let port = dual.local_addr().unwrap().port();
+    dual.set_nonblocking(true).unwrap();
+    let sock = UdpSocket::new(Listener::inherited(OwnedFd::from(dual))).unwrap();
+    let mut rig = Rig::new("127.0.0.1:0");
+    rig.guard = Guard::new([sock.local()]);
+    rig.sock = sock;
+    let p = Peer::bind("127.0.0.1:0").unwrap();
+    p.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    p.send_to(b"mapped", ("127.0.0.2", port)).unwrap();
+    rig.readable(Instant::now());
+    let mut buf = [0u8; 16];
+    let (n, from) = p.recv_from(&mut buf).expect("a reply");
+    assert_eq!(&buf[..n], b"mapped");
+    assert_eq!(
+        from,
+        SocketAddr::from(([127, 0, 0, 2], port)),
+        "reply source"
+    );
+}
+
+#[test]
+fn ipv6_echo() {
+    let Ok(listener) = Listener::bind(&ListenAddr::Udp("[::1]:0".parse().unwrap())) else {
+        eprintln!("note: no IPv6 loopback here");
+        return;
+    };
+    drop(listener);
+    for addr in ["[::1]:0", "[::]:0"] {
+        let mut rig = Rig::new(addr);
+        let p = Peer::bind("[::1]:0").unwrap();
+        p.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        p.send_to(b"six", ("::1", rig.sock.local().port())).unwrap();
+        rig.readable(Instant::now());
+        let mut buf = [0u8; 8];
+        let (n, from) = p.recv_from(&mut buf).expect("a reply");
+        assert_eq!(
+            (&buf[..n], from.port()),
+            (&b"six"[..], rig.sock.local().port())
+        );
+    }
+}
+
+/// Ten numbered datagrams from `p`, read in one batch.
+fn ten(rig: &mut Rig, p: &Peer) {
+    for i in 0..10u8 {
+        p.send(&[i; 100]).unwrap();
+    }
+    rig.readable(Instant::now());
+}
+
+fn replies(p: &Peer) -> Vec<u8> {
+    std::iter::from_fn(|| recv(p)).map(|r| r[0]).collect()
+}
+
+#[test]
+fn eagain_queues_the_rest_in_order_and_waits_for_writability() {
+    use super::batch::fake::{script, Call};
+    let mut rig = Rig::new("127.0.0.1:0");
+    let p = rig.peer();
+    script(&[Call::SendAtMost(3), Call::Fail(libc::EAGAIN)]);
+    ten(&mut rig, &p);
+    assert_eq!(rig.sock.queued(), 7, "the refused seven are queued");
+    assert_eq!(
+        rig.sock.wanted(),
+        Interest::BOTH,
+        "write interest while queued"
+    );
+    assert_eq!(
+        rig.sock.timer_needed(),
+        None,
+        "writability, not a timer, resumes"
+    );
+    // New datagrams go behind the queue, not past it.
+    p.send(&[10; 100]).unwrap();
+    rig.readable(Instant::now());
+    assert_eq!(rig.sock.queued(), 8);
+    rig.with(Instant::now(), |s, a, c| s.on_writable(a, c));
+    assert_eq!(replies(&p), (0..11).collect::<Vec<u8>>());
+    assert_eq!(
+        rig.sock.wanted(),
+        Interest::READ,
+        "write interest dropped when empty"
+    );
+    assert_eq!((rig.totals().datagrams_out, rig.totals().dropped), (11, 0));
+}
+
+#[test]
+fn enobufs_retries_on_a_timer() {
+    use super::batch::fake::{script, Call};
+    let mut rig = Rig::new("127.0.0.1:0");
+    let p = rig.peer();
+    script(&[Call::Fail(libc::ENOBUFS)]);
+    let t0 = Instant::now();
+    ten(&mut rig, &p);
+    assert_eq!(rig.sock.queued(), 10);
+    assert_eq!(
+        rig.sock.wanted(),
+        Interest::READ,
+        "writability would not say when"
+    );
+    let at = rig.sock.timer_needed().expect("a retry timer");
+    assert!(at > t0 && at <= Instant::now() + NOBUFS_RETRY);
+    rig.with(at, |s, a, c| s.on_timer(at, a, c));
+    assert_eq!(replies(&p), (0..10).collect::<Vec<u8>>());
+}
+
+#[test]
+fn errors_of_one_reply_drop_only_that_one_and_icmp_errors_are_ignored() {
+    use super::batch::fake::{script, Call};
+    let mut rig = Rig::new("127.0.0.1:0");
+    let p = rig.peer();
+    // A stale ECONNREFUSED (from an ICMP error) is retried; EPERM (a firewall) drops the
+    // datagram it names and the rest goes on.
+    script(&[
+        Call::Fail(libc::ECONNREFUSED),
+        Call::SendAtMost(2),
+        Call::Fail(libc::EPERM),
+    ]);
+    ten(&mut rig, &p);
+    let mut want: Vec<u8> = (0..10).collect();
+    want.remove(2);
+    assert_eq!(replies(&p), want);
+    assert_eq!((rig.totals().datagrams_out, rig.totals().dropped), (9, 1));
+    assert!(rig.sock.queued() == 0);
+}
