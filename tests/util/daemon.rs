@@ -174,7 +174,10 @@ impl Daemon {
                 .as_mut()
                 .expect("no process for an external daemon");
             match child.try_wait() {
-                Ok(Some(st)) => self.status = Some(st),
+                Ok(Some(st)) => {
+                    self.status = Some(st);
+                    super::watchdog::track(self.pid, false);
+                }
                 Ok(None) if Instant::now() >= deadline => return None,
                 Ok(None) => thread::sleep(Duration::from_millis(5)),
                 Err(e) => panic!("waitpid {}: {e}", self.pid),
@@ -279,6 +282,7 @@ impl Drop for Daemon {
         if self.status.is_none() {
             let _ = child.kill();
             self.status = child.wait().ok();
+            super::watchdog::track(self.pid, false);
         }
         if thread::panicking() {
             if !self.reported.get() {
