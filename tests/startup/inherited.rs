@@ -63,7 +63,7 @@ fn activated(listener: &OwnedFd, passed: i32, announced: usize, args: &[&str]) -
         args.join(" ")
     );
     let child = cmd.spawn().unwrap();
-    finish(child, line, Duration::from_secs(5))
+    finish(child, line, Duration::from_secs(15))
 }
 
 fn tcp_listener() -> OwnedFd {

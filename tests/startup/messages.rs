@@ -14,11 +14,11 @@ use crate::util::{run, Daemon, Run};
 // Defect 12: --help and --version on a stdout that cannot be written
 // ---------------------------------------------------------------------------------------
 
-/// Run `args` with stdout set to `out`; at most 5 s.
+/// Run `args` with stdout set to `out`; at most 15 s.
 fn run_with_stdout(args: &[&str], out: Stdio) -> Ended {
     let (mut cmd, line) = daemon_cmd(args);
     cmd.stdout(out);
-    finish(cmd.spawn().unwrap(), line, Duration::from_secs(5))
+    finish(cmd.spawn().unwrap(), line, Duration::from_secs(15))
 }
 
 /// `echo-mux --help | true` after the reader left used to panic with a backtrace (exit
