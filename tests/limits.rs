@@ -157,7 +157,7 @@ fn resets_mid_stream_are_harmless(backend: &'static str) {
         ));
     }
     if d.is_owned() {
-        if let Err(st) = d.wait_stat("open", "1", Duration::from_secs(5)) {
+        if let Err(st) = d.wait_stat("open", "1", Duration::from_secs(15)) {
             d.fail(&format!("connections leaked after the resets: {st:?}"));
         }
     }
