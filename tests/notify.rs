@@ -111,7 +111,7 @@ fn notify_lifecycle(rx: UnixDatagram, notify_env: &str) {
     // READY=1 means every listener accepts.
     let client = d.connect();
     d.expect_echo(&client, "the notified daemon");
-    if !rx.wait_for("STATUS=1 connections", Duration::from_secs(5)) {
+    if !rx.wait_for("STATUS=1 connections", PATIENCE) {
         d.fail(&format!("no STATUS=1 connections (got {:?})", rx.lines()));
     }
     drop(client);
