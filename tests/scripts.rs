@@ -83,6 +83,9 @@ fn hammer_sh_detects_a_corrupting_server() {
         "hammer.sh should report the mismatch:\n{out}"
     );
     assert!(out.contains("0 passed, 2 failed"), "{out}");
+    // Failed by the comparison, not by a connection that never got through.
+    let compared = "echo differs: sent 1000 bytes, got 1000 back";
+    assert_eq!(out.matches(compared).count(), 2, "{out}");
 }
 
 /// Sets the flag when dropped.
