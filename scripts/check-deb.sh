@@ -114,9 +114,9 @@ dpkg-deb -x "$deb" "$work/root"
 for unit in echo-mux.service echo-mux.socket; do
     cmp -s "systemd/$unit" "$work/root/usr/lib/systemd/system/$unit" || fail "packaged $unit differs from systemd/$unit"
 done
-grep -qx 'ExecStart=/usr/bin/echo-mux --backend epoll' "$work/root/usr/lib/systemd/system/echo-mux.service" ||
+grep -qx 'ExecStart=/usr/bin/echo-mux --backend epoll --workers auto' "$work/root/usr/lib/systemd/system/echo-mux.service" ||
     fail "packaged echo-mux.service does not run /usr/bin/echo-mux"
-ok "packaged units are systemd/ unchanged, ExecStart=/usr/bin/echo-mux --backend epoll"
+ok "packaged units are systemd/ unchanged, ExecStart=/usr/bin/echo-mux --backend epoll --workers auto"
 
 dpkg-deb -e "$deb" "$work/control"
 for script in postinst prerm postrm; do

@@ -5,7 +5,8 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, CommandFactory, Parser};
 use log::LevelFilter;
 
-use crate::config::{parse_duration, parse_listen, parse_size, Config, Mode};
+use crate::access::{keepalive, Cidr};
+use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
 use crate::error::Error;
 use crate::reactor::BackendKind;
 
@@ -78,6 +79,51 @@ struct Args {
         allow_hyphen_values = true
     )]
     shutdown_timeout: String,
+    /// Serve peers in CIDR (repeatable); the longest matching prefix decides, a tie denies;
+    /// with any --allow, a peer that matches nothing is refused
+    #[arg(long, value_name = "CIDR", allow_hyphen_values = true)]
+    allow: Vec<String>,
+    /// Refuse peers in CIDR (repeatable): connections closed at once, datagrams dropped
+    #[arg(long, value_name = "CIDR", allow_hyphen_values = true)]
+    deny: Vec<String>,
+    /// TCP connections open at once from one source (IPv4 address or IPv6 /64); 0 = no limit
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
+    max_per_source: String,
+    /// New TCP connections and UDP datagrams per second from one source (burst N); 0 = no limit
+    #[arg(
+        long,
+        value_name = "N",
+        default_value = "0",
+        allow_hyphen_values = true
+    )]
+    rate_per_source: String,
+    /// TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off
+    #[arg(
+        long,
+        value_name = "DUR",
+        default_value = "5m",
+        allow_hyphen_values = true
+    )]
+    keepalive: String,
+    /// One info line per closed connection: peer, duration, bytes in and out, reason
+    #[arg(long)]
+    log_connections: bool,
+    /// Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]
+    #[arg(long, value_name = "MODE", allow_hyphen_values = true)]
+    socket_mode: Option<String>,
+    /// Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on
+    #[arg(
+        long,
+        value_name = "N|auto",
+        default_value = "1",
+        allow_hyphen_values = true
+    )]
+    workers: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -161,6 +207,8 @@ where
     config.idle_timeout = (!idle.is_zero()).then_some(idle);
     config.shutdown_timeout = parse_duration(&args.shutdown_timeout)
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
+    access_options(&args, &mut config)?;
+    config.workers = parse_workers(&args.workers)?;
 
     config.check().map_err(Error::Usage)?;
 
@@ -173,6 +221,56 @@ where
     };
     Ok(Command::Run(config, level))
 }
+
+/// SPEC §10's options (and `--socket-mode`, §1).
+fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
+    let cidrs = |values: &[String], flag| {
+        values
+            .iter()
+            .map(|s| Cidr::parse(s).map_err(|why| invalid(s, flag, why)))
+            .collect::<Result<Vec<_>, _>>()
+    };
+    config.access.allow = cidrs(&args.allow, "allow")?;
+    config.access.deny = cidrs(&args.deny, "deny")?;
+    let count = |s: &String, flag| {
+        s.trim()
+            .parse::<u32>()
+            .map_err(|_| invalid(s, flag, "expected a whole number (0 = no limit)"))
+    };
+    config.access.limits.max_per_source = count(&args.max_per_source, "max-per-source")?;
+    config.access.limits.rate_per_source = count(&args.rate_per_source, "rate-per-source")?;
+    let keepalive = parse_duration(&args.keepalive)
+        .map_err(|why| invalid(&args.keepalive, "keepalive", why))?;
+    if keepalive.as_secs() > keepalive::MAX_IDLE_SECS {
+        let why = format!("at most {}s (the kernel's limit)", keepalive::MAX_IDLE_SECS);
+        return Err(invalid(&args.keepalive, "keepalive", why));
+    }
+    config.keepalive = (!keepalive.is_zero()).then_some(keepalive);
+    config.log_connections = args.log_connections;
+    if let Some(mode) = &args.socket_mode {
+        let parsed = parse_socket_mode(mode).map_err(|why| invalid(mode, "socket-mode", why))?;
+        config.socket_mode = Some(parsed);
+    }
+    Ok(())
+}
+
+/// `--workers N|auto`: 1..=[`MAX_WORKERS`], or the CPUs this process may run on.
+fn parse_workers(s: &str) -> Result<usize, Error> {
+    if s.trim() == "auto" {
+        return Ok(crate::supervisor::available_cpus().min(MAX_WORKERS));
+    }
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            s,
+            "workers",
+            format_args!("expected a whole number from 1 to {MAX_WORKERS}, or auto"),
+        )),
+    }
+}
+
+/// More worker processes than this is a typo, not a plan (and a fork bomb).
+pub const MAX_WORKERS: usize = 1024;
 
 /// `--verbose` from clap's `--verbose...` or `--listen <ADDR>`.
 fn flag(arg: &str) -> &str {
@@ -248,6 +346,13 @@ mod tests {
         assert!(usage(&["--delay", "x"]).starts_with("invalid value 'x' for '--delay'"));
         assert!(usage(&["--max-buffer", "0"]).contains("at least 1"));
         assert!(usage(&["--max-clients", "0"]).contains("at least 1"));
+        for bad in ["0", "-1", "two", "1.5", "", "1025"] {
+            let msg = usage(&["--workers", bad]);
+            assert_eq!(
+                msg,
+                format!("invalid value '{bad}' for '--workers': expected a whole number from 1 to 1024, or auto")
+            );
+        }
         assert_eq!(
             usage(&["--frobnicate"]),
             "unknown option '--frobnicate' (see --help)"
@@ -293,6 +398,60 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(std::time::Duration::from_secs(120)));
         assert!(c.shutdown_timeout.is_zero());
         assert_eq!(config(&["--idle-timeout", "0"]).idle_timeout, None);
+        assert_eq!(config(&[]).workers, 1);
+        assert_eq!(config(&["--workers", "3"]).workers, 3);
+        let auto = config(&["--workers", "auto"]).workers;
+        assert!((1..=MAX_WORKERS).contains(&auto), "{auto}");
+    }
+
+    #[test]
+    fn access_options() {
+        let c = config(&[
+            "--allow",
+            "10.0.0.0/8",
+            "--allow",
+            "[2001:db8::]/32",
+            "--deny",
+            "10.1.0.0/16",
+            "--max-per-source",
+            "3",
+            "--rate-per-source",
+            "20",
+            "--keepalive",
+            "90s",
+            "--log-connections",
+            "--socket-mode",
+            "0660",
+        ]);
+        assert_eq!(c.access.allow.len(), 2);
+        assert_eq!(c.access.deny[0].to_string(), "10.1.0.0/16");
+        assert_eq!(c.access.limits.max_per_source, 3);
+        assert_eq!(c.access.limits.rate_per_source, 20);
+        assert_eq!(c.keepalive, Some(std::time::Duration::from_secs(90)));
+        assert!(c.log_connections);
+        assert_eq!(c.socket_mode, Some(0o660));
+        let d = config(&[]);
+        assert!(!d.access.is_active() && !d.log_connections && d.socket_mode.is_none());
+        assert_eq!(d.keepalive, Some(std::time::Duration::from_secs(300)));
+        assert_eq!(config(&["--keepalive", "0"]).keepalive, None);
+    }
+
+    #[test]
+    fn access_usage_errors() {
+        assert_eq!(
+            usage(&["--allow", "10.0.0.0/33"]),
+            "invalid value '10.0.0.0/33' for '--allow': a prefix length of /33 is longer than 32 bits"
+        );
+        assert!(
+            usage(&["--deny", "nope"]).starts_with("invalid value 'nope' for '--deny': expected")
+        );
+        assert!(usage(&["--deny", "10.1.2.3/8"]).contains("did you mean 10.0.0.0/8?"));
+        assert!(usage(&["--max-per-source", "-1"]).contains("'--max-per-source'"));
+        assert!(usage(&["--rate-per-source", "x"]).contains("'--rate-per-source'"));
+        assert!(usage(&["--keepalive", "10h"]).contains("at most 32767s"));
+        assert!(usage(&["--socket-mode", "0980"])
+            .starts_with("invalid value '0980' for '--socket-mode'"));
+        assert!(usage(&["--socket-mode", "1777"]).contains("--socket-mode"));
     }
 
     #[test]

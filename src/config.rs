@@ -57,6 +57,16 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Longest graceful drain after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
+    /// `--allow`, `--deny`, `--max-per-source`, `--rate-per-source` (SPEC §10).
+    pub access: crate::access::Policy,
+    /// TCP keepalive's first probe after this much silence; `None` = off.
+    pub keepalive: Option<Duration>,
+    /// One info line per closed connection.
+    pub log_connections: bool,
+    /// Permissions of unix socket files we create; `None` leaves them to the umask.
+    pub socket_mode: Option<u32>,
+    /// Worker processes (SPEC §8); 1 = no supervisor, `auto` already resolved.
+    pub workers: usize,
 }
 
 impl Default for Config {
@@ -70,6 +80,11 @@ impl Default for Config {
             max_buffer: 1 << 20,
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(5),
+            access: crate::access::Policy::default(),
+            keepalive: Some(Duration::from_secs(300)),
+            log_connections: false,
+            socket_mode: None,
+            workers: 1,
         }
     }
 }
@@ -95,6 +110,10 @@ impl Config {
         if self.max_clients == 0 || self.max_buffer == 0 {
             return Err("--max-clients and --max-buffer must be at least 1".into());
         }
+        if !(1..=crate::cli::MAX_WORKERS).contains(&self.workers) {
+            let max = crate::cli::MAX_WORKERS;
+            return Err(format!("--workers must be from 1 to {max}"));
+        }
         Ok(())
     }
 }
@@ -116,6 +135,20 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     value
         .checked_mul(1 << shift)
         .ok_or_else(|| "size out of range".into())
+}
+
+/// `--socket-mode`: octal permission bits such as `0660` or `660` (at most `0777`).
+pub fn parse_socket_mode(s: &str) -> Result<u32, String> {
+    const EXPECTED: &str = "expected octal permissions such as 0660 (at most 0777)";
+    let digits = s.trim();
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err(EXPECTED.into());
+    }
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(EXPECTED.into()),
+    }
 }
 
 /// `HOST:PORT`, `[V6]:PORT`, `unix:/path`. Names are resolved now; the first address wins.
@@ -216,6 +249,28 @@ mod tests {
             assert!(parse_listen(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse_listen(&format!("unix:/{}", "a".repeat(120))).is_err());
+    }
+
+    #[test]
+    fn socket_modes() {
+        assert_eq!(parse_socket_mode("0660"), Ok(0o660));
+        assert_eq!(parse_socket_mode("600"), Ok(0o600));
+        assert_eq!(parse_socket_mode("0777"), Ok(0o777));
+        for bad in [
+            "",
+            "8",
+            "0o660",
+            "rw-rw----",
+            "01777",
+            "4755",
+            "00660",
+            "-660",
+        ] {
+            assert!(
+                parse_socket_mode(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
+        }
     }
 
     #[test]

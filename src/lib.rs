@@ -19,6 +19,9 @@
 //!  refusal.rs     refused connections: one info line per reason per second, with a count
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
+//!
+//!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
+//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in
 //! ```
 //!
 //! The seam is [`reactor::Backend`]: its doc comment is the contract every backend keeps.
@@ -27,6 +30,7 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod access;
 mod buffer;
 pub mod cli;
 pub mod config;
@@ -39,7 +43,9 @@ pub mod logging;
 pub mod reactor;
 mod refusal;
 mod server;
+pub mod shared;
 mod signal;
+pub mod supervisor;
 pub mod sys;
 pub mod systemd;
 mod timer;
@@ -64,6 +70,9 @@ pub fn run(config: Config) -> Result<(), Error> {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
         Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e)),
     }
+    if config.workers > 1 {
+        return supervisor::run(config, inherited, signals);
+    }
     let kind = config.backend.resolve();
     let backend = reactor::open(config.backend).map_err(|source| Error::Backend {
         name: kind.name(),
@@ -75,12 +84,15 @@ pub fn run(config: Config) -> Result<(), Error> {
                 "socket activation: serving {} inherited sockets; --listen is ignored",
                 fds.len()
             );
+            if config.socket_mode.is_some() {
+                log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
+            }
             fds.into_iter().map(Listener::inherited).collect()
         }
         None => config
             .listen
             .iter()
-            .map(Listener::bind)
+            .map(|addr| Listener::bind_with(addr, false, config.socket_mode))
             .collect::<Result<Vec<_>, _>>()?,
     };
     if kind == BackendKind::Select {

@@ -1,7 +1,8 @@
 //! Listening sockets: bound from `--listen` addresses, or inherited from systemd.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -14,6 +15,7 @@ use nix::sys::socket::{
 
 use crate::config::ListenAddr;
 use crate::error::{Error, Plain};
+use crate::reactor::{Backend, Interest, Token};
 
 /// Connections the kernel may queue per listener while we are busy (SPEC: at least 1024;
 /// the kernel caps it at net.core.somaxconn).
@@ -27,11 +29,30 @@ pub struct Listener {
     /// listener is dropped if it is still that file.
     owned_path: Option<(PathBuf, (u64, u64))>,
     inherited: bool,
+    /// One socket several worker processes wait on (registered exclusively).
+    shared: bool,
 }
 
 impl Listener {
     /// Bind and listen on `addr`.
     pub fn bind(addr: &ListenAddr) -> Result<Listener, Error> {
+        Listener::bind_with(addr, false, None)
+    }
+
+    /// The IP address this socket is bound to (`None` for a unix socket).
+    pub fn local_ip_addr(&self) -> Option<SocketAddr> {
+        to_socket_addr(&getsockname(self.fd()).ok()?)
+    }
+
+    /// Bind and listen on `addr`, with SO_REUSEPORT if asked (TCP only: one socket per worker
+    /// of a group, see `supervisor/listeners.rs`). A unix socket file gets permissions
+    /// `socket_mode` (`--socket-mode`) after bind and before listen, so no client can connect
+    /// while the file still has the umask's permissions.
+    pub fn bind_with(
+        addr: &ListenAddr,
+        reuseport: bool,
+        socket_mode: Option<u32>,
+    ) -> Result<Listener, Error> {
         let fail = |source: io::Error| Error::Listen {
             addr: addr.to_string(),
             source,
@@ -45,17 +66,21 @@ impl Listener {
                 };
                 let fd = stream_socket(family).map_err(fail)?;
                 setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| fail(e.into()))?;
+                if reuseport {
+                    setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| fail(e.into()))?;
+                }
                 if sa.is_ipv6() {
                     // [::]:P means IPv6 only, so that 0.0.0.0:P can be listened on beside it.
                     setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| fail(e.into()))?;
                 }
                 let storage = SockaddrStorage::from(*sa);
-                bind_listen(&fd, &storage).map_err(fail)?;
+                bind_listen(&fd, &storage, None).map_err(fail)?;
                 let label = local_label(&fd).unwrap_or_else(|| sa.to_string());
                 Ok(Listener {
                     fd,
                     label,
                     owned_path: None,
+                    shared: false,
                     inherited: false,
                 })
             }
@@ -63,12 +88,14 @@ impl Listener {
                 remove_stale_socket(path).map_err(fail)?;
                 let fd = stream_socket(AddressFamily::Unix).map_err(fail)?;
                 let ua = UnixAddr::new(path.as_path()).map_err(|e| fail(e.into()))?;
-                bind_listen(&fd, &ua).map_err(fail)?;
+                let mode = socket_mode.map(|m| (path.as_path(), m));
+                bind_listen(&fd, &ua, mode).map_err(fail)?;
                 let identity = file_identity(path).map_err(fail)?;
                 Ok(Listener {
                     fd,
                     label: addr.to_string(),
                     owned_path: Some((path.clone(), identity)),
+                    shared: false,
                     inherited: false,
                 })
             }
@@ -84,6 +111,42 @@ impl Listener {
             label,
             owned_path: None,
             inherited: true,
+            shared: false,
+        }
+    }
+
+    /// Mark this listener as one socket that several worker processes wait on (inherited
+    /// and unix listeners under `--workers`): it is registered exclusively (see
+    /// [`Listener::set_interest`]).
+    pub fn set_shared(&mut self) {
+        self.shared = true;
+    }
+
+    /// Is this one socket that several workers share?
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Forget the socket file: dropping this copy will not remove it. A forked worker's
+    /// copies are disowned; the supervisor, which created the file, removes it.
+    pub fn disown(&mut self) {
+        self.owned_path = None;
+    }
+
+    /// Make `backend`'s interest in this listener `new`, given it was `old`. A shared
+    /// listener is added with [`Backend::add_exclusive`], so one worker wakes per connection
+    /// with epoll (listeners only ever go NONE ↔ READ, which exclusive entries allow).
+    pub fn set_interest(
+        &self,
+        backend: &mut dyn Backend,
+        token: Token,
+        old: Interest,
+        new: Interest,
+    ) -> io::Result<()> {
+        if self.shared && old.is_none() {
+            backend.add_exclusive(self.fd(), token, new)
+        } else {
+            backend.set_interest(self.fd(), token, old, new)
         }
     }
 
@@ -100,6 +163,12 @@ impl Listener {
     /// The descriptor, for registration and accept.
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for Listener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 }
 
@@ -167,8 +236,17 @@ fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {
     Ok(socket(family, SockType::Stream, flags, None)?)
 }
 
-fn bind_listen(fd: &OwnedFd, addr: &dyn SockaddrLike) -> io::Result<()> {
+fn bind_listen(
+    fd: &OwnedFd,
+    addr: &dyn SockaddrLike,
+    mode: Option<(&Path, u32)>,
+) -> io::Result<()> {
     nix_bind(fd.as_raw_fd(), addr)?;
+    if let Some((path, mode)) = mode {
+        // fchmod on a socket descriptor does not reach the file on Linux: chmod the path.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
     nix_listen(fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     Ok(())
 }
@@ -204,14 +282,19 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
     }
 }
 
+fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(std::net::SocketAddrV4::from(*v4).into());
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| std::net::SocketAddrV6::from(*v6).into())
+}
+
 /// `127.0.0.1:41234`, `[::1]:50007` or `unix:/path`, read back from the kernel.
 fn local_label(fd: &OwnedFd) -> Option<String> {
     let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
-    if let Some(v4) = addr.as_sockaddr_in() {
-        return Some(std::net::SocketAddrV4::from(*v4).to_string());
-    }
-    if let Some(v6) = addr.as_sockaddr_in6() {
-        return Some(std::net::SocketAddrV6::from(*v6).to_string());
+    if let Some(ip) = to_socket_addr(&addr) {
+        return Some(ip.to_string());
     }
     let unix = addr.as_unix_addr()?;
     match (unix.path(), unix.as_abstract()) {

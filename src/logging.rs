@@ -31,6 +31,25 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 
 static STDERR: Mutex<Queue> = Mutex::new(Queue::new(libc::STDERR_FILENO, QUEUE_LIMIT));
 
+/// Put in front of every log line of this process: `supervisor: `, `worker 2: ` (SPEC §8).
+static PREFIX: std::sync::RwLock<&'static str> = std::sync::RwLock::new("");
+
+/// Start every later log line of this process with `prefix`. Set at most twice per process
+/// (supervisor, then worker after the fork), so leaking the old one costs nothing.
+pub fn set_prefix(prefix: String) {
+    if let Ok(mut p) = PREFIX.write() {
+        *p = Box::leak(prefix.into_boxed_str());
+    }
+}
+
+/// In a freshly forked child: forget the lines the parent had queued (they are the
+/// parent's to write; the child would write them a second time).
+pub fn after_fork() {
+    let mut q = stderr();
+    q.bytes.clear();
+    q.dropped = 0;
+}
+
 /// Log to stderr at `level` unless `RUST_LOG` says otherwise. Under systemd (JOURNAL_STREAM
 /// set) lines carry `<N>` priority prefixes for journald instead of timestamps.
 pub fn init(level: log::LevelFilter) {
@@ -42,6 +61,7 @@ pub fn init(level: log::LevelFilter) {
     }
     builder.target(env_logger::Target::Pipe(Box::new(Sink)));
     builder.format(move |f, record| {
+        let prefix = PREFIX.read().map_or("", |p| *p);
         if journald {
             let prio = match record.level() {
                 log::Level::Error => 3,
@@ -49,10 +69,10 @@ pub fn init(level: log::LevelFilter) {
                 log::Level::Info => 6,
                 log::Level::Debug | log::Level::Trace => 7,
             };
-            writeln!(f, "<{prio}>{}", record.args())
+            writeln!(f, "<{prio}>{prefix}{}", record.args())
         } else {
             let ts = f.timestamp_millis();
-            writeln!(f, "[{ts} {:<5}] {}", record.level(), record.args())
+            writeln!(f, "[{ts} {:<5}] {prefix}{}", record.level(), record.args())
         }
     });
     builder.init();

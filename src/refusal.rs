@@ -55,9 +55,12 @@ pub enum Reason {
     MaxPerSource,
     /// Over `--rate-per-source`.
     RatePerSource,
+    /// A new source while the per-source table is full: treated as over its rate (SPEC §10),
+    /// named apart so that an operator can tell the two causes from each other.
+    SourcesFull,
 }
 
-const REASONS: usize = 4;
+const REASONS: usize = 5;
 
 impl Reason {
     /// Every reason, each at its own index (`reason as usize`).
@@ -66,6 +69,7 @@ impl Reason {
         Reason::Denied,
         Reason::MaxPerSource,
         Reason::RatePerSource,
+        Reason::SourcesFull,
     ];
 
     /// The name in the log line: the option's name, or `denied`.
@@ -75,6 +79,7 @@ impl Reason {
             Reason::Denied => "denied",
             Reason::MaxPerSource => "max-per-source",
             Reason::RatePerSource => "rate-per-source",
+            Reason::SourcesFull => "rate-per-source: per-source table full",
         }
     }
 }

@@ -47,10 +47,10 @@ fn held_replies_are_not_idle(backend: &'static str) {
 }
 
 /// A client with a 4 KiB receive buffer (set before connecting, which also turns off the
-/// kernel's autotuning), so that the daemon's output backs up soon. Close-on-exec, as every
-/// descriptor std makes: without it, a daemon another test spawns meanwhile inherits the
-/// socket (a stray fd 4 once failed the LISTEN_FDS tests in tests/startup/inherited.rs).
+/// kernel's autotuning), so that the daemon's output backs up soon.
 pub fn small_window_client(d: &Daemon) -> TcpStream {
+    // Close-on-exec like every std socket: tests spawn daemons in parallel, and a leaked
+    // client socket at fd 4 fails startup::inherited's "fd 4 is not open" case.
     let fd = socket(
         AddressFamily::Inet,
         SockType::Stream,

@@ -138,7 +138,7 @@ fn install_script_installs_and_uninstalls_exactly_its_files() {
         .collect();
     assert_eq!(
         exec,
-        ["ExecStart=/opt/echo-mux-test/bin/echo-mux --backend epoll"]
+        ["ExecStart=/opt/echo-mux-test/bin/echo-mux --backend epoll --workers auto"]
     );
     let socket = std::fs::read_to_string(dest.join("etc/systemd/system/echo-mux.socket")).unwrap();
     assert_eq!(

@@ -60,3 +60,10 @@ mod fairness;
 mod idle_output;
 mod stamp_memory;
 mod stop_signals;
+
+// Who is served (SPEC §10): allow/deny, per-source limits, refusal log, connection log,
+// keepalive, socket mode.
+mod access;
+// Workers: the supervisor, SO_REUSEPORT spread, reaping and replacing, wedge detection,
+// signals forwarded, exact totals, socket activation and sd_notify with --workers.
+mod workers;

@@ -6,6 +6,14 @@ complete -c echo-mux -l max-clients -d 'Connections beyond N (all listeners toge
 complete -c echo-mux -l max-buffer -d 'Cap on one connection\'s pending output; reading pauses at the cap' -r
 complete -c echo-mux -l idle-timeout -d 'Close a connection with no traffic either way for DUR; 0 = never' -r
 complete -c echo-mux -l shutdown-timeout -d 'Longest graceful drain on SIGTERM/SIGINT; 0 = close everything at once' -r
+complete -c echo-mux -l allow -d 'Serve peers in CIDR (repeatable); the longest matching prefix decides, a tie denies; with any --allow, a peer that matches nothing is refused' -r
+complete -c echo-mux -l deny -d 'Refuse peers in CIDR (repeatable): connections closed at once, datagrams dropped' -r
+complete -c echo-mux -l max-per-source -d 'TCP connections open at once from one source (IPv4 address or IPv6 /64); 0 = no limit' -r
+complete -c echo-mux -l rate-per-source -d 'New TCP connections and UDP datagrams per second from one source (burst N); 0 = no limit' -r
+complete -c echo-mux -l keepalive -d 'TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off' -r
+complete -c echo-mux -l socket-mode -d 'Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]' -r
+complete -c echo-mux -l workers -d 'Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on' -r
+complete -c echo-mux -l log-connections -d 'One info line per closed connection: peer, duration, bytes in and out, reason'
 complete -c echo-mux -s v -l verbose -d 'More logging (-v debug, -vv trace)'
 complete -c echo-mux -s q -l quiet -d 'Less logging (-q warn, -qq error)'
 complete -c echo-mux -s h -l help -d 'Print help'

@@ -6,11 +6,13 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
+use crate::access::SourceKey;
 use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
 use crate::error::Plain;
 use crate::reactor::{Backend, Interest, Token};
+use crate::refusal::Peer;
 use crate::server::Stats;
 use crate::sys;
 use crate::timer::later;
@@ -67,6 +69,24 @@ pub struct Conn {
     paused: bool,
     /// Last time a byte moved either way, or held input was answered.
     last_active: Instant,
+    /// Who is at the other end (SPEC §10: logs, `--log-connections`).
+    pub peer: Peer,
+    /// The source this connection counts for under `--max-per-source`, released at close.
+    pub source: Option<SourceKey>,
+    /// For `--log-connections`: when it was accepted, bytes each way, how a failure ended it.
+    pub opened: Instant,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub failure: Option<Failure>,
+}
+
+/// How a peer's I/O failed, for the `--log-connections` reason.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Failure {
+    /// The peer reset the connection (or stopped reading and made our write fail).
+    Reset,
+    /// Anything else.
+    Error,
 }
 
 impl Conn {
@@ -82,6 +102,12 @@ impl Conn {
             read_closed: false,
             paused: false,
             last_active: now,
+            peer: Peer::Unix,
+            source: None,
+            opened: now,
+            bytes_in: 0,
+            bytes_out: 0,
+            failure: None,
         }
     }
 
@@ -188,6 +214,7 @@ impl Conn {
                 }
                 Ok(n) => {
                     ctx.stats.add_in(n);
+                    self.bytes_in += n as u64;
                     self.last_active = ctx.now;
                     self.ingest(&scratch[..n], ctx)?;
                     budget -= n;
@@ -289,16 +316,22 @@ impl Conn {
         self.write_blocked = full;
         if n > 0 {
             ctx.stats.add_out(n);
+            self.bytes_out += n as u64;
             self.last_active = ctx.now;
         }
     }
 
     /// A handler's outcome: a peer's I/O error closes the connection, with a debug line.
-    fn step(&self, result: Result<(), Failed>) -> Step {
+    fn step(&mut self, result: Result<(), Failed>) -> Step {
         match result {
             Ok(()) => Step::Keep,
             Err(Failed(what, e)) => {
                 log::debug!("conn fd {}: {what} failed: {}", self.fd(), Plain(&e));
+                use io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+                self.failure = Some(match e.kind() {
+                    ConnectionReset | BrokenPipe | ConnectionAborted => Failure::Reset,
+                    _ => Failure::Error,
+                });
                 Step::Close
             }
         }

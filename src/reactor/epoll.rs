@@ -8,7 +8,11 @@
 //!    events. A descriptor that wants nothing is therefore `EPOLL_CTL_DEL`eted, never
 //!    `EPOLL_CTL_MOD`ified to 0 (a reset peer would wake every turn).
 //! c) Level-triggered (no EPOLLET): the handler may stop reading early for fairness and the
-//!    descriptor shows up again on the next wait. No EPOLLONESHOT, no EPOLLEXCLUSIVE.
+//!    descriptor shows up again on the next wait. No EPOLLONESHOT. EPOLLEXCLUSIVE only for
+//!    a listener several worker processes share (`add_exclusive`): without it every
+//!    worker's epoll wakes for each connection and all but one find the queue empty (the
+//!    thundering herd). It is accepted by EPOLL_CTL_ADD only (MOD fails with EINVAL, DEL
+//!    works), and kernels before 4.5 reject it: then the add is retried plain.
 //! d) EPOLLRDHUP is not requested: a peer's FIN already makes the socket readable (EOF), and
 //!    the portable backends could not report it anyway.
 //! e) Kernels before 2.6.9 wanted a non-null event even for `EPOLL_CTL_DEL`; we pass one.
@@ -86,6 +90,21 @@ impl Backend for Epoll {
         // `fd` is reported by the kernel as EBADF.
         cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) })?;
         Ok(())
+    }
+
+    fn add_exclusive(&mut self, fd: RawFd, token: Token, new: Interest) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: mask(new) | libc::EPOLLEXCLUSIVE as u32,
+            u64: token.0 as u64,
+        };
+        let op = libc::EPOLL_CTL_ADD;
+        // SAFETY: as in `set_interest`.
+        match cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) }) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.set_interest(fd, token, Interest::NONE, new)
+            }
+            other => other.map(drop),
+        }
     }
 
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()> {

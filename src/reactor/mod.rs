@@ -113,6 +113,11 @@ impl Event {
 ///   allowed: handlers treat `WouldBlock` as normal.
 /// - **Limits.** A backend that cannot watch a descriptor (select: `fd >= FD_SETSIZE`) refuses
 ///   it in `set_interest` with an `InvalidInput` error and changes nothing.
+/// - **Exclusive adds.** [`Backend::add_exclusive`] adds a descriptor that other processes
+///   wait on too (a listener shared by workers), asking that one waiter rather than all be
+///   woken when it becomes ready. Only epoll can (EPOLLEXCLUSIVE); the others add normally,
+///   and every woken process but one then meets `WouldBlock`, which is normal (above). Such
+///   an entry may be removed (`x → NONE`) but never modified.
 pub trait Backend {
     /// `epoll`, `poll` or `select`.
     fn name(&self) -> &'static str;
@@ -126,6 +131,12 @@ pub trait Backend {
         old: Interest,
         new: Interest,
     ) -> io::Result<()>;
+
+    /// Add `fd` (not registered yet) with interest `new`, waking one of the processes that
+    /// wait on it rather than all (see "Exclusive adds"). By default a plain add.
+    fn add_exclusive(&mut self, fd: RawFd, token: Token, new: Interest) -> io::Result<()> {
+        self.set_interest(fd, token, Interest::NONE, new)
+    }
 
     /// Clear `events`, then fill it with the descriptors that are ready, waiting at most
     /// `timeout` (rounded up) for the first one.

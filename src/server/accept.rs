@@ -3,6 +3,7 @@
 //! turns: whether the listeners are watched, the shortage, the refusal log.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -130,21 +131,39 @@ impl Server {
             if let Some(l) = self.listeners[index].as_ref() {
                 self.gate.accepted(l, index, self.now);
             }
+            // SPEC §10, before anything is spent on the peer: the lists, --max-clients, then
+            // the per-source limits (so a connection refused for any other reason spends no
+            // token). Refused connections are closed with nothing sent (dropping `stream`).
+            let ip = peer.ip();
+            if ip.is_some_and(|ip| !self.access.allows(ip)) {
+                self.refuse(Reason::Denied, peer);
+                continue;
+            }
             if self.conns.open() >= self.config.max_clients {
                 drop(stream);
                 self.refuse(Reason::MaxClients, peer);
                 continue;
             }
-            if let Err(e) = sys::set_nodelay(&stream) {
-                debug!("TCP_NODELAY: {}", Plain(&e)); // unix sockets have no Nagle to turn off
-            }
+            let source = match ip.map(|ip| self.access.admit(ip, self.now)) {
+                Some(Err(reason)) => {
+                    self.refuse(reason, peer);
+                    continue;
+                }
+                Some(Ok(source)) => source,
+                None => None,
+            };
+            self.tune(&stream, peer);
             let slot = self.conns.insert(stream, self.now);
             let Some(conn) = self.conns.at(slot) else {
                 continue;
             };
+            (conn.peer, conn.source) = (peer, source);
             let (fd, id) = (conn.fd(), conn.id);
             if let Err(e) = conn.sync_interest(self.backend.as_mut(), Source::Conn(slot).into()) {
                 self.conns.remove(slot);
+                if let Some(source) = source {
+                    self.access.release(source, self.now);
+                }
                 self.stats.rejected();
                 let name = self.backend.name();
                 self.gate.refused_by_backend(name, fd, &e, self.now);
@@ -160,10 +179,28 @@ impl Server {
         Backlog::More
     }
 
+    /// Socket options for a connection about to be served: TCP_NODELAY (unix sockets have
+    /// no Nagle to turn off). `--keepalive` comes from the listener (see access/keepalive.rs).
+    fn tune(&self, stream: &OwnedFd, peer: Peer) {
+        if let Peer::Unix = peer {
+            return;
+        }
+        if let Err(e) = sys::set_nodelay(stream) {
+            debug!("TCP_NODELAY: {}", Plain(&e));
+        }
+    }
+
     /// A connection was closed at once for `reason` (the caller has closed it): count it,
     /// and log it the SPEC §10 way, one line per reason per second.
     pub(super) fn refuse(&mut self, reason: Reason, peer: Peer) {
         self.stats.rejected();
+        match reason {
+            Reason::MaxClients => {}
+            Reason::Denied => self.stats.denied(),
+            Reason::MaxPerSource | Reason::RatePerSource | Reason::SourcesFull => {
+                self.stats.limited()
+            }
+        }
         if let Some(at) = self.gate.refusals.refused(reason, peer, self.now) {
             self.timers.add(at, Timer::Refusals);
         }
@@ -194,7 +231,8 @@ impl Server {
             return;
         }
         let token = Source::Listener(index).into();
-        if let Err(e) = self.backend.set_interest(l.fd(), token, *registered, want) {
+        let backend = self.backend.as_mut();
+        if let Err(e) = l.set_interest(backend, token, *registered, want) {
             warn!(
                 "cannot update poller interest for {}: {}",
                 l.label(),

@@ -4,7 +4,7 @@
 use log::{info, warn};
 
 use super::accept::{Backlog, ACCEPT_BATCH};
-use super::{connections, later, Server, Timer};
+use super::{connections, later, End, Server, Timer};
 use crate::duration::Human;
 use crate::reactor::Interest;
 
@@ -50,7 +50,7 @@ impl Server {
             warn!("{why}: closing {} that had not finished", connections(open));
         }
         for slot in 0..self.conns.slots() {
-            self.close(slot, why);
+            self.close(slot, End::Drain);
         }
     }
 }

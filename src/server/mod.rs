@@ -8,8 +8,9 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 
+use crate::access::Access;
 use crate::config::Config;
 use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
@@ -21,16 +22,20 @@ use crate::systemd::Notifier;
 use crate::timer::Timers;
 
 pub use crate::timer::later;
+use closed::End;
 use source::Source;
 pub use stats::Stats;
 
 mod accept;
+mod closed;
 mod conns;
 mod drain;
 mod source;
 mod stats;
 mod status;
 
+/// A worker's loop turns at least this often, so its supervisor sees it alive.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The shared read buffer every connection reads through.
 const SCRATCH: usize = 64 * 1024;
 
@@ -44,6 +49,7 @@ enum Timer {
     Status,
     Watchdog,
     Refusals,
+    Heartbeat,
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -58,6 +64,8 @@ pub struct Server {
     scratch: Box<[u8]>,
     clock: Clock,
     stats: Stats,
+    /// `--allow`/`--deny` and the per-source table (SPEC §10).
+    access: Access,
     status: status::Status,
     now: Instant,
     draining: bool,
@@ -80,18 +88,21 @@ impl Server {
             .map_err(fatal)?;
         for (i, l) in listeners.iter().enumerate() {
             let token = Source::Listener(i).into();
-            backend
-                .set_interest(l.fd(), token, Interest::NONE, Interest::READ)
+            l.set_interest(backend.as_mut(), token, Interest::NONE, Interest::READ)
                 .map_err(|source| Error::Listen {
                     addr: l.label().to_string(),
                     source,
                 })?;
+            if let Err(e) = crate::access::keepalive::apply_to_listener(l, config.keepalive) {
+                warn!("cannot set TCP keepalive on {}: {}", l.label(), Plain(&e));
+            }
             info!("listening on {} (backend {name})", l.label());
         }
         let now = Instant::now();
         let gate = accept::Gate::new(listeners.len());
         Ok(Server {
             backend,
+            access: Access::new(&config.access, now),
             config,
             listeners: listeners.into_iter().map(Some).collect(),
             gate,
@@ -105,6 +116,21 @@ impl Server {
             now,
             draining: false,
         })
+    }
+
+    /// Serve as worker `seat.number` of a supervisor (SPEC §8): count into its shared slot,
+    /// name it in the stats line, and turn the loop at least once a second (the heartbeat).
+    pub fn worker(mut self, seat: crate::shared::Seat) -> Server {
+        self.stats = Stats::for_worker(seat, self.now);
+        self.timers.add(self.now, Timer::Heartbeat);
+        self
+    }
+
+    /// Use `access` (e.g. over the per-source table a supervisor shares between its workers)
+    /// instead of the private one [`Server::new`] compiled. Call it before [`Server::run`].
+    pub fn with_access(mut self, access: Access) -> Server {
+        self.access = access;
+        self
     }
 
     /// Serve until a signal's drain is done. Only a failing backend is an error.
@@ -132,6 +158,7 @@ impl Server {
             self.conns.end_turn();
             self.compact_timers();
             let open = self.conns.open();
+            self.stats.turn(open, self.now);
             self.status.report(open, self.now, &mut self.timers);
             if self.draining && open == 0 {
                 self.gate
@@ -189,10 +216,10 @@ impl Server {
         };
         let step = f(conn, &mut self.scratch, &mut ctx);
         if step == Step::Close {
-            return self.close(slot, "connection error");
+            return self.close(slot, End::Failed);
         }
         if conn.finished() {
-            return self.close(slot, "done");
+            return self.close(slot, End::Done);
         }
         if let Some(due) = conn.delay_timer_needed() {
             self.timers.add(due, Timer::Delay { slot, id: conn.id });
@@ -203,19 +230,8 @@ impl Server {
                 conn.fd(),
                 Plain(&e)
             );
-            self.close(slot, "poller error");
+            self.close(slot, End::Poller);
         }
-    }
-
-    fn close(&mut self, slot: usize, why: &str) {
-        let Some(mut conn) = self.conns.remove(slot) else {
-            return;
-        };
-        // Deregister before close (see the Backend contract).
-        if let Err(e) = conn.deregister(self.backend.as_mut(), Source::Conn(slot).into()) {
-            debug!("deregistering fd {}: {}", conn.fd(), Plain(&e));
-        }
-        debug!("conn {} (fd {}) closed: {why}", conn.id, conn.fd());
     }
 
     fn on_timer(&mut self, timer: Timer) {
@@ -230,7 +246,7 @@ impl Server {
                 // Held or unsent output: not idle; look again one idle period from now.
                 let quiet_until = later(conn.idle_since().unwrap_or(self.now), idle);
                 if quiet_until <= self.now {
-                    self.close(slot, "idle timeout");
+                    self.close(slot, End::Idle);
                 } else {
                     self.timers.add(quiet_until, Timer::Idle { slot, id });
                 }
@@ -249,6 +265,9 @@ impl Server {
             }
             Timer::Watchdog => self.status.on_watchdog(self.now, &mut self.timers),
             Timer::Refusals => self.flush_refusals(),
+            Timer::Heartbeat => self
+                .timers
+                .add(later(self.now, HEARTBEAT), Timer::Heartbeat),
         }
     }
 
@@ -276,7 +295,8 @@ impl Server {
                 Request::Stats => {
                     let line = self
                         .stats
-                        .line(self.backend.name(), self.conns.open(), self.now);
+                        .line(self.backend.name(), self.conns.open(), self.now)
+                        .with_access(self.config.access.is_active());
                     info!("{line}");
                 }
                 Request::Hangup => {

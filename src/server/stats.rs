@@ -7,10 +7,14 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// This process's counters since it started.
+use crate::shared::{Counter, Seat, Slot};
+
+/// This process's counters since it started. They live in a [`Slot`]: a private one, or
+/// with `--workers` this worker's slot in the memory its supervisor reads.
 #[derive(Debug)]
 pub struct Stats {
-    totals: Totals,
+    slot: &'static Slot,
+    seat: Option<Seat>,
     started: Instant,
 }
 
@@ -24,38 +28,78 @@ pub struct Totals {
     pub bytes_in: u64,
     /// What the kernel took, not what was produced: held and unsent output is not counted.
     pub bytes_out: u64,
+    /// Refused by `--allow`/`--deny` (also in `rejected`).
+    pub denied: u64,
+    /// Refused by a per-source limit (also in `rejected`).
+    pub limited: u64,
 }
 
 impl Stats {
     /// `now` is the uptime's origin.
     pub fn new(now: Instant) -> Stats {
         Stats {
-            totals: Totals::default(),
+            slot: Slot::private(),
+            seat: None,
+            started: now,
+        }
+    }
+
+    /// Counting in worker `seat`'s shared slot, which its supervisor sums.
+    pub fn for_worker(seat: Seat, now: Instant) -> Stats {
+        Stats {
+            slot: seat.slot,
+            seat: Some(seat),
             started: now,
         }
     }
 
     #[inline]
     pub fn add_in(&mut self, n: usize) {
-        self.totals.bytes_in += n as u64;
+        self.slot.add(Counter::BytesIn, n as u64);
     }
 
     #[inline]
     pub fn add_out(&mut self, n: usize) {
-        self.totals.bytes_out += n as u64;
+        self.slot.add(Counter::BytesOut, n as u64);
     }
 
     pub fn accepted(&mut self) {
-        self.totals.accepted += 1;
+        self.slot.add(Counter::Accepted, 1);
     }
 
     /// A connection was accepted and closed at once.
     pub fn rejected(&mut self) {
-        self.totals.rejected += 1;
+        self.slot.add(Counter::Rejected, 1);
+    }
+
+    /// End of a loop turn: publish the open count and, in a worker, the heartbeat.
+    #[inline]
+    pub fn turn(&mut self, open: usize, now: Instant) {
+        self.slot.set(Counter::Open, open as u64);
+        if let Some(seat) = &self.seat {
+            seat.beat(now);
+        }
+    }
+
+    /// A connection was refused by the access lists (call [`Stats::rejected`] too).
+    pub fn denied(&mut self) {
+        self.slot.add(Counter::Denied, 1);
+    }
+
+    /// A connection was refused by a per-source limit (call [`Stats::rejected`] too).
+    pub fn limited(&mut self) {
+        self.slot.add(Counter::Limited, 1);
     }
 
     pub fn snapshot(&self) -> Totals {
-        self.totals
+        Totals {
+            accepted: self.slot.get(Counter::Accepted),
+            rejected: self.slot.get(Counter::Rejected),
+            bytes_in: self.slot.get(Counter::BytesIn),
+            bytes_out: self.slot.get(Counter::BytesOut),
+            denied: self.slot.get(Counter::Denied),
+            limited: self.slot.get(Counter::Limited),
+        }
     }
 
     pub fn uptime(&self, now: Instant) -> Duration {
@@ -69,6 +113,8 @@ impl Stats {
             open,
             totals: self.snapshot(),
             uptime: self.uptime(now),
+            worker: self.seat.map(|s| s.number),
+            access: false,
         }
     }
 }
@@ -81,6 +127,17 @@ pub struct Line {
     open: usize,
     totals: Totals,
     uptime: Duration,
+    /// `worker=K` in a worker of `--workers` (SPEC §8).
+    worker: Option<usize>,
+    access: bool,
+}
+
+impl Line {
+    /// Append `denied= limited=` (SPEC §5: when `--allow`/`--deny` or a per-source limit is set).
+    pub fn with_access(mut self, shown: bool) -> Line {
+        self.access = shown;
+        self
+    }
 }
 
 impl fmt::Display for Line {
@@ -96,7 +153,14 @@ impl fmt::Display for Line {
             t.bytes_in,
             t.bytes_out,
             self.uptime.as_secs()
-        )
+        )?;
+        if let Some(k) = self.worker {
+            write!(f, " worker={k}")?;
+        }
+        if self.access {
+            write!(f, " denied={} limited={}", t.denied, t.limited)?;
+        }
+        Ok(())
     }
 }
 
@@ -117,6 +181,14 @@ mod tests {
         assert_eq!(
             line.to_string(),
             "stats: backend=poll open=1 accepted=2 rejected=1 bytes_in=4096 bytes_out=4000 uptime=12s"
+        );
+        s.rejected();
+        s.denied();
+        s.rejected();
+        s.limited();
+        let line = s.line("poll", 1, t0).with_access(true).to_string();
+        assert!(
+            line.ends_with(" rejected=3 bytes_in=4096 bytes_out=4000 uptime=0s denied=1 limited=1")
         );
     }
 }

@@ -127,8 +127,8 @@ fn install_sh_rewrites_only_the_binary_path() {
     assert_eq!(
         differing,
         [(
-            "ExecStart=/usr/bin/echo-mux --backend epoll",
-            "ExecStart=/usr/local/bin/echo-mux --backend epoll"
+            "ExecStart=/usr/bin/echo-mux --backend epoll --workers auto",
+            "ExecStart=/usr/local/bin/echo-mux --backend epoll --workers auto"
         )]
     );
 }

@@ -1,0 +1,306 @@
+//! The memory the supervisor and its workers share (SPEC §8): one anonymous `MAP_SHARED`
+//! mapping, made before the first fork, so every worker inherits the same pages.
+//!
+//! ```text
+//!  Header (epoch, worker count)  │ retired: Slot │ slot 1 │ slot 2 │ … │ slot N │ extra region
+//! ```
+//!
+//! - **A slot per worker**, 128-byte aligned: each is written by exactly one process (its
+//!   worker; the supervisor only before a fork and after the reap), so no two writers ever
+//!   share a cache line (128, not 64: x86's adjacent-line prefetcher pairs lines, as
+//!   crossbeam's `CachePadded` assumes).
+//! - **Relaxed atomics, single writer.** A counter is bumped with a load and a store, not a
+//!   locked read-modify-write: the owner is the only writer, so nothing can be lost, and a
+//!   reader in another process sees each counter whole (never torn). No locks anywhere.
+//! - **Heartbeat**: the owner stores the milliseconds since the region's epoch (a monotonic
+//!   `Instant` taken before the fork; CLOCK_MONOTONIC is the same clock in every process).
+//! - **Retired**: when the supervisor has reaped a worker, it adds that slot's counts into
+//!   `retired` and zeroes the slot for the replacement, so totals include every earlier
+//!   generation exactly (a reaped process writes nothing more).
+//! - **Extra region**: a page-aligned block of a size fixed at start, for a table several
+//!   workers must see (the per-source limits of SPEC §10). It is zeroed memory; what lives
+//!   there and how it is locked is up to its owner.
+//!
+//! The mapping is never unmapped: it lives exactly as long as the process, so the handles
+//! here are `&'static`.
+
+use std::io;
+use std::mem::{align_of, size_of};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+/// The counters a worker keeps (SPEC §5 stats line and §8–§10).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(usize)]
+pub enum Counter {
+    /// Connections open now (a gauge, not a total).
+    Open,
+    /// Connections accepted and served.
+    Accepted,
+    /// Connections accepted and closed at once (limits, denied, backend refusals).
+    Rejected,
+    /// Payload bytes received (TCP, unix and UDP).
+    BytesIn,
+    /// Payload bytes sent.
+    BytesOut,
+    /// UDP datagrams received.
+    DatagramsIn,
+    /// UDP datagrams sent.
+    DatagramsOut,
+    /// UDP datagrams not answered (loop protection, too big, queue full).
+    Dropped,
+    /// Refused by `--allow`/`--deny`.
+    Denied,
+    /// Refused by a per-source limit.
+    Limited,
+}
+
+/// How many [`Counter`]s there are.
+pub const COUNTERS: usize = 10;
+
+impl Counter {
+    /// Every counter, in slot order.
+    pub const ALL: [Counter; COUNTERS] = [
+        Counter::Open,
+        Counter::Accepted,
+        Counter::Rejected,
+        Counter::BytesIn,
+        Counter::BytesOut,
+        Counter::DatagramsIn,
+        Counter::DatagramsOut,
+        Counter::Dropped,
+        Counter::Denied,
+        Counter::Limited,
+    ];
+}
+
+/// One worker's counters, heartbeat and readiness. All-zero is the valid initial state.
+#[derive(Debug)]
+#[repr(C, align(128))]
+pub struct Slot {
+    counts: [AtomicU64; COUNTERS],
+    /// Milliseconds since the region's epoch at the worker's last loop turn.
+    heartbeat: AtomicU64,
+    /// 1 once the worker's listeners are registered with its poller.
+    ready: AtomicU32,
+}
+
+impl Slot {
+    /// A private slot, for a daemon that shares nothing (one worker): same code path, no
+    /// mapping.
+    pub fn private() -> &'static Slot {
+        Box::leak(Box::new(Slot {
+            counts: Default::default(),
+            heartbeat: AtomicU64::new(0),
+            ready: AtomicU32::new(0),
+        }))
+    }
+
+    /// Add `n` to `c`. **Owner only** (a load and a store: no other process writes here).
+    #[inline]
+    pub fn add(&self, c: Counter, n: u64) {
+        let a = &self.counts[c as usize];
+        a.store(a.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Set `c` (for the gauge [`Counter::Open`]). Owner only.
+    #[inline]
+    pub fn set(&self, c: Counter, v: u64) {
+        self.counts[c as usize].store(v, Relaxed);
+    }
+
+    /// The current value of `c`, from any process.
+    #[inline]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.counts[c as usize].load(Relaxed)
+    }
+
+    /// Every counter now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(Counter::ALL.map(|c| self.get(c)))
+    }
+
+    /// Has the worker registered its listeners?
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Relaxed) == 1
+    }
+
+    /// Milliseconds since the epoch at the last recorded loop turn.
+    pub fn heartbeat_ms(&self) -> u64 {
+        self.heartbeat.load(Relaxed)
+    }
+
+    fn reset(&self, heartbeat_ms: u64) {
+        for c in &self.counts {
+            c.store(0, Relaxed);
+        }
+        self.ready.store(0, Relaxed);
+        self.heartbeat.store(heartbeat_ms, Relaxed);
+    }
+}
+
+/// Counter values read at one moment (each exact; see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Snapshot(pub [u64; COUNTERS]);
+
+impl Snapshot {
+    /// The value of `c`.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+
+    fn add(&mut self, other: &Snapshot) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a = a.wrapping_add(b);
+        }
+    }
+}
+
+/// What a worker process needs of the region: its number, its slot and the epoch.
+#[derive(Clone, Copy, Debug)]
+pub struct Seat {
+    /// 1..=N; a replacement keeps the number of the worker it replaces.
+    pub number: usize,
+    /// Written by this worker alone.
+    pub slot: &'static Slot,
+    epoch: Instant,
+}
+
+impl Seat {
+    /// Record a loop turn at `now`.
+    #[inline]
+    pub fn beat(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.slot.heartbeat.store(ms, Relaxed);
+    }
+
+    /// The listeners are registered: the supervisor may count this worker as accepting.
+    pub fn mark_ready(&self) {
+        self.slot.ready.store(1, Relaxed);
+    }
+}
+
+#[repr(C, align(128))]
+struct Header {
+    epoch: Instant,
+    workers: usize,
+    retired: Slot,
+}
+
+/// The mapped region: header, `workers` slots, and the extra block.
+pub struct Region {
+    header: &'static Header,
+    slots: &'static [Slot],
+    extra: Option<(NonNull<u8>, usize)>,
+}
+
+const PAGE: usize = 4096;
+
+impl Region {
+    /// Map a zeroed shared region for `workers` slots and `extra` more bytes (page-aligned,
+    /// rounded up to whole pages; 0 for none). Call it before forking.
+    pub fn map(workers: usize, extra: usize) -> io::Result<&'static Region> {
+        let slots_at = size_of::<Header>();
+        let extra_at = (slots_at + workers * size_of::<Slot>()).next_multiple_of(PAGE);
+        let len = extra_at + extra.next_multiple_of(PAGE);
+        // SAFETY: a fresh anonymous mapping (no fd, no fixed address): it aliases nothing of
+        // ours. MAP_SHARED is what makes it survive fork as the *same* pages.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let base = ptr.cast::<u8>();
+        debug_assert_eq!(base as usize % align_of::<Header>(), 0);
+        // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for Header and Slot),
+        // zero-filled by the kernel (all-zero atomics are valid), and never unmapped, so the
+        // references are good for 'static. The header's plain fields are written here, once,
+        // before any other process exists to read them.
+        let (header, slots) = unsafe {
+            let header = base.cast::<Header>();
+            std::ptr::addr_of_mut!((*header).epoch).write(Instant::now());
+            std::ptr::addr_of_mut!((*header).workers).write(workers);
+            let slots = std::slice::from_raw_parts(base.add(slots_at).cast::<Slot>(), workers);
+            (&*header, slots)
+        };
+        // SAFETY: `extra_at < len` whenever `extra > 0`, inside the mapping.
+        let extra = (extra > 0)
+            .then(|| unsafe { (NonNull::new_unchecked(base.add(extra_at)), len - extra_at) });
+        Ok(Box::leak(Box::new(Region {
+            header,
+            slots,
+            extra,
+        })))
+    }
+
+    /// How many worker slots there are.
+    pub fn workers(&self) -> usize {
+        self.header.workers
+    }
+
+    /// Worker `number`'s seat (1-based).
+    pub fn seat(&self, number: usize) -> Seat {
+        Seat {
+            number,
+            slot: &self.slots[number - 1],
+            epoch: self.header.epoch,
+        }
+    }
+
+    /// Milliseconds since the epoch, for comparing with heartbeats.
+    pub fn now_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.header.epoch).as_millis() as u64
+    }
+
+    /// Prepare slot `number` for a new worker: zeroed, not ready, heartbeat `now` (so a
+    /// fresh worker has the full wedge timeout to start). Supervisor only, before the fork.
+    pub fn prepare(&self, number: usize, now: Instant) {
+        self.slots[number - 1].reset(self.now_ms(now));
+    }
+
+    /// Worker `number` was reaped: move its counts (all but the open gauge: its connections
+    /// died with it) into the retired totals and zero the slot. Supervisor only.
+    pub fn retire(&self, number: usize) {
+        let slot = &self.slots[number - 1];
+        let retired = &self.header.retired;
+        for c in Counter::ALL {
+            if c != Counter::Open {
+                retired.add(c, slot.get(c));
+            }
+        }
+        slot.reset(0);
+    }
+
+    /// Totals over every worker now running and every retired one.
+    pub fn totals(&self) -> Snapshot {
+        let mut sum = self.header.retired.snapshot();
+        for slot in self.slots {
+            sum.add(&slot.snapshot());
+        }
+        sum
+    }
+
+    /// Every slot, worker 1 first.
+    pub fn slots(&self) -> &'static [Slot] {
+        self.slots
+    }
+
+    /// The extra block (start, length), if one was asked for: shared, zero-initialised
+    /// memory that other processes write too, so only atomics or a process-shared lock may
+    /// touch it.
+    pub fn extra(&self) -> Option<(NonNull<u8>, usize)> {
+        self.extra
+    }
+}
+
+#[cfg(test)]
+mod tests;

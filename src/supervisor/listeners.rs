@@ -1,0 +1,137 @@
+//! The supervisor's listening sockets (SPEC §8): bound or adopted once, before any fork, and
+//! kept open by the supervisor for as long as it serves, so connections queued for a worker
+//! that died wait for its replacement instead of being reset.
+//!
+//! - A TCP address echo-mux binds itself becomes one SO_REUSEPORT socket per worker: the
+//!   kernel spreads connections over the workers by a hash of the peer, with no lock and no
+//!   thundering herd. Worker K serves socket K of each group.
+//! - An inherited (socket-activated) or unix listener is one socket shared by every worker,
+//!   registered exclusively (EPOLLEXCLUSIVE with epoll; poll and select workers all wake and
+//!   the losers of the accept race see EAGAIN, silently).
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{OwnedFd, RawFd};
+
+use crate::config::{Config, ListenAddr};
+use crate::error::Error;
+use crate::listen::{self, Listener};
+
+/// Every listening socket of the daemon, sorted by who serves it.
+pub(super) struct Listeners {
+    /// `own[k - 1]`: worker K's socket of each SO_REUSEPORT group.
+    own: Vec<Vec<Listener>>,
+    /// Served by every worker.
+    shared: Vec<Listener>,
+}
+
+impl Listeners {
+    /// Adopt systemd's sockets, or bind `--listen` for `workers` workers. Any failure is
+    /// returned before a single worker exists (SPEC §8: errors exit as §2, before any fork).
+    pub(super) fn open(
+        config: &Config,
+        workers: usize,
+        inherited: Option<Vec<OwnedFd>>,
+    ) -> Result<Listeners, Error> {
+        let mut all = Listeners {
+            own: (0..workers).map(|_| Vec::new()).collect(),
+            shared: Vec::new(),
+        };
+        if let Some(fds) = inherited {
+            log::info!(
+                "socket activation: serving {} inherited sockets; --listen is ignored",
+                fds.len()
+            );
+            for fd in fds {
+                let mut l = Listener::inherited(fd);
+                l.set_shared();
+                all.shared.push(l);
+            }
+            return Ok(all);
+        }
+        for addr in &config.listen {
+            match addr {
+                ListenAddr::Tcp(sa) => {
+                    let bind =
+                        |sa, reuseport| Listener::bind_with(&ListenAddr::Tcp(sa), reuseport, None);
+                    let local = |l: &Listener| {
+                        l.local_ip_addr()
+                            .ok_or_else(|| io::Error::other("not an IP socket"))
+                    };
+                    let group = reuseport_group(*sa, workers, bind, local)?;
+                    for (k, l) in group.into_iter().enumerate() {
+                        all.own[k].push(l);
+                    }
+                }
+                ListenAddr::Unix(_) => {
+                    let mut l = Listener::bind_with(addr, false, config.socket_mode)?;
+                    l.set_shared();
+                    all.shared.push(l);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// In a freshly forked worker K: its own sockets and the shared ones. The copies of the
+    /// other workers' sockets are closed here (the supervisor keeps its own), and no copy in
+    /// a worker will ever remove a socket file: that is the supervisor's job.
+    pub(super) fn for_worker(self, k: usize) -> Vec<Listener> {
+        let mut mine = Vec::new();
+        for (i, group) in self.own.into_iter().enumerate() {
+            for mut l in group {
+                l.disown();
+                if i + 1 == k {
+                    mine.push(l);
+                }
+            }
+        }
+        for mut l in self.shared {
+            l.disown();
+            mine.push(l);
+        }
+        mine
+    }
+
+    /// With `--backend select`, every worker's descriptors must be below FD_SETSIZE.
+    pub(super) fn select_can_watch(&self, signal_pipe: RawFd) -> Result<(), Error> {
+        listen::select_can_watch(&self.shared, signal_pipe)?;
+        self.own
+            .iter()
+            .try_for_each(|own| listen::select_can_watch(own, signal_pipe))
+    }
+
+    /// How many sockets the supervisor holds.
+    pub(super) fn len(&self) -> usize {
+        self.own.iter().map(Vec::len).sum::<usize>() + self.shared.len()
+    }
+
+    /// Close every socket (shutdown: new connects are refused) and remove the socket files
+    /// the supervisor created.
+    pub(super) fn close(&mut self) {
+        self.own.iter_mut().for_each(Vec::clear);
+        self.shared.clear();
+    }
+}
+
+/// One socket per worker on the same address, all with SO_REUSEPORT (SPEC §8), for any
+/// socket type: `bind(addr, reuseport)` makes one bound socket, `local` reads its address.
+///
+/// A probe without SO_REUSEPORT is bound first and closed again. It finds the port for
+/// `:0`, and it fails with "address already in use" if anything listens there already,
+/// even another reuseport group of the same user (a second echo-mux started by mistake),
+/// which the group's own binds would silently join and share clients with.
+pub(crate) fn reuseport_group<T>(
+    addr: SocketAddr,
+    n: usize,
+    bind: impl Fn(SocketAddr, bool) -> Result<T, Error>,
+    local: impl Fn(&T) -> io::Result<SocketAddr>,
+) -> Result<Vec<T>, Error> {
+    let probe = bind(addr, false)?;
+    let actual = local(&probe).map_err(|source| Error::Listen {
+        addr: addr.to_string(),
+        source,
+    })?;
+    drop(probe);
+    (0..n).map(|_| bind(actual, true)).collect()
+}

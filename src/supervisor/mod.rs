@@ -1,0 +1,354 @@
+//! `--workers N` (SPEC §8): a supervisor that forks N workers, each the one-thread daemon of
+//! §1-§7, and keeps them running. nginx's master process, kept boring on purpose:
+//!
+//! - It owns processes, never connections: it binds the listeners, forks, and then only
+//!   watches its signal pipes and a timer through the project's own reactor.
+//! - Everything it knows about a worker comes from `waitpid` and from the shared region
+//!   (`shared.rs`: counters, heartbeat, readiness); there is no pipe protocol to block on.
+//! - Reaping: SIGCHLD writes to its own self-pipe; `waitpid(-1, WNOHANG)` then runs until
+//!   nothing is left, so exits that arrive together never leave a zombie. A worker's pid is
+//!   only signalled before it has been reaped, so it can never name a recycled process.
+//! - Replacing: a worker that ends outside a shutdown comes back under the same number
+//!   after a back-off (100 ms doubling to 10 s, reset once it has run 30 s); one that has
+//!   not turned its loop for 5 s is killed with SIGKILL first.
+//! - Shutdown: SIGTERM/SIGINT closes the supervisor's listeners, is forwarded to every
+//!   worker (a second one too), and the supervisor exits 0 once all are reaped.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::access::{Access, SourceTable};
+use crate::config::Config;
+use crate::error::Error;
+use crate::reactor::{self, Backend, BackendKind, Interest, Token};
+use crate::shared::Region;
+use crate::signal::{Request, Signals};
+use crate::systemd::{self, Notifier};
+use crate::timer::Timers;
+
+mod life;
+mod listeners;
+mod report;
+mod sources;
+mod spawn;
+
+pub use spawn::available_cpus;
+
+use listeners::Listeners;
+use spawn::{ChildPipe, Forked, WorkerStart};
+
+/// A worker whose loop has not turned for this long is wedged.
+const WEDGED_AFTER: Duration = Duration::from_secs(5);
+/// How often heartbeats, exits and the systemd status are checked.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
+/// How often readiness is polled until every worker accepts.
+const READY_POLL: Duration = Duration::from_millis(10);
+
+const SIGNALS: Token = Token(0);
+const CHILDREN: Token = Token(1);
+
+#[derive(Clone, Copy, Debug)]
+enum Tick {
+    Spawn(usize),
+    Check,
+    Ready,
+    Watchdog(Duration),
+}
+
+/// One worker number's history.
+struct Seat {
+    pid: Option<Pid>,
+    since: Instant,
+    backoff: life::Backoff,
+    /// Killed by us for missing heartbeats.
+    wedged: bool,
+}
+
+struct Supervisor {
+    config: Config,
+    n: usize,
+    backend: Box<dyn Backend>,
+    signals: Signals,
+    children: ChildPipe,
+    notifier: Option<Notifier>,
+    listeners: Listeners,
+    region: &'static Region,
+    /// The per-source table in `region`'s extra block, when a per-source limit is set
+    /// (SPEC §10: the limits hold for the daemon as a whole).
+    table: Option<SourceTable>,
+    /// Who left the table to be reset (a worker that died with connections open), until
+    /// [`Supervisor::reset_table`] could take its lock.
+    table_dirty: Option<String>,
+    seats: Vec<Seat>,
+    timers: Timers<Tick>,
+    me: Pid,
+    started: Instant,
+    now: Instant,
+    /// When the last heartbeat check ran, to notice that the supervisor itself stalled.
+    last_check: Instant,
+    /// Heartbeats older than this do not count against a worker (see `check_heartbeats`).
+    judged_from: Instant,
+    stopping: bool,
+    ready_sent: bool,
+    status_sent: Option<(u64, usize)>,
+}
+
+/// What [`Supervisor::serve`] ended as: the supervisor done, or a freshly forked worker.
+enum Role {
+    Done,
+    Worker(usize, nix::sys::signal::SigSet),
+}
+
+/// Run the supervisor and its `config.workers` workers until a shutdown completes. In each
+/// forked worker this never returns: the worker exits the process when its drain is done.
+/// `inherited` and `signals` come from `run()`, which takes them first (see its docs).
+pub fn run(config: Config, inherited: Option<Vec<OwnedFd>>, signals: Signals) -> Result<(), Error> {
+    let mut sup = Supervisor::start(config, inherited, signals)?;
+    match sup.serve()? {
+        Role::Done => Ok(()),
+        Role::Worker(k, mask) => spawn::worker_main(sup.into_worker(k, mask)),
+    }
+}
+
+impl Supervisor {
+    fn start(
+        config: Config,
+        inherited: Option<Vec<OwnedFd>>,
+        signals: Signals,
+    ) -> Result<Supervisor, Error> {
+        let n = config.workers;
+        crate::logging::set_prefix("supervisor: ".into());
+        let listeners = Listeners::open(&config, n, inherited)?;
+        if config.backend.resolve() == BackendKind::Select {
+            listeners.select_can_watch(signals.fd())?;
+        }
+        let (region, table) = sources::map_region(n, config.access.limits)?;
+        let name = config.backend.resolve().name();
+        let mut backend =
+            reactor::open(config.backend).map_err(|source| Error::Backend { name, source })?;
+        let children =
+            ChildPipe::install().map_err(|e| Error::io("cannot install the SIGCHLD pipe", e))?;
+        for (fd, token) in [(signals.fd(), SIGNALS), (children.fd(), CHILDREN)] {
+            backend
+                .set_interest(fd, token, Interest::NONE, Interest::READ)
+                .map_err(|source| Error::Backend { name, source })?;
+        }
+        // Only the supervisor talks to systemd: take the protocol out of the environment
+        // the workers inherit (sd_notify(3)'s unset_environment).
+        let notifier = Notifier::from_env();
+        let watchdog = systemd::watchdog_interval();
+        for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+            std::env::remove_var(var);
+        }
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        for k in 1..=n {
+            timers.add(now, Tick::Spawn(k));
+        }
+        timers.add(now + READY_POLL, Tick::Ready);
+        timers.add(now + CHECK_EVERY, Tick::Check);
+        if let Some(every) = watchdog {
+            timers.add(now + every, Tick::Watchdog(every));
+        }
+        info!(
+            "starting {n} workers (backend {name}, {} listening sockets)",
+            listeners.len()
+        );
+        let seats = (0..n)
+            .map(|_| Seat {
+                pid: None,
+                since: now,
+                backoff: life::Backoff::default(),
+                wedged: false,
+            })
+            .collect();
+        Ok(Supervisor {
+            config,
+            n,
+            backend,
+            signals,
+            children,
+            notifier,
+            listeners,
+            region,
+            table,
+            table_dirty: None,
+            seats,
+            timers,
+            me: nix::unistd::getpid(),
+            started: now,
+            now,
+            last_check: now,
+            judged_from: now,
+            stopping: false,
+            ready_sent: false,
+            status_sent: None,
+        })
+    }
+
+    /// The loop. Returns `Done` after a shutdown, or `Worker` in a child right after a fork.
+    fn serve(&mut self) -> Result<Role, Error> {
+        let mut events = Vec::with_capacity(4);
+        loop {
+            let timeout = crate::logging::flush(self.timers.timeout(Instant::now()));
+            match self.backend.wait(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
+                Err(source) => {
+                    let name = self.backend.name();
+                    return Err(Error::Backend { name, source });
+                }
+            }
+            self.now = Instant::now();
+            for ev in &events {
+                match ev.token {
+                    SIGNALS => self.on_signals(),
+                    _ => {
+                        self.children.drain();
+                        self.reap();
+                    }
+                }
+            }
+            while let Some(tick) = self.timers.pop_due(self.now) {
+                if let Some(role) = self.on_tick(tick)? {
+                    return Ok(role);
+                }
+            }
+            if self.stopping && self.seats.iter().all(|s| s.pid.is_none()) {
+                info!("all workers have exited");
+                return Ok(Role::Done);
+            }
+        }
+    }
+
+    fn on_tick(&mut self, tick: Tick) -> Result<Option<Role>, Error> {
+        match tick {
+            Tick::Spawn(k) if !self.stopping && self.seats[k - 1].pid.is_none() => {
+                return self.spawn(k);
+            }
+            Tick::Spawn(_) => {}
+            Tick::Check => {
+                self.reap();
+                self.reset_table(0);
+                self.check_heartbeats();
+                self.report_status();
+                self.timers.add(self.now + CHECK_EVERY, Tick::Check);
+            }
+            Tick::Ready => {
+                if self.region.slots().iter().all(|s| s.is_ready()) {
+                    self.ready_sent = true;
+                    info!("all {} workers are accepting", self.n);
+                    if let Some(n) = &self.notifier {
+                        n.notify(&format!("READY=1\n{}", self.status_text()));
+                        self.status_sent = Some(self.status_key());
+                    }
+                } else if !self.stopping {
+                    self.timers.add(self.now + READY_POLL, Tick::Ready);
+                }
+            }
+            Tick::Watchdog(every) => {
+                if let Some(n) = &self.notifier {
+                    n.notify("WATCHDOG=1");
+                }
+                self.timers.add(self.now + every, Tick::Watchdog(every));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Fork worker `k`. In the child, returns `Worker(k)` (the caller unwinds to `run`).
+    fn spawn(&mut self, k: usize) -> Result<Option<Role>, Error> {
+        self.region.prepare(k, self.now);
+        match spawn::fork() {
+            Ok((Forked::Child, mask)) => {
+                crate::logging::after_fork();
+                crate::logging::set_prefix(format!("worker {k}: "));
+                spawn::become_worker(self.me);
+                Ok(Some(Role::Worker(k, mask)))
+            }
+            Ok((Forked::Parent(pid), _)) => {
+                info!("worker {k} started (pid {pid})");
+                let seat = &mut self.seats[k - 1];
+                (seat.pid, seat.since, seat.wedged) = (Some(pid), self.now, false);
+                Ok(None)
+            }
+            Err(e) => {
+                // EAGAIN/ENOMEM: try again after the back-off, like a crash.
+                warn!("cannot fork worker {k}: {e}");
+                self.schedule_restart(k);
+                Ok(None)
+            }
+        }
+    }
+
+    /// In a child right after the fork: keep what worker `k` serves, let go of the rest
+    /// (handlers unregistered, pipes, poller and notify socket closed).
+    fn into_worker(self, k: usize, mask: nix::sys::signal::SigSet) -> WorkerStart {
+        let Supervisor {
+            config,
+            backend,
+            signals,
+            children,
+            notifier,
+            listeners,
+            region,
+            table,
+            ..
+        } = self;
+        drop((backend, signals, children, notifier));
+        // The lists are read-only: each worker compiles its own. The table is shared.
+        let access = Access::with_table(&config.access, table.and_then(|t| t.share()));
+        WorkerStart {
+            access,
+            config,
+            listeners: listeners.for_worker(k),
+            seat: region.seat(k),
+            mask,
+        }
+    }
+
+    fn on_signals(&mut self) {
+        for request in self.signals.take() {
+            match request {
+                Request::Terminate(name) => self.terminate(name),
+                Request::Stats => info!("{}", self.stats_line()),
+                Request::Hangup => {
+                    info!("SIGHUP received and ignored: there is no configuration to reload")
+                }
+            }
+        }
+    }
+
+    /// SPEC §8: forward SIGTERM/SIGINT to every worker; the first one also closes the
+    /// supervisor's listeners (new connects are refused, socket files removed).
+    fn terminate(&mut self, name: &'static str) {
+        let sig = if name == "SIGINT" {
+            Signal::SIGINT
+        } else {
+            Signal::SIGTERM
+        };
+        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
+        if self.stopping {
+            info!("second {name}: forwarding it to {live} workers");
+        } else {
+            info!("{name} received: stopping {live} workers");
+            self.stopping = true;
+            if let Some(n) = &self.notifier {
+                n.notify("STOPPING=1");
+            }
+            self.listeners.close();
+        }
+        for seat in &self.seats {
+            if let Some(pid) = seat.pid {
+                if let Err(e) = kill(pid, sig) {
+                    debug!("kill {pid}: {e}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Process plumbing for the supervisor: the fork and a worker's first steps, the SIGCHLD
+//! self-pipe, how a reaped worker ended, and the CPU count behind `--workers auto`.
+
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use signal_hook::SigId;
+
+use crate::access::Access;
+use crate::config::Config;
+use crate::error::Error;
+use crate::listen::Listener;
+use crate::shared::Seat;
+use crate::signal::Signals;
+use crate::{reactor, server};
+
+/// The signals whose handlers change hands at a fork: blocked from just before the fork
+/// until the child has installed its own handlers, so a SIGTERM sent to a newborn worker is
+/// held and then delivered to the worker's handler, never to a copy of the supervisor's.
+fn handed_over() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGUSR1,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Which side of a fork we are on.
+pub(super) enum Forked {
+    Parent(Pid),
+    Child,
+}
+
+/// Fork, with the handed-over signals blocked across it. In the child they stay blocked
+/// until [`worker_main`] unblocks them; the parent's mask is restored at once.
+pub(super) fn fork() -> io::Result<(Forked, SigSet)> {
+    let mut old = SigSet::empty();
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handed_over()), Some(&mut old))?;
+    // SAFETY: the supervisor is single-threaded (no lock can be held by another thread at
+    // the fork), and the child goes on running ordinary Rust code, which is then sound.
+    let pid = unsafe { libc::fork() };
+    if pid != 0 {
+        let restored = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        restored?;
+        return Ok((Forked::Parent(Pid::from_raw(pid)), old));
+    }
+    Ok((Forked::Child, old))
+}
+
+/// A worker's first steps, right after the fork: die with the supervisor, and check that it
+/// has not died already (it may have, between the fork and the prctl).
+///
+/// SIGKILL rather than SIGTERM: a supervisor that is killed with SIGKILL (the OOM killer, an
+/// operator's `kill -9`) is an emergency, and its workers go the way threads of a killed
+/// process would: at once and for certain. SIGTERM would make each worker drain for up to
+/// `--shutdown-timeout` with nobody left to reap it or to kill it if it is wedged. A
+/// graceful stop is what SIGTERM *to the supervisor* is for.
+pub(super) fn become_worker(supervisor: Pid) {
+    // SAFETY: PR_SET_PDEATHSIG takes a signal number; no pointers.
+    let set = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+    if set != 0 || nix::unistd::getppid() != supervisor {
+        // SAFETY: _exit ends this process without running anything of the supervisor's.
+        unsafe { libc::_exit(1) };
+    }
+    // A process group of its own: a terminal's Ctrl-C (sent to the whole foreground group)
+    // then reaches the worker once, forwarded by the supervisor, instead of twice (which
+    // would end its drain at once, SPEC §5).
+    if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+        log::debug!("setpgid: {e}");
+    }
+}
+
+/// What a worker starts with: inherited from the supervisor, everything else let go of.
+pub(super) struct WorkerStart {
+    pub config: Config,
+    /// `--allow`/`--deny` and a handle on the per-source table the workers share.
+    pub access: Access,
+    pub listeners: Vec<Listener>,
+    pub seat: Seat,
+    /// The signal mask from before the fork, restored once the worker's handlers are in.
+    pub mask: SigSet,
+}
+
+/// Run one worker to the end of its drain and exit the process with its code.
+pub(super) fn worker_main(start: WorkerStart) -> ! {
+    let code = match serve(start) {
+        Ok(()) => 0,
+        Err(e) => {
+            log::error!("{e}");
+            e.exit_code()
+        }
+    };
+    crate::logging::finish();
+    std::process::exit(code.into())
+}
+
+fn serve(start: WorkerStart) -> Result<(), Error> {
+    let WorkerStart {
+        config,
+        access,
+        listeners,
+        seat,
+        mask,
+    } = start;
+    let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)
+        .map_err(|e| Error::io("cannot unblock signals", e.into()))?;
+    // Built after the fork: an epoll instance is never shared between processes.
+    let backend = reactor::open(config.backend).map_err(|source| Error::Backend {
+        name: config.backend.resolve().name(),
+        source,
+    })?;
+    let server = server::Server::new(backend, config, listeners, signals, None)?
+        .worker(seat)
+        .with_access(access);
+    seat.mark_ready();
+    server.run()
+}
+
+/// The supervisor's own self-pipe for SIGCHLD (signal-hook writes a byte per signal).
+pub(super) struct ChildPipe {
+    read: UnixStream,
+    id: SigId,
+}
+
+impl ChildPipe {
+    pub(super) fn install() -> io::Result<ChildPipe> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        let id = signal_hook::low_level::pipe::register(libc::SIGCHLD, write)?;
+        Ok(ChildPipe { read, id })
+    }
+
+    pub(super) fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Empty the pipe; the caller then reaps until nothing is left.
+    pub(super) fn drain(&mut self) {
+        let mut sink = [0u8; 64];
+        while matches!(self.read.read(&mut sink), Ok(n) if n > 0) {}
+    }
+}
+
+impl Drop for ChildPipe {
+    fn drop(&mut self) {
+        signal_hook::low_level::unregister(self.id);
+    }
+}
+
+/// "exited with status 1", "killed by SIGKILL", "killed by SIGSEGV (core dumped)".
+pub(super) fn how_it_ended(status: &WaitStatus) -> String {
+    match *status {
+        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
+        WaitStatus::Signaled(_, sig, core) => {
+            format!(
+                "killed by {sig}{}",
+                if core { " (core dumped)" } else { "" }
+            )
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+/// The CPUs this process may run on (`sched_getaffinity`), at least 1.
+pub fn available_cpus() -> usize {
+    // SAFETY: cpu_set_t is plain bits; all-zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    if got == 0 {
+        // SAFETY: reads the set filled in above.
+        let n = unsafe { libc::CPU_COUNT(&set) };
+        return (n as usize).max(1);
+    }
+    // More CPUs than a cpu_set_t holds (EINVAL), or a filter said no: ask std, which
+    // knows the larger sets.
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

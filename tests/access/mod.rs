@@ -1,0 +1,78 @@
+//! Who is served (SPEC §10): `--allow`/`--deny`, `--max-per-source`, `--rate-per-source`, the
+//! refusal log, `--log-connections`, `--keepalive` and `--socket-mode`, against the real
+//! binary. Distinct sources are distinct loopback addresses: the client binds 127.0.0.2,
+//! 127.0.0.3, … before it connects (the whole of 127.0.0.0/8 is local on Linux).
+
+mod bench;
+mod limits;
+mod lists;
+mod logs;
+mod sockets;
+
+use std::io::{self};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use nix::sys::socket::{
+    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
+
+use crate::util::client::{outcome, ping, Outcome, IO_TIMEOUT};
+use crate::util::Daemon;
+
+/// A client connected from `source` (e.g. 127.0.0.2) to the daemon's first TCP address.
+pub(super) fn connect_from(d: &Daemon, source: Ipv4Addr) -> io::Result<TcpStream> {
+    crate::util::lift_nofile();
+    let fd: OwnedFd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // Pick the port at connect time, per destination: thousands of binds to port 0 on one
+    // source address would otherwise run out of ports while earlier ones sit in TIME_WAIT.
+    setsockopt(&fd, sockopt::IpBindAddressNoPort, &true)?;
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::from(SocketAddrV4::new(source, 0)),
+    )?;
+    let SocketAddr::V4(to) = d.addr() else {
+        panic!("the daemon listens on IPv6")
+    };
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to))?;
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+pub(super) fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// Served (echoes a ping) or refused (closed with nothing sent)? Fails the test otherwise.
+pub(super) fn served(d: &Daemon, s: &TcpStream) -> bool {
+    // Refused connections are closed at accept: wait for that first, so that a ping cannot
+    // race the close. A served one stays silent.
+    match outcome(s, Duration::from_millis(300)) {
+        Outcome::Closed => return false,
+        Outcome::Data(b) => d.fail(&format!("the server sent {b:?} unasked")),
+        Outcome::Silent => {}
+    }
+    match ping(s, b"hello") {
+        Ok(b) if b == b"hello" => true,
+        Ok(b) => d.fail(&format!("echo came back as {b:?}")),
+        Err(e) => d.fail(&format!("a connection left open did not echo: {e}")),
+    }
+}
+
+/// The stats field `key`, as a number.
+pub(super) fn stat(d: &Daemon, key: &str) -> u64 {
+    let st = d.stats();
+    match st.get(key).and_then(|v| v.parse().ok()) {
+        Some(n) => n,
+        None => d.fail(&format!("no numeric stats field {key:?} in {st:?}")),
+    }
+}
