@@ -139,7 +139,13 @@ impl RefusalLog {
                 t.flush_due = Some(due);
                 (None, Some(due))
             }
-            _ => (Some(take_line(reason, t, now)), None),
+            _ => {
+                // This line also counts what a flush was due to log (a loop turn that came
+                // late may see a refusal before the flush timer): that flush is now moot, or
+                // a stale one would log the next refusals in a second line at this instant.
+                t.flush_due = None;
+                (Some(take_line(reason, t, now)), None)
+            }
         }
     }
 
@@ -224,6 +230,33 @@ mod tests {
             Some(
                 "refused 1 connection in the last 1s (max-clients), e.g. from a unix-socket client"
             )
+        );
+    }
+
+    #[test]
+    fn a_refusal_before_a_late_flush_takes_its_count_and_the_flush_logs_nothing() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut log = RefusalLog::default();
+        assert!(log.count(Reason::MaxClients, peer(1), t0).0.is_some());
+        assert_eq!(
+            log.count(Reason::MaxClients, peer(2), ms(10)).1,
+            Some(ms(1000))
+        );
+        // The loop comes late, at 1.5 s, and sees two refusals before the flush timer.
+        let (line, _) = log.count(Reason::MaxClients, peer(3), ms(1500));
+        assert_eq!(
+            line.as_deref(),
+            Some("refused 2 connections in the last 1s (max-clients), e.g. from 192.0.2.2")
+        );
+        let (line, flush) = log.count(Reason::MaxClients, peer(4), ms(1500));
+        assert_eq!((line, flush), (None, Some(ms(2500))));
+        // The stale timer then fires in the same turn: no second line at 1.5 s.
+        assert_eq!(log.due_lines(ms(1500)), (vec![], Some(ms(2500))));
+        let (lines, _) = log.due_lines(ms(2500));
+        assert_eq!(
+            lines,
+            vec!["refused 1 connection in the last 1s (max-clients), e.g. from 192.0.2.4"]
         );
     }
 

@@ -20,13 +20,13 @@ use std::time::{Duration, Instant};
 use echo_mux::reactor::{self, Backend, BackendKind, Event, Interest, Token};
 
 /// Watchdog: no test body may run longer than this.
-const LIMIT: Duration = Duration::from_secs(20);
+const LIMIT: Duration = Duration::from_secs(60);
 /// Timeout for a wait that must report something (it returns as soon as it does).
-const SOON: Duration = Duration::from_secs(2);
+const SOON: Duration = Duration::from_secs(10);
 /// Timeout for a wait that must report nothing.
 const QUIET: Duration = Duration::from_millis(50);
 /// Generous upper bound on how late a timed wait may return on a loaded machine.
-const SLACK: Duration = Duration::from_secs(2);
+const SLACK: Duration = Duration::from_secs(5);
 
 const NONE: Interest = Interest::NONE;
 const READ: Interest = Interest::READ;
@@ -419,14 +419,14 @@ fn interrupted_wait_is_reported(b: &mut dyn Backend) {
     });
     let start = Instant::now();
     let mut events = Vec::new();
-    let res = b.wait(&mut events, Some(Duration::from_secs(5)));
+    let res = b.wait(&mut events, Some(Duration::from_secs(20)));
     stop.store(true, Ordering::SeqCst);
     pinger.join().unwrap();
     match res {
         Err(e) if e.kind() == ErrorKind::Interrupted => {}
         other => panic!("{}: expected Interrupted, got {other:?}", b.name()),
     }
-    assert!(start.elapsed() < Duration::from_secs(4));
+    assert!(start.elapsed() < Duration::from_secs(15));
     set(b, &a, 1, READ, NONE);
 }
 

@@ -21,7 +21,9 @@ fn fd_exhaustion_does_not_spin(backend: &'static str) {
             break;
         };
         let _ = (&s).write_all(b"?");
-        match outcome(&s, Duration::from_secs(2)) {
+        // Silent ends the loop (the normal end: this one waits in the backlog), so the
+        // wait is generous: a busy machine's slow echo must not end it early.
+        match outcome(&s, Duration::from_secs(5)) {
             Outcome::Data(b) if b == b"?" => served.push(s),
             Outcome::Data(b) => d.fail(&format!("unexpected echo {b:?}")),
             Outcome::Closed => shed += 1,
@@ -56,7 +58,7 @@ fn fd_exhaustion_does_not_spin(backend: &'static str) {
     drop(waiting);
     served.truncate(served.len() - 10);
     if !d.serves_new_client() {
-        d.fail("10 descriptors freed, but a new client is not served within 10 s");
+        d.fail("10 descriptors freed, but a new client is not served within 20 s");
     }
     for s in &mut served {
         ping(s, b"after").unwrap_or_else(|e| d.fail(&format!("an old client after recovery: {e}")));

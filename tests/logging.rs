@@ -19,8 +19,9 @@ use crate::util::BIN;
 /// a pipe (64 KiB) and the daemon's queue (64 KiB) hold.
 const CLIENTS: usize = 200;
 const ROUNDS: usize = 15;
-/// One echo must come back within this, however full stderr is.
-const ECHO_LIMIT: Duration = Duration::from_secs(5);
+/// One echo must come back within this, however full stderr is (a stalled loop never
+/// answers at all; the bound is only a loaded machine's room).
+const ECHO_LIMIT: Duration = Duration::from_secs(15);
 /// The daemon's note once stderr drains: `… 1234 log lines dropped …`.
 const NOTE: &str = " log lines dropped";
 
@@ -128,7 +129,7 @@ fn unread_stderr_does_not_stall_the_loop(backend: &'static str) {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let dropped = loop {
         let note = text
             .lock()
@@ -142,7 +143,7 @@ fn unread_stderr_does_not_stall_the_loop(backend: &'static str) {
         }
         assert!(
             Instant::now() < deadline,
-            "{backend}: no `log lines dropped` line within 10 s of reading stderr; read:\n{}",
+            "{backend}: no `log lines dropped` line within 20 s of reading stderr; read:\n{}",
             text.lock().unwrap()
         );
         thread::sleep(Duration::from_millis(20));

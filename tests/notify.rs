@@ -1,10 +1,14 @@
 //! sd_notify and the watchdog: READY=1, STATUS=, STOPPING=1 and WATCHDOG=1 datagrams on a
 //! NOTIFY_SOCKET the test binds itself (a path, or an abstract name).
 
+use std::io::IoSliceMut;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::Signal;
+use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+use nix::sys::time::TimeSpec;
 
 use crate::util::{Daemon, TempDir};
 
@@ -22,6 +26,9 @@ impl NotifyRx {
     fn new(sock: UnixDatagram) -> NotifyRx {
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
+        // The kernel stamps each datagram as it arrives: a test thread that a loaded
+        // machine runs late then still sees the daemon's spacing, not a burst.
+        setsockopt(&sock, sockopt::ReceiveTimestampns, &true).unwrap();
         NotifyRx {
             sock,
             got: Vec::new(),
@@ -43,13 +50,34 @@ impl NotifyRx {
         }
     }
 
+    /// Receive one datagram (or time out after 50 ms), timed by its kernel arrival stamp.
     fn poll_once(&mut self) {
         let mut buf = [0u8; 4096];
-        if let Ok(n) = self.sock.recv(&mut buf) {
-            let now = Instant::now();
-            for line in String::from_utf8_lossy(&buf[..n]).lines() {
-                self.got.push((now, line.to_string()));
-            }
+        let mut cmsg = nix::cmsg_space!(TimeSpec);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let fd = self.sock.as_raw_fd();
+        // A timeout or an EINTR: the callers simply poll again.
+        let Ok(msg) = recvmsg::<()>(fd, &mut iov, Some(&mut cmsg), MsgFlags::empty()) else {
+            return;
+        };
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let stamped = msg
+            .cmsgs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmTimestampns(ts) => Some(
+                    SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32),
+                ),
+                _ => None,
+            });
+        // The arrival on this process's monotonic clock: now, less how long ago it came.
+        let ago = stamped.and_then(|t| wall.duration_since(t).ok());
+        let at = ago.map_or(now, |ago| now.checked_sub(ago).unwrap_or(now));
+        let n = msg.bytes;
+        for line in String::from_utf8_lossy(&buf[..n]).lines() {
+            self.got.push((at, line.to_string()));
         }
     }
 
@@ -83,7 +111,7 @@ fn notify_lifecycle(rx: UnixDatagram, notify_env: &str) {
     // READY=1 means every listener accepts.
     let client = d.connect();
     d.expect_echo(&client, "the notified daemon");
-    if !rx.wait_for("STATUS=1 connections", Duration::from_secs(5)) {
+    if !rx.wait_for("STATUS=1 connections", PATIENCE) {
         d.fail(&format!("no STATUS=1 connections (got {:?})", rx.lines()));
     }
     drop(client);

@@ -28,9 +28,9 @@ fn parse_refusal(line: &str) -> Option<(u64, u64, String)> {
     Some((at, n.parse().ok()?, from.to_string()))
 }
 
-/// Every refusal line after `mark`, once their counts add up to `want` (waits up to 5 s).
+/// Every refusal line after `mark`, once their counts add up to `want` (waits up to 15 s).
 fn refusal_lines(d: &Daemon, mark: usize, want: u64) -> Vec<(u64, u64, String)> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let text = d.stderr();
         let tail = &text[mark..];

@@ -14,14 +14,14 @@ use crate::util::client::{
 };
 use crate::util::Daemon;
 
-/// Wait up to 5 s for connects to `addr` to be refused (the listener is closed).
+/// Wait up to 10 s for connects to `addr` to be refused (the listener is closed).
 fn wait_refused(d: &Daemon, addr: SocketAddr) {
     let start = Instant::now();
     loop {
         match client::connect(addr) {
             Err(e) if e.kind() == ErrorKind::ConnectionRefused => return,
-            _ if start.elapsed() > Duration::from_secs(5) => {
-                d.fail("new connections are still accepted 5 s after the shutdown signal")
+            _ if start.elapsed() > Duration::from_secs(10) => {
+                d.fail("new connections are still accepted 10 s after the shutdown signal")
             }
             _ => thread::sleep(Duration::from_millis(20)),
         }
@@ -104,9 +104,9 @@ fn sigterm_drains_without_losing_a_byte(backend: &'static str) {
 }
 
 for_each_backend!(drain_releases_delayed_replies_at_once);
-/// Replies held by `--delay 10s` are released at once when the drain starts.
+/// Replies held by `--delay 30s` are released at once when the drain starts.
 fn drain_releases_delayed_replies_at_once(backend: &'static str) {
-    let Some(mut d) = Daemon::spawn(backend, &["--delay", "10s", "--shutdown-timeout", "30s"])
+    let Some(mut d) = Daemon::spawn(backend, &["--delay", "30s", "--shutdown-timeout", "60s"])
     else {
         return;
     };
@@ -115,8 +115,9 @@ fn drain_releases_delayed_replies_at_once(backend: &'static str) {
     thread::sleep(Duration::from_millis(300)); // let the bytes arrive and be held
     let t0 = Instant::now();
     d.signal(Signal::SIGTERM);
-    let got = outcome(&s, Duration::from_secs(8));
-    if got != Outcome::Data(b"held back".to_vec()) || t0.elapsed() > Duration::from_secs(5) {
+    // "At once" next to the 30 s delay: 10 s is room for a loaded machine.
+    let got = outcome(&s, Duration::from_secs(15));
+    if got != Outcome::Data(b"held back".to_vec()) || t0.elapsed() > Duration::from_secs(10) {
         d.fail(&format!(
             "after SIGTERM, want the delayed reply at once; got {got:?} after {:?}",
             t0.elapsed()
@@ -126,7 +127,7 @@ fn drain_releases_delayed_replies_at_once(backend: &'static str) {
     if let Err(e) = expect_eof(&mut &s) {
         d.fail(&e);
     }
-    if !d.wait_exit(Duration::from_secs(5)).success() {
+    if !d.wait_exit(Duration::from_secs(10)).success() {
         d.fail("want exit 0");
     }
 }
@@ -143,7 +144,7 @@ fn drain_deadline_cuts_off_and_warns(backend: &'static str) {
     let mark = d.mark();
     let t0 = Instant::now();
     d.signal(Signal::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(5));
+    let st = d.wait_exit(Duration::from_secs(10));
     let took = t0.elapsed();
     if !st.success() || took < Duration::from_millis(500) {
         d.fail(&format!(
@@ -168,8 +169,9 @@ fn shutdown_timeout_0_closes_at_once() {
     ping(&mut s, b"hello").unwrap();
     let t0 = Instant::now();
     d.signal(Signal::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(5));
-    if !st.success() || t0.elapsed() > Duration::from_secs(2) {
+    // At once, not after the default 5 s drain: under 4 s even on a loaded machine.
+    let st = d.wait_exit(Duration::from_secs(10));
+    if !st.success() || t0.elapsed() > Duration::from_secs(4) {
         d.fail(&format!("want exit 0 at once; took {:?}", t0.elapsed()));
     }
     if outcome(&s, Duration::from_secs(2)) != Outcome::Closed {
@@ -187,14 +189,18 @@ fn second_signal_ends_the_drain(backend: &'static str) {
     ping(&mut s, b"hello").unwrap();
     let mark = d.mark();
     d.signal(Signal::SIGINT);
-    wait_refused(&d, d.addr()); // the drain has begun
+    // The drain has begun, with our one client. (Not wait_refused: under load its first
+    // probe can be accepted before the signal is handled, and be drained as a second
+    // connection, which the warning then counts.)
+    d.expect_line(mark, "draining 1 connection", Duration::from_secs(10));
     if !d.is_running() {
         d.fail("exited on the first signal with a client still connected");
     }
     let t0 = Instant::now();
     d.signal(Signal::SIGTERM);
-    let st = d.wait_exit(Duration::from_secs(5));
-    if !st.success() || t0.elapsed() > Duration::from_secs(3) {
+    // Soon, next to the 60 s drain.
+    let st = d.wait_exit(Duration::from_secs(20));
+    if !st.success() || t0.elapsed() > Duration::from_secs(10) {
         d.fail(&format!(
             "want exit 0 soon after the second signal; took {:?}",
             t0.elapsed()
@@ -213,7 +219,7 @@ fn idle_daemon_exits_0_on_sigterm_and_sigint(backend: &'static str) {
             return;
         };
         d.signal(sig);
-        if !d.wait_exit(Duration::from_secs(3)).success() {
+        if !d.wait_exit(Duration::from_secs(10)).success() {
             d.fail(&format!("want exit 0 on {sig}"));
         }
     }

@@ -94,7 +94,8 @@ fn stamp_mode_follows_tz() {
     let line = client::read_line(&s).unwrap_or_else(|e| d.fail(&e));
     let replies = parse_replies(&line).unwrap_or_else(|e| d.fail(&e));
     let offset = replies[0].stamp - before;
-    if replies[0].body != b"tz" || !(19_800 - 2..=19_800 + 3).contains(&offset) {
+    // The reply may be stamped some seconds after `before` on a loaded machine.
+    if replies[0].body != b"tz" || !(19_800 - 2..=19_800 + 10).contains(&offset) {
         d.fail(&format!(
             "want `Echo=>tz at` UTC+5:30 under TZ=XYZ-5:30; offset {offset} s in {:?}",
             String::from_utf8_lossy(&line)

@@ -52,7 +52,7 @@ fn sigterm_and_sigint_in_one_turn_are_one_request(backend: &'static str) {
     ping(&mut s, b"still served")
         .unwrap_or_else(|e| d.fail(&format!("the client is not served while draining: {e}")));
     drop(s);
-    if !d.wait_exit(Duration::from_secs(5)).success() {
+    if !d.wait_exit(Duration::from_secs(10)).success() {
         d.fail("want exit 0 once the last client left");
     }
 }

@@ -47,6 +47,11 @@ fn activated(listener: &OwnedFd, passed: i32, announced: usize, args: &[&str]) -
                 }
             }
             libc::close(high);
+            // The announced descriptors that are not passed must be closed, as under
+            // systemd, even if this process leaked one without close-on-exec.
+            for fd in 3 + passed..3 + announced as i32 {
+                libc::close(fd);
+            }
         }
         Ok(())
     };
@@ -58,7 +63,7 @@ fn activated(listener: &OwnedFd, passed: i32, announced: usize, args: &[&str]) -
         args.join(" ")
     );
     let child = cmd.spawn().unwrap();
-    finish(child, line, Duration::from_secs(5))
+    finish(child, line, Duration::from_secs(15))
 }
 
 fn tcp_listener() -> OwnedFd {

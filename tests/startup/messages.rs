@@ -14,11 +14,11 @@ use crate::util::{run, Daemon, Run};
 // Defect 12: --help and --version on a stdout that cannot be written
 // ---------------------------------------------------------------------------------------
 
-/// Run `args` with stdout set to `out`; at most 5 s.
+/// Run `args` with stdout set to `out`; at most 15 s.
 fn run_with_stdout(args: &[&str], out: Stdio) -> Ended {
     let (mut cmd, line) = daemon_cmd(args);
     cmd.stdout(out);
-    finish(cmd.spawn().unwrap(), line, Duration::from_secs(5))
+    finish(cmd.spawn().unwrap(), line, Duration::from_secs(15))
 }
 
 /// `echo-mux --help | true` after the reader left used to panic with a backtrace (exit
@@ -27,7 +27,8 @@ fn run_with_stdout(args: &[&str], out: Stdio) -> Ended {
 #[test]
 fn help_and_version_survive_a_stdout_that_cannot_be_written() {
     for flag in ["--help", "--version"] {
-        let (r, w) = nix::unistd::pipe().unwrap();
+        // Close-on-exec: a daemon spawned meanwhile by another test must not hold the read end.
+        let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
         drop(r); // the reader is gone before the first byte
         let ended = run_with_stdout(&[flag], Stdio::from(w));
         assert!(

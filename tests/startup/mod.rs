@@ -234,6 +234,6 @@ fn live_unix_socket_with_a_full_backlog_is_in_use(backend: &'static str) {
         && r.stderr.contains(&path)
         && r.stderr.contains("address already in use");
     assert!(ok, "want exit 1, address already in use:{}", r.describe());
-    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
     assert!(sock.0.exists(), "the daemon removed a live socket");
 }

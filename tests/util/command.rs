@@ -9,10 +9,13 @@ use std::time::{Duration, Instant};
 
 use super::{capture, wait_captured, Shared, BIN};
 
-/// How long [`run`] lets the binary run before killing it.
-pub const RUN_LIMIT: Duration = Duration::from_secs(5);
-/// How long [`run_tool`] lets a tool run (`systemd-analyze security` is slow on a busy box).
-pub const TOOL_LIMIT: Duration = Duration::from_secs(60);
+/// How long [`run`] lets the binary run before killing it. The runs are expected to end at
+/// once (bad options, failed starts), so this is only paid by a wrong start; generous so
+/// that a loaded machine's slow process start is never mistaken for one.
+pub const RUN_LIMIT: Duration = Duration::from_secs(15);
+/// How long [`run_tool`] lets a tool run (`systemd-analyze security` is slow on a busy box;
+/// the runs end when the tool does, so only a hung tool pays this).
+pub const TOOL_LIMIT: Duration = Duration::from_secs(180);
 
 /// What a finished run produced.
 pub struct Run {
@@ -63,6 +66,7 @@ pub fn run_tool(program: &str, args: &[&str]) -> Run {
 /// Run `cmd` (shown as `line` in messages) with stdin closed and both outputs captured;
 /// killed when it is still running after `limit`.
 pub fn run_command(mut cmd: Command, line: String, limit: Duration) -> Run {
+    super::watchdog::backstop();
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -75,10 +75,10 @@ impl Daemon {
         &self.addrs
     }
 
-    /// Does a new client get echoed within 10 s? (Connect, send one byte, wait for it;
+    /// Does a new client get echoed within 20 s? (Connect, send one byte, wait for it;
     /// reconnect after a close.) For checking that the daemon recovers from a limit.
     pub fn serves_new_client(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(s) = client::connect(self.addr()) {
                 let _ = (&s).write_all(b"!");
@@ -190,7 +190,10 @@ impl Daemon {
                 .as_mut()
                 .expect("no process for an external daemon");
             match child.try_wait() {
-                Ok(Some(st)) => self.status = Some(st),
+                Ok(Some(st)) => {
+                    self.status = Some(st);
+                    super::watchdog::track(self.pid, false);
+                }
                 Ok(None) if Instant::now() >= deadline => return None,
                 Ok(None) => thread::sleep(Duration::from_millis(5)),
                 Err(e) => panic!("waitpid {}: {e}", self.pid),
@@ -295,6 +298,7 @@ impl Drop for Daemon {
         if self.status.is_none() {
             let _ = child.kill();
             self.status = child.wait().ok();
+            super::watchdog::track(self.pid, false);
         }
         if thread::panicking() {
             if !self.reported.get() {

@@ -170,6 +170,8 @@ fn start(
         _ => panic!("cannot run {line}: {e}"),
     });
     let out = capture(child.stderr.take().unwrap());
+    super::watchdog::backstop();
+    super::watchdog::track(child.id() as i32, true);
     let mut d = Daemon {
         pid: child.id() as i32,
         child: Some(child),

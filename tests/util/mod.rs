@@ -24,6 +24,7 @@ mod probe;
 mod spawn;
 pub mod stamp;
 mod temp;
+mod watchdog;
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -36,20 +37,23 @@ pub use command::{run, run_command, run_tool, Run, RUN_LIMIT, TOOL_LIMIT};
 pub use daemon::Daemon;
 pub use spawn::Builder;
 pub use temp::{TempDir, TempSock};
+pub use watchdog::{Watchdog, TEST_LIMIT};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_echo-mux");
 /// The three backends every daemon test runs against.
 pub const BACKENDS: [&str; 3] = ["epoll", "poll", "select"];
-/// Longest wait for the `listening on` line(s).
-pub const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait for the `listening on` line(s): generous, since the wait ends as soon as
+/// they come, and a daemon's start on a loaded 2-core machine can take seconds.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The one backend matrix. `for_each_backend!(name);` beside `fn name(backend: &'static str)`
 /// stamps out the tests `name_epoll`, `name_poll` and `name_select`, each calling `name`
 /// with its backend's name. `for_each_backend!(name, runner);` calls `runner(backend, name)`
 /// instead, for bodies that need something made from the name first (tests/backends.rs
 /// runs `fn name(b: &mut dyn Backend)` on a fresh backend under a watchdog). Either way the
-/// body stays an ordinary function, so rustfmt formats it.
+/// body stays an ordinary function, so rustfmt formats it. Each test runs under a
+/// [`Watchdog`] of [`TEST_LIMIT`]: it can fail, but not hang the suite.
 macro_rules! for_each_backend {
     ($name:ident) => {
         for_each_backend!(@stamp $name, |backend| $name(backend));
@@ -57,21 +61,30 @@ macro_rules! for_each_backend {
     ($name:ident, $runner:path) => {
         for_each_backend!(@stamp $name, |backend| $runner(backend, $name));
     };
+    (@watch $test:ident) => {
+        crate::util::Watchdog::new(
+            concat!(module_path!(), "::", stringify!($test)),
+            crate::util::TEST_LIMIT,
+        )
+    };
     (@stamp $name:ident, |$b:ident| $call:expr) => {
         pastey::paste! {
             #[cfg(target_os = "linux")]
             #[test]
             fn [<$name _epoll>]() {
+                let _watchdog = for_each_backend!(@watch [<$name _epoll>]);
                 let $b = "epoll";
                 $call
             }
             #[test]
             fn [<$name _poll>]() {
+                let _watchdog = for_each_backend!(@watch [<$name _poll>]);
                 let $b = "poll";
                 $call
             }
             #[test]
             fn [<$name _select>]() {
+                let _watchdog = for_each_backend!(@watch [<$name _select>]);
                 let $b = "select";
                 $call
             }

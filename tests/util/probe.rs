@@ -14,7 +14,7 @@ impl Daemon {
     pub fn stats(&self) -> HashMap<String, String> {
         let mark = self.mark();
         self.signal(Signal::SIGUSR1);
-        let line = self.expect_line(mark, "stats: ", Duration::from_secs(5));
+        let line = self.expect_line(mark, "stats: ", Duration::from_secs(15));
         let body = &line[line.find("stats: ").unwrap() + "stats: ".len()..];
         body.split_whitespace()
             .map(|kv| match kv.split_once('=') {
