@@ -147,16 +147,11 @@ impl Server {
         self.status.ready(self.now, &mut self.timers);
         let mut events = Vec::with_capacity(1024);
         loop {
-            // Pending log lines cap the sleep: stderr is retried, never waited on.
-            let timeout = crate::logging::flush(self.timers.timeout(Instant::now()));
-            match self.backend.wait(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
-                Err(source) => {
-                    let name = self.backend.name();
-                    return Err(Error::Backend { name, source });
-                }
-            }
+            wait(
+                self.backend.as_mut(),
+                &mut events,
+                self.timers.timeout(Instant::now()),
+            )?;
             self.now = Instant::now();
             for ev in &events {
                 self.dispatch(*ev);
@@ -315,6 +310,29 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// One turn's wait, for every loop in the daemon (this one and the supervisor's), so the
+/// policy above the backend seam lives once: pending log lines are flushed first and cap the
+/// sleep (stderr is retried, never waited on); an interrupted wait is an empty turn; any
+/// other failure of the backend is fatal.
+pub(crate) fn wait(
+    backend: &mut dyn Backend,
+    events: &mut Vec<Event>,
+    timeout: Option<Duration>,
+) -> Result<(), Error> {
+    let timeout = crate::logging::flush(timeout);
+    match backend.wait(events, timeout) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        Err(source) => Err(Error::Backend {
+            name: backend.name(),
+            source,
+        }),
     }
 }
 

@@ -14,7 +14,6 @@
 //! - Shutdown: SIGTERM/SIGINT closes the supervisor's listeners, is forwarded to every
 //!   worker (a second one too), and the supervisor exits 0 once all are reaped.
 
-use std::io;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -195,15 +194,8 @@ impl Supervisor {
     fn serve(&mut self) -> Result<Role, Error> {
         let mut events = Vec::with_capacity(4);
         loop {
-            let timeout = crate::logging::flush(self.timers.timeout(Instant::now()));
-            match self.backend.wait(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
-                Err(source) => {
-                    let name = self.backend.name();
-                    return Err(Error::Backend { name, source });
-                }
-            }
+            let timeout = self.timers.timeout(Instant::now());
+            crate::server::wait(self.backend.as_mut(), &mut events, timeout)?;
             self.now = Instant::now();
             for ev in &events {
                 match ev.token {
