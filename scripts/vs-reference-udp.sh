@@ -105,12 +105,7 @@ while (($#)); do
 done
 
 cd "$root"
-reference_dir=${REFERENCE_DIR:-../shared/reference}
-for c in udpecho-mmsg udpecho-simple; do
-    [[ -f $reference_dir/$c.c ]] ||
-        die "$reference_dir/$c.c not found (set REFERENCE_DIR to the folder that holds it)"
-done
-command -v gcc >/dev/null 2>&1 || die "gcc not found (apt-get install -y gcc libc6-dev)"
+need_reference udpecho-mmsg udpecho-simple
 [[ -n $out ]] || out="target/vs-reference-udp/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out/logs" || die "cannot create $out/logs"
 for c in udpecho-mmsg udpecho-simple; do

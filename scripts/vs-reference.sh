@@ -97,10 +97,7 @@ while (($#)); do
 done
 
 cd "$root"
-reference_dir=${REFERENCE_DIR:-../shared/reference}
-[[ -f $reference_dir/cecho.c ]] ||
-    die "$reference_dir/cecho.c not found (set REFERENCE_DIR to the folder that holds cecho.c)"
-command -v gcc >/dev/null 2>&1 || die "gcc not found (apt-get install -y gcc libc6-dev)"
+need_reference cecho
 [[ -n $out ]] || out="target/vs-reference/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out/logs" || die "cannot create $out/logs"
 
