@@ -38,6 +38,12 @@ median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
+# csv_median CSV SERVER LOAD FIELD: the median of column FIELD over CSV's rows (after its
+# header) whose column 2 is SERVER and column 3 is LOAD; "n/a" values are left out.
+csv_median() {
+    awk -F, -v s="$2" -v c="$3" -v k="$4" 'NR > 1 && $2 == s && $3 == c && $k != "n/a" { print $k }' "$1" | median
+}
+
 # jget KEY FILE: a number from echo-mux-bench's one-line JSON.
 jget() {
     sed -n "s/.*\"$1\":\\([-0-9.eE+]*\\).*/\\1/p" "$2" | head -n 1

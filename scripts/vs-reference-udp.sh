@@ -236,9 +236,7 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 # col SERVER SENDERS FIELD: median of that CSV field over the rounds ("n/a" values left out).
-col() {
-    awk -F, -v s="$1" -v c="$2" -v k="$3" 'NR > 1 && $2 == s && $3 == c && $k != "n/a" { print $k }' "$csv" | median
-}
+col() { csv_median "$csv" "$@"; }
 # ratio A B: A / B to 2 places, or n/a.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 

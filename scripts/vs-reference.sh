@@ -191,9 +191,7 @@ echo "medians over $rounds rounds (ratio = echo-mux / reference; req/s: higher i
 printf '%-14s %12s %12s %7s   %10s %10s %7s   %9s %9s %7s\n' load "ref req/s" "mux req/s" ratio \
     "ref p99us" "mux p99us" ratio "ref us/rq" "mux us/rq" ratio
 # col SERVER CONNECTIONS FIELD: median of that CSV field over the rounds.
-col() {
-    awk -F, -v s="$1" -v c="$2" -v k="$3" 'NR > 1 && $2 == s && $3 == c { print $k }' "$csv" | median
-}
+col() { csv_median "$csv" "$@"; }
 for c in $loads; do
     ref_rps=$(col reference "$c" 5)
     mux_rps=$(col echo-mux "$c" 5)
