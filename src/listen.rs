@@ -25,7 +25,7 @@ pub const BACKLOG: i32 = 4096;
 pub struct Listener {
     fd: OwnedFd,
     label: String,
-    /// A UDP socket (served by `udp.rs`), not a stream listener.
+    /// A UDP socket (served by `udp/`), not a stream listener.
     datagram: bool,
     /// A unix socket path we created, with its (device, inode), removed again when the
     /// listener is dropped if it is still that file.
