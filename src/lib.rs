@@ -76,10 +76,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         return supervisor::run(config, inherited, signals);
     }
     let kind = config.backend.resolve();
-    let backend = reactor::open(config.backend).map_err(|source| Error::Backend {
-        name: kind.name(),
-        source,
-    })?;
+    let backend = server::open_backend(config.backend)?;
     let listeners = match inherited {
         Some(fds) => {
             log::info!(

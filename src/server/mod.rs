@@ -16,7 +16,7 @@ use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
 use crate::error::{Error, Plain};
 use crate::listen::Listener;
-use crate::reactor::{Backend, Event, Interest};
+use crate::reactor::{self, Backend, BackendKind, Event, Interest};
 use crate::signal::{Request, Signals};
 use crate::systemd::Notifier;
 use crate::timer::Timers;
@@ -311,6 +311,15 @@ impl Server {
             }
         }
     }
+}
+
+/// Open the `--backend` poller; failing to is fatal, naming the backend. For the
+/// one-process daemon, the supervisor and each worker alike.
+pub(crate) fn open_backend(kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
+    reactor::open(kind).map_err(|source| Error::Backend {
+        name: kind.resolve().name(),
+        source,
+    })
 }
 
 /// One turn's wait, for every loop in the daemon (this one and the supervisor's), so the

@@ -24,7 +24,7 @@ use nix::unistd::Pid;
 use crate::access::{Access, SourceTable};
 use crate::config::Config;
 use crate::error::Error;
-use crate::reactor::{self, Backend, BackendKind, Interest, Token};
+use crate::reactor::{Backend, BackendKind, Interest, Token};
 use crate::shared::Region;
 use crate::signal::{Request, Signals};
 use crate::systemd::{self, Notifier};
@@ -128,8 +128,7 @@ impl Supervisor {
         }
         let (region, table) = sources::map_region(n, config.access.limits)?;
         let name = config.backend.resolve().name();
-        let mut backend =
-            reactor::open(config.backend).map_err(|source| Error::Backend { name, source })?;
+        let mut backend = crate::server::open_backend(config.backend)?;
         let children =
             ChildPipe::install().map_err(|e| Error::io("cannot install the SIGCHLD pipe", e))?;
         for (fd, token) in [(signals.fd(), SIGNALS), (children.fd(), CHILDREN)] {
