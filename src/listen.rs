@@ -46,8 +46,8 @@ impl Listener {
         to_socket_addr(&getsockname(self.fd()).ok()?)
     }
 
-    /// Bind and listen on `addr`, with SO_REUSEPORT if asked (TCP only: one socket per worker
-    /// of a group, see `supervisor/listeners.rs`). A unix socket file gets permissions
+    /// Bind and listen on `addr`, with SO_REUSEPORT if asked (TCP and UDP; a unix socket
+    /// ignores it: one socket per worker of a group, see `supervisor/listeners.rs`). A unix socket file gets permissions
     /// `socket_mode` (`--socket-mode`) after bind and before listen, so no client can connect
     /// while the file still has the umask's permissions.
     pub fn bind_with(
