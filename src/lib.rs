@@ -98,5 +98,6 @@ pub fn run(config: Config) -> Result<(), Error> {
         listen::select_can_watch(&listeners, signals.fd())?;
     }
     let notifier = systemd::Notifier::from_env();
-    server::Server::new(backend, config, listeners, signals, notifier)?.run()
+    let access = access::Access::new(&config.access, std::time::Instant::now());
+    server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
 }

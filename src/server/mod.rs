@@ -78,9 +78,12 @@ pub struct Server {
 
 impl Server {
     /// Register listeners and the signal pipe with `backend`; nothing runs until [`Server::run`].
+    /// `access` is `config.access` compiled: over a table of its own, or with `--workers` over
+    /// the per-source table the supervisor shares between its workers.
     pub fn new(
         mut backend: Box<dyn Backend>,
         config: Config,
+        access: Access,
         listeners: Vec<Listener>,
         signals: Signals,
         notifier: Option<Notifier>,
@@ -110,7 +113,7 @@ impl Server {
         let gate = accept::Gate::new(listeners.len());
         Ok(Server {
             backend,
-            access: Access::new(&config.access, now),
+            access,
             config,
             listeners: listeners.into_iter().map(Some).collect(),
             gate,
@@ -132,13 +135,6 @@ impl Server {
     pub fn worker(mut self, seat: crate::shared::Seat) -> Server {
         self.stats = Stats::for_worker(seat, self.now);
         self.timers.add(self.now, Timer::Heartbeat);
-        self
-    }
-
-    /// Use `access` (e.g. over the per-source table a supervisor shares between its workers)
-    /// instead of the private one [`Server::new`] compiled. Call it before [`Server::run`].
-    pub fn with_access(mut self, access: Access) -> Server {
-        self.access = access;
         self
     }
 

@@ -120,9 +120,8 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
         .map_err(|e| Error::io("cannot unblock signals", e.into()))?;
     // Built after the fork: an epoll instance is never shared between processes.
     let backend = server::open_backend(config.backend)?;
-    let server = server::Server::new(backend, config, listeners, signals, None)?
-        .worker(seat)
-        .with_access(access);
+    let server =
+        server::Server::new(backend, config, access, listeners, signals, None)?.worker(seat);
     seat.mark_ready();
     server.run()
 }
