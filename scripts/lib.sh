@@ -5,8 +5,9 @@
 # Defines functions only (no options, traps or variables are set by sourcing it). The caller
 # sets prog (its name, for messages) and root (the repository) first, and its own set -euo
 # pipefail. Server functions share these globals with the caller: server_pid and port (set by
-# spawn_server), bench_pid (run_bench), server_pin, bench_pin, pin_note (pin_cpus), bench_bin
-# and bench_limit (seconds before timeout stops one bench run).
+# spawn_server), bench_pid (run_bench), server_pin, bench_pin, pin_note (pin_cpus),
+# reference_dir (need_reference), bench_bin and bench_limit (seconds before timeout stops one
+# bench run).
 # shellcheck disable=SC2154 # prog, root, bench_bin, bench_limit: the caller's
 
 # ---------------------------------------------------------------- messages and checks
@@ -35,6 +36,12 @@ fail_log() {
 # median: of the numbers on stdin (0 if there are none).
 median() {
     sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# csv_median CSV SERVER LOAD FIELD: the median of column FIELD over CSV's rows (after its
+# header) whose column 2 is SERVER and column 3 is LOAD; "n/a" values are left out.
+csv_median() {
+    awk -F, -v s="$2" -v c="$3" -v k="$4" 'NR > 1 && $2 == s && $3 == c && $k != "n/a" { print $k }' "$1" | median
 }
 
 # jget KEY FILE: a number from echo-mux-bench's one-line JSON.
@@ -69,6 +76,19 @@ build_bins() {
     ((need)) || return 0
     echo "$note"
     cargo build --release --quiet "${args[@]}" || die "cargo build --release failed"
+}
+
+# need_reference NAME...: sets reference_dir to $REFERENCE_DIR (default ../shared/reference,
+# relative to the repository: call it from $root); dies unless it holds NAME.c for every NAME
+# and gcc is installed to compile them.
+need_reference() {
+    local c
+    reference_dir=${REFERENCE_DIR:-../shared/reference}
+    for c; do
+        [[ -f $reference_dir/$c.c ]] ||
+            die "$reference_dir/$c.c not found (set REFERENCE_DIR to the folder that holds it)"
+    done
+    command -v gcc >/dev/null 2>&1 || die "gcc not found (apt-get install -y gcc libc6-dev)"
 }
 
 # need_executable PATH...: dies unless every PATH is an executable file.

@@ -105,12 +105,7 @@ while (($#)); do
 done
 
 cd "$root"
-reference_dir=${REFERENCE_DIR:-../shared/reference}
-for c in udpecho-mmsg udpecho-simple; do
-    [[ -f $reference_dir/$c.c ]] ||
-        die "$reference_dir/$c.c not found (set REFERENCE_DIR to the folder that holds it)"
-done
-command -v gcc >/dev/null 2>&1 || die "gcc not found (apt-get install -y gcc libc6-dev)"
+need_reference udpecho-mmsg udpecho-simple
 [[ -n $out ]] || out="target/vs-reference-udp/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out/logs" || die "cannot create $out/logs"
 for c in udpecho-mmsg udpecho-simple; do
@@ -241,9 +236,7 @@ for ((r = 1; r <= rounds; r++)); do
 done
 
 # col SERVER SENDERS FIELD: median of that CSV field over the rounds ("n/a" values left out).
-col() {
-    awk -F, -v s="$1" -v c="$2" -v k="$3" 'NR > 1 && $2 == s && $3 == c && $k != "n/a" { print $k }' "$csv" | median
-}
+col() { csv_median "$csv" "$@"; }
 # ratio A B: A / B to 2 places, or n/a.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
 

@@ -97,10 +97,7 @@ while (($#)); do
 done
 
 cd "$root"
-reference_dir=${REFERENCE_DIR:-../shared/reference}
-[[ -f $reference_dir/cecho.c ]] ||
-    die "$reference_dir/cecho.c not found (set REFERENCE_DIR to the folder that holds cecho.c)"
-command -v gcc >/dev/null 2>&1 || die "gcc not found (apt-get install -y gcc libc6-dev)"
+need_reference cecho
 [[ -n $out ]] || out="target/vs-reference/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$out/logs" || die "cannot create $out/logs"
 
@@ -194,9 +191,7 @@ echo "medians over $rounds rounds (ratio = echo-mux / reference; req/s: higher i
 printf '%-14s %12s %12s %7s   %10s %10s %7s   %9s %9s %7s\n' load "ref req/s" "mux req/s" ratio \
     "ref p99us" "mux p99us" ratio "ref us/rq" "mux us/rq" ratio
 # col SERVER CONNECTIONS FIELD: median of that CSV field over the rounds.
-col() {
-    awk -F, -v s="$1" -v c="$2" -v k="$3" 'NR > 1 && $2 == s && $3 == c { print $k }' "$csv" | median
-}
+col() { csv_median "$csv" "$@"; }
 for c in $loads; do
     ref_rps=$(col reference "$c" 5)
     mux_rps=$(col echo-mux "$c" 5)

@@ -76,10 +76,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         return supervisor::run(config, inherited, signals);
     }
     let kind = config.backend.resolve();
-    let backend = reactor::open(config.backend).map_err(|source| Error::Backend {
-        name: kind.name(),
-        source,
-    })?;
+    let backend = server::open_backend(config.backend)?;
     let listeners = match inherited {
         Some(fds) => {
             log::info!(
@@ -101,5 +98,6 @@ pub fn run(config: Config) -> Result<(), Error> {
         listen::select_can_watch(&listeners, signals.fd())?;
     }
     let notifier = systemd::Notifier::from_env();
-    server::Server::new(backend, config, listeners, signals, notifier)?.run()
+    let access = access::Access::new(&config.access, std::time::Instant::now());
+    server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
 }

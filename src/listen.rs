@@ -25,7 +25,7 @@ pub const BACKLOG: i32 = 4096;
 pub struct Listener {
     fd: OwnedFd,
     label: String,
-    /// A UDP socket (served by `udp.rs`), not a stream listener.
+    /// A UDP socket (served by `udp/`), not a stream listener.
     datagram: bool,
     /// A unix socket path we created, with its (device, inode), removed again when the
     /// listener is dropped if it is still that file.
@@ -46,8 +46,8 @@ impl Listener {
         to_socket_addr(&getsockname(self.fd()).ok()?)
     }
 
-    /// Bind and listen on `addr`, with SO_REUSEPORT if asked (TCP only: one socket per worker
-    /// of a group, see `supervisor/listeners.rs`). A unix socket file gets permissions
+    /// Bind and listen on `addr`, with SO_REUSEPORT if asked (TCP and UDP; a unix socket
+    /// ignores it: one socket per worker of a group, see `supervisor/listeners.rs`). A unix socket file gets permissions
     /// `socket_mode` (`--socket-mode`) after bind and before listen, so no client can connect
     /// while the file still has the umask's permissions.
     pub fn bind_with(

@@ -16,7 +16,7 @@ use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
 use crate::error::{Error, Plain};
 use crate::listen::Listener;
-use crate::reactor::{Backend, Event, Interest};
+use crate::reactor::{self, Backend, BackendKind, Event, Interest};
 use crate::signal::{Request, Signals};
 use crate::systemd::Notifier;
 use crate::timer::Timers;
@@ -78,9 +78,12 @@ pub struct Server {
 
 impl Server {
     /// Register listeners and the signal pipe with `backend`; nothing runs until [`Server::run`].
+    /// `access` is `config.access` compiled: over a table of its own, or with `--workers` over
+    /// the per-source table the supervisor shares between its workers.
     pub fn new(
         mut backend: Box<dyn Backend>,
         config: Config,
+        access: Access,
         listeners: Vec<Listener>,
         signals: Signals,
         notifier: Option<Notifier>,
@@ -110,7 +113,7 @@ impl Server {
         let gate = accept::Gate::new(listeners.len());
         Ok(Server {
             backend,
-            access: Access::new(&config.access, now),
+            access,
             config,
             listeners: listeners.into_iter().map(Some).collect(),
             gate,
@@ -135,28 +138,16 @@ impl Server {
         self
     }
 
-    /// Use `access` (e.g. over the per-source table a supervisor shares between its workers)
-    /// instead of the private one [`Server::new`] compiled. Call it before [`Server::run`].
-    pub fn with_access(mut self, access: Access) -> Server {
-        self.access = access;
-        self
-    }
-
     /// Serve until a signal's drain is done. Only a failing backend is an error.
     pub fn run(mut self) -> Result<(), Error> {
         self.status.ready(self.now, &mut self.timers);
         let mut events = Vec::with_capacity(1024);
         loop {
-            // Pending log lines cap the sleep: stderr is retried, never waited on.
-            let timeout = crate::logging::flush(self.timers.timeout(Instant::now()));
-            match self.backend.wait(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
-                Err(source) => {
-                    let name = self.backend.name();
-                    return Err(Error::Backend { name, source });
-                }
-            }
+            wait(
+                self.backend.as_mut(),
+                &mut events,
+                self.timers.timeout(Instant::now()),
+            )?;
             self.now = Instant::now();
             for ev in &events {
                 self.dispatch(*ev);
@@ -315,6 +306,38 @@ impl Server {
                 }
             }
         }
+    }
+}
+
+/// Open the `--backend` poller; failing to is fatal, naming the backend. For the
+/// one-process daemon, the supervisor and each worker alike.
+pub(crate) fn open_backend(kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
+    reactor::open(kind).map_err(|source| Error::Backend {
+        name: kind.resolve().name(),
+        source,
+    })
+}
+
+/// One turn's wait, for every loop in the daemon (this one and the supervisor's), so the
+/// policy above the backend seam lives once: pending log lines are flushed first and cap the
+/// sleep (stderr is retried, never waited on); an interrupted wait is an empty turn; any
+/// other failure of the backend is fatal.
+pub(crate) fn wait(
+    backend: &mut dyn Backend,
+    events: &mut Vec<Event>,
+    timeout: Option<Duration>,
+) -> Result<(), Error> {
+    let timeout = crate::logging::flush(timeout);
+    match backend.wait(events, timeout) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+            events.clear();
+            Ok(())
+        }
+        Err(source) => Err(Error::Backend {
+            name: backend.name(),
+            source,
+        }),
     }
 }
 

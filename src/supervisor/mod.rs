@@ -14,7 +14,6 @@
 //! - Shutdown: SIGTERM/SIGINT closes the supervisor's listeners, is forwarded to every
 //!   worker (a second one too), and the supervisor exits 0 once all are reaped.
 
-use std::io;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use nix::unistd::Pid;
 use crate::access::{Access, SourceTable};
 use crate::config::Config;
 use crate::error::Error;
-use crate::reactor::{self, Backend, BackendKind, Interest, Token};
+use crate::reactor::{Backend, BackendKind, Interest, Token};
 use crate::shared::Region;
 use crate::signal::{Request, Signals};
 use crate::systemd::{self, Notifier};
@@ -129,8 +128,7 @@ impl Supervisor {
         }
         let (region, table) = sources::map_region(n, config.access.limits)?;
         let name = config.backend.resolve().name();
-        let mut backend =
-            reactor::open(config.backend).map_err(|source| Error::Backend { name, source })?;
+        let mut backend = crate::server::open_backend(config.backend)?;
         let children =
             ChildPipe::install().map_err(|e| Error::io("cannot install the SIGCHLD pipe", e))?;
         for (fd, token) in [(signals.fd(), SIGNALS), (children.fd(), CHILDREN)] {
@@ -195,15 +193,8 @@ impl Supervisor {
     fn serve(&mut self) -> Result<Role, Error> {
         let mut events = Vec::with_capacity(4);
         loop {
-            let timeout = crate::logging::flush(self.timers.timeout(Instant::now()));
-            match self.backend.wait(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
-                Err(source) => {
-                    let name = self.backend.name();
-                    return Err(Error::Backend { name, source });
-                }
-            }
+            let timeout = self.timers.timeout(Instant::now());
+            crate::server::wait(self.backend.as_mut(), &mut events, timeout)?;
             self.now = Instant::now();
             for ev in &events {
                 match ev.token {

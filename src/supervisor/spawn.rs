@@ -14,9 +14,9 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::error::Error;
 use crate::listen::Listener;
+use crate::server;
 use crate::shared::Seat;
 use crate::signal::Signals;
-use crate::{reactor, server};
 
 /// The signals whose handlers change hands at a fork: blocked from just before the fork
 /// until the child has installed its own handlers, so a SIGTERM sent to a newborn worker is
@@ -119,13 +119,9 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)
         .map_err(|e| Error::io("cannot unblock signals", e.into()))?;
     // Built after the fork: an epoll instance is never shared between processes.
-    let backend = reactor::open(config.backend).map_err(|source| Error::Backend {
-        name: config.backend.resolve().name(),
-        source,
-    })?;
-    let server = server::Server::new(backend, config, listeners, signals, None)?
-        .worker(seat)
-        .with_access(access);
+    let backend = server::open_backend(config.backend)?;
+    let server =
+        server::Server::new(backend, config, access, listeners, signals, None)?.worker(seat);
     seat.mark_ready();
     server.run()
 }
