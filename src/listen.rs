@@ -158,7 +158,9 @@ impl Listener {
 
     /// Make `backend`'s interest in this listener `new`, given it was `old`. A shared
     /// listener is added with [`Backend::add_exclusive`], so one worker wakes per connection
-    /// with epoll (listeners only ever go NONE ↔ READ, which exclusive entries allow).
+    /// (or datagram batch) with epoll. An exclusive entry cannot be modified (EINVAL), only
+    /// removed: a shared UDP socket going from READ to READ|WRITE (a reply refused with
+    /// EAGAIN) is removed and added again, which happens only at such rare edges.
     pub fn set_interest(
         &self,
         backend: &mut dyn Backend,
@@ -166,11 +168,13 @@ impl Listener {
         old: Interest,
         new: Interest,
     ) -> io::Result<()> {
-        if self.shared && old.is_none() {
-            backend.add_exclusive(self.fd(), token, new)
-        } else {
-            backend.set_interest(self.fd(), token, old, new)
+        if !self.shared || new.is_none() {
+            return backend.set_interest(self.fd(), token, old, new);
         }
+        if !old.is_none() {
+            backend.set_interest(self.fd(), token, old, Interest::NONE)?;
+        }
+        backend.add_exclusive(self.fd(), token, new)
     }
 
     /// Handed in by systemd rather than bound here.

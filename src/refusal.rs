@@ -1,5 +1,8 @@
-//! Refused connections, logged so that a flood of them is one line a second per reason
-//! (SPEC §10): `refused 37 connections in the last 1s (max-clients), e.g. from 192.0.2.7`.
+//! Refused connections and dropped datagrams, logged so that a flood of them is one line a
+//! second per reason (SPEC §10): `refused 37 connections in the last 1s (max-clients), e.g.
+//! from 192.0.2.7`. Datagrams refused for the same reason share that line and its pacing:
+//! `refused 37 datagrams …`, or `refused 2 connections and 37 datagrams …` when both came
+//! (so a reason never logs more than once a second, whatever the mix).
 //!
 //! The first refusal after a quiet second is logged at once (count 1); the ones that follow
 //! within the second are counted, and [`RefusalLog::flush`] logs them when the second is up.
@@ -88,6 +91,8 @@ impl Reason {
 #[derive(Default, Clone, Copy)]
 struct Tally {
     count: u64,
+    /// Of `count`, how many were datagrams.
+    datagrams: u64,
     example: Option<Peer>,
     logged: Option<Instant>,
     /// A flush is due (the caller was asked to call [`RefusalLog::flush`]).
@@ -105,7 +110,22 @@ impl RefusalLog {
     /// second; otherwise returns when to call [`RefusalLog::flush`] (once per second of
     /// refusals: `None` means a flush is already due or nothing is pending).
     pub fn refused(&mut self, reason: Reason, peer: Peer, now: Instant) -> Option<Instant> {
-        let (line, flush) = self.count(reason, peer, now);
+        let (line, flush) = self.count(reason, peer, false, now);
+        if let Some(line) = line {
+            log::info!("{line}");
+        }
+        flush
+    }
+
+    /// Count one dropped datagram from `from`: as [`RefusalLog::refused`] (no allocation
+    /// unless a line is due).
+    pub fn refused_datagram(
+        &mut self,
+        reason: Reason,
+        from: SocketAddr,
+        now: Instant,
+    ) -> Option<Instant> {
+        let (line, flush) = self.count(reason, Peer::Ip(from), true, now);
         if let Some(line) = line {
             log::info!("{line}");
         }
@@ -125,10 +145,12 @@ impl RefusalLog {
         &mut self,
         reason: Reason,
         peer: Peer,
+        datagram: bool,
         now: Instant,
     ) -> (Option<String>, Option<Instant>) {
         let t = &mut self.tallies[reason as usize];
         t.count += 1;
+        t.datagrams += u64::from(datagram);
         t.example.get_or_insert(peer);
         match t.logged {
             Some(at) if now < later(at, EVERY) => {
@@ -169,15 +191,28 @@ impl RefusalLog {
 /// The line for what `t` counted; starts a new second.
 fn take_line(reason: Reason, t: &mut Tally, now: Instant) -> String {
     let (n, example) = (t.count, t.example.take());
-    t.count = 0;
+    let (grams, conns) = (t.datagrams, t.count - t.datagrams);
+    (t.count, t.datagrams) = (0, 0);
     t.logged = Some(now);
-    let what = if n == 1 { "connection" } else { "connections" };
+    let plural = |n: u64, one: &str| {
+        if n == 1 {
+            format!("1 {one}")
+        } else {
+            format!("{n} {one}s")
+        }
+    };
+    let what = match (conns, grams) {
+        (c, 0) => plural(c, "connection"),
+        (0, g) => plural(g, "datagram"),
+        (c, g) => format!("{} and {}", plural(c, "connection"), plural(g, "datagram")),
+    };
     let from = match example.and_then(|p| p.ip()) {
         Some(ip) => ip.to_string(),
         None => "a unix-socket client".to_string(),
     };
+    debug_assert!(n == conns + grams);
     format!(
-        "refused {n} {what} in the last {}s ({}), e.g. from {from}",
+        "refused {what} in the last {}s ({}), e.g. from {from}",
         EVERY.as_secs(),
         reason.name()
     )
@@ -196,7 +231,7 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut log = RefusalLog::default();
-        let (line, flush) = log.count(Reason::MaxClients, peer(7), t0);
+        let (line, flush) = log.count(Reason::MaxClients, peer(7), false, t0);
         assert_eq!(
             line.as_deref(),
             Some("refused 1 connection in the last 1s (max-clients), e.g. from 192.0.2.7")
@@ -205,7 +240,7 @@ mod tests {
         // 36 more within the second: no line, one flush request at t0 + 1s.
         let mut flushes = Vec::new();
         for i in 0..36 {
-            let (line, flush) = log.count(Reason::MaxClients, peer(8 + i as u8), ms(10 + i));
+            let (line, flush) = log.count(Reason::MaxClients, peer(8 + i as u8), false, ms(10 + i));
             assert_eq!(line, None);
             flushes.extend(flush);
         }
@@ -224,7 +259,7 @@ mod tests {
         // Quiet flush: nothing to say.
         assert_eq!(log.due_lines(ms(5000)), (vec![], None));
         // After a quiet second, the next refusal is logged at once again.
-        let (line, _) = log.count(Reason::MaxClients, Peer::Unix, ms(5000));
+        let (line, _) = log.count(Reason::MaxClients, Peer::Unix, false, ms(5000));
         assert_eq!(
             line.as_deref(),
             Some(
@@ -238,18 +273,21 @@ mod tests {
         let t0 = Instant::now();
         let ms = |n| t0 + Duration::from_millis(n);
         let mut log = RefusalLog::default();
-        assert!(log.count(Reason::MaxClients, peer(1), t0).0.is_some());
+        assert!(log
+            .count(Reason::MaxClients, peer(1), false, t0)
+            .0
+            .is_some());
         assert_eq!(
-            log.count(Reason::MaxClients, peer(2), ms(10)).1,
+            log.count(Reason::MaxClients, peer(2), false, ms(10)).1,
             Some(ms(1000))
         );
         // The loop comes late, at 1.5 s, and sees two refusals before the flush timer.
-        let (line, _) = log.count(Reason::MaxClients, peer(3), ms(1500));
+        let (line, _) = log.count(Reason::MaxClients, peer(3), false, ms(1500));
         assert_eq!(
             line.as_deref(),
             Some("refused 2 connections in the last 1s (max-clients), e.g. from 192.0.2.2")
         );
-        let (line, flush) = log.count(Reason::MaxClients, peer(4), ms(1500));
+        let (line, flush) = log.count(Reason::MaxClients, peer(4), false, ms(1500));
         assert_eq!((line, flush), (None, Some(ms(2500))));
         // The stale timer then fires in the same turn: no second line at 1.5 s.
         assert_eq!(log.due_lines(ms(1500)), (vec![], Some(ms(2500))));
@@ -257,6 +295,41 @@ mod tests {
         assert_eq!(
             lines,
             vec!["refused 1 connection in the last 1s (max-clients), e.g. from 192.0.2.4"]
+        );
+    }
+
+    #[test]
+    fn datagrams_share_the_reasons_line() {
+        let t0 = Instant::now();
+        let mut log = RefusalLog::default();
+        let from: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+        let (line, _) = log.count(Reason::RatePerSource, Peer::Ip(from), true, t0);
+        assert_eq!(
+            line.as_deref(),
+            Some("refused 1 datagram in the last 1s (rate-per-source), e.g. from 192.0.2.7")
+        );
+        for _ in 0..36 {
+            assert!(log
+                .count(Reason::RatePerSource, Peer::Ip(from), true, t0)
+                .0
+                .is_none());
+        }
+        let (lines, _) = log.due_lines(t0 + EVERY);
+        assert_eq!(
+            lines,
+            vec!["refused 36 datagrams in the last 1s (rate-per-source), e.g. from 192.0.2.7"]
+        );
+        let t1 = t0 + EVERY + Duration::from_millis(1);
+        log.count(Reason::Denied, peer(1), false, t1);
+        log.count(Reason::Denied, peer(2), false, t1);
+        log.count(Reason::Denied, Peer::Ip(from), true, t1);
+        log.count(Reason::Denied, Peer::Ip(from), true, t1);
+        let (lines, _) = log.due_lines(t1 + EVERY);
+        assert_eq!(
+            lines,
+            vec![
+                "refused 1 connection and 2 datagrams in the last 1s (denied), e.g. from 192.0.2.2"
+            ]
         );
     }
 
@@ -271,12 +344,15 @@ mod tests {
     fn reasons_are_paced_separately() {
         let t0 = Instant::now();
         let mut log = RefusalLog::default();
-        assert!(log.count(Reason::Denied, peer(1), t0).0.is_some());
-        assert!(log.count(Reason::RatePerSource, peer(2), t0).0.is_some());
-        assert!(log.count(Reason::Denied, peer(3), t0).0.is_none());
+        assert!(log.count(Reason::Denied, peer(1), false, t0).0.is_some());
+        assert!(log
+            .count(Reason::RatePerSource, peer(2), false, t0)
+            .0
+            .is_some());
+        assert!(log.count(Reason::Denied, peer(3), false, t0).0.is_none());
         let v6 = "[::ffff:198.51.100.9]:5".parse().unwrap();
         assert!(log
-            .count(Reason::MaxPerSource, Peer::Ip(v6), t0)
+            .count(Reason::MaxPerSource, Peer::Ip(v6), false, t0)
             .0
             .unwrap()
             .ends_with("(max-per-source), e.g. from 198.51.100.9"));

@@ -73,3 +73,11 @@ mod udp;
 
 // UDP under pressure: a --delay flood within --max-buffer, SIGTERM with held replies, socket activation.
 mod udp_limits;
+
+// UDP with --workers: senders spread over SO_REUSEPORT sockets, exact totals, a worker
+// killed and replaced; a socket-activated UDP socket shared by two workers (EPOLLEXCLUSIVE).
+mod udp_workers;
+
+// UDP with the access lists and per-source limits: denied and rate-limited datagrams are
+// dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
+mod udp_access;

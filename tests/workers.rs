@@ -15,7 +15,7 @@ use crate::util::TempSock;
 mod activation;
 // With the per-source limits (SPEC §10): one table for the whole daemon.
 mod limits;
-mod pool;
+pub(crate) mod pool;
 mod replace;
 mod start;
 

@@ -193,14 +193,7 @@ impl Server {
     /// A connection was closed at once for `reason` (the caller has closed it): count it,
     /// and log it the SPEC §10 way, one line per reason per second.
     pub(super) fn refuse(&mut self, reason: Reason, peer: Peer) {
-        self.stats.rejected();
-        match reason {
-            Reason::MaxClients => {}
-            Reason::Denied => self.stats.denied(),
-            Reason::MaxPerSource | Reason::RatePerSource | Reason::SourcesFull => {
-                self.stats.limited()
-            }
-        }
+        self.stats.refused(reason);
         if let Some(at) = self.gate.refusals.refused(reason, peer, self.now) {
             self.timers.add(at, Timer::Refusals);
         }

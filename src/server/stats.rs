@@ -107,6 +107,18 @@ impl Stats {
         }
     }
 
+    /// A connection (or datagram) was refused for `reason`: `rejected`, and `denied` or
+    /// `limited` as the reason says (SPEC §10).
+    pub fn refused(&mut self, reason: crate::refusal::Reason) {
+        use crate::refusal::Reason;
+        self.rejected();
+        match reason {
+            Reason::MaxClients => {}
+            Reason::Denied => self.denied(),
+            Reason::MaxPerSource | Reason::RatePerSource | Reason::SourcesFull => self.limited(),
+        }
+    }
+
     /// A connection was refused by the access lists (call [`Stats::rejected`] too).
     pub fn denied(&mut self) {
         self.slot.add(Counter::Denied, 1);

@@ -30,9 +30,11 @@ impl Udp {
                 addr: l.label().to_string(),
                 source,
             };
+            // A socket all workers share (socket activation) is registered EPOLLEXCLUSIVE
+            // with epoll, so a datagram wakes one worker, not all (the losers' recvmmsg
+            // would only find EAGAIN); poll and select wake all, and EAGAIN is silent.
             let token = Source::Udp(i).into();
-            backend
-                .set_interest(l.fd(), token, Interest::NONE, Interest::READ)
+            l.set_interest(backend, token, Interest::NONE, Interest::READ)
                 .map_err(|e| fail(&l, e))?;
             info!("listening on {} (backend {name})", l.label());
             let label = l.label().to_string();
@@ -124,18 +126,21 @@ impl Server {
             clock: &mut self.clock,
             stats: &mut self.stats,
             guard: &mut u.guard,
+            access: self.config.access.is_active().then_some(&self.access),
+            refusals: &mut self.gate.refusals,
+            refusal_flush: None,
         };
         let out = f(sock, &mut u.areas, &mut ctx);
+        if let Some(at) = ctx.refusal_flush {
+            self.timers.add(at, Timer::Refusals);
+        }
         if let Some(at) = sock.timer_needed() {
             self.timers.add(at, Timer::Udp { index: i, at });
         }
         let wanted = sock.wanted();
         if wanted != sock.registered {
             let token = Source::Udp(i).into();
-            match self
-                .backend
-                .set_interest(sock.fd(), token, sock.registered, wanted)
-            {
+            match sock.set_interest(self.backend.as_mut(), token, sock.registered, wanted) {
                 Ok(()) => sock.registered = wanted,
                 Err(e) => warn!("cannot update poller interest for {}: {e}", sock.label()),
             }

@@ -23,6 +23,8 @@ pub(super) struct Listeners {
     own: Vec<Vec<Listener>>,
     /// Served by every worker.
     shared: Vec<Listener>,
+    /// Is one of them a UDP socket? (Kept after [`Listeners::close`], for the stats line.)
+    datagram: bool,
 }
 
 impl Listeners {
@@ -36,6 +38,7 @@ impl Listeners {
         let mut all = Listeners {
             own: (0..workers).map(|_| Vec::new()).collect(),
             shared: Vec::new(),
+            datagram: false,
         };
         if let Some(fds) = inherited {
             log::info!(
@@ -45,6 +48,7 @@ impl Listeners {
             for fd in fds {
                 let mut l = Listener::inherited(fd);
                 l.set_shared();
+                all.datagram |= l.is_datagram();
                 all.shared.push(l);
             }
             return Ok(all);
@@ -52,7 +56,10 @@ impl Listeners {
         for addr in &config.listen {
             let (sa, kind): (_, fn(SocketAddr) -> ListenAddr) = match addr {
                 ListenAddr::Tcp(sa) => (*sa, ListenAddr::Tcp),
-                ListenAddr::Udp(sa) => (*sa, ListenAddr::Udp),
+                ListenAddr::Udp(sa) => {
+                    all.datagram = true;
+                    (*sa, ListenAddr::Udp)
+                }
                 ListenAddr::Unix(_) => {
                     let mut l = Listener::bind_with(addr, false, config.socket_mode)?;
                     l.set_shared();
@@ -100,6 +107,11 @@ impl Listeners {
         self.own
             .iter()
             .try_for_each(|own| listen::select_can_watch(own, signal_pipe))
+    }
+
+    /// Does the daemon serve UDP? (Then the totals line carries the datagram fields.)
+    pub(super) fn has_datagram(&self) -> bool {
+        self.datagram
     }
 
     /// How many sockets the supervisor holds.

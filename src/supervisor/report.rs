@@ -23,6 +23,15 @@ impl Supervisor {
             let (denied, limited) = (t.get(Counter::Denied), t.get(Counter::Limited));
             line.push_str(&format!(" denied={denied} limited={limited}"));
         }
+        if self.listeners.has_datagram() {
+            // SPEC §5: last, when a UDP listener exists.
+            line.push_str(&format!(
+                " datagrams_in={} datagrams_out={} dropped={}",
+                t.get(Counter::DatagramsIn),
+                t.get(Counter::DatagramsOut),
+                t.get(Counter::Dropped)
+            ));
+        }
         line
     }
 

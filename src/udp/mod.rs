@@ -21,10 +21,12 @@ use nix::sys::socket::{
     SockaddrStorage,
 };
 
+use crate::access::Access;
 use crate::config::Mode;
 use crate::echo::Clock;
 use crate::listen::Listener;
 use crate::reactor::Interest;
+use crate::refusal::RefusalLog;
 use crate::server::Stats;
 
 pub mod addr;
@@ -70,6 +72,33 @@ pub struct Ctx<'a> {
     pub stats: &'a mut Stats,
     /// Loop protection.
     pub guard: &'a mut Guard,
+    /// `--allow`/`--deny` and `--rate-per-source` (SPEC §10), or `None` when no list or
+    /// limit is set: then a datagram costs no check at all.
+    pub access: Option<&'a Access>,
+    /// Where refused datagrams are logged (the server's, shared with refused connections).
+    pub refusals: &'a mut RefusalLog,
+    /// Set when the refusal log asks to be flushed at this time (the server queues it).
+    pub refusal_flush: Option<Instant>,
+}
+
+impl Ctx<'_> {
+    /// Does SPEC §10 let a datagram from `from` in? A refused one is counted (`rejected` and
+    /// `denied` or `limited`) and logged; the caller drops it.
+    #[inline]
+    fn admits(&mut self, from: SocketAddr) -> bool {
+        let Some(access) = self.access else {
+            return true;
+        };
+        let Err(reason) = access.datagram(from.ip().to_canonical(), self.now) else {
+            return true;
+        };
+        debug!("udp: datagram from {from} refused ({})", reason.name());
+        self.stats.refused(reason);
+        if let Some(at) = self.refusals.refused_datagram(reason, from, self.now) {
+            self.refusal_flush = Some(at);
+        }
+        false
+    }
 }
 
 /// Bind a UDP socket to `addr` (non-blocking, close-on-exec). No SO_REUSEADDR: for UDP it
@@ -175,6 +204,18 @@ impl UdpSocket {
     /// The descriptor.
     pub fn fd(&self) -> RawFd {
         self.listener.fd()
+    }
+
+    /// Make `backend`'s interest `new`, given it was `old` (exclusively for a socket the
+    /// workers share, see [`Listener::set_interest`]).
+    pub fn set_interest(
+        &self,
+        backend: &mut dyn crate::reactor::Backend,
+        token: crate::reactor::Token,
+        old: Interest,
+        new: Interest,
+    ) -> io::Result<()> {
+        self.listener.set_interest(backend, token, old, new)
     }
 
     /// The address bound.

@@ -30,6 +30,11 @@ impl UdpSocket {
                 ctx.stats.dropped(1);
                 continue;
             };
+            // SPEC §10 before anything else is spent on the sender (the token of a datagram
+            // refused for any reason below is spent: it is traffic from that source).
+            if !ctx.admits(to) {
+                continue;
+            }
             if d.truncated {
                 debug!("{}: datagram from {to} truncated: dropped", self.label());
                 ctx.stats.dropped(1);

@@ -12,6 +12,9 @@ struct Rig {
     clock: Clock,
     stats: Stats,
     guard: Guard,
+    access: Option<crate::access::Access>,
+    refusals: RefusalLog,
+    flush_asked: bool,
     mode: Mode,
     delay: Duration,
     max_buffer: usize,
@@ -30,6 +33,9 @@ impl Rig {
             clock: Clock::default(),
             stats: Stats::new(Instant::now()),
             guard,
+            access: None,
+            refusals: RefusalLog::default(),
+            flush_asked: false,
             mode: Mode::Raw,
             delay: Duration::ZERO,
             max_buffer: 1 << 20,
@@ -50,8 +56,18 @@ impl Rig {
             clock: &mut self.clock,
             stats: &mut self.stats,
             guard: &mut self.guard,
+            access: self.access.as_ref(),
+            refusals: &mut self.refusals,
+            refusal_flush: None,
         };
-        f(&mut self.sock, &mut self.areas, &mut ctx)
+        let out = f(&mut self.sock, &mut self.areas, &mut ctx);
+        self.flush_asked |= ctx.refusal_flush.is_some();
+        out
+    }
+
+    /// Did the last handler ask for the refusal log to be flushed later?
+    fn refusals_pending(&self) -> bool {
+        self.flush_asked
     }
 
     fn totals(&self) -> crate::server::Totals {
@@ -404,4 +420,45 @@ fn errors_of_one_reply_drop_only_that_one_and_icmp_errors_are_ignored() {
     assert_eq!(replies(&p), want);
     assert_eq!((rig.totals().datagrams_out, rig.totals().dropped), (9, 1));
     assert!(rig.sock.queued() == 0);
+}
+
+#[test]
+fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
+    use crate::access::{Access, Cidr, Limits, Policy};
+    let mut rig = Rig::new("127.0.0.1:0");
+    let denied = rig.peer(); // from 127.0.0.1
+    let policy = Policy {
+        allow: vec![],
+        deny: vec![Cidr::parse("127.0.0.1/32").unwrap()],
+        limits: Limits::default(),
+    };
+    rig.access = Some(Access::new(&policy, Instant::now()));
+    denied.send(b"no").unwrap();
+    rig.readable(Instant::now());
+    assert_eq!(recv(&denied), None, "a denied source is not answered");
+    let c = rig.totals();
+    assert_eq!((c.datagrams_in, c.datagrams_out, c.dropped), (1, 0, 0));
+    assert_eq!((c.rejected, c.denied, c.limited), (1, 1, 0));
+    // A rate of 3 a second: a burst of 5 gets 3 answers, the other 2 count as limited.
+    let policy = Policy {
+        limits: Limits {
+            max_per_source: 0,
+            rate_per_source: 3,
+        },
+        ..Policy::default()
+    };
+    let now = Instant::now();
+    rig.access = Some(Access::new(&policy, now));
+    for i in 0..5u8 {
+        denied.send(&[i]).unwrap();
+    }
+    rig.readable(now);
+    let got: Vec<_> = std::iter::from_fn(|| recv(&denied)).collect();
+    assert_eq!(got, vec![vec![0], vec![1], vec![2]]);
+    let c = rig.totals();
+    assert_eq!((c.datagrams_out, c.rejected, c.limited), (3, 3, 2));
+    assert!(
+        rig.refusals_pending(),
+        "a flush of the refusal log was asked for"
+    );
 }
