@@ -33,7 +33,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use command::{run, run_command, run_tool, Run, RUN_LIMIT, TOOL_LIMIT};
+pub use command::{run, run_command, run_tool, wait_or_kill, Run, RUN_LIMIT, TOOL_LIMIT};
 pub use daemon::Daemon;
 pub use spawn::Builder;
 pub use temp::{TempDir, TempSock};
