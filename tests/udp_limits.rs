@@ -3,7 +3,7 @@
 //! replies before the exit, and systemd socket activation of a UDP socket.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::udp::{client, recv, REPLY_WAIT};
 use crate::util::client::ping;
-use crate::util::{Daemon, BIN};
+use crate::util::{Activated, Daemon};
 
 for_each_backend!(udp_flood_stays_within_max_buffer);
 /// A sender floods one UDP socket far faster than `--delay 500ms` lets replies leave.
@@ -147,17 +147,7 @@ fn udp_sigterm_sends_held_replies(backend: &'static str) {
     }
 }
 
-/// A child whose stderr goes to a file we can poll; killed on drop.
-struct Activated {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
 impl Activated {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     fn wait_for(&self, needle: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -188,14 +178,6 @@ fn wait_child(p: &Activated) -> Option<std::process::ExitStatus> {
     None
 }
 
-impl Drop for Activated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 for_each_backend!(udp_socket_activation);
 /// `systemd-socket-activate --datagram` hands echo-mux a bound UDP socket as fd 3 (what
 /// `ListenDatagram=` does): it is served, named in the log, and `--listen` is ignored.
@@ -208,25 +190,9 @@ fn udp_socket_activation(backend: &'static str) {
         panic!("systemd-socket-activate is missing (the systemd package provides it)");
     }
     for _attempt in 0..5 {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let log = std::env::temp_dir().join(format!(
-            "echo-mux-udp-activate-{}-{backend}-{port}.log",
-            std::process::id()
-        ));
-        let child = Command::new("systemd-socket-activate")
-            .args(["--datagram", "-l", &format!("127.0.0.1:{port}"), BIN])
-            .args(["--backend", backend, "--listen", "127.0.0.1:0"])
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let p = Activated { child, log };
+        let args = ["--backend", backend, "--listen", "127.0.0.1:0"];
+        let p = Activated::udp("udp-activate", backend, &args);
+        let port = p.port;
         if !p.wait_for("as 3.", Duration::from_secs(5)) {
             if p.stderr().contains("already in use") {
                 continue;

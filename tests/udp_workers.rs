@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use nix::unistd::Pid;
 
 use crate::udp::{client, recv, REPLY_WAIT};
 use crate::util::client::ping;
-use crate::util::BIN;
+use crate::util::Activated;
 use crate::workers::pool::{parse_stats, Pool, PATIENCE};
 
 /// Senders: enough that SO_REUSEPORT's hash puts some on each of two workers (all on one:
@@ -108,17 +107,7 @@ fn udp_senders_spread_over_workers_and_survive_a_kill(backend: &'static str) {
     }
 }
 
-/// `systemd-socket-activate` and its stderr, killed and reaped on drop.
-struct Activated {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
 impl Activated {
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// The first line after byte `mark` of stderr that contains `needle`, within `within`.
     fn wait_line(&self, mark: usize, needle: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
@@ -163,14 +152,6 @@ impl Activated {
     }
 }
 
-impl Drop for Activated {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
-    }
-}
-
 /// Is `pid` stopped (state T)?
 fn stopped(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -209,28 +190,12 @@ for_each_backend!(udp_socket_activation_with_two_workers);
 /// epoll each registered it EPOLLEXCLUSIVE, the totals add up, and after worker 1 is killed
 /// with -9 the other answers at once and the replacement serves too.
 fn udp_socket_activation_with_two_workers(backend: &'static str) {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::env::temp_dir().join(format!(
-        "echo-mux-udp-workers-{}-{backend}-{port}.log",
-        std::process::id()
-    ));
-    let child = Command::new("systemd-socket-activate")
-        .args(["--datagram", "-l", &format!("127.0.0.1:{port}"), BIN])
-        .args(["--backend", backend, "--workers", "2"])
-        .env_remove("RUST_LOG")
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap_or_else(|e| panic!("systemd-socket-activate: {e}"));
-    let a = Activated { child, log };
+    let a = Activated::udp(
+        "udp-workers",
+        backend,
+        &["--backend", backend, "--workers", "2"],
+    );
+    let port = a.port;
     a.wait_line(0, "as 3.", PATIENCE);
     let to: SocketAddr = ([127, 0, 0, 1], port).into();
     let first = client("127.0.0.1:0", PATIENCE);

@@ -138,6 +138,22 @@ fn verdict(v: Verdict) -> Result<(), Reason> {
     }
 }
 
+/// This process's resident memory in KiB (VmRSS), for the ignored measurement tests of the
+/// rules and the source table.
+#[cfg(test)]
+pub(crate) fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .unwrap();
+    kib.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

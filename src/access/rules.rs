@@ -213,18 +213,7 @@ mod tests {
             let addr = (next() as u32) & mask(len, 32) as u32;
             allow.push(Cidr::V4 { addr, len });
         }
-        let rss = || {
-            let status = std::fs::read_to_string("/proc/self/status").unwrap();
-            let kib = status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .unwrap();
-            kib.trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<u64>()
-                .unwrap()
-        };
+        let rss = crate::access::rss_kib;
         let before = rss();
         let r = Rules::new(&allow, &[Cidr::parse("10.0.0.0/8").unwrap()]).unwrap();
         println!("10,000 rules: RSS +{} KiB", rss() - before);

@@ -200,16 +200,13 @@ impl Server {
         slot: usize,
         f: impl FnOnce(&mut Conn, &mut [u8], &mut Ctx<'_>) -> Step,
     ) {
+        let delay = self.turn_delay();
         let Some(conn) = self.conns.at(slot) else {
             return;
         };
         let mut ctx = Ctx {
             mode: self.config.mode,
-            delay: if self.draining {
-                Duration::ZERO
-            } else {
-                self.config.delay
-            },
+            delay,
             max_buffer: self.config.max_buffer,
             now: self.now,
             clock: &mut self.clock,
@@ -232,6 +229,16 @@ impl Server {
                 Plain(&e)
             );
             self.close(slot, End::Poller);
+        }
+    }
+
+    /// How long input is held this turn, for connections and UDP sockets alike: `--delay`,
+    /// or nothing once draining (what is held is answered at once).
+    fn turn_delay(&self) -> Duration {
+        if self.draining {
+            Duration::ZERO
+        } else {
+            self.config.delay
         }
     }
 

@@ -1,7 +1,7 @@
 //! The loop's side of UDP (SPEC §9): registering the sockets, dispatching their events and
 //! timers, the drain. The datagram path itself lives in `crate::udp`; this is only glue.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use log::{info, warn};
 
@@ -112,15 +112,12 @@ impl Server {
         i: usize,
         f: impl FnOnce(&mut UdpSocket, &mut udp::Areas, &mut udp::Ctx<'_>) -> T,
     ) -> T {
+        let delay = self.turn_delay();
         let u = &mut self.udp;
         let sock = &mut u.sockets[i];
         let mut ctx = udp::Ctx {
             mode: self.config.mode,
-            delay: if self.draining {
-                Duration::ZERO
-            } else {
-                self.config.delay
-            },
+            delay,
             max_buffer: self.config.max_buffer,
             now: self.now,
             clock: &mut self.clock,

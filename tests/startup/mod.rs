@@ -10,14 +10,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{self, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
 use nix::unistd::Pid;
 
-use crate::util::{run, Daemon, TempSock, BIN};
+use crate::util::{run, wait_or_kill, Daemon, TempSock, BIN};
 
 /// A finished child started by one of the tests below (not through the harness, because
 /// they need their own stdout, descriptors or timing).
@@ -62,19 +61,7 @@ impl Ended {
 
 /// Wait for `child` (SIGKILL after `limit`), then read the rest of its stderr.
 fn finish(mut child: Child, cmd: String, limit: Duration) -> Ended {
-    let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            timed_out = true;
-            break child.wait().unwrap();
-        }
-        thread::sleep(Duration::from_millis(2));
-    };
+    let (status, timed_out) = wait_or_kill(&mut child, limit);
     let mut stderr = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut stderr);

@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::io::ErrorKind;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -80,19 +80,7 @@ pub fn run_command(mut cmd: Command, line: String, limit: Duration) -> Run {
         });
     let out = capture(child.stdout.take().unwrap());
     let err = capture(child.stderr.take().unwrap());
-    let deadline = Instant::now() + limit;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            timed_out = true;
-            break child.wait().unwrap();
-        }
-        thread::sleep(Duration::from_millis(5));
-    };
+    let (status, timed_out) = wait_or_kill(&mut child, limit);
     let text = |s: &Shared| {
         wait_captured(s, Duration::from_secs(2), |c| c.eof.then_some(()));
         s.0.lock().unwrap().text.clone()
@@ -104,6 +92,22 @@ pub fn run_command(mut cmd: Command, line: String, limit: Duration) -> Run {
         status,
         stdout: text(&out),
         stderr: text(&err),
+    }
+}
+
+/// Wait for `child` to exit; SIGKILL it when it is still running after `limit`. Returns the
+/// status and whether it had to be killed.
+pub fn wait_or_kill(child: &mut Child, limit: Duration) -> (ExitStatus, bool) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return (st, false);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return (child.wait().unwrap(), true);
+        }
+        thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -16,6 +16,7 @@
 //! options or signals get `None` from [`Builder::spawn`] and skip with a note.
 #![allow(dead_code)]
 
+mod activated;
 pub mod client;
 mod command;
 mod daemon;
@@ -33,7 +34,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub use command::{run, run_command, run_tool, Run, RUN_LIMIT, TOOL_LIMIT};
+pub use activated::Activated;
+pub use command::{run, run_command, run_tool, wait_or_kill, Run, RUN_LIMIT, TOOL_LIMIT};
 pub use daemon::Daemon;
 pub use spawn::Builder;
 pub use temp::{TempDir, TempSock};

@@ -27,7 +27,17 @@ impl Pool {
         let n_arg = n.to_string();
         let mut all = vec!["--workers", n_arg.as_str()];
         all.extend_from_slice(args);
-        let d = Daemon::spawn(backend, &all)?;
+        // Every worker logs one `listening on` line per listener, the workers interleaved: wait
+        // for all of them, or the first lines read may all be one kind (both workers' TCP
+        // lines before either's UDP one, and then the daemon has "no UDP listener").
+        let per_worker = args
+            .iter()
+            .filter(|a| ["-l", "--listen"].contains(*a))
+            .count();
+        let d = Daemon::with(backend)
+            .args(&all)
+            .expect_listeners(n * per_worker.max(1))
+            .spawn()?;
         d.expect_line(0, &format!("all {n} workers are accepting"), PATIENCE);
         Some(Pool { d, n })
     }

@@ -338,18 +338,7 @@ fn admit_cost() {
 #[test]
 #[ignore = "a measurement: prints the table's resident memory at its cap"]
 fn memory_at_cap() {
-    let rss = || {
-        let status = std::fs::read_to_string("/proc/self/status").unwrap();
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .unwrap();
-        kib.trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .unwrap()
-    };
+    let rss = crate::access::rss_kib;
     let before = rss();
     let (t, now) = table(4, 10, MAX_SOURCES);
     let empty = rss();
