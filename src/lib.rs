@@ -7,7 +7,9 @@
 //!                                     │ signal.rs   self-pipe, registered like any socket
 //!                                     ▼
 //!  server/mod.rs  loop { wait(nearest deadline) → dispatch(Signal | Listener | Udp | Conn) → timers }
-//!     accept.rs   accept gate: --max-clients, EMFILE pause, backend refusals
+//!     accept.rs   listener registration; accept gate: --max-clients, EMFILE pause, backend refusals
+//!     wait.rs     open the poller; one turn's wait (log flush, EINTR) for every loop
+//!     signals.rs  the signal pipe's requests: drain, stats line, SIGHUP
 //!     drain.rs    SIGTERM/SIGINT drain, its deadline, the cut-off
 //!     stats.rs    counters and the SIGUSR1 line     status.rs  sd_notify STATUS pacing, watchdog
 //!     conns.rs    connection slab (slots reused only after the turn)   source.rs  token layout

@@ -10,9 +10,9 @@ use log::{debug, info, warn};
 
 use super::{connections, later, Server, Source, Timer};
 use crate::duration::Human;
-use crate::error::Plain;
+use crate::error::{Error, Plain};
 use crate::listen::Listener;
-use crate::reactor::Interest;
+use crate::reactor::{Backend, Interest};
 use crate::refusal::{Peer, Reason, RefusalLog};
 use crate::sys;
 
@@ -273,4 +273,28 @@ impl Server {
         self.timers
             .add(later(self.now, ACCEPT_PAUSE), Timer::AcceptResume);
     }
+}
+
+/// Watch every stream listener for connections (shared ones exclusively), give TCP listeners
+/// `--keepalive` (accepted sockets inherit it), and log each bound address: SPEC §1's
+/// `listening on ADDR (backend NAME)` line that scripts and tests wait for.
+pub(super) fn register(
+    backend: &mut dyn Backend,
+    listeners: &[Listener],
+    keepalive: Option<Duration>,
+) -> Result<(), Error> {
+    let name = backend.name();
+    for (i, l) in listeners.iter().enumerate() {
+        let token = Source::Listener(i).into();
+        l.set_interest(backend, token, Interest::NONE, Interest::READ)
+            .map_err(|source| Error::Listen {
+                addr: l.label().to_string(),
+                source,
+            })?;
+        if let Err(e) = crate::access::keepalive::apply_to_listener(l, keepalive) {
+            warn!("cannot set TCP keepalive on {}: {}", l.label(), Plain(&e));
+        }
+        info!("listening on {} (backend {name})", l.label());
+    }
+    Ok(())
 }

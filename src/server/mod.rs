@@ -5,7 +5,6 @@
 //! reused only at the end of a turn, so a stale event in the same batch can never reach a
 //! new connection; timers name a connection by slot *and* id for the same reason.
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -16,8 +15,8 @@ use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
 use crate::error::{Error, Plain};
 use crate::listen::Listener;
-use crate::reactor::{self, Backend, BackendKind, Event, Interest};
-use crate::signal::{Request, Signals};
+use crate::reactor::{Backend, Event, Interest};
+use crate::signal::Signals;
 use crate::systemd::Notifier;
 use crate::timer::Timers;
 
@@ -32,10 +31,14 @@ mod accept;
 mod closed;
 mod conns;
 mod drain;
+mod signals;
 mod source;
 mod stats;
 mod status;
 mod udp;
+mod wait;
+
+pub(crate) use wait::{open_backend, wait};
 
 /// A worker's loop turns at least this often, so its supervisor sees it alive.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -96,18 +99,7 @@ impl Server {
             .map_err(fatal)?;
         let (datagram, listeners): (Vec<_>, Vec<_>) =
             listeners.into_iter().partition(Listener::is_datagram);
-        for (i, l) in listeners.iter().enumerate() {
-            let token = Source::Listener(i).into();
-            l.set_interest(backend.as_mut(), token, Interest::NONE, Interest::READ)
-                .map_err(|source| Error::Listen {
-                    addr: l.label().to_string(),
-                    source,
-                })?;
-            if let Err(e) = crate::access::keepalive::apply_to_listener(l, config.keepalive) {
-                warn!("cannot set TCP keepalive on {}: {}", l.label(), Plain(&e));
-            }
-            info!("listening on {} (backend {name})", l.label());
-        }
+        accept::register(backend.as_mut(), &listeners, config.keepalive)?;
         let udp = udp::Udp::new(backend.as_mut(), datagram)?;
         let now = Instant::now();
         let gate = accept::Gate::new(listeners.len());
@@ -292,59 +284,6 @@ impl Server {
             Timer::Idle { slot, id } | Timer::Delay { slot, id } => conns.is_live(slot, id),
             _ => true,
         });
-    }
-
-    fn on_signals(&mut self) {
-        for request in self.signals.take() {
-            match request {
-                Request::Terminate(name) if self.draining => {
-                    self.cut_off(&format!("second {name}"));
-                }
-                Request::Terminate(name) => self.start_drain(name),
-                Request::Stats => {
-                    let line = self
-                        .stats
-                        .line(self.backend.name(), self.conns.open(), self.now)
-                        .with_access(self.config.access.is_active());
-                    info!("{line}{}", self.udp.stats_fields(&self.stats));
-                }
-                Request::Hangup => {
-                    info!("SIGHUP received and ignored: there is no configuration to reload")
-                }
-            }
-        }
-    }
-}
-
-/// Open the `--backend` poller; failing to is fatal, naming the backend. For the
-/// one-process daemon, the supervisor and each worker alike.
-pub(crate) fn open_backend(kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
-    reactor::open(kind).map_err(|source| Error::Backend {
-        name: kind.resolve().name(),
-        source,
-    })
-}
-
-/// One turn's wait, for every loop in the daemon (this one and the supervisor's), so the
-/// policy above the backend seam lives once: pending log lines are flushed first and cap the
-/// sleep (stderr is retried, never waited on); an interrupted wait is an empty turn; any
-/// other failure of the backend is fatal.
-pub(crate) fn wait(
-    backend: &mut dyn Backend,
-    events: &mut Vec<Event>,
-    timeout: Option<Duration>,
-) -> Result<(), Error> {
-    let timeout = crate::logging::flush(timeout);
-    match backend.wait(events, timeout) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-            events.clear();
-            Ok(())
-        }
-        Err(source) => Err(Error::Backend {
-            name: backend.name(),
-            source,
-        }),
     }
 }
 
