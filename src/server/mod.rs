@@ -24,8 +24,7 @@ pub use crate::timer::later;
 use closed::End;
 use source::Source;
 pub use stats::Stats;
-#[cfg(test)]
-pub use stats::Totals;
+pub(crate) use stats::{Line, Totals};
 
 mod accept;
 mod closed;

@@ -19,8 +19,9 @@ impl Server {
                     let line = self
                         .stats
                         .line(self.backend.name(), self.conns.open(), self.now)
-                        .with_access(self.config.access.is_active());
-                    info!("{line}{}", self.udp.stats_fields(&self.stats));
+                        .with_access(self.config.access.is_active())
+                        .with_udp(self.udp.exists());
+                    info!("{line}");
                 }
                 Request::Hangup => {
                     info!("SIGHUP received and ignored: there is no configuration to reload")

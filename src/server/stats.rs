@@ -7,7 +7,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::shared::{Counter, Seat, Slot};
+use crate::shared::{Counter, Seat, Slot, Snapshot};
 
 /// This process's counters since it started. They live in a [`Slot`]: a private one, or
 /// with `--workers` this worker's slot in the memory its supervisor reads.
@@ -39,6 +39,22 @@ pub struct Totals {
     /// UDP datagrams not answered (loop protection, too large, over the cap, send errors,
     /// cut off by the drain deadline).
     pub dropped: u64,
+}
+
+impl From<&Snapshot> for Totals {
+    fn from(s: &Snapshot) -> Totals {
+        Totals {
+            accepted: s.get(Counter::Accepted),
+            rejected: s.get(Counter::Rejected),
+            bytes_in: s.get(Counter::BytesIn),
+            bytes_out: s.get(Counter::BytesOut),
+            denied: s.get(Counter::Denied),
+            limited: s.get(Counter::Limited),
+            datagrams_in: s.get(Counter::DatagramsIn),
+            datagrams_out: s.get(Counter::DatagramsOut),
+            dropped: s.get(Counter::Dropped),
+        }
+    }
 }
 
 impl Stats {
@@ -130,57 +146,76 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> Totals {
-        Totals {
-            accepted: self.slot.get(Counter::Accepted),
-            rejected: self.slot.get(Counter::Rejected),
-            bytes_in: self.slot.get(Counter::BytesIn),
-            bytes_out: self.slot.get(Counter::BytesOut),
-            denied: self.slot.get(Counter::Denied),
-            limited: self.slot.get(Counter::Limited),
-            datagrams_in: self.slot.get(Counter::DatagramsIn),
-            datagrams_out: self.slot.get(Counter::DatagramsOut),
-            dropped: self.slot.get(Counter::Dropped),
-        }
+        Totals::from(&self.slot.snapshot())
     }
 
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
     }
 
-    /// The SIGUSR1 line's fixed part (SPEC §5); callers append the fields that apply.
+    /// This process's SIGUSR1 line (SPEC §5), with `worker=K` in a worker; callers add the
+    /// access and UDP fields where they apply.
     pub fn line(&self, backend: &'static str, open: usize, now: Instant) -> Line {
-        Line {
-            backend,
-            open,
-            totals: self.snapshot(),
-            uptime: self.uptime(now),
-            worker: self.seat.map(|s| s.number),
-            access: false,
-        }
+        let mut line = Line::new(backend, open as u64, self.snapshot(), self.uptime(now));
+        line.worker = self.seat.map(|s| s.number);
+        line
     }
 }
 
 /// `stats: backend=epoll open=3 accepted=10 rejected=0 bytes_in=4096 bytes_out=4096 uptime=12s`
 /// — the prefix never changes (SPEC §5); more `key=value` fields go after it.
+/// The one place the line is written, for a process's own counters and for the
+/// supervisor's totals alike.
 #[derive(Debug)]
 pub struct Line {
     backend: &'static str,
-    open: usize,
+    open: u64,
     totals: Totals,
     uptime: Duration,
+    /// `workers=N` in the supervisor's totals line (SPEC §8).
+    workers: Option<usize>,
     /// `worker=K` in a worker of `--workers` (SPEC §8).
     worker: Option<usize>,
     access: bool,
+    udp: bool,
 }
 
 impl Line {
+    /// The fixed part: backend, open, the counters, uptime.
+    pub fn new(backend: &'static str, open: u64, totals: Totals, uptime: Duration) -> Line {
+        Line {
+            backend,
+            open,
+            totals,
+            uptime,
+            workers: None,
+            worker: None,
+            access: false,
+            udp: false,
+        }
+    }
+
+    /// Append `workers=N` (the supervisor's totals line).
+    pub fn with_workers(mut self, n: usize) -> Line {
+        self.workers = Some(n);
+        self
+    }
+
     /// Append `denied= limited=` (SPEC §5: when `--allow`/`--deny` or a per-source limit is set).
     pub fn with_access(mut self, shown: bool) -> Line {
         self.access = shown;
         self
     }
+
+    /// Append `datagrams_in= datagrams_out= dropped=` (SPEC §5: when a UDP listener exists).
+    pub fn with_udp(mut self, shown: bool) -> Line {
+        self.udp = shown;
+        self
+    }
 }
 
+/// The fields in SPEC §5's order: the fixed prefix, then `workers=`, `worker=`,
+/// `denied= limited=`, `datagrams_in= datagrams_out= dropped=`.
 impl fmt::Display for Line {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.totals;
@@ -195,11 +230,18 @@ impl fmt::Display for Line {
             t.bytes_out,
             self.uptime.as_secs()
         )?;
+        if let Some(n) = self.workers {
+            write!(f, " workers={n}")?;
+        }
         if let Some(k) = self.worker {
             write!(f, " worker={k}")?;
         }
         if self.access {
             write!(f, " denied={} limited={}", t.denied, t.limited)?;
+        }
+        if self.udp {
+            let (i, o, d) = (t.datagrams_in, t.datagrams_out, t.dropped);
+            write!(f, " datagrams_in={i} datagrams_out={o} dropped={d}")?;
         }
         Ok(())
     }
@@ -231,5 +273,26 @@ mod tests {
         assert!(
             line.ends_with(" rejected=3 bytes_in=4096 bytes_out=4000 uptime=0s denied=1 limited=1")
         );
+    }
+
+    /// Every optional field, in SPEC §5's order, as the supervisor's totals line shows them.
+    #[test]
+    fn optional_fields_follow_the_spec_order() {
+        let t = Totals {
+            denied: 1,
+            limited: 2,
+            datagrams_in: 3,
+            datagrams_out: 4,
+            dropped: 5,
+            ..Totals::default()
+        };
+        let line = Line::new("epoll", 0, t, Duration::from_secs(7))
+            .with_workers(2)
+            .with_access(true)
+            .with_udp(true)
+            .to_string();
+        assert!(line.ends_with(
+            " uptime=7s workers=2 denied=1 limited=2 datagrams_in=3 datagrams_out=4 dropped=5"
+        ));
     }
 }

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::{Server, Source, Stats, Timer};
+use super::{Server, Source, Timer};
 use crate::error::Error;
 use crate::listen::Listener;
 use crate::reactor::{Backend, Interest};
@@ -57,16 +57,9 @@ impl Udp {
         self.sockets.iter().map(UdpSocket::queued).sum()
     }
 
-    /// The stats line's UDP fields (SPEC §5), or nothing without a UDP socket.
-    pub(super) fn stats_fields(&self, stats: &Stats) -> String {
-        if self.sockets.is_empty() {
-            return String::new();
-        }
-        let t = stats.snapshot();
-        format!(
-            " datagrams_in={} datagrams_out={} dropped={}",
-            t.datagrams_in, t.datagrams_out, t.dropped
-        )
+    /// Is there a UDP socket at all (the stats line then shows the datagram fields)?
+    pub(super) fn exists(&self) -> bool {
+        !self.sockets.is_empty()
     }
 }
 

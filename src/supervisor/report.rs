@@ -1,38 +1,20 @@
 //! What the supervisor tells: the SIGUSR1 totals line and systemd's STATUS=.
 
 use super::Supervisor;
+use crate::server::{Line, Totals};
 use crate::shared::Counter;
 
 impl Supervisor {
     /// The SPEC §5 line with exact totals over every worker, earlier generations included.
     pub(super) fn stats_line(&self) -> String {
         let t = self.region.totals();
-        let mut line = format!(
-            "stats: backend={} open={} accepted={} rejected={} bytes_in={} bytes_out={} uptime={}s workers={}",
-            self.config.backend.resolve().name(),
-            t.get(Counter::Open),
-            t.get(Counter::Accepted),
-            t.get(Counter::Rejected),
-            t.get(Counter::BytesIn),
-            t.get(Counter::BytesOut),
-            self.now.duration_since(self.started).as_secs(),
-            self.n
-        );
-        if self.config.access.is_active() {
-            // SPEC §5: after `workers=`, before any UDP fields.
-            let (denied, limited) = (t.get(Counter::Denied), t.get(Counter::Limited));
-            line.push_str(&format!(" denied={denied} limited={limited}"));
-        }
-        if self.listeners.has_datagram() {
-            // SPEC §5: last, when a UDP listener exists.
-            line.push_str(&format!(
-                " datagrams_in={} datagrams_out={} dropped={}",
-                t.get(Counter::DatagramsIn),
-                t.get(Counter::DatagramsOut),
-                t.get(Counter::Dropped)
-            ));
-        }
-        line
+        let backend = self.config.backend.resolve().name();
+        let uptime = self.now.duration_since(self.started);
+        Line::new(backend, t.get(Counter::Open), Totals::from(&t), uptime)
+            .with_workers(self.n)
+            .with_access(self.config.access.is_active())
+            .with_udp(self.listeners.has_datagram())
+            .to_string()
     }
 
     /// `STATUS=3 connections, 2 workers` (the one-process daemon's wording, plus workers).
