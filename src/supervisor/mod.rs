@@ -70,7 +70,6 @@ struct Seat {
 
 struct Supervisor {
     config: Config,
-    n: usize,
     backend: Box<dyn Backend>,
     signals: Signals,
     children: ChildPipe,
@@ -167,7 +166,6 @@ impl Supervisor {
             .collect();
         Ok(Supervisor {
             config,
-            n,
             backend,
             signals,
             children,
@@ -233,7 +231,7 @@ impl Supervisor {
             Tick::Ready => {
                 if self.region.slots().iter().all(|s| s.is_ready()) {
                     self.ready_sent = true;
-                    info!("all {} workers are accepting", self.n);
+                    info!("all {} workers are accepting", self.seats.len());
                     if let Some(n) = &self.notifier {
                         n.notify(&format!("READY=1\n{}", self.status_text()));
                         self.status_sent = Some(self.status_key());

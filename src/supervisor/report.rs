@@ -11,7 +11,7 @@ impl Supervisor {
         let backend = self.config.backend.resolve().name();
         let uptime = self.now.duration_since(self.started);
         Line::new(backend, t.get(Counter::Open), Totals::from(&t), uptime)
-            .with_workers(self.n)
+            .with_workers(self.seats.len())
             .with_access(self.config.access.is_active())
             .with_udp(self.listeners.has_datagram())
             .to_string()
