@@ -185,11 +185,17 @@ out=$(bash -c 'source /usr/share/bash-completion/completions/echo-mux
     COMP_WORDS=(echo-mux --max-b); COMP_CWORD=1; COMP_LINE="echo-mux --max-b"; COMP_POINT=${#COMP_LINE}
     "$fn" echo-mux --max-b echo-mux; echo "${COMPREPLY[*]}"' 2>&1) || true
 [ "$out" = "--max-buffer" ] || fail "bash completion of '--max-b' gave '$out'"
+# Values, not file names, for the options that take a fixed set (run where files exist).
+out=$(cd /usr/share/doc/echo-mux && bash -c 'source /usr/share/bash-completion/completions/echo-mux
+    fn=$(complete -p echo-mux | sed -n "s/.*-F \([^ ]*\) .*/\1/p")
+    COMP_WORDS=(echo-mux --backend ""); COMP_CWORD=2; COMP_LINE="echo-mux --backend "; COMP_POINT=${#COMP_LINE}
+    "$fn" echo-mux "" --backend; echo "${COMPREPLY[*]}"' 2>&1) || true
+[ "$out" = "epoll poll select auto" ] || fail "bash completion of '--backend ' gave '$out'"
 # bash-completion's loader finds the file by the command's name, as in an interactive shell.
 out=$(bash -c 'source /usr/share/bash-completion/bash_completion; __load_completion echo-mux && complete -p echo-mux') ||
     fail "bash-completion's loader does not find the completion"
 [ -n "$out" ] || fail "bash-completion's loader does not find the completion"
-ok "bash completion: $(echo "$out" | cut -c1-60)..., --max-b completes to --max-buffer"
+ok "bash completion: $(echo "$out" | cut -c1-60)..., --max-b completes to --max-buffer, --backend offers its values"
 
 zsh -n /usr/share/zsh/vendor-completions/_echo-mux || fail "zsh completion is not valid zsh"
 out=$(zsh -fc 'fpath=(/usr/share/zsh/vendor-completions $fpath); autoload -Uz compinit; compinit -u -D; print -r -- ${_comps[echo-mux]}') || true
@@ -199,7 +205,9 @@ ok "zsh completion: valid, registered by compinit from vendor-completions"
 fish -n /usr/share/fish/vendor_completions.d/echo-mux.fish || fail "fish completion is not valid fish"
 out=$(HOME=$work fish -c 'complete -C "echo-mux --max-b"' | cut -f1) || true
 [ "$out" = "--max-buffer" ] || fail "fish completion of '--max-b' gave '$out'"
-ok "fish completion: --max-b completes to --max-buffer"
+out=$(cd /usr/share/doc/echo-mux && HOME=$work fish -c 'complete -C "echo-mux --mode "' | cut -f1 | sort | tr '\n' ' ') || true
+[ "$out" = "raw stamp " ] || fail "fish completion of '--mode ' gave '$out'"
+ok "fish completion: --max-b completes to --max-buffer, --mode offers raw and stamp"
 
 # --- Remove, purge: nothing left ----------------------------------------------------------
 dpkg-query -L "$pkg" | sort >"$work/owned"

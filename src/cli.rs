@@ -1,14 +1,63 @@
 //! argv → [`Config`]. clap does the parsing and `--help`; every error is reduced to exactly
 //! one line (`echo-mux: invalid value 'kqueue' for '--backend': expected ...`), exit 2.
 
+use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, CommandFactory, Parser};
+use clap::{ArgAction, CommandFactory, Parser, ValueHint};
 use log::LevelFilter;
 
 use crate::access::{keepalive, Cidr};
 use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
 use crate::error::Error;
 use crate::reactor::BackendKind;
+
+/// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
+/// Cargo.toml's `description` (also the package's short description), so the two cannot
+/// differ; a test checks that the package's long description, the systemd units' first
+/// comment and README.md say the same.
+pub const DESCRIPTION: &str = env!("CARGO_PKG_DESCRIPTION");
+
+/// The values of `--backend`, `--mode` and `--workers` that the shell completions offer.
+pub const BACKENDS: Choices = Choices(&[
+    ("epoll", "the kernel keeps the set; the default on Linux"),
+    ("poll", "one pollfd array, scanned on every wait"),
+    ("select", "fd_set pair; descriptors below 1024 only"),
+    ("auto", "epoll on Linux, poll elsewhere"),
+]);
+/// See [`BACKENDS`].
+pub const MODES: Choices = Choices(&[
+    ("raw", "every byte echoed back unchanged"),
+    ("stamp", "each line answered with a time stamp"),
+]);
+/// See [`BACKENDS`]; a number is accepted too, but there is no point offering one.
+pub const WORKERS: Choices = Choices(&[("auto", "one worker per CPU this process may run on")]);
+
+/// A value from a fixed set, for the completions: clap_complete offers these instead of file
+/// names. Parsing stays with [`parse`] (any string passes here), so a bad value still gets
+/// its one-line message (`expected epoll, poll, select or auto`).
+#[derive(Clone, Copy, Debug)]
+pub struct Choices(pub &'static [(&'static str, &'static str)]);
+
+impl TypedValueParser for Choices {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        StringValueParser::new().parse_ref(cmd, arg, value)
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        let values = self
+            .0
+            .iter()
+            .map(|(v, help)| PossibleValue::new(*v).help(*help));
+        Some(Box::new(values))
+    }
+}
 
 /// What the command line asks for.
 pub enum Command {
@@ -22,7 +71,7 @@ pub enum Command {
 #[command(
     name = "echo-mux",
     version,
-    about = "A one-thread TCP and unix-socket echo daemon (epoll, poll or select)",
+    about = DESCRIPTION,
     after_help = "DUR: 250ms, 5s, 1.5s, 2m or a bare number of seconds.  BYTES: 4096, 64KiB, 1MiB, 1GiB.\n\
                   Signals: SIGTERM/SIGINT drain and exit 0, SIGUSR1 logs a stats line, SIGHUP is ignored.\n\
                   RUST_LOG overrides -v/-q."
@@ -31,28 +80,43 @@ pub enum Command {
 // error names the option and the expected value instead of "unknown option '-1'".
 struct Args {
     /// Listen on HOST:PORT, [V6ADDR]:PORT, unix:/path or udp:HOST:PORT (repeatable) [default: 127.0.0.1:50007]
-    #[arg(short, long, value_name = "ADDR")]
+    #[arg(short, long, value_name = "ADDR", value_hint = ValueHint::Other)]
     listen: Vec<String>,
     /// Readiness backend: epoll, poll, select or auto
-    #[arg(short, long, value_name = "NAME", default_value = "auto")]
+    #[arg(
+        short,
+        long,
+        value_name = "NAME",
+        default_value = "auto",
+        value_parser = BACKENDS,
+        hide_possible_values = true
+    )]
     backend: String,
     /// raw: echo every byte unchanged; stamp: answer each line with "Echo=><line> at <ctime>"
-    #[arg(long, value_name = "MODE", default_value = "raw")]
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "raw",
+        value_parser = MODES,
+        hide_possible_values = true
+    )]
     mode: String,
     /// Hold every reply for DUR after its data arrived
     #[arg(
         long,
         value_name = "DUR",
         default_value = "0",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_hint = ValueHint::Other
     )]
     delay: String,
-    /// Connections beyond N (all listeners together) are accepted and closed at once
+    /// Connections beyond N open at once (per worker with --workers) are accepted and closed at once
     #[arg(
         long,
         value_name = "N",
         default_value = "10000",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_hint = ValueHint::Other
     )]
     max_clients: String,
     /// Cap on one connection's pending output; reading pauses at the cap
@@ -60,7 +124,8 @@ struct Args {
         long,
         value_name = "BYTES",
         default_value = "1MiB",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_hint = ValueHint::Other
     )]
     max_buffer: String,
     /// Close a connection with no traffic either way for DUR; 0 = never
@@ -68,7 +133,8 @@ struct Args {
         long,
         value_name = "DUR",
         default_value = "0",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_hint = ValueHint::Other
     )]
     idle_timeout: String,
     /// Longest graceful drain on SIGTERM/SIGINT; 0 = close everything at once
@@ -76,22 +142,24 @@ struct Args {
         long,
         value_name = "DUR",
         default_value = "5s",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_hint = ValueHint::Other
     )]
     shutdown_timeout: String,
     /// Serve peers in CIDR (repeatable); the longest matching prefix decides, a tie denies;
     /// with any --allow, a peer that matches nothing is refused
-    #[arg(long, value_name = "CIDR", allow_hyphen_values = true)]
+    #[arg(long, value_name = "CIDR", allow_hyphen_values = true, value_hint = ValueHint::Other)]
     allow: Vec<String>,
     /// Refuse peers in CIDR (repeatable): connections closed at once, datagrams dropped
-    #[arg(long, value_name = "CIDR", allow_hyphen_values = true)]
+    #[arg(long, value_name = "CIDR", allow_hyphen_values = true, value_hint = ValueHint::Other)]
     deny: Vec<String>,
     /// TCP connections open at once from one source (IPv4 address or IPv6 /64); 0 = no limit
     #[arg(
         long,
         value_name = "N",
         default_value = "0",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_hint = ValueHint::Other
     )]
     max_per_source: String,
     /// New TCP connections and UDP datagrams per second from one source (burst N); 0 = no limit
@@ -99,7 +167,8 @@ struct Args {
         long,
         value_name = "N",
         default_value = "0",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_hint = ValueHint::Other
     )]
     rate_per_source: String,
     /// TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off
@@ -107,21 +176,24 @@ struct Args {
         long,
         value_name = "DUR",
         default_value = "5m",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_hint = ValueHint::Other
     )]
     keepalive: String,
     /// One info line per closed connection: peer, duration, bytes in and out, reason
     #[arg(long)]
     log_connections: bool,
     /// Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]
-    #[arg(long, value_name = "MODE", allow_hyphen_values = true)]
+    #[arg(long, value_name = "MODE", allow_hyphen_values = true, value_hint = ValueHint::Other)]
     socket_mode: Option<String>,
     /// Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on
     #[arg(
         long,
         value_name = "N|auto",
         default_value = "1",
-        allow_hyphen_values = true
+        allow_hyphen_values = true,
+        value_parser = WORKERS,
+        hide_possible_values = true
     )]
     workers: String,
     /// More logging (-v debug, -vv trace)

@@ -138,6 +138,7 @@ fn man_page_has_the_sections_and_every_option() {
             "SYNOPSIS",
             "DESCRIPTION",
             "OPTIONS",
+            "UDP",
             "SIGNALS",
             "EXIT STATUS",
             "ENVIRONMENT",
