@@ -37,6 +37,7 @@ mod status;
 mod udp;
 mod wait;
 
+pub(crate) use signals::stray_line;
 pub(crate) use wait::{open_backend, wait};
 
 /// A worker's loop turns at least this often, so its supervisor sees it alive.

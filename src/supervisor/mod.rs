@@ -62,8 +62,7 @@ enum Tick {
 /// One worker number's history.
 struct Seat {
     pid: Option<Pid>,
-    since: Instant,
-    backoff: life::Backoff,
+    life: life::Life,
     /// Killed by us for missing heartbeats.
     wedged: bool,
 }
@@ -159,8 +158,7 @@ impl Supervisor {
         let seats = (0..n)
             .map(|_| Seat {
                 pid: None,
-                since: now,
-                backoff: life::Backoff::default(),
+                life: life::Life::new(now),
                 wedged: false,
             })
             .collect();
@@ -263,13 +261,19 @@ impl Supervisor {
             Ok((Forked::Parent(pid), _)) => {
                 info!("worker {k} started (pid {pid})");
                 let seat = &mut self.seats[k - 1];
-                (seat.pid, seat.since, seat.wedged) = (Some(pid), self.now, false);
+                (seat.pid, seat.wedged) = (Some(pid), false);
+                seat.life.started(self.now);
                 Ok(None)
             }
             Err(e) => {
-                // EAGAIN/ENOMEM: try again after the back-off, like a crash.
-                warn!("cannot fork worker {k}: {e}");
-                self.schedule_restart(k);
+                // EAGAIN/ENOMEM: a failed start (SPEC §8): try again after the back-off,
+                // which keeps doubling; one warning per try.
+                let delay = self.seats[k - 1].life.fork_failed(self.now);
+                self.timers.add(self.now + delay, Tick::Spawn(k));
+                warn!(
+                    "cannot fork worker {k}: {}; retrying in {delay:?}",
+                    crate::error::Plain(&e)
+                );
                 Ok(None)
             }
         }
@@ -309,6 +313,8 @@ impl Supervisor {
                 Request::Hangup => {
                     info!("SIGHUP received and ignored: there is no configuration to reload")
                 }
+                Request::Quit => self.quit(),
+                Request::Stray(name) => info!("{}", crate::server::stray_line(name)),
             }
         }
     }
@@ -326,12 +332,33 @@ impl Supervisor {
             info!("second {name}: forwarding it to {live} workers");
         } else {
             info!("{name} received: stopping {live} workers");
-            self.stopping = true;
-            if let Some(n) = &self.notifier {
-                n.notify("STOPPING=1");
-            }
-            self.listeners.close();
+            self.stop();
         }
+        self.forward(sig);
+    }
+
+    /// SIGQUIT (SPEC §5): immediate shutdown. Every worker gets SIGQUIT (each closes
+    /// everything and exits 0 at once); the supervisor exits 0 once all are reaped.
+    fn quit(&mut self) {
+        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
+        info!("SIGQUIT received: closing everything, stopping {live} workers now");
+        if !self.stopping {
+            self.stop();
+        }
+        self.forward(Signal::SIGQUIT);
+    }
+
+    /// The shutdown begins: no more replacements, listeners closed, systemd told.
+    fn stop(&mut self) {
+        self.stopping = true;
+        if let Some(n) = &self.notifier {
+            n.notify("STOPPING=1");
+        }
+        self.listeners.close();
+    }
+
+    /// Send `sig` to every worker not yet reaped (a reaped pid is never signalled).
+    fn forward(&self, sig: Signal) {
         for seat in &self.seats {
             if let Some(pid) = seat.pid {
                 if let Err(e) = kill(pid, sig) {
