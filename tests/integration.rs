@@ -81,3 +81,7 @@ mod udp_workers;
 // UDP with the access lists and per-source limits: denied and rate-limited datagrams are
 // dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
 mod udp_access;
+
+// Stray signals (issue 15 item 10): ignored with one info line by the daemon, the
+// supervisor and each worker alone; SIGQUIT exits 0 at once and removes the socket file.
+mod stray_signals;
