@@ -24,6 +24,10 @@
 //! The mapping is never unmapped: it lives exactly as long as the process, so the handles
 //! here are `&'static`.
 
+mod refusals;
+
+pub use refusals::Refusals;
+
 use std::io;
 use std::mem::{align_of, size_of};
 use std::ptr::NonNull;
@@ -84,6 +88,8 @@ pub struct Slot {
     heartbeat: AtomicU64,
     /// 1 once the worker's listeners are registered with its poller.
     ready: AtomicU32,
+    /// Refusals per reason (SPEC §10), for the supervisor's one line per reason a second.
+    refusals: refusals::Cells,
 }
 
 impl Slot {
@@ -94,6 +100,7 @@ impl Slot {
             counts: Default::default(),
             heartbeat: AtomicU64::new(0),
             ready: AtomicU32::new(0),
+            refusals: Default::default(),
         }))
     }
 
@@ -114,6 +121,21 @@ impl Slot {
     #[inline]
     pub fn get(&self, c: Counter) -> u64 {
         self.counts[c as usize].load(Relaxed)
+    }
+
+    /// Count one refusal for `reason` (with `peer` as its latest example). Owner only.
+    pub fn refused(
+        &self,
+        reason: crate::refusal::Reason,
+        peer: crate::refusal::Peer,
+        datagram: bool,
+    ) {
+        self.refusals.record(reason, peer, datagram);
+    }
+
+    /// The refusals for `reason` since the slot was prepared, from any process.
+    pub fn refusals(&self, reason: crate::refusal::Reason) -> Refusals {
+        self.refusals.read(reason)
     }
 
     /// Every counter now.
@@ -137,6 +159,7 @@ impl Slot {
         }
         self.ready.store(0, Relaxed);
         self.heartbeat.store(heartbeat_ms, Relaxed);
+        self.refusals.reset();
     }
 }
 

@@ -85,3 +85,7 @@ mod udp_access;
 // Stray signals (issue 15 item 10): ignored with one info line by the daemon, the
 // supervisor and each worker alone; SIGQUIT exits 0 at once and removes the socket file.
 mod stray_signals;
+
+// Refusals with --workers (issue 15 item 11): one line per reason a second from the
+// supervisor for the whole daemon, counting every worker's refusals.
+mod workers_refusals;

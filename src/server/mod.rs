@@ -126,6 +126,8 @@ impl Server {
     /// name it in the stats line, and turn the loop at least once a second (the heartbeat).
     pub fn worker(mut self, seat: crate::shared::Seat) -> Server {
         self.stats = Stats::for_worker(seat, self.now);
+        // SPEC §10: the supervisor logs refusals for the whole daemon; a worker counts them.
+        self.gate.refusals = crate::refusal::RefusalLog::to_supervisor(seat.slot);
         self.timers.add(self.now, Timer::Heartbeat);
         self
     }

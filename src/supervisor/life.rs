@@ -38,6 +38,8 @@ impl Supervisor {
             };
             let k = k + 1;
             self.seats[k - 1].pid = None;
+            self.collect_refusals(k);
+            self.refusals_seen[k - 1] = Default::default();
             self.region.retire(k);
             self.forget_sources(k, pid, ended);
             if self.stopping {

@@ -55,6 +55,7 @@ const CHILDREN: Token = Token(1);
 enum Tick {
     Spawn(usize),
     Check,
+    Refusals,
     Ready,
     Watchdog(Duration),
 }
@@ -82,6 +83,10 @@ struct Supervisor {
     /// [`Supervisor::reset_table`] could take its lock.
     table_dirty: Option<String>,
     seats: Vec<Seat>,
+    /// The refusal log for the whole daemon (SPEC §10), fed from the workers' slots.
+    refusals: crate::refusal::RefusalLog,
+    /// Per worker: what of its slot's refusal counts the log has had.
+    refusals_seen: Vec<report::Seen>,
     timers: Timers<Tick>,
     me: Pid,
     started: Instant,
@@ -148,6 +153,7 @@ impl Supervisor {
         }
         timers.add(now + READY_POLL, Tick::Ready);
         timers.add(now + CHECK_EVERY, Tick::Check);
+        timers.add(now + report::REFUSALS_EVERY, Tick::Refusals);
         if let Some(every) = watchdog {
             timers.add(now + every, Tick::Watchdog(every));
         }
@@ -172,6 +178,8 @@ impl Supervisor {
             region,
             table,
             table_dirty: None,
+            refusals: Default::default(),
+            refusals_seen: vec![Default::default(); n],
             seats,
             timers,
             me: nix::unistd::getpid(),
@@ -207,6 +215,9 @@ impl Supervisor {
                 }
             }
             if self.stopping && self.seats.iter().all(|s| s.pid.is_none()) {
+                // What was refused in the last second is logged now, not lost.
+                let end = crate::server::later(self.now, crate::refusal::EVERY);
+                self.refusals.flush(end);
                 info!("all workers have exited");
                 return Ok(Role::Done);
             }
@@ -238,6 +249,7 @@ impl Supervisor {
                     self.timers.add(self.now + READY_POLL, Tick::Ready);
                 }
             }
+            Tick::Refusals => self.on_refusals_tick(),
             Tick::Watchdog(every) => {
                 if let Some(n) = &self.notifier {
                     n.notify("WATCHDOG=1");
