@@ -89,3 +89,7 @@ mod stray_signals;
 // Refusals with --workers (issue 15 item 11): one line per reason a second from the
 // supervisor for the whole daemon, counting every worker's refusals.
 mod workers_refusals;
+
+// A terminal with `stty tostop` (issue 15 item 7): workers never stop on SIGTTOU; one
+// Ctrl-C is one graceful shutdown; in the foreground and as a background job, on a pty.
+mod terminal;
