@@ -93,3 +93,6 @@ mod workers_refusals;
 // A terminal with `stty tostop` (issue 15 item 7): workers never stop on SIGTTOU; one
 // Ctrl-C is one graceful shutdown; in the foreground and as a background job, on a pty.
 mod terminal;
+
+// --socket-mode with --workers under socket activation: the supervisor warns it is ignored.
+mod workers_socket_mode;
