@@ -96,3 +96,6 @@ mod terminal;
 
 // --socket-mode with --workers under socket activation: the supervisor warns it is ignored.
 mod workers_socket_mode;
+
+// Workers ended by any signal are reaped and replaced; SIGTERM works after (issue 15 item 2).
+mod workers_deaths;

@@ -82,7 +82,7 @@ fn refusals_of_every_worker_are_one_line_a_second() {
     }
     // Lines of one reason are a second apart (the log's clock may round a few ms).
     for w in lines.windows(2) {
-        if w[1].0 < w[0].0 + 990 {
+        if w[1].0 < w[0].0 + 950 {
             p.d.fail(&format!("two lines less than a second apart: {lines:?}"));
         }
     }
