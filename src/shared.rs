@@ -12,6 +12,8 @@
 //! - **Relaxed atomics, single writer.** A counter is bumped with a load and a store, not a
 //!   locked read-modify-write: the owner is the only writer, so nothing can be lost, and a
 //!   reader in another process sees each counter whole (never torn). No locks anywhere.
+//! - **Refusals** per reason (`refusals.rs`): counts and the latest example peer, which the
+//!   supervisor turns into SPEC §10's one line per reason a second for the whole daemon.
 //! - **Heartbeat**: the owner stores the milliseconds since the region's epoch (a monotonic
 //!   `Instant` taken before the fork; CLOCK_MONOTONIC is the same clock in every process).
 //! - **Retired**: when the supervisor has reaped a worker, it adds that slot's counts into

@@ -9,6 +9,12 @@
 //!
 //! Two descriptors in all (the pipe's two ends); every handler writes to the same write end,
 //! which lives exactly as long as the handlers do (see `Drop`).
+//!
+//! Besides the signals with a job (TERM, INT, USR1, HUP, QUIT), every catchable signal whose
+//! default action would end or stop the process and that the kernel does not send for a
+//! fault is handled the same way and reported once per process (SPEC §5): a stray `kill`
+//! costs one info line, never the daemon. SIGTTOU and SIGTTIN are then left to the kernel
+//! to ignore (see `install`).
 
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};

@@ -13,6 +13,9 @@
 //!   not turned its loop for 5 s is killed with SIGKILL first.
 //! - Shutdown: SIGTERM/SIGINT closes the supervisor's listeners, is forwarded to every
 //!   worker (a second one too), and the supervisor exits 0 once all are reaped.
+//!   SIGQUIT does the same with SIGQUIT (each worker closes everything at once).
+//! - Refusals: workers count them per reason in their slots; the supervisor alone logs the
+//!   once-a-second line per reason for the whole daemon (SPEC §10, `report.rs`).
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
