@@ -60,6 +60,15 @@ use listen::Listener;
 use reactor::BackendKind;
 use signal::Signals;
 
+/// Socket activation: what the daemon says about the sockets it adopts and the options that
+/// do not apply to them. One place for the one-process daemon and the supervisor alike.
+pub(crate) fn adopting(config: &Config, sockets: usize) {
+    log::info!("socket activation: serving {sockets} inherited sockets; --listen is ignored");
+    if config.socket_mode.is_some() {
+        log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
+    }
+}
+
 /// Run the daemon until a signal's drain completes.
 ///
 /// The order matters. Inherited descriptors come first, before this process opens anything
@@ -81,13 +90,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let backend = server::open_backend(config.backend)?;
     let listeners = match inherited {
         Some(fds) => {
-            log::info!(
-                "socket activation: serving {} inherited sockets; --listen is ignored",
-                fds.len()
-            );
-            if config.socket_mode.is_some() {
-                log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
-            }
+            adopting(&config, fds.len());
             fds.into_iter().map(Listener::inherited).collect()
         }
         None => config

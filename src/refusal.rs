@@ -63,11 +63,12 @@ pub enum Reason {
     SourcesFull,
 }
 
-const REASONS: usize = 5;
+/// How many [`Reason`]s there are.
+pub const REASONS: usize = 5;
 
 impl Reason {
     /// Every reason, each at its own index (`reason as usize`).
-    const ALL: [Reason; REASONS] = [
+    pub const ALL: [Reason; REASONS] = [
         Reason::MaxClients,
         Reason::Denied,
         Reason::MaxPerSource,
@@ -99,17 +100,32 @@ struct Tally {
     flush_due: Option<Instant>,
 }
 
-/// The refusal log: one per process, fed at accept time.
+/// The refusal log: one per process, fed at accept time. In a worker of `--workers` it only
+/// counts, in the worker's shared slot: the supervisor logs for the whole daemon (SPEC §10).
 #[derive(Default)]
 pub struct RefusalLog {
     tallies: [Tally; REASONS],
+    /// A worker's slot: count there, log nothing.
+    shared: Option<&'static crate::shared::Slot>,
 }
 
 impl RefusalLog {
+    /// A worker's log: refusals are counted in `slot`, for the supervisor to log.
+    pub fn to_supervisor(slot: &'static crate::shared::Slot) -> RefusalLog {
+        RefusalLog {
+            shared: Some(slot),
+            ..RefusalLog::default()
+        }
+    }
+
     /// Count one refused connection. Logs at once when this reason has been quiet for a
     /// second; otherwise returns when to call [`RefusalLog::flush`] (once per second of
     /// refusals: `None` means a flush is already due or nothing is pending).
     pub fn refused(&mut self, reason: Reason, peer: Peer, now: Instant) -> Option<Instant> {
+        if let Some(slot) = self.shared {
+            slot.refused(reason, peer, false);
+            return None;
+        }
         let (line, flush) = self.count(reason, peer, false, now);
         if let Some(line) = line {
             log::info!("{line}");
@@ -125,6 +141,10 @@ impl RefusalLog {
         from: SocketAddr,
         now: Instant,
     ) -> Option<Instant> {
+        if let Some(slot) = self.shared {
+            slot.refused(reason, Peer::Ip(from), true);
+            return None;
+        }
         let (line, flush) = self.count(reason, Peer::Ip(from), true, now);
         if let Some(line) = line {
             log::info!("{line}");
@@ -141,6 +161,26 @@ impl RefusalLog {
         next
     }
 
+    /// Count `conns` connections and `datagrams` datagrams refused for `reason` elsewhere
+    /// (the supervisor, from its workers' slots), logging as [`RefusalLog::refused`] does.
+    pub fn refused_many(
+        &mut self,
+        reason: Reason,
+        conns: u64,
+        datagrams: u64,
+        example: Option<Peer>,
+        now: Instant,
+    ) -> Option<Instant> {
+        if conns + datagrams == 0 {
+            return None;
+        }
+        let (line, flush) = self.count_n(reason, conns, datagrams, example, now);
+        if let Some(line) = line {
+            log::info!("{line}");
+        }
+        flush
+    }
+
     fn count(
         &mut self,
         reason: Reason,
@@ -148,10 +188,24 @@ impl RefusalLog {
         datagram: bool,
         now: Instant,
     ) -> (Option<String>, Option<Instant>) {
+        let datagram = u64::from(datagram);
+        self.count_n(reason, 1 - datagram, datagram, Some(peer), now)
+    }
+
+    fn count_n(
+        &mut self,
+        reason: Reason,
+        conns: u64,
+        datagrams: u64,
+        example: Option<Peer>,
+        now: Instant,
+    ) -> (Option<String>, Option<Instant>) {
         let t = &mut self.tallies[reason as usize];
-        t.count += 1;
-        t.datagrams += u64::from(datagram);
-        t.example.get_or_insert(peer);
+        t.count += conns + datagrams;
+        t.datagrams += datagrams;
+        if t.example.is_none() {
+            t.example = example;
+        }
         match t.logged {
             Some(at) if now < later(at, EVERY) => {
                 if t.flush_due.is_some() {
@@ -206,9 +260,11 @@ fn take_line(reason: Reason, t: &mut Tally, now: Instant) -> String {
         (0, g) => plural(g, "datagram"),
         (c, g) => format!("{} and {}", plural(c, "connection"), plural(g, "datagram")),
     };
-    let from = match example.and_then(|p| p.ip()) {
-        Some(ip) => ip.to_string(),
-        None => "a unix-socket client".to_string(),
+    let from = match example {
+        Some(Peer::Ip(a)) => a.ip().to_canonical().to_string(),
+        Some(Peer::Unix) => "a unix-socket client".to_string(),
+        // (A worker stopped while writing its example, SPEC §8; never in one process.)
+        None => "an unknown peer".to_string(),
     };
     debug_assert!(n == conns + grams);
     format!(

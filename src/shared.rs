@@ -12,6 +12,8 @@
 //! - **Relaxed atomics, single writer.** A counter is bumped with a load and a store, not a
 //!   locked read-modify-write: the owner is the only writer, so nothing can be lost, and a
 //!   reader in another process sees each counter whole (never torn). No locks anywhere.
+//! - **Refusals** per reason (`refusals.rs`): counts and the latest example peer, which the
+//!   supervisor turns into SPEC §10's one line per reason a second for the whole daemon.
 //! - **Heartbeat**: the owner stores the milliseconds since the region's epoch (a monotonic
 //!   `Instant` taken before the fork; CLOCK_MONOTONIC is the same clock in every process).
 //! - **Retired**: when the supervisor has reaped a worker, it adds that slot's counts into
@@ -23,6 +25,10 @@
 //!
 //! The mapping is never unmapped: it lives exactly as long as the process, so the handles
 //! here are `&'static`.
+
+mod refusals;
+
+pub use refusals::Refusals;
 
 use std::io;
 use std::mem::{align_of, size_of};
@@ -84,6 +90,8 @@ pub struct Slot {
     heartbeat: AtomicU64,
     /// 1 once the worker's listeners are registered with its poller.
     ready: AtomicU32,
+    /// Refusals per reason (SPEC §10), for the supervisor's one line per reason a second.
+    refusals: refusals::Cells,
 }
 
 impl Slot {
@@ -94,6 +102,7 @@ impl Slot {
             counts: Default::default(),
             heartbeat: AtomicU64::new(0),
             ready: AtomicU32::new(0),
+            refusals: Default::default(),
         }))
     }
 
@@ -114,6 +123,21 @@ impl Slot {
     #[inline]
     pub fn get(&self, c: Counter) -> u64 {
         self.counts[c as usize].load(Relaxed)
+    }
+
+    /// Count one refusal for `reason` (with `peer` as its latest example). Owner only.
+    pub fn refused(
+        &self,
+        reason: crate::refusal::Reason,
+        peer: crate::refusal::Peer,
+        datagram: bool,
+    ) {
+        self.refusals.record(reason, peer, datagram);
+    }
+
+    /// The refusals for `reason` since the slot was prepared, from any process.
+    pub fn refusals(&self, reason: crate::refusal::Reason) -> Refusals {
+        self.refusals.read(reason)
     }
 
     /// Every counter now.
@@ -137,6 +161,7 @@ impl Slot {
         }
         self.ready.store(0, Relaxed);
         self.heartbeat.store(heartbeat_ms, Relaxed);
+        self.refusals.reset();
     }
 }
 

@@ -81,3 +81,21 @@ mod udp_workers;
 // UDP with the access lists and per-source limits: denied and rate-limited datagrams are
 // dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
 mod udp_access;
+
+// Stray signals (issue 15 item 10): ignored with one info line by the daemon, the
+// supervisor and each worker alone; SIGQUIT exits 0 at once and removes the socket file.
+mod stray_signals;
+
+// Refusals with --workers (issue 15 item 11): one line per reason a second from the
+// supervisor for the whole daemon, counting every worker's refusals.
+mod workers_refusals;
+
+// A terminal with `stty tostop` (issue 15 item 7): workers never stop on SIGTTOU; one
+// Ctrl-C is one graceful shutdown; in the foreground and as a background job, on a pty.
+mod terminal;
+
+// --socket-mode with --workers under socket activation: the supervisor warns it is ignored.
+mod workers_socket_mode;
+
+// Workers ended by any signal are reaped and replaced; SIGTERM works after (issue 15 item 2).
+mod workers_deaths;

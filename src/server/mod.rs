@@ -37,6 +37,7 @@ mod status;
 mod udp;
 mod wait;
 
+pub(crate) use signals::stray_line;
 pub(crate) use wait::{open_backend, wait};
 
 /// A worker's loop turns at least this often, so its supervisor sees it alive.
@@ -125,6 +126,8 @@ impl Server {
     /// name it in the stats line, and turn the loop at least once a second (the heartbeat).
     pub fn worker(mut self, seat: crate::shared::Seat) -> Server {
         self.stats = Stats::for_worker(seat, self.now);
+        // SPEC §10: the supervisor logs refusals for the whole daemon; a worker counts them.
+        self.gate.refusals = crate::refusal::RefusalLog::to_supervisor(seat.slot);
         self.timers.add(self.now, Timer::Heartbeat);
         self
     }

@@ -2,12 +2,19 @@
 
 use log::info;
 
-use super::Server;
+use super::{connections, Server};
+use crate::reactor::Interest;
 use crate::signal::Request;
+
+/// The one info line for a stray signal's first arrival (SPEC §5).
+pub(crate) fn stray_line(name: &str) -> String {
+    format!("{name} received and ignored (logged the first time only)")
+}
 
 impl Server {
     /// What the signal pipe brought: SIGTERM/SIGINT start the drain (a second one ends it),
-    /// SIGUSR1 logs the stats line (SPEC §5), SIGHUP is logged and ignored.
+    /// SIGUSR1 logs the stats line (SPEC §5), SIGHUP is logged and ignored, SIGQUIT ends
+    /// everything at once, a stray signal is logged the first time and ignored.
     pub(super) fn on_signals(&mut self) {
         for request in self.signals.take() {
             match request {
@@ -26,7 +33,28 @@ impl Server {
                 Request::Hangup => {
                     info!("SIGHUP received and ignored: there is no configuration to reload")
                 }
+                Request::Quit => self.quit(),
+                Request::Stray(name) => info!("{}", stray_line(name)),
             }
         }
+    }
+}
+
+impl Server {
+    /// SIGQUIT (SPEC §5): immediate shutdown. Listeners closed (unix socket files removed),
+    /// every connection closed, queued UDP replies dropped; the loop then ends with exit 0.
+    fn quit(&mut self) {
+        info!(
+            "SIGQUIT received: closing {} and exiting now",
+            connections(self.conns.open())
+        );
+        if !self.draining {
+            self.draining = true;
+            self.status.stopping();
+            self.set_listening(Interest::NONE);
+            self.listeners.clear();
+            self.stop_udp();
+        }
+        self.cut_off("SIGQUIT");
     }
 }

@@ -41,10 +41,7 @@ impl Listeners {
             datagram: false,
         };
         if let Some(fds) = inherited {
-            log::info!(
-                "socket activation: serving {} inherited sockets; --listen is ignored",
-                fds.len()
-            );
+            crate::adopting(config, fds.len());
             for fd in fds {
                 let mut l = Listener::inherited(fd);
                 l.set_shared();

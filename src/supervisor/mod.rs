@@ -13,6 +13,9 @@
 //!   not turned its loop for 5 s is killed with SIGKILL first.
 //! - Shutdown: SIGTERM/SIGINT closes the supervisor's listeners, is forwarded to every
 //!   worker (a second one too), and the supervisor exits 0 once all are reaped.
+//!   SIGQUIT does the same with SIGQUIT (each worker closes everything at once).
+//! - Refusals: workers count them per reason in their slots; the supervisor alone logs the
+//!   once-a-second line per reason for the whole daemon (SPEC §10, `report.rs`).
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
@@ -55,6 +58,7 @@ const CHILDREN: Token = Token(1);
 enum Tick {
     Spawn(usize),
     Check,
+    Refusals,
     Ready,
     Watchdog(Duration),
 }
@@ -62,8 +66,7 @@ enum Tick {
 /// One worker number's history.
 struct Seat {
     pid: Option<Pid>,
-    since: Instant,
-    backoff: life::Backoff,
+    life: life::Life,
     /// Killed by us for missing heartbeats.
     wedged: bool,
 }
@@ -83,6 +86,10 @@ struct Supervisor {
     /// [`Supervisor::reset_table`] could take its lock.
     table_dirty: Option<String>,
     seats: Vec<Seat>,
+    /// The refusal log for the whole daemon (SPEC §10), fed from the workers' slots.
+    refusals: crate::refusal::RefusalLog,
+    /// Per worker: what of its slot's refusal counts the log has had.
+    refusals_seen: Vec<report::Seen>,
     timers: Timers<Tick>,
     me: Pid,
     started: Instant,
@@ -149,6 +156,7 @@ impl Supervisor {
         }
         timers.add(now + READY_POLL, Tick::Ready);
         timers.add(now + CHECK_EVERY, Tick::Check);
+        timers.add(now + report::REFUSALS_EVERY, Tick::Refusals);
         if let Some(every) = watchdog {
             timers.add(now + every, Tick::Watchdog(every));
         }
@@ -159,8 +167,7 @@ impl Supervisor {
         let seats = (0..n)
             .map(|_| Seat {
                 pid: None,
-                since: now,
-                backoff: life::Backoff::default(),
+                life: life::Life::new(now),
                 wedged: false,
             })
             .collect();
@@ -174,6 +181,8 @@ impl Supervisor {
             region,
             table,
             table_dirty: None,
+            refusals: Default::default(),
+            refusals_seen: vec![Default::default(); n],
             seats,
             timers,
             me: nix::unistd::getpid(),
@@ -209,6 +218,9 @@ impl Supervisor {
                 }
             }
             if self.stopping && self.seats.iter().all(|s| s.pid.is_none()) {
+                // What was refused in the last second is logged now, not lost.
+                let end = crate::server::later(self.now, crate::refusal::EVERY);
+                self.refusals.flush(end);
                 info!("all workers have exited");
                 return Ok(Role::Done);
             }
@@ -240,6 +252,7 @@ impl Supervisor {
                     self.timers.add(self.now + READY_POLL, Tick::Ready);
                 }
             }
+            Tick::Refusals => self.on_refusals_tick(),
             Tick::Watchdog(every) => {
                 if let Some(n) = &self.notifier {
                     n.notify("WATCHDOG=1");
@@ -263,13 +276,19 @@ impl Supervisor {
             Ok((Forked::Parent(pid), _)) => {
                 info!("worker {k} started (pid {pid})");
                 let seat = &mut self.seats[k - 1];
-                (seat.pid, seat.since, seat.wedged) = (Some(pid), self.now, false);
+                (seat.pid, seat.wedged) = (Some(pid), false);
+                seat.life.started(self.now);
                 Ok(None)
             }
             Err(e) => {
-                // EAGAIN/ENOMEM: try again after the back-off, like a crash.
-                warn!("cannot fork worker {k}: {e}");
-                self.schedule_restart(k);
+                // EAGAIN/ENOMEM: a failed start (SPEC §8): try again after the back-off,
+                // which keeps doubling; one warning per try.
+                let delay = self.seats[k - 1].life.fork_failed(self.now);
+                self.timers.add(self.now + delay, Tick::Spawn(k));
+                warn!(
+                    "cannot fork worker {k}: {}; retrying in {delay:?}",
+                    crate::error::Plain(&e)
+                );
                 Ok(None)
             }
         }
@@ -309,6 +328,8 @@ impl Supervisor {
                 Request::Hangup => {
                     info!("SIGHUP received and ignored: there is no configuration to reload")
                 }
+                Request::Quit => self.quit(),
+                Request::Stray(name) => info!("{}", crate::server::stray_line(name)),
             }
         }
     }
@@ -326,12 +347,33 @@ impl Supervisor {
             info!("second {name}: forwarding it to {live} workers");
         } else {
             info!("{name} received: stopping {live} workers");
-            self.stopping = true;
-            if let Some(n) = &self.notifier {
-                n.notify("STOPPING=1");
-            }
-            self.listeners.close();
+            self.stop();
         }
+        self.forward(sig);
+    }
+
+    /// SIGQUIT (SPEC §5): immediate shutdown. Every worker gets SIGQUIT (each closes
+    /// everything and exits 0 at once); the supervisor exits 0 once all are reaped.
+    fn quit(&mut self) {
+        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
+        info!("SIGQUIT received: closing everything, stopping {live} workers now");
+        if !self.stopping {
+            self.stop();
+        }
+        self.forward(Signal::SIGQUIT);
+    }
+
+    /// The shutdown begins: no more replacements, listeners closed, systemd told.
+    fn stop(&mut self) {
+        self.stopping = true;
+        if let Some(n) = &self.notifier {
+            n.notify("STOPPING=1");
+        }
+        self.listeners.close();
+    }
+
+    /// Send `sig` to every worker not yet reaped (a reaped pid is never signalled).
+    fn forward(&self, sig: Signal) {
         for seat in &self.seats {
             if let Some(pid) = seat.pid {
                 if let Err(e) = kill(pid, sig) {

@@ -1,8 +1,16 @@
 //! What the supervisor tells: the SIGUSR1 totals line and systemd's STATUS=.
 
-use super::Supervisor;
+use super::{Supervisor, Tick};
+use crate::refusal::{Reason, REASONS};
 use crate::server::{Line, Totals};
 use crate::shared::Counter;
+
+/// How often the workers' refusal counts are read: a refusal after a quiet second is in the
+/// log this long after it at most.
+pub(super) const REFUSALS_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Per reason: the (connections, datagrams) of one worker's slot already fed to the log.
+pub(super) type Seen = [(u64, u64); REASONS];
 
 impl Supervisor {
     /// The SPEC §5 line with exact totals over every worker, earlier generations included.
@@ -39,6 +47,35 @@ impl Supervisor {
         if self.status_sent != Some(key) {
             n.notify(&self.status_text());
             self.status_sent = Some(key);
+        }
+    }
+}
+
+impl Supervisor {
+    /// `Tick::Refusals`: add up what every worker refused since the last look and log it,
+    /// one line per reason a second for the whole daemon (SPEC §10).
+    pub(super) fn on_refusals_tick(&mut self) {
+        for k in 1..=self.seats.len() {
+            self.collect_refusals(k);
+        }
+        self.refusals.flush(self.now);
+        self.timers.add(self.now + REFUSALS_EVERY, Tick::Refusals);
+    }
+
+    /// Feed worker `k`'s refusals since the last look into the log. Also called right
+    /// before its slot is retired (its last counts are final then) and zeroed.
+    pub(super) fn collect_refusals(&mut self, k: usize) {
+        let slot = &self.region.slots()[k - 1];
+        for reason in Reason::ALL {
+            let r = slot.refusals(reason);
+            let seen = &mut self.refusals_seen[k - 1][reason as usize];
+            let (conns, grams) = (
+                r.conns.wrapping_sub(seen.0),
+                r.datagrams.wrapping_sub(seen.1),
+            );
+            *seen = (r.conns, r.datagrams);
+            self.refusals
+                .refused_many(reason, conns, grams, r.example, self.now);
         }
     }
 }

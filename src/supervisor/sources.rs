@@ -13,9 +13,9 @@ use std::io;
 use std::time::Instant;
 
 use log::{debug, warn};
-use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
+use super::life::Ended;
 use super::Supervisor;
 use crate::access::{Limits, SourceTable, MAX_SOURCES};
 use crate::error::Error;
@@ -46,8 +46,8 @@ impl Supervisor {
     /// A worker that did not end with a clean exit (its drain closes and releases every
     /// connection) may have left open counts in the per-source table that nobody will ever
     /// release, locking its clients' sources out for good: start the table afresh.
-    pub(super) fn forget_sources(&mut self, k: usize, pid: Pid, status: &WaitStatus) {
-        if self.table.is_none() || matches!(status, WaitStatus::Exited(_, 0)) {
+    pub(super) fn forget_sources(&mut self, k: usize, pid: Pid, ended: Ended) {
+        if self.table.is_none() || ended.is_clean() {
             return;
         }
         self.table_dirty = Some(format!("worker {k} (pid {pid})"));

@@ -6,7 +6,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use signal_hook::SigId;
 
@@ -19,20 +18,20 @@ use crate::shared::Seat;
 use crate::signal::Signals;
 
 /// The signals whose handlers change hands at a fork: blocked from just before the fork
-/// until the child has installed its own handlers, so a SIGTERM sent to a newborn worker is
-/// held and then delivered to the worker's handler, never to a copy of the supervisor's.
+/// until the child has installed its own handlers, so a SIGTERM (or a stray signal) sent to
+/// a newborn worker is held and then delivered to the worker's handler, never to a copy of
+/// the supervisor's.
 fn handed_over() -> SigSet {
     let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGUSR1,
-        Signal::SIGHUP,
-        Signal::SIGCHLD,
-    ] {
-        set.add(s);
+    set.add(Signal::SIGCHLD);
+    let mut raw = set.as_ref().to_owned();
+    for sig in crate::signal::all_handled() {
+        // SAFETY: `raw` is a valid, initialised sigset_t; sigaddset only sets a bit (and
+        // fails harmlessly with EINVAL for a number it does not know).
+        unsafe { libc::sigaddset(&mut raw, sig) };
     }
-    set
+    // SAFETY: `raw` came from a valid SigSet and was only changed by sigaddset.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
 }
 
 /// Which side of a fork we are on.
@@ -155,20 +154,6 @@ impl ChildPipe {
 impl Drop for ChildPipe {
     fn drop(&mut self) {
         signal_hook::low_level::unregister(self.id);
-    }
-}
-
-/// "exited with status 1", "killed by SIGKILL", "killed by SIGSEGV (core dumped)".
-pub(super) fn how_it_ended(status: &WaitStatus) -> String {
-    match *status {
-        WaitStatus::Exited(_, code) => format!("exited with status {code}"),
-        WaitStatus::Signaled(_, sig, core) => {
-            format!(
-                "killed by {sig}{}",
-                if core { " (core dumped)" } else { "" }
-            )
-        }
-        other => format!("{other:?}"),
     }
 }
 
