@@ -4,6 +4,7 @@
 
 mod inherited;
 mod messages;
+mod socket_mode;
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
