@@ -48,6 +48,10 @@ impl Cidr {
             let inner = inner.strip_suffix(']').ok_or(EXPECTED)?;
             IpAddr::V6(inner.parse::<Ipv6Addr>().map_err(|_| EXPECTED)?)
         } else {
+            if crate::config::octal_looking(host) {
+                // SPEC §1: 010.0.0.1 is never read as octal (std refuses it too): say why.
+                return Err(crate::config::octal_why(host));
+            }
             host.parse().map_err(|_| EXPECTED)?
         };
         let bits: u8 = if ip.is_ipv4() { 32 } else { 128 };
@@ -177,6 +181,15 @@ mod tests {
         assert_eq!(ok("::ffff:0:0/96"), "0.0.0.0/0");
         // Shorter than /96, a prefix also covers real IPv6 addresses: it stays IPv6.
         assert_eq!(ok("::fffe:0:0/95"), "::fffe:0:0/95");
+    }
+
+    #[test]
+    fn leading_zeros_are_refused_not_read_as_octal() {
+        for bad in ["010.0.0.1", "010.0.0.0/8", "192.168.001.0/24"] {
+            let why = Cidr::parse(bad).unwrap_err();
+            assert!(why.contains("leading zero"), "{bad}: {why}");
+        }
+        assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
     }
 
     #[test]
