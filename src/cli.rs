@@ -2,7 +2,8 @@
 //! one line (`echo-mux: invalid value 'kqueue' for '--backend': expected ...`), exit 2.
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, CommandFactory, Parser};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use log::LevelFilter;
 
 use crate::access::{keepalive, Cidr};
@@ -151,13 +152,20 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let args = match Args::try_parse_from(argv) {
+    // Matches first, then the struct: whether a value was typed or is the default
+    // (`--max-clients`) is known only to the matches.
+    let matches = match command().try_get_matches_from(argv) {
+        Ok(matches) => matches,
+        Err(e) => return clap_error(e),
+    };
+    let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => return clap_error(e),
     };
     let mut config = Config::default();
     if !args.listen.is_empty() {
         config.listen = Vec::with_capacity(args.listen.len());
+        config.listen_given = true;
         for s in &args.listen {
             config
                 .listen
@@ -194,6 +202,8 @@ where
             ))
         }
     };
+    config.max_clients_given =
+        matches.value_source("max_clients") == Some(ValueSource::CommandLine);
     config.max_buffer = match parse_size(&args.max_buffer) {
         Ok(n) if n >= 1 => n,
         Ok(_) => {
@@ -480,6 +490,10 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(std::time::Duration::from_secs(120)));
         assert!(c.shutdown_timeout.is_zero());
         assert_eq!(config(&["--idle-timeout", "0"]).idle_timeout, None);
+        assert!(c.max_clients_given && c.listen_given);
+        let d = config(&[]);
+        assert!(!d.max_clients_given && !d.listen_given);
+        assert!(config(&["--max-clients", "10000"]).max_clients_given);
         assert_eq!(config(&[]).workers, 1);
         assert_eq!(config(&["--workers", "3"]).workers, 3);
         let auto = config(&["--workers", "auto"]).workers;

@@ -47,6 +47,9 @@ impl fmt::Display for ListenAddr {
 pub struct Config {
     /// Where to listen (ignored under socket activation).
     pub listen: Vec<ListenAddr>,
+    /// Was `--listen` given (rather than the default)? Socket activation says it ignores
+    /// only a `--listen` that was given.
+    pub listen_given: bool,
     /// The readiness backend.
     pub backend: BackendKind,
     /// Raw or stamp.
@@ -55,6 +58,9 @@ pub struct Config {
     pub delay: Duration,
     /// Connections on all listeners together beyond which new ones are closed at once.
     pub max_clients: usize,
+    /// Was `--max-clients` given (rather than the default)? Only a limit the user chose is
+    /// worth a warning when `--backend select` cannot reach it.
+    pub max_clients_given: bool,
     /// Cap on one connection's pending output, in bytes (at least 1).
     pub max_buffer: usize,
     /// Close connections without traffic for this long; `None` = never.
@@ -77,10 +83,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 50007)))],
+            listen_given: false,
             backend: BackendKind::Auto,
             mode: Mode::Raw,
             delay: Duration::ZERO,
             max_clients: 10_000,
+            max_clients_given: false,
             max_buffer: 1 << 20,
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(5),

@@ -13,7 +13,7 @@ use nix::sys::socket::{
     UnixAddr,
 };
 
-use crate::config::ListenAddr;
+use crate::config::{Config, ListenAddr};
 use crate::error::{Error, Plain};
 use crate::reactor::{Backend, Interest, Token};
 
@@ -225,6 +225,34 @@ impl Drop for Listener {
             Err(e) => log::debug!("not removing {}: {}", path.display(), Plain(&e)),
         }
     }
+}
+
+/// `1 inherited socket`, `2 listening sockets`: `n` sockets described by `kind`.
+pub fn sockets(n: usize, kind: &str) -> String {
+    match n {
+        1 => format!("1 {kind} socket"),
+        n => format!("{n} {kind} sockets"),
+    }
+}
+
+/// Socket activation (SPEC §6): adopt systemd's descriptors. They replace `--listen`, and
+/// their files' permissions are the socket unit's `SocketMode=`, so `--socket-mode` does not
+/// apply. The one place that decides this and says so, for one process and for the
+/// supervisor of `--workers` alike.
+pub fn adopt(fds: Vec<OwnedFd>, config: &Config) -> Vec<Listener> {
+    let ignored = if config.listen_given {
+        "; --listen is ignored"
+    } else {
+        ""
+    };
+    log::info!(
+        "socket activation: serving {}{ignored}",
+        sockets(fds.len(), "inherited")
+    );
+    if config.socket_mode.is_some() {
+        log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
+    }
+    fds.into_iter().map(Listener::inherited).collect()
 }
 
 /// select(2) cannot watch a descriptor >= FD_SETSIZE. Clients beyond it are refused one by

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{connections, later, Server, Source, Timer};
-use crate::access::keepalive;
+use crate::access::{fold_socket, keepalive};
 use crate::duration::Human;
 use crate::error::{Error, Plain};
 use crate::listen::Listener;
@@ -121,7 +121,9 @@ impl Server {
         };
         for _ in 0..ACCEPT_BATCH {
             let (stream, peer) = match sys::accept(fd) {
-                Ok((stream, ip)) => (stream, ip.map_or(Peer::Unix, Peer::Ip)),
+                // SPEC §10: a mapped peer is its IPv4 address, in the access checks and in
+                // every line that shows it (refusals, --log-connections, debug).
+                Ok((stream, ip)) => (stream, ip.map_or(Peer::Unix, |a| Peer::Ip(fold_socket(a)))),
                 Err(e) => match e.raw_os_error() {
                     Some(libc::EAGAIN) => {
                         if let Some(settled) = self.gate.settled.get_mut(index) {
