@@ -3,12 +3,13 @@
 
 use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, CommandFactory, Parser, ValueHint};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueHint};
 use log::LevelFilter;
 
 use crate::access::{keepalive, Cidr};
 use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
-use crate::error::Error;
+use crate::error::{Cut, Error};
 use crate::reactor::BackendKind;
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
@@ -211,7 +212,10 @@ pub fn command() -> clap::Command {
 }
 
 fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> Error {
-    Error::Usage(format!("invalid value '{value}' for '--{flag}': {why}"))
+    Error::Usage(format!(
+        "invalid value '{}' for '--{flag}': {why}",
+        Cut(value)
+    ))
 }
 
 /// Parse the command line (without the program name's special treatment: `argv[0]` first).
@@ -220,13 +224,20 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let args = match Args::try_parse_from(argv) {
+    // Matches first, then the struct: whether a value was typed or is the default
+    // (`--max-clients`) is known only to the matches.
+    let matches = match command().try_get_matches_from(argv) {
+        Ok(matches) => matches,
+        Err(e) => return clap_error(e),
+    };
+    let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => return clap_error(e),
     };
     let mut config = Config::default();
     if !args.listen.is_empty() {
         config.listen = Vec::with_capacity(args.listen.len());
+        config.listen_given = true;
         for s in &args.listen {
             config
                 .listen
@@ -263,6 +274,8 @@ where
             ))
         }
     };
+    config.max_clients_given =
+        matches.value_source("max_clients") == Some(ValueSource::CommandLine);
     config.max_buffer = match parse_size(&args.max_buffer) {
         Ok(n) if n >= 1 => n,
         Ok(_) => {
@@ -350,6 +363,67 @@ fn flag(arg: &str) -> &str {
     name.trim_end_matches("...")
 }
 
+/// Names other daemons use for an option echo-mux calls something else.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("--port", "--listen"),
+    ("--bind", "--listen"),
+    ("--address", "--listen"),
+    ("--addr", "--listen"),
+    ("--host", "--listen"),
+    ("--threads", "--workers"),
+    ("--processes", "--workers"),
+    ("--max-connections", "--max-clients"),
+    ("--maxconn", "--max-clients"),
+    ("--timeout", "--idle-timeout"),
+    ("--pidfile", "--pid-file"),
+];
+
+/// The option an unknown `arg` most likely meant: a known synonym, or the long option within
+/// a small edit distance (a typo such as `--listne`), if exactly one is nearest.
+fn nearest_option(arg: &str) -> Option<String> {
+    let name = arg.split('=').next().unwrap_or(arg);
+    let longs: Vec<String> = command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .chain(["--help".to_string(), "--version".to_string()])
+        .collect();
+    if let Some((_, to)) = SYNONYMS.iter().find(|(from, _)| *from == name) {
+        if longs.iter().any(|l| l == to) {
+            return Some(to.to_string());
+        }
+    }
+    if !name.starts_with("--") {
+        return None;
+    }
+    let limit = (name.len() / 4).clamp(1, 3);
+    let mut best: Vec<(usize, &String)> = longs
+        .iter()
+        .map(|l| (edit_distance(name, l), l))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
+    best.sort();
+    match best.as_slice() {
+        [(d, l), rest @ ..] if rest.first().is_none_or(|(d2, _)| d2 > d) => Some(l.to_string()),
+        _ => None,
+    }
+}
+
+/// Levenshtein distance between two short ASCII-ish strings (one row of the table).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// Reduce clap's multi-line report to one line, or pass `--help`/`--version` through.
 fn clap_error(e: clap::Error) -> Result<Command, Error> {
     match e.kind() {
@@ -363,9 +437,10 @@ fn clap_error(e: clap::Error) -> Result<Command, Error> {
             };
             let arg = ctx(ContextKind::InvalidArg);
             let msg = match (kind, arg) {
-                (ErrorKind::UnknownArgument, Some(a)) => {
-                    format!("unknown option '{a}' (see --help)")
-                }
+                (ErrorKind::UnknownArgument, Some(a)) => match nearest_option(&a) {
+                    Some(near) => format!("unknown option '{}' (did you mean '{near}'?)", Cut(&a)),
+                    None => format!("unknown option '{}' (see --help)", Cut(&a)),
+                },
                 (ErrorKind::InvalidValue, Some(a)) => {
                     format!("missing value for '{}' (see --help)", flag(&a))
                 }
@@ -375,9 +450,14 @@ fn clap_error(e: clap::Error) -> Result<Command, Error> {
                 }
                 _ => {
                     // Fall back to clap's own first line, without its "error: " prefix.
+                    // A line that quotes a value is cut like any quoted value (SPEC §2).
                     let text = e.render().to_string();
                     let line = text.lines().next().unwrap_or("bad usage");
-                    line.trim_start_matches("error: ").to_string()
+                    let line = line.trim_start_matches("error: ");
+                    match line.char_indices().nth(3 * crate::error::QUOTE_MAX) {
+                        Some((at, _)) => format!("{}…", &line[..at]),
+                        None => line.to_string(),
+                    }
                 }
             };
             Err(Error::Usage(msg))
@@ -429,6 +509,18 @@ mod tests {
             usage(&["--frobnicate"]),
             "unknown option '--frobnicate' (see --help)"
         );
+        assert_eq!(
+            usage(&["--port", "7"]),
+            "unknown option '--port' (did you mean '--listen'?)"
+        );
+        assert_eq!(
+            usage(&["--listne", "x"]),
+            "unknown option '--listne' (did you mean '--listen'?)"
+        );
+        assert_eq!(
+            usage(&["--max-client=3"]),
+            "unknown option '--max-client' (did you mean '--max-clients'?)"
+        );
         assert!(usage(&["--delay"]).contains("--delay"));
         for args in [
             &["--frobnicate"][..],
@@ -470,6 +562,10 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(std::time::Duration::from_secs(120)));
         assert!(c.shutdown_timeout.is_zero());
         assert_eq!(config(&["--idle-timeout", "0"]).idle_timeout, None);
+        assert!(c.max_clients_given && c.listen_given);
+        let d = config(&[]);
+        assert!(!d.max_clients_given && !d.listen_given);
+        assert!(config(&["--max-clients", "10000"]).max_clients_given);
         assert_eq!(config(&[]).workers, 1);
         assert_eq!(config(&["--workers", "3"]).workers, 3);
         let auto = config(&["--workers", "auto"]).workers;
@@ -524,6 +620,47 @@ mod tests {
         assert!(usage(&["--socket-mode", "0980"])
             .starts_with("invalid value '0980' for '--socket-mode'"));
         assert!(usage(&["--socket-mode", "1777"]).contains("--socket-mode"));
+    }
+
+    /// SPEC §2: a quoted value is cut at about 100 characters, whatever its size (one over
+    /// 64 KiB used to print nothing at all), and the message stays one line.
+    #[test]
+    fn long_values_are_cut() {
+        let huge = "9".repeat(70_000);
+        let with_newline = format!("{}\nsecond", "x".repeat(10));
+        for flag in [
+            "--listen",
+            "--backend",
+            "--delay",
+            "--max-clients",
+            "--allow",
+            "--deny",
+            "--socket-mode",
+            "--workers",
+            "--keepalive",
+        ] {
+            for value in [huge.as_str(), with_newline.as_str()] {
+                let msg = usage(&[flag, value]);
+                assert!(msg.chars().count() < 400, "{flag}: {} chars", msg.len());
+                assert!(!msg.contains('\n'), "{flag}: {msg}");
+                assert!(msg.contains(flag), "{flag}: {msg}");
+            }
+            assert!(usage(&[flag, &huge]).contains("99999…'"), "{flag}");
+        }
+        for args in [
+            vec![format!("--{huge}")],
+            vec![huge.clone()],
+            vec!["--listen".into(), format!("127.0.0.1:{huge}")],
+            vec!["--listen".into(), format!("{huge}.example:7")],
+        ] {
+            let msg = usage(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(
+                msg.chars().count() < 400,
+                "{} chars: {}",
+                msg.len(),
+                &msg[..200]
+            );
+        }
     }
 
     #[test]

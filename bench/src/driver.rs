@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use polling::{Events, Poller};
 
 use crate::args::Config;
+use echo_mux::error::Plain;
 
 /// What a load does when the driver hands it an event or a moment.
 pub trait Load {
@@ -285,7 +286,7 @@ pub fn drive(load: &mut impl Load, cfg: &Config) -> Result<Outcome, String> {
         events.clear();
         load.poller()
             .wait(&mut events, Some(wake.saturating_duration_since(now)))
-            .map_err(|e| format!("poller wait failed: {e}"))?;
+            .map_err(|e| format!("poller wait failed: {}", Plain(&e)))?;
         for ev in events.iter() {
             load.on_event(&mut meter, ev.key, ev.readable, ev.writable);
         }

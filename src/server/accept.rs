@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{connections, later, Server, Source, Timer};
+use crate::access::{fold_socket, keepalive};
 use crate::duration::Human;
 use crate::error::{Error, Plain};
 use crate::listen::Listener;
@@ -48,6 +49,11 @@ pub(super) struct Gate {
     /// Per listener: the last accept error that was about the listener itself, while such a
     /// burst lasts (one warning per burst, however long it lasts).
     failing: Vec<Option<Instant>>,
+    /// Per listener: has an accept returned EAGAIN since `--keepalive` was set on it? Until
+    /// then a connection may have been queued before the option and not inherited it (under
+    /// socket activation the one that started us always was), so it gets the option itself;
+    /// after that, every queued connection was created after the option and has it.
+    settled: Vec<bool>,
     refused_by_backend: u64,
     refusal_logged: Option<Instant>,
     /// `--max-clients` (and, with access lists, SPEC §10's other reasons).
@@ -61,6 +67,7 @@ impl Gate {
             listening: vec![Interest::READ; listeners],
             shortage: None,
             failing: vec![None; listeners],
+            settled: vec![false; listeners],
             refused_by_backend: 0,
             refusal_logged: None,
             refusals: RefusalLog::default(),
@@ -114,9 +121,16 @@ impl Server {
         };
         for _ in 0..ACCEPT_BATCH {
             let (stream, peer) = match sys::accept(fd) {
-                Ok((stream, ip)) => (stream, ip.map_or(Peer::Unix, Peer::Ip)),
+                // SPEC §10: a mapped peer is its IPv4 address, in the access checks and in
+                // every line that shows it (refusals, --log-connections, debug).
+                Ok((stream, ip)) => (stream, ip.map_or(Peer::Unix, |a| Peer::Ip(fold_socket(a)))),
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Backlog::Empty,
+                    Some(libc::EAGAIN) => {
+                        if let Some(settled) = self.gate.settled.get_mut(index) {
+                            *settled = true;
+                        }
+                        return Backlog::Empty;
+                    }
                     Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => continue,
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                         self.pause_accepting(&e);
@@ -152,7 +166,7 @@ impl Server {
                 Some(Ok(source)) => source,
                 None => None,
             };
-            self.tune(&stream, peer);
+            self.tune(&stream, peer, index);
             let slot = self.conns.insert(stream, self.now);
             let Some(conn) = self.conns.at(slot) else {
                 continue;
@@ -180,13 +194,20 @@ impl Server {
     }
 
     /// Socket options for a connection about to be served: TCP_NODELAY (unix sockets have
-    /// no Nagle to turn off). `--keepalive` comes from the listener (see access/keepalive.rs).
-    fn tune(&self, stream: &OwnedFd, peer: Peer) {
+    /// no Nagle to turn off). `--keepalive` comes from the listener (see access/keepalive.rs),
+    /// except on connections accepted before the listener's first EAGAIN, which may have
+    /// been queued before it had the option ([`Gate::settled`]).
+    fn tune(&self, stream: &OwnedFd, peer: Peer, index: usize) {
         if let Peer::Unix = peer {
             return;
         }
         if let Err(e) = sys::set_nodelay(stream) {
             debug!("TCP_NODELAY: {}", Plain(&e));
+        }
+        if !self.gate.settled.get(index).copied().unwrap_or(true) {
+            if let Err(e) = keepalive::apply_to_connection(stream, self.config.keepalive) {
+                debug!("TCP keepalive on a connection queued early: {}", Plain(&e));
+            }
         }
     }
 
@@ -291,7 +312,7 @@ pub(super) fn register(
                 addr: l.label().to_string(),
                 source,
             })?;
-        if let Err(e) = crate::access::keepalive::apply_to_listener(l, keepalive) {
+        if let Err(e) = keepalive::apply_to_listener(l, keepalive) {
             warn!("cannot set TCP keepalive on {}: {}", l.label(), Plain(&e));
         }
         info!("listening on {} (backend {name})", l.label());

@@ -132,7 +132,11 @@ impl Server {
             let token = Source::Udp(i).into();
             match sock.set_interest(self.backend.as_mut(), token, sock.registered, wanted) {
                 Ok(()) => sock.registered = wanted,
-                Err(e) => warn!("cannot update poller interest for {}: {e}", sock.label()),
+                Err(e) => warn!(
+                    "cannot update poller interest for {}: {}",
+                    sock.label(),
+                    crate::error::Plain(&e)
+                ),
             }
         }
         out

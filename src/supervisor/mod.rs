@@ -161,8 +161,8 @@ impl Supervisor {
             timers.add(now + every, Tick::Watchdog(every));
         }
         info!(
-            "starting {n} workers (backend {name}, {} listening sockets)",
-            listeners.len()
+            "starting {n} workers (backend {name}, {})",
+            crate::listen::sockets(listeners.len(), "listening")
         );
         let seats = (0..n)
             .map(|_| Seat {

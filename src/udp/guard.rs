@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 
 use super::addr::Local;
+use crate::access::{fold, fold_socket};
 
 /// Source ports that never get an answer.
 pub const LOOP_PORTS: [u16; 5] = [0, 7, 13, 19, 37];
@@ -59,17 +60,14 @@ impl Guard {
     /// A guard for a daemon whose UDP sockets are bound to `own`.
     pub fn new(own: impl IntoIterator<Item = SocketAddr>) -> Guard {
         Guard {
-            own: own
-                .into_iter()
-                .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
-                .collect(),
+            own: own.into_iter().map(fold_socket).collect(),
             ..Guard::default()
         }
     }
 
     /// Why a datagram from `from` (sent to `local`, when known) must not be answered.
     pub fn check(&self, from: SocketAddr, local: Option<Local>) -> Option<Refusal> {
-        let ip = canonical(from.ip());
+        let ip = fold(from.ip());
         if LOOP_PORTS.contains(&from.port()) {
             return Some(Refusal::Port(from.port()));
         }
@@ -86,7 +84,7 @@ impl Guard {
         // Our own address: a listener's exact address; for a wildcard listener, its port on
         // an address that is certainly local (loopback, the address this datagram was sent
         // to, or the address of another of our listeners).
-        let dst = local.map(|l| canonical(l.header_dst()));
+        let dst = local.map(|l| fold(l.header_dst()));
         let local_ip = |ip: IpAddr| {
             ip.is_loopback() || Some(ip) == dst || self.own.iter().any(|o| o.ip() == ip)
         };
@@ -99,6 +97,7 @@ impl Guard {
     /// Log a refused datagram: at debug every time, at info at most once a second with the
     /// number refused since the last such line.
     pub fn note(&mut self, from: SocketAddr, why: Refusal, now: Instant) {
+        let from = fold_socket(from);
         debug!("udp: not answering {from}: {why}");
         self.unlogged += 1;
         if self.logged.is_some_and(|t| now < t + LOG_EVERY) {
@@ -113,14 +112,6 @@ impl Guard {
         info!("loop protection: not answering {what}, e.g. from {from} ({why})");
         self.logged = Some(now);
         self.unlogged = 0;
-    }
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -89,10 +89,14 @@ impl Ctx<'_> {
         let Some(access) = self.access else {
             return true;
         };
-        let Err(reason) = access.datagram(from.ip().to_canonical(), self.now) else {
+        let Err(reason) = access.datagram(crate::access::fold(from.ip()), self.now) else {
             return true;
         };
-        debug!("udp: datagram from {from} refused ({})", reason.name());
+        debug!(
+            "udp: datagram from {} refused ({})",
+            crate::access::fold_socket(from),
+            reason.name()
+        );
         self.stats.refused(reason);
         if let Some(at) = self.refusals.refused_datagram(reason, from, self.now) {
             self.refusal_flush = Some(at);
@@ -273,7 +277,7 @@ impl UdpSocket {
                     Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH) => continue,
                     Some(libc::EAGAIN) => break,
                     _ => {
-                        debug!("{}: recvmmsg: {e}", self.label());
+                        debug!("{}: recvmmsg: {}", self.label(), crate::error::Plain(&e));
                         break;
                     }
                 },

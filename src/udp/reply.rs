@@ -182,7 +182,11 @@ pub(super) fn transmit(
                     // by this call instead of sending: try the same reply once more.
                     Some(libc::ECONNREFUSED) if !refused_once => refused_once = true,
                     _ => {
-                        debug!("udp: reply to {} failed: {e}", chunk[at].to);
+                        debug!(
+                            "udp: reply to {} failed: {}",
+                            chunk[at].to,
+                            crate::error::Plain(&e)
+                        );
                         ctx.stats.dropped(1);
                         at += 1;
                         refused_once = false;

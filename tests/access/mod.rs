@@ -4,6 +4,7 @@
 //! 127.0.0.3, … before it connects (the whole of 127.0.0.0/8 is local on Linux).
 
 mod bench;
+mod early;
 mod limits;
 mod lists;
 mod logs;
