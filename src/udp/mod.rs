@@ -32,14 +32,19 @@ use crate::server::Stats;
 pub mod addr;
 pub mod batch;
 pub mod guard;
+pub mod loops;
 mod reply;
 
 use addr::Local;
 use batch::{RecvArea, SendArea, BATCH};
 pub use guard::Guard;
+pub use loops::Loops;
 
-/// The largest reply sent (SPEC §9): the largest UDP payload over IPv4.
+/// The largest reply sent over IPv4 (SPEC §9): 65,535 less the IPv4 and UDP headers.
 pub const MAX_REPLY: usize = 65_507;
+/// The largest reply sent over IPv6: 65,535 (the payload length field) less the UDP header;
+/// larger ones would need jumbograms.
+pub const MAX_REPLY_V6: usize = 65_527;
 /// Batches read per readiness event at most, so one busy socket cannot starve the others
 /// (level-triggered: the rest is reported on the next turn).
 const READ_BATCHES: usize = 8;
@@ -72,6 +77,8 @@ pub struct Ctx<'a> {
     pub stats: &'a mut Stats,
     /// Loop protection.
     pub guard: &'a mut Guard,
+    /// Loop detection (`--udp-loop-detect`), or `None` when it is off.
+    pub loops: Option<&'a mut Loops>,
     /// `--allow`/`--deny` and `--rate-per-source` (SPEC §10), or `None` when no list or
     /// limit is set: then a datagram costs no check at all.
     pub access: Option<&'a Access>,
@@ -124,6 +131,15 @@ pub fn bind(addr: &SocketAddr, reuseport: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The largest reply that may go to `to`: an IPv4 peer (a v4-mapped one on a dual-stack
+/// socket included) takes an IPv4 datagram.
+fn max_reply(to: SocketAddr) -> usize {
+    match to {
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => MAX_REPLY_V6,
+        _ => MAX_REPLY,
+    }
+}
+
 /// A reply waiting: held until `due` (`--delay`), or refused by the kernel for now.
 struct Queued {
     due: Instant,
@@ -131,6 +147,8 @@ struct Queued {
     from: Option<Local>,
     /// The payload (raw mode) or the line (stamp mode, stamped when sent).
     payload: Vec<u8>,
+    /// The raw reply's hash for loop detection ([`batch::Reply::hash`]).
+    hash: u64,
 }
 
 /// Why sending stopped.

@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::batch::{RecvArea, Reply, SendArea, BATCH, STAMP_EXTRA};
-use super::{Blocked, Ctx, Queued, UdpSocket, MAX_REPLY, NOBUFS_RETRY, QUEUED_OVERHEAD};
+use super::batch::{RecvArea, Reply, SendArea, AT, BATCH, CTIME_LEN, PREFIX, STAMP_EXTRA};
+use super::loops::{Fold, Verdict};
+use super::{max_reply, Blocked, Ctx, Queued, UdpSocket, NOBUFS_RETRY, QUEUED_OVERHEAD};
 use crate::config::Mode;
 use crate::timer::later;
 
@@ -22,8 +23,10 @@ impl UdpSocket {
         ctx: &mut Ctx<'_>,
     ) {
         let direct = ctx.delay.is_zero() && self.queue.is_empty() && self.blocked.is_none();
-        let mut replies = Vec::with_capacity(if direct { n } else { 0 });
-        for i in 0..n {
+        // On the stack, not the heap: a batch never holds more than BATCH datagrams.
+        let mut replies = [Reply::NONE; BATCH];
+        let mut direct_n = 0;
+        for i in 0..n.min(BATCH) {
             let d = recv.get(i);
             ctx.stats.datagram_in(d.data.len());
             let Some(to) = d.from else {
@@ -45,13 +48,24 @@ impl UdpSocket {
                 ctx.stats.dropped(1);
                 continue;
             }
+            let mut hash = 0;
+            if let Some(loops) = ctx.loops.as_deref_mut() {
+                match loops.check(to, d.data, ctx.now) {
+                    Verdict::Answer { hash: h } => hash = h,
+                    Verdict::Silent => {
+                        ctx.stats.dropped(1);
+                        continue;
+                    }
+                }
+            }
             let payload = match ctx.mode {
                 Mode::Raw => d.data,
                 Mode::Stamp => strip_line_end(d.data),
             };
-            if reply_len(payload.len(), ctx.mode) > MAX_REPLY {
+            let max = max_reply(to);
+            if reply_len(payload.len(), ctx.mode) > max {
                 debug!(
-                    "{}: the reply to {to} would exceed {MAX_REPLY} bytes: dropped",
+                    "{}: the reply to {to} would exceed {max} bytes: dropped",
                     self.label()
                 );
                 ctx.stats.dropped(1);
@@ -61,15 +75,18 @@ impl UdpSocket {
                 to,
                 from: d.local,
                 payload,
+                hash,
             };
             if direct {
-                replies.push(reply);
+                replies[direct_n] = reply;
+                direct_n += 1;
             } else {
                 self.enqueue(later(ctx.now, ctx.delay), &reply, ctx);
             }
         }
-        if !replies.is_empty() {
-            let done = self.transmit(&replies, send, ctx);
+        if direct_n > 0 {
+            let replies = &replies[..direct_n];
+            let done = self.transmit(replies, send, ctx);
             for r in &replies[done..] {
                 self.enqueue(ctx.now, r, ctx);
             }
@@ -96,6 +113,7 @@ impl UdpSocket {
             to: r.to,
             from: r.from,
             payload: r.payload.to_vec(),
+            hash: r.hash,
         });
         self.pending += cost;
         if self.pending >= ctx.max_buffer {
@@ -116,18 +134,16 @@ impl UdpSocket {
             if due == 0 {
                 break;
             }
-            let replies: Vec<Reply<'_>> = self
-                .queue
-                .iter()
-                .take(due)
-                .map(|q| Reply {
+            let mut replies = [Reply::NONE; BATCH];
+            for (r, q) in replies.iter_mut().zip(self.queue.iter().take(due)) {
+                *r = Reply {
                     to: q.to,
                     from: q.from,
                     payload: &q.payload,
-                })
-                .collect();
-            let (done, blocked) = transmit(self.fd(), &replies, send, ctx);
-            drop(replies);
+                    hash: q.hash,
+                };
+            }
+            let (done, blocked) = transmit(self.fd(), &replies[..due], send, ctx);
             self.blocked = blocked;
             for q in self.queue.drain(..done) {
                 self.pending -= reply_len(q.payload.len(), ctx.mode) + QUEUED_OVERHEAD;
@@ -158,6 +174,9 @@ pub(super) fn transmit(
     for chunk in replies.chunks(BATCH) {
         let ctime = stamp.then(|| ctx.clock.ctime());
         let mut out = send.start(ctime);
+        // The time text exactly as the replies carry it, for their hashes.
+        let time = out.time();
+        let mut loops = ctx.loops.as_deref_mut();
         for r in chunk {
             out.push(r);
         }
@@ -168,6 +187,11 @@ pub(super) fn transmit(
                 Ok(k) => {
                     for i in at..at + k {
                         ctx.stats.datagram_out(out.sent_len(i));
+                    }
+                    if let Some(loops) = &mut loops {
+                        for r in &chunk[at..at + k] {
+                            loops.sent(r.to, reply_hash(r, time.as_ref()));
+                        }
                     }
                     at += k;
                     refused_once = false;
@@ -193,6 +217,21 @@ pub(super) fn transmit(
         done += at;
     }
     (done, None)
+}
+
+/// [`super::loops::hash`] of the reply to `r` less its line end: in raw mode the datagram's,
+/// which the check computed; in stamp mode `Echo=><payload> at <ctime>`, hashed as the
+/// pieces it is sent in.
+fn reply_hash(r: &Reply<'_>, ctime: Option<&[u8; CTIME_LEN]>) -> u64 {
+    let Some(ctime) = ctime else {
+        return r.hash;
+    };
+    let mut f = Fold::new();
+    f.write(PREFIX);
+    f.write(r.payload);
+    f.write(AT);
+    f.write(ctime);
+    f.finish()
 }
 
 /// Stamp mode's payload: the datagram less one trailing `\n` (and a `\r` before it).

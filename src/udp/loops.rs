@@ -1,0 +1,343 @@
+//! Loop detection (SPEC §9): two echo servers on any ports answer each other forever once one
+//! forged datagram starts them. The sign is a source whose datagrams are, many times in a row
+//! and in quick succession, replies we have just sent it: exactly (a raw echo server sent our
+//! reply back) or wrapped as `Echo=><our reply less its \n> at <ctime>\n` (a stamp-mode one).
+//! Such a source gets no answer for [`MUTE`], which ends the exchange from our side.
+//!
+//! Memory is fixed at start, nothing is allocated per datagram:
+//! - **Replies sent** ([`Sent`]): a 4-way set-associative table of 64-bit keys, each the
+//!   destination's address mixed with a hash of the reply (less its line end), the oldest way of
+//!   a set replaced first. It holds the last few thousand replies, so a loop carrying many
+//!   datagrams at once (an attacker may forge twenty) is recognised as well as one: a returning
+//!   datagram need not be the *last* reply, only a recent one.
+//! - **Suspects** ([`Peers`]): a small 4-way table keyed by source address, entered only by a
+//!   source whose datagram matched a reply: its run of matches and when the last one came, or
+//!   until when it is not answered. Any other datagram from it ends the run.
+//!
+//! A client sending varied payloads never matches; one that repeats the same payload (a health
+//! check) matches, but a run needs [`RUN`] matches each within [`GAP`] of the one before, so
+//! only a source echoing at least 20 times a second for a run of 64 is taken for a loop. The
+//! hash is 64 bits, four lanes of multiply-rotate over 32-byte blocks: not cryptographic (a
+//! source can only make itself look like a loop), fast enough to run on every datagram.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use log::warn;
+
+use super::reply::strip_line_end;
+
+/// Matches in a row that make a source a loop.
+pub const RUN: u32 = 64;
+/// A match counts toward the run only this soon after the one before it.
+pub const GAP: Duration = Duration::from_millis(50);
+/// How long a loop gets no answer.
+pub const MUTE: Duration = Duration::from_secs(60);
+
+/// Sets of [`WAYS`] replies remembered (a power of two).
+const SENT_SETS: usize = 1024;
+/// Sets of [`WAYS`] suspects (a power of two).
+const PEER_SETS: usize = 64;
+const WAYS: usize = 4;
+
+/// Stamp mode's framing, as a stamp-mode peer wraps our reply.
+const PREFIX: &[u8] = b"Echo=>";
+const AT: &[u8] = b" at ";
+/// `Echo=>` + ` at ` + 24 bytes of ctime + `\n`.
+const WRAP: usize = PREFIX.len() + AT.len() + 24 + 1;
+
+/// The detector of one worker.
+pub struct Loops {
+    sent: Box<Sent>,
+    peers: Box<Peers>,
+}
+
+/// What [`Loops::check`] found.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Verdict {
+    /// Answer it; in raw mode the reply's hash is `hash` (the datagram is the reply).
+    Answer {
+        /// [`hash`] of the datagram less its line end.
+        hash: u64,
+    },
+    /// A loop, or a source still muted for being one: no answer.
+    Silent,
+}
+
+impl Default for Loops {
+    fn default() -> Self {
+        Loops::new()
+    }
+}
+
+impl Loops {
+    /// The tables, allocated once.
+    pub fn new() -> Loops {
+        let free = Peer {
+            who: 0,
+            run: 0,
+            last: Instant::now(),
+            muted_until: None,
+        };
+        Loops {
+            sent: Box::new(Sent {
+                keys: [[0; WAYS]; SENT_SETS],
+                next: [0; SENT_SETS],
+            }),
+            peers: Box::new(Peers {
+                slots: [[free; WAYS]; PEER_SETS],
+            }),
+        }
+    }
+
+    /// A datagram `data` arrived from `from` at `now`: is it one of our replies coming back?
+    #[inline]
+    pub fn check(&mut self, from: SocketAddr, data: &[u8], now: Instant) -> Verdict {
+        let who = addr_hash(from);
+        let core = strip_line_end(data);
+        let hash = self::hash(core);
+        let mut echo = self.sent.contains(key(who, hash));
+        if !echo {
+            if let Some(inner) = unwrap_stamp(data) {
+                echo = self.sent.contains(key(who, self::hash(inner)));
+            }
+        }
+        let peer = self.peers.find(who);
+        let Some(p) = peer else {
+            if echo {
+                self.peers.insert(who, now);
+            }
+            return Verdict::Answer { hash };
+        };
+        if let Some(until) = p.muted_until {
+            if now < until {
+                return Verdict::Silent;
+            }
+            p.muted_until = None;
+            p.run = 0;
+        }
+        if !echo {
+            p.run = 0;
+            return Verdict::Answer { hash };
+        }
+        p.run = if now.saturating_duration_since(p.last) <= GAP {
+            p.run + 1
+        } else {
+            1
+        };
+        p.last = now;
+        if p.run < RUN {
+            return Verdict::Answer { hash };
+        }
+        p.muted_until = Some(now + MUTE);
+        warn!(
+            "udp: {from} echoes our replies back: not answering it for {}s",
+            MUTE.as_secs()
+        );
+        Verdict::Silent
+    }
+
+    /// A reply went to `to`; `hash` is [`hash`] of it less its line end.
+    #[inline]
+    pub fn sent(&mut self, to: SocketAddr, hash: u64) {
+        self.sent.insert(key(addr_hash(to), hash));
+    }
+}
+
+/// The replies sent lately, as keys.
+struct Sent {
+    keys: [[u64; WAYS]; SENT_SETS],
+    /// The way of each set to replace next.
+    next: [u8; SENT_SETS],
+}
+
+impl Sent {
+    fn contains(&self, key: u64) -> bool {
+        self.keys[key as usize % SENT_SETS].contains(&key)
+    }
+
+    fn insert(&mut self, key: u64) {
+        let set = key as usize % SENT_SETS;
+        if self.keys[set].contains(&key) {
+            return;
+        }
+        let way = self.next[set] as usize;
+        self.keys[set][way] = key;
+        self.next[set] = ((way + 1) % WAYS) as u8;
+    }
+}
+
+/// Sources that sent back one of our replies lately.
+struct Peers {
+    slots: [[Peer; WAYS]; PEER_SETS],
+}
+
+#[derive(Clone, Copy)]
+struct Peer {
+    /// [`addr_hash`] of the source; 0 = free.
+    who: u64,
+    /// Matches in a row.
+    run: u32,
+    /// When the last match came.
+    last: Instant,
+    /// Not answered until then.
+    muted_until: Option<Instant>,
+}
+
+impl Peers {
+    fn set(who: u64) -> usize {
+        (who >> 32) as usize % PEER_SETS
+    }
+
+    fn find(&mut self, who: u64) -> Option<&mut Peer> {
+        self.slots[Self::set(who)].iter_mut().find(|p| p.who == who)
+    }
+
+    /// Enter a source with a run of one match. The way replaced: a free one, else the one that
+    /// matched least lately among those not muted, else the one whose mute ends first.
+    fn insert(&mut self, who: u64, now: Instant) {
+        let set = &mut self.slots[Self::set(who)];
+        let victim = set
+            .iter_mut()
+            .min_by_key(|p| match (p.who, p.muted_until) {
+                (0, _) => (0, None),
+                (_, None) => (1, Some(p.last)),
+                (_, Some(until)) => (2, Some(until)),
+            })
+            .expect("a set has ways");
+        *victim = Peer {
+            who,
+            run: 1,
+            last: now,
+            muted_until: None,
+        };
+    }
+}
+
+/// The source's address and port, hashed; never 0 (a free slot).
+fn addr_hash(a: SocketAddr) -> u64 {
+    let (ip, scope) = match a {
+        SocketAddr::V4(v4) => (v4.ip().to_ipv6_mapped().octets(), 0),
+        SocketAddr::V6(v6) => (v6.ip().octets(), v6.scope_id()),
+    };
+    let mut f = Fold::new();
+    f.write(&ip);
+    f.write(&a.port().to_le_bytes());
+    f.write(&scope.to_le_bytes());
+    f.finish() | 1
+}
+
+/// The key of a reply with hash `hash` to the source with [`addr_hash`] `who`; never 0.
+fn key(who: u64, hash: u64) -> u64 {
+    fmix(who ^ hash.rotate_left(17).wrapping_mul(K[1])) | 1
+}
+
+/// What a stamp-mode echo server makes of a datagram: `Echo=>` + it (less its line end) +
+/// ` at ` + 24 bytes of ctime + `\n`. Returns that inner datagram, when `data` has this shape.
+fn unwrap_stamp(data: &[u8]) -> Option<&[u8]> {
+    let n = data.len();
+    if n < WRAP || !data.starts_with(PREFIX) || data[n - 1] != b'\n' {
+        return None;
+    }
+    let at = n - 1 - 24 - AT.len();
+    (&data[at..at + AT.len()] == AT).then(|| &data[PREFIX.len()..at])
+}
+
+/// The hash of `bytes` (as [`Fold`] over them in one piece).
+pub fn hash(bytes: &[u8]) -> u64 {
+    let mut f = Fold::new();
+    f.write(bytes);
+    f.finish()
+}
+
+const K: [u64; 4] = [
+    0x9e37_79b9_7f4a_7c15,
+    0xc2b2_ae3d_27d4_eb4f,
+    0x1656_67b1_9e37_79f9,
+    0xd6e8_feb8_6659_fd93,
+];
+
+/// A streaming 64-bit hash: writing `a` then `b` gives what writing `a ++ b` does, so a stamp
+/// reply, sent as pieces, hashes as the one datagram it is on the wire. Four independent
+/// lanes of xor-multiply-rotate over 32-byte blocks (the multiplications overlap), the lanes
+/// and the length folded together at the end.
+pub struct Fold {
+    lanes: [u64; 4],
+    buf: [u8; 32],
+    used: usize,
+    len: u64,
+}
+
+impl Fold {
+    /// An empty hash.
+    pub fn new() -> Fold {
+        Fold {
+            lanes: K,
+            buf: [0; 32],
+            used: 0,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn block(lanes: &mut [u64; 4], b: &[u8]) {
+        for (i, lane) in lanes.iter_mut().enumerate() {
+            let w = u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            *lane = (*lane ^ w).wrapping_mul(K[i] | 1).rotate_left(29);
+        }
+    }
+
+    /// Append `bytes`.
+    pub fn write(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if self.used > 0 {
+            let take = (32 - self.used).min(bytes.len());
+            self.buf[self.used..self.used + take].copy_from_slice(&bytes[..take]);
+            self.used += take;
+            bytes = &bytes[take..];
+            if self.used < 32 {
+                return;
+            }
+            let buf = self.buf;
+            Self::block(&mut self.lanes, &buf);
+            self.used = 0;
+        }
+        let mut blocks = bytes.chunks_exact(32);
+        for b in &mut blocks {
+            Self::block(&mut self.lanes, b);
+        }
+        let rest = blocks.remainder();
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.used = rest.len();
+    }
+
+    /// The hash of everything written.
+    pub fn finish(&self) -> u64 {
+        let mut lanes = self.lanes;
+        if self.used > 0 {
+            let mut last = [0u8; 32];
+            last[..self.used].copy_from_slice(&self.buf[..self.used]);
+            Self::block(&mut lanes, &last);
+        }
+        let mut h = self.len.wrapping_mul(K[0]);
+        for lane in lanes {
+            h = fmix(h ^ lane);
+        }
+        h
+    }
+}
+
+impl Default for Fold {
+    fn default() -> Self {
+        Fold::new()
+    }
+}
+
+/// A 64-bit finaliser: every input bit affects every output bit.
+fn fmix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
