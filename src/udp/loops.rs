@@ -341,3 +341,163 @@ fn fmix(mut h: u64) -> u64 {
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    /// Send `reply` to `to`, as the socket would after answering.
+    fn sent_raw(l: &mut Loops, to: SocketAddr, reply: &[u8]) {
+        l.sent(to, hash(strip_line_end(reply)));
+    }
+
+    #[test]
+    fn the_hash_streams_and_tells_bytes_apart() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
+        let whole = hash(&data);
+        for cuts in [[0, 0], [1, 2], [31, 32], [32, 64], [5, 999], [33, 70]] {
+            let mut f = Fold::new();
+            f.write(&data[..cuts[0]]);
+            f.write(&data[cuts[0]..cuts[1]]);
+            f.write(&data[cuts[1]..]);
+            assert_eq!(f.finish(), whole, "{cuts:?}");
+        }
+        let mut other = data.clone();
+        other[500] ^= 1;
+        assert_ne!(hash(&other), whole);
+        assert_ne!(hash(&data[..999]), whole);
+        assert_ne!(hash(b""), hash(b"\0"), "the length counts");
+        assert_ne!(hash(&[0; 32]), hash(&[0; 33]));
+    }
+
+    #[test]
+    fn a_raw_echo_loop_is_silenced_after_a_run() {
+        let mut l = Loops::new();
+        let peer = sa("192.0.2.7:7007");
+        let t0 = Instant::now();
+        let d = b"forged".to_vec();
+        // The first datagram is not one of ours; then the peer keeps returning our reply.
+        for i in 0..RUN {
+            let now = t0 + Duration::from_micros(i as u64 * 30);
+            assert!(
+                matches!(l.check(peer, &d, now), Verdict::Answer { .. }),
+                "answered {i}"
+            );
+            sent_raw(&mut l, peer, &d);
+        }
+        let now = t0 + Duration::from_millis(3);
+        assert_eq!(l.check(peer, &d, now), Verdict::Silent);
+        // Muted: even new payloads get no answer, until the mute ends.
+        assert_eq!(l.check(peer, b"other", now + MUTE / 2), Verdict::Silent);
+        assert!(matches!(
+            l.check(peer, b"other", now + MUTE),
+            Verdict::Answer { .. }
+        ));
+        // Another source is not affected.
+        assert!(matches!(
+            l.check(sa("192.0.2.8:7007"), &d, now),
+            Verdict::Answer { .. }
+        ));
+    }
+
+    #[test]
+    fn twenty_datagrams_in_flight_are_recognised_too() {
+        let mut l = Loops::new();
+        let peer = sa("[2001:db8::7]:9");
+        let t0 = Instant::now();
+        let chains: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1400]).collect();
+        let mut silent_at = None;
+        'rounds: for round in 0..10u32 {
+            for (k, d) in chains.iter().enumerate() {
+                let now = t0 + Duration::from_micros(u64::from(round) * 100 + k as u64);
+                match l.check(peer, d, now) {
+                    Verdict::Answer { .. } => sent_raw(&mut l, peer, d),
+                    Verdict::Silent => {
+                        silent_at = Some(round);
+                        break 'rounds;
+                    }
+                }
+            }
+        }
+        // 20 new, then 64 returns: silent in the fourth round.
+        assert_eq!(silent_at, Some(4));
+    }
+
+    #[test]
+    fn a_stamp_loop_is_recognised_through_the_wrapping() {
+        // Our stamp reply to `p` is Echo=>p at T\n; a stamp peer sends back
+        // Echo=>Echo=>p at T at T2\n, whose payload is our reply less its \n.
+        let mut l = Loops::new();
+        let peer = sa("127.0.0.2:40000");
+        let t0 = Instant::now();
+        let time = *b"Sat Dec  5 18:24:00 2026";
+        let mut datagram = b"hello\n".to_vec();
+        let mut verdicts = Vec::new();
+        for i in 0..=RUN {
+            let now = t0 + Duration::from_micros(u64::from(i) * 50);
+            let v = l.check(peer, &datagram, now);
+            verdicts.push(v);
+            if v == Verdict::Silent {
+                break;
+            }
+            let payload = strip_line_end(&datagram).to_vec();
+            let mut f = Fold::new();
+            for piece in [PREFIX, &payload, AT, &time] {
+                f.write(piece);
+            }
+            l.sent(peer, f.finish());
+            let ours = [PREFIX, &payload, AT, &time, b"\n"].concat();
+            // Alternate between a stamp peer (wraps) and a raw one (returns it as it is).
+            datagram = if i % 2 == 0 {
+                [PREFIX, strip_line_end(&ours), AT, &time, b"\n"].concat()
+            } else {
+                ours
+            };
+        }
+        assert_eq!(verdicts.len() as u32, RUN + 1);
+        assert_eq!(verdicts.last(), Some(&Verdict::Silent));
+    }
+
+    #[test]
+    fn varied_payloads_and_slow_repeats_are_never_a_loop() {
+        let mut l = Loops::new();
+        let fast = sa("10.0.0.1:5000");
+        let slow = sa("10.0.0.2:5000");
+        let t0 = Instant::now();
+        for i in 0..100_000u32 {
+            let now = t0 + Duration::from_nanos(u64::from(i) * 100);
+            let d = i.to_le_bytes().repeat(16);
+            assert!(matches!(l.check(fast, &d, now), Verdict::Answer { .. }));
+            sent_raw(&mut l, fast, &d);
+        }
+        // A health check: the same "ping" once a second (and 5 times a second) for hours.
+        for (i, every) in (0..2000u64).map(|i| (i, Duration::from_millis(200))) {
+            let now = t0 + every * i as u32 + Duration::from_secs(i);
+            assert!(matches!(
+                l.check(slow, b"ping", now),
+                Verdict::Answer { .. }
+            ));
+            sent_raw(&mut l, slow, b"ping");
+        }
+        // A run broken by one datagram that is not ours starts again.
+        let mixed = sa("10.0.0.3:5000");
+        for i in 0..(RUN * 4) {
+            let now = t0 + Duration::from_micros(u64::from(i));
+            let d: &[u8] = if i % (RUN / 2) == 0 { b"new" } else { b"same" };
+            let d = if d == b"new" {
+                [d, &i.to_le_bytes()].concat()
+            } else {
+                d.to_vec()
+            };
+            assert!(
+                matches!(l.check(mixed, &d, now), Verdict::Answer { .. }),
+                "{i}"
+            );
+            sent_raw(&mut l, mixed, &d);
+        }
+    }
+}

@@ -465,3 +465,75 @@ fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
         "a flush of the refusal log was asked for"
     );
 }
+
+/// Heap allocations made by this thread, counted by the test binary's allocator.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local!(static ALLOCS: Cell<u64> = const { Cell::new(0) });
+
+    // SAFETY: every call is passed on to the system allocator unchanged; the count is a
+    // const-initialised thread-local Cell, which never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: the caller's promises about `l` are passed on as they are.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: `p` came from this allocator, that is from System, with `l`.
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: as for alloc.
+            unsafe { System.alloc_zeroed(l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: as for dealloc, and `new` is the caller's valid size.
+            unsafe { System.realloc(p, l, new) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Allocations so far on this thread.
+    pub fn allocations() -> u64 {
+        ALLOCS.with(Cell::get)
+    }
+}
+
+#[test]
+fn answering_allocates_nothing_in_the_steady_state() {
+    let before = counting::allocations();
+    drop(std::hint::black_box(vec![1u8]));
+    assert_eq!(counting::allocations(), before + 1, "the counter counts");
+    for mode in [Mode::Raw, Mode::Stamp] {
+        let mut rig = Rig::new("127.0.0.1:0");
+        rig.mode = mode;
+        let p = rig.peer();
+        let mut buf = vec![0u8; 70_000];
+        let mut round = |rig: &mut Rig, seq: u32| -> u64 {
+            for i in 0..BATCH as u32 {
+                p.send(&(seq * 1000 + i).to_be_bytes().repeat(16)).unwrap();
+            }
+            let before = counting::allocations();
+            rig.readable(Instant::now());
+            let made = counting::allocations() - before;
+            for _ in 0..BATCH {
+                p.recv(&mut buf).expect("a reply");
+            }
+            made
+        };
+        // The first round allocates the receive area.
+        round(&mut rig, 0);
+        let made: u64 = (1..50).map(|seq| round(&mut rig, seq)).sum();
+        assert_eq!(made, 0, "{mode:?}: allocations in 49 batches of {BATCH}");
+        assert_eq!(rig.totals().datagrams_out, 50 * BATCH as u64);
+    }
+}
