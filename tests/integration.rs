@@ -81,3 +81,8 @@ mod udp_workers;
 // UDP with the access lists and per-source limits: denied and rate-limited datagrams are
 // dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
 mod udp_access;
+
+// UDP echo loops (issue 15): our port on another address, two daemons started answering each
+// other by a forged datagram (raw socket, root) stop by themselves in raw and stamp mode, keep
+// going with --udp-loop-detect off; varied payloads at full speed are never a loop.
+mod udp_loops;
