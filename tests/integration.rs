@@ -86,3 +86,6 @@ mod udp_access;
 // other by a forged datagram (raw socket, root) stop by themselves in raw and stamp mode, keep
 // going with --udp-loop-detect off; varied payloads at full speed are never a loop.
 mod udp_loops;
+
+// UDP reply sizes: 65,507 bytes over IPv4, 65,527 over IPv6, raw and stamp; one more is dropped.
+mod udp_sizes;
