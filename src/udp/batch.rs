@@ -173,9 +173,9 @@ pub struct Reply<'a> {
     pub from: Option<Local>,
     /// The bytes (raw mode) or the line (stamp mode).
     pub payload: &'a [u8],
-    /// In raw mode, the hash of the payload less its line end, for loop detection (0 when
-    /// detection is off).
-    pub hash: u64,
+    /// In raw mode, what loop detection records once this reply is sent (the
+    /// [`super::loops::Verdict`] key); 0 when detection is off.
+    pub loop_key: u64,
 }
 
 impl Reply<'static> {
@@ -187,7 +187,7 @@ impl Reply<'static> {
         )),
         from: None,
         payload: &[],
-        hash: 0,
+        loop_key: 0,
     };
 }
 

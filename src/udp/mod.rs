@@ -147,8 +147,8 @@ struct Queued {
     from: Option<Local>,
     /// The payload (raw mode) or the line (stamp mode, stamped when sent).
     payload: Vec<u8>,
-    /// The raw reply's hash for loop detection ([`batch::Reply::hash`]).
-    hash: u64,
+    /// The raw reply's loop detection key ([`batch::Reply::loop_key`]).
+    loop_key: u64,
 }
 
 /// Why sending stopped.

@@ -48,10 +48,10 @@ impl UdpSocket {
                 ctx.stats.dropped(1);
                 continue;
             }
-            let mut hash = 0;
+            let mut loop_key = 0;
             if let Some(loops) = ctx.loops.as_deref_mut() {
                 match loops.check(to, d.data, ctx.now) {
-                    Verdict::Answer { hash: h } => hash = h,
+                    Verdict::Answer { key } => loop_key = key,
                     Verdict::Silent => {
                         ctx.stats.dropped(1);
                         continue;
@@ -75,7 +75,7 @@ impl UdpSocket {
                 to,
                 from: d.local,
                 payload,
-                hash,
+                loop_key,
             };
             if direct {
                 replies[direct_n] = reply;
@@ -113,7 +113,7 @@ impl UdpSocket {
             to: r.to,
             from: r.from,
             payload: r.payload.to_vec(),
-            hash: r.hash,
+            loop_key: r.loop_key,
         });
         self.pending += cost;
         if self.pending >= ctx.max_buffer {
@@ -140,7 +140,7 @@ impl UdpSocket {
                     to: q.to,
                     from: q.from,
                     payload: &q.payload,
-                    hash: q.hash,
+                    loop_key: q.loop_key,
                 };
             }
             let (done, blocked) = transmit(self.fd(), &replies[..due], send, ctx);
@@ -190,7 +190,10 @@ pub(super) fn transmit(
                     }
                     if let Some(loops) = &mut loops {
                         for r in &chunk[at..at + k] {
-                            loops.sent(r.to, reply_hash(r, time.as_ref()));
+                            match &time {
+                                None => loops.sent_key(r.loop_key),
+                                Some(t) => loops.sent(r.to, stamp_hash(r.payload, t)),
+                            }
                         }
                     }
                     at += k;
@@ -219,16 +222,12 @@ pub(super) fn transmit(
     (done, None)
 }
 
-/// [`super::loops::hash`] of the reply to `r` less its line end: in raw mode the datagram's,
-/// which the check computed; in stamp mode `Echo=><payload> at <ctime>`, hashed as the
-/// pieces it is sent in.
-fn reply_hash(r: &Reply<'_>, ctime: Option<&[u8; CTIME_LEN]>) -> u64 {
-    let Some(ctime) = ctime else {
-        return r.hash;
-    };
+/// [`super::loops::hash`] of the stamp reply to `payload` less its `\n`:
+/// `Echo=><payload> at <ctime>`, hashed as the pieces it is sent in.
+fn stamp_hash(payload: &[u8], ctime: &[u8; CTIME_LEN]) -> u64 {
     let mut f = Fold::new();
     f.write(PREFIX);
-    f.write(r.payload);
+    f.write(payload);
     f.write(AT);
     f.write(ctime);
     f.finish()
