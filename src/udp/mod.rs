@@ -53,6 +53,11 @@ const NOBUFS_RETRY: Duration = Duration::from_millis(5);
 /// What one queued datagram costs beyond its reply bytes (entry and allocator overhead),
 /// charged to `--max-buffer` so a flood of tiny datagrams stays within it too.
 const QUEUED_OVERHEAD: usize = std::mem::size_of::<Queued>() + 32;
+/// Payload buffers of sent queued replies kept for the next ones (so a steady `--delay`
+/// allocates nothing): at most this many per socket, …
+const SPARE_BUFFERS: usize = 64;
+/// … of at most this capacity each (larger ones are freed).
+const SPARE_CAPACITY: usize = 2048;
 
 /// The worker's shared batch areas (one of each, for all UDP sockets).
 #[derive(Default)]
@@ -165,6 +170,8 @@ pub struct UdpSocket {
     listener: Listener,
     local: SocketAddr,
     queue: VecDeque<Queued>,
+    /// Emptied payload buffers for the queue to reuse ([`SPARE_BUFFERS`]).
+    spare: Vec<Vec<u8>>,
     /// Reply bytes queued, plus [`QUEUED_OVERHEAD`] each.
     pending: usize,
     /// Not read: the queue reached `--max-buffer` (until it falls to half).
@@ -210,6 +217,7 @@ impl UdpSocket {
             listener,
             local,
             queue: VecDeque::new(),
+            spare: Vec::new(),
             pending: 0,
             paused: false,
             stopped: false,

@@ -8,7 +8,10 @@ use log::debug;
 
 use super::batch::{RecvArea, Reply, SendArea, AT, BATCH, CTIME_LEN, PREFIX, STAMP_EXTRA};
 use super::loops::{Fold, Verdict};
-use super::{max_reply, Blocked, Ctx, Queued, UdpSocket, NOBUFS_RETRY, QUEUED_OVERHEAD};
+use super::{
+    max_reply, Blocked, Ctx, Queued, UdpSocket, NOBUFS_RETRY, QUEUED_OVERHEAD, SPARE_BUFFERS,
+    SPARE_CAPACITY,
+};
 use crate::config::Mode;
 use crate::timer::later;
 
@@ -108,11 +111,14 @@ impl UdpSocket {
             self.paused = true;
             return;
         }
+        let mut payload = self.spare.pop().unwrap_or_default();
+        payload.clear();
+        payload.extend_from_slice(r.payload);
         self.queue.push_back(Queued {
             due,
             to: r.to,
             from: r.from,
-            payload: r.payload.to_vec(),
+            payload,
             loop_key: r.loop_key,
         });
         self.pending += cost;
@@ -147,6 +153,9 @@ impl UdpSocket {
             self.blocked = blocked;
             for q in self.queue.drain(..done) {
                 self.pending -= reply_len(q.payload.len(), ctx.mode) + QUEUED_OVERHEAD;
+                if self.spare.len() < SPARE_BUFFERS && q.payload.capacity() <= SPARE_CAPACITY {
+                    self.spare.push(q.payload);
+                }
             }
         }
         if self.paused && self.pending <= ctx.max_buffer / 2 {

@@ -537,3 +537,32 @@ fn answering_allocates_nothing_in_the_steady_state() {
         assert_eq!(rig.totals().datagrams_out, 50 * BATCH as u64);
     }
 }
+
+#[test]
+fn delayed_replies_allocate_nothing_in_the_steady_state() {
+    let mut rig = Rig::new("127.0.0.1:0");
+    rig.delay = Duration::from_millis(10);
+    let p = rig.peer();
+    let mut buf = vec![0u8; 70_000];
+    let t0 = Instant::now();
+    let mut round = |rig: &mut Rig, seq: u32| -> u64 {
+        for i in 0..BATCH as u32 {
+            p.send(&(seq * 1000 + i).to_be_bytes().repeat(16)).unwrap();
+        }
+        let now = t0 + Duration::from_millis(u64::from(seq) * 20);
+        let due = now + rig.delay;
+        let before = counting::allocations();
+        rig.readable(now);
+        assert_eq!(rig.sock.queued(), BATCH, "held");
+        rig.with(due, |s, a, c| s.on_timer(due, a, c));
+        let made = counting::allocations() - before;
+        for _ in 0..BATCH {
+            p.recv(&mut buf).expect("a reply");
+        }
+        made
+    };
+    // The first round allocates the receive area, the queue and the payload buffers.
+    round(&mut rig, 0);
+    let made: u64 = (1..30).map(|seq| round(&mut rig, seq)).sum();
+    assert_eq!(made, 0, "allocations in 29 held batches of {BATCH}");
+}
