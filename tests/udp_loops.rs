@@ -319,3 +319,43 @@ fn udp_varied_payloads_at_full_speed_are_never_a_loop(backend: &'static str) {
         stats["datagrams_in"], stats["datagrams_out"]
     );
 }
+
+for_each_backend!(udp_echo_loop_with_workers_stops_by_itself);
+/// `--workers 2` against a single daemon: each worker has its own detector, and SO_REUSEPORT
+/// hashes the looping peer (one address and port) onto one worker, which ends the loop.
+fn udp_echo_loop_with_workers_stops_by_itself(backend: &'static str) {
+    use crate::workers::pool::Pool;
+    let Some(p) = Pool::start(backend, 2, &["-l", "udp:127.0.0.1:0"]) else {
+        return;
+    };
+    let Some(b) = Daemon::spawn(backend, &["-l", "udp:127.0.0.1:0"]) else {
+        return;
+    };
+    if forge(v4(b.udp_addr()), v4(p.d.udp_addr()), b"loop me").is_none() {
+        println!("note: forging a datagram needs a raw socket (root); not testing echo loops");
+        return;
+    }
+    p.d.expect_line(0, LOOP_LINE, Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let look = || {
+        (
+            p.totals()["datagrams_out"],
+            count(&b.stats(), "datagrams_out"),
+        )
+    };
+    let mut last = look();
+    loop {
+        thread::sleep(Duration::from_millis(300));
+        let now = look();
+        if now == last {
+            break;
+        }
+        if Instant::now() > deadline {
+            p.d.fail(&format!("the exchange still runs: {last:?} then {now:?}"));
+        }
+        last = now;
+    }
+    if last.0 > 1_000 || last.1 > 1_000 {
+        p.d.fail(&format!("the loop stopped only after {last:?} replies"));
+    }
+}
