@@ -5,7 +5,7 @@
 //! sending varied payloads at full speed is never taken for a loop.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::thread;
 use std::time::{Duration, Instant};
 
