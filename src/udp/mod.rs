@@ -5,9 +5,11 @@
 //!
 //! The hot path, with no delay and nothing queued: one `recvmmsg` fills up to 64 datagrams
 //! into the worker's shared receive area ([`batch::RecvArea`]); each is checked by the loop
-//! protection ([`guard`]) and answered straight from that area with one `sendmmsg`, stamp
-//! replies gathered around the payload without a copy. Only what the kernel refuses is copied
-//! into the queue. A short batch means the socket is drained: back to the poller.
+//! protection ([`guard`]) and the loop detection ([`loops`]) and answered straight from that
+//! area with one `sendmmsg`, stamp replies gathered around the payload without a copy. Only
+//! what the kernel refuses is copied into the queue, into buffers reused from sent replies.
+//! A short batch means the socket is drained: back to the poller. Nothing on this path
+//! allocates once the areas exist (tests.rs counts).
 
 use std::collections::VecDeque;
 use std::io;
