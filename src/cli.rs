@@ -197,6 +197,9 @@ struct Args {
         hide_possible_values = true
     )]
     workers: String,
+    /// UDP: stop answering a source that keeps sending our replies back (an echo loop): on or off
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    udp_loop_detect: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -294,6 +297,11 @@ where
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
     access_options(&args, &mut config)?;
     config.workers = parse_workers(&args.workers)?;
+    config.udp_loop_detect = match args.udp_loop_detect.as_str() {
+        "on" => true,
+        "off" => false,
+        other => return Err(invalid(other, "udp-loop-detect", "expected on or off")),
+    };
 
     config.check().map_err(Error::Usage)?;
 
@@ -568,6 +576,13 @@ mod tests {
         assert!(config(&["--max-clients", "10000"]).max_clients_given);
         assert_eq!(config(&[]).workers, 1);
         assert_eq!(config(&["--workers", "3"]).workers, 3);
+        assert!(config(&[]).udp_loop_detect);
+        assert!(!config(&["--udp-loop-detect", "off"]).udp_loop_detect);
+        assert!(config(&["--udp-loop-detect", "on"]).udp_loop_detect);
+        assert_eq!(
+            usage(&["--udp-loop-detect", "yes"]),
+            "invalid value 'yes' for '--udp-loop-detect': expected on or off"
+        );
         let auto = config(&["--workers", "auto"]).workers;
         assert!((1..=MAX_WORKERS).contains(&auto), "{auto}");
     }

@@ -77,6 +77,8 @@ pub struct Config {
     pub socket_mode: Option<u32>,
     /// Worker processes (SPEC §8); 1 = no supervisor, `auto` already resolved.
     pub workers: usize,
+    /// `--udp-loop-detect`: stop answering a UDP source that echoes our replies (SPEC §9).
+    pub udp_loop_detect: bool,
 }
 
 impl Default for Config {
@@ -97,6 +99,7 @@ impl Default for Config {
             log_connections: false,
             socket_mode: None,
             workers: 1,
+            udp_loop_detect: true,
         }
     }
 }

@@ -99,3 +99,11 @@ mod workers_socket_mode;
 
 // Workers ended by any signal are reaped and replaced; SIGTERM works after (issue 15 item 2).
 mod workers_deaths;
+
+// UDP echo loops (issue 15): our port on another address, two daemons started answering each
+// other by a forged datagram (raw socket, root) stop by themselves in raw and stamp mode, keep
+// going with --udp-loop-detect off; varied payloads at full speed are never a loop.
+mod udp_loops;
+
+// UDP reply sizes: 65,507 bytes over IPv4, 65,527 over IPv6, raw and stamp; one more is dropped.
+mod udp_sizes;

@@ -23,7 +23,7 @@ _echo__mux() {
 
     case "${cmd}" in
         echo__mux)
-            opts="-l -b -v -q -h -V --listen --backend --mode --delay --max-clients --max-buffer --idle-timeout --shutdown-timeout --allow --deny --max-per-source --rate-per-source --keepalive --log-connections --socket-mode --workers --verbose --quiet --help --version"
+            opts="-l -b -v -q -h -V --listen --backend --mode --delay --max-clients --max-buffer --idle-timeout --shutdown-timeout --allow --deny --max-per-source --rate-per-source --keepalive --log-connections --socket-mode --workers --udp-loop-detect --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -134,6 +134,10 @@ _echo__mux() {
                     ;;
                 --workers)
                     COMPREPLY=($(compgen -W "auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --udp-loop-detect)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)
