@@ -81,3 +81,7 @@ mod udp_workers;
 // UDP with the access lists and per-source limits: denied and rate-limited datagrams are
 // dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
 mod udp_access;
+
+// Issue 15, the close path: deregister_for_close on every backend (epoll leaves a private
+// descriptor to the close), and the daemon's epoll set after connection churn.
+mod close_path;
