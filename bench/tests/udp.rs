@@ -1,7 +1,7 @@
 //! The UDP load tools against real servers on loopback: `echo-mux-bench --udp` and
-//! `scripts/hammer.sh --udp` against the C reference `udpecho-mmsg` (compiled with gcc into a
-//! temp dir), and against faulty servers (a byte flipped, datagrams dropped, duplicated or
-//! answered late) to show that both tools notice. The daemon's own UDP tests are in the root
+//! `scripts/hammer.sh --udp` against the C peer `udp-echo-mmsg` (bench/peers/, compiled with
+//! gcc into a temp dir), and against faulty servers (a byte flipped, datagrams dropped,
+//! duplicated or answered late) to show that both tools notice. The daemon's own UDP tests are in the root
 //! crate's `tests/`. Needs gcc and nc (netcat-openbsd), which `.ci/run` installs.
 
 mod support;
@@ -13,7 +13,7 @@ use support::{bench_udp, field, hammer_udp, number, run_bounded, Fault, Faulty, 
 #[test]
 /// 16 sockets × 20,000 datagrams of 512 B, then one socket with the largest datagram: every
 /// reply verified, nothing lost, and the server echoed exactly what the bench counted.
-fn bench_udp_against_udpecho_mmsg() {
+fn bench_udp_against_udp_echo_mmsg() {
     let server = Reference::start();
     let (code, json) = bench_udp(server.port, &["-c", "16", "-s", "512", "-n", "20000"]);
     assert_eq!(code, Some(0), "{json}");
@@ -132,7 +132,7 @@ fn bench_udp_refuses_stream_options() {
 
 #[test]
 /// 8 nc -u clients × 2 rounds, 4,000 bytes each (one datagram per client): all checksums match.
-fn hammer_udp_against_udpecho_mmsg() {
+fn hammer_udp_against_udp_echo_mmsg() {
     let server = Reference::start();
     let args = ["--clients", "8", "--bytes", "4000", "--rounds", "2"];
     let (code, out) = hammer_udp(server.port, &args);
