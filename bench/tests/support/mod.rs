@@ -1,6 +1,8 @@
-//! Servers and runners for the UDP tool tests: the C peer `udp-echo-mmsg` (bench/peers/,
-//! compiled with gcc into a temp dir per server, removed when it stops), a faulty UDP echo
-//! server in a thread, and time-bounded runs of the tools.
+//! Servers and runners for the tool tests: the C peers `udp-echo-mmsg` and `tcp-echo-epoll`
+//! (bench/peers/, compiled with gcc into a temp dir per server, removed when it stops), a
+//! faulty UDP echo server in a thread, and time-bounded runs of the tools. Each test binary
+//! uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -42,25 +44,39 @@ fn compile_peer(name: &str) -> (PathBuf, PathBuf) {
     (dir, bin)
 }
 
-/// A running `udp-echo-mmsg` on 127.0.0.1; SIGTERM and reaped on drop, its temp dir removed.
+/// A running C peer (bench/peers/) on 127.0.0.1; SIGTERM and reaped on drop, its temp dir
+/// removed.
 pub struct Reference {
     child: Child,
     pub port: u16,
     lines: Receiver<String>,
     dir: PathBuf,
+    /// The counter its SIGTERM stats line gives, `datagrams` or `connections`.
+    counter: &'static str,
 }
 
 impl Reference {
-    /// Starts it on port 0 and reads the port it was given from its `listening on` line.
+    /// `udp-echo-mmsg`; [`Reference::stop`] returns the datagrams it echoed.
     pub fn start() -> Reference {
-        let (dir, bin) = compile_peer("udp-echo-mmsg");
+        Reference::peer("udp-echo-mmsg", "datagrams")
+    }
+
+    /// `tcp-echo-epoll`; [`Reference::stop`] returns the connections it accepted.
+    pub fn tcp() -> Reference {
+        Reference::peer("tcp-echo-epoll", "connections")
+    }
+
+    /// Compiles and starts peer `name` on port 0, reading the port it was given from its
+    /// `listening on` line.
+    fn peer(name: &str, counter: &'static str) -> Reference {
+        let (dir, bin) = compile_peer(name);
         let mut child = Command::new(&bin)
             .arg("0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("cannot start udp-echo-mmsg");
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let lines = stderr_lines(&mut child);
         let line = lines.recv_timeout(Duration::from_secs(10));
         let port = line.as_deref().ok().and_then(|l| {
@@ -76,28 +92,36 @@ impl Reference {
                 port,
                 lines,
                 dir,
+                counter,
             },
             None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let _ = std::fs::remove_dir_all(&dir);
-                panic!("udp-echo-mmsg did not start: {line:?}");
+                panic!("{name} did not start: {line:?}");
             }
         }
     }
 
-    /// Stops it and returns its `datagrams=` counter (datagrams it echoed).
+    /// Stops it and returns the counter of its SIGTERM stats line (`datagrams=N` it echoed, or
+    /// `connections=N` it accepted).
     pub fn stop(mut self) -> u64 {
         self.terminate();
         let stats = self
             .lines
             .recv_timeout(Duration::from_secs(10))
-            .expect("udp-echo-mmsg printed no stats line on SIGTERM");
+            .expect("the peer printed no stats line on SIGTERM");
+        let key = format!("{}=", self.counter);
         stats
             .split_whitespace()
-            .find_map(|f| f.strip_prefix("datagrams="))
+            .find_map(|f| f.strip_prefix(key.as_str()))
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no datagrams= in {stats:?}"))
+            .unwrap_or_else(|| panic!("no {key} in {stats:?}"))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn terminate(&mut self) {
