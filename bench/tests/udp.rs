@@ -138,7 +138,11 @@ fn hammer_udp_against_udp_echo_mmsg() {
     let (code, out) = hammer_udp(server.port, &args);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("16 passed, 0 failed"), "{out}");
-    assert_eq!(server.stop(), 16);
+    assert_eq!(
+        server.stop(),
+        17,
+        "16 clients' datagrams and hammer.sh's probe"
+    );
 }
 
 #[test]
@@ -152,8 +156,8 @@ fn hammer_udp_detects_a_flipped_byte() {
 }
 
 #[test]
-/// Every 2nd datagram dropped: of 4 one-datagram clients, exactly 2 get nothing back and fail
-/// (after --timeout), the other 2 pass.
+/// Every 2nd datagram dropped (the probe is the 1st, answered): of 4 one-datagram clients,
+/// exactly 2 get nothing back and fail (after --timeout), the other 2 pass.
 fn hammer_udp_detects_dropped_datagrams() {
     let server = Faulty::start(Fault::Drop(2));
     let args = ["--clients", "4", "--bytes", "1000", "--timeout", "5"];
