@@ -98,10 +98,10 @@ impl Server {
             .map_err(fatal)?;
         let (datagram, listeners): (Vec<_>, Vec<_>) =
             listeners.into_iter().partition(Listener::is_datagram);
-        accept::register(backend.as_mut(), &listeners, config.keepalive)?;
+        let nodelay = accept::register(backend.as_mut(), &listeners, config.keepalive)?;
         let udp = udp::Udp::new(backend.as_mut(), datagram)?;
         let now = Instant::now();
-        let gate = accept::Gate::new(listeners.len());
+        let gate = accept::Gate::new(nodelay);
         Ok(Server {
             backend,
             access,
