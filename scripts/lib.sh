@@ -1,13 +1,12 @@
 # shellcheck shell=bash
-# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh, vs-reference-udp.sh and
-# demo.sh. Sourced, not run:
+# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh, vs-reference-udp.sh,
+# vs-reference-churn.sh and demo.sh. Sourced, not run:
 #     source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Defines functions only (no options, traps or variables are set by sourcing it). The caller
 # sets prog (its name, for messages) and root (the repository) first, and its own set -euo
 # pipefail. Server functions share these globals with the caller: server_pid and port (set by
-# spawn_server), bench_pid (run_bench), server_pin, bench_pin, pin_note (pin_cpus),
-# reference_dir (need_reference), bench_bin and bench_limit (seconds before timeout stops one
-# bench run).
+# spawn_server), bench_pid (run_bench), server_pin, bench_pin, pin_note (pin_cpus), bench_bin
+# and bench_limit (seconds before timeout stops one bench run).
 # shellcheck disable=SC2154 # prog, root, bench_bin, bench_limit: the caller's
 
 # ---------------------------------------------------------------- messages and checks
@@ -78,17 +77,16 @@ build_bins() {
     cargo build --release --quiet "${args[@]}" || die "cargo build --release failed"
 }
 
-# need_reference NAME...: sets reference_dir to $REFERENCE_DIR (default ../shared/reference,
-# relative to the repository: call it from $root); dies unless it holds NAME.c for every NAME
-# and gcc is installed to compile them.
-need_reference() {
-    local c
-    reference_dir=${REFERENCE_DIR:-../shared/reference}
-    for c; do
-        [[ -f $reference_dir/$c.c ]] ||
-            die "$reference_dir/$c.c not found (set REFERENCE_DIR to the folder that holds it)"
-    done
+# build_peers DIR NAME...: compiles the C comparison servers bench/peers/NAME.c (ours, written
+# for this repository) with gcc -O2 into DIR/NAME; dies if gcc is missing or one does not build.
+build_peers() {
+    local dir=$1 c
+    shift
     command -v gcc >/dev/null 2>&1 || die "gcc not found (apt-get install -y gcc libc6-dev)"
+    for c; do
+        [[ -f $root/bench/peers/$c.c ]] || die "$root/bench/peers/$c.c not found"
+        gcc -O2 -o "$dir/$c" "$root/bench/peers/$c.c" || die "cannot compile bench/peers/$c.c"
+    done
 }
 
 # need_executable PATH...: dies unless every PATH is an executable file.

@@ -107,3 +107,10 @@ mod udp_loops;
 
 // UDP reply sizes: 65,507 bytes over IPv4, 65,527 over IPv6, raw and stamp; one more is dropped.
 mod udp_sizes;
+
+// Issue 15, the close path: deregister_for_close on every backend (epoll leaves a private
+// descriptor to the close), and the daemon's epoll set after connection churn.
+mod close_path;
+
+// Issue 16 item 6: hammer.sh --udp with no server is one clear line, not a line per client.
+mod hammer_udp;

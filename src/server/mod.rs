@@ -99,10 +99,10 @@ impl Server {
             .map_err(fatal)?;
         let (datagram, listeners): (Vec<_>, Vec<_>) =
             listeners.into_iter().partition(Listener::is_datagram);
-        accept::register(backend.as_mut(), &listeners, config.keepalive)?;
+        let nodelay = accept::register(backend.as_mut(), &listeners, config.keepalive)?;
         let udp = udp::Udp::new(backend.as_mut(), datagram, config.udp_loop_detect)?;
         let now = Instant::now();
-        let gate = accept::Gate::new(listeners.len());
+        let gate = accept::Gate::new(nodelay);
         Ok(Server {
             backend,
             access,
