@@ -10,7 +10,7 @@ use log::LevelFilter;
 use crate::access::{keepalive, Cidr};
 use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
 use crate::error::{Cut, Error};
-use crate::reactor::BackendKind;
+use crate::event::reactor::BackendKind;
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
 /// Cargo.toml's `description` (also the package's short description), so the two cannot

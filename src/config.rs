@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::duration::{Human, MAX_DURATION};
 use crate::error::Cut;
-use crate::reactor::BackendKind;
+use crate::event::reactor::BackendKind;
 
 pub use crate::duration::parse_duration;
 

@@ -27,7 +27,7 @@
 //!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in
 //! ```
 //!
-//! The seam is [`reactor::Backend`]: its doc comment is the contract every backend keeps.
+//! The seam is [`event::reactor::Backend`]: its doc comment is the contract every backend keeps.
 //! Policy (EINTR, fatal errors, backpressure, closing) lives once, above it, in `server/`
 //! and `conn/`; the three backends only translate.
 #![warn(missing_docs)]
@@ -41,24 +41,22 @@ mod conn;
 pub mod duration;
 mod echo;
 pub mod error;
+pub mod event;
 pub mod listen;
 pub mod logging;
-pub mod reactor;
 mod refusal;
 mod server;
 pub mod shared;
-mod signal;
 pub mod supervisor;
 pub mod sys;
 pub mod systemd;
-mod timer;
 mod udp;
 
 use config::Config;
 use error::Error;
+use event::reactor::BackendKind;
+use event::signal::Signals;
 use listen::Listener;
-use reactor::BackendKind;
-use signal::Signals;
 
 /// Run the daemon until a signal's drain completes.
 ///

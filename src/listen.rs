@@ -15,7 +15,7 @@ use nix::sys::socket::{
 
 use crate::config::{Config, ListenAddr};
 use crate::error::{Error, Plain};
-use crate::reactor::{Backend, Interest, Token};
+use crate::event::reactor::{Backend, Interest, Token};
 
 /// Connections the kernel may queue per listener while we are busy (SPEC: at least 1024;
 /// the kernel caps it at net.core.somaxconn).

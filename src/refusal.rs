@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::timer::later;
+use crate::event::timer::later;
 
 /// Lines of one reason are at least this far apart.
 pub const EVERY: Duration = Duration::from_secs(1);

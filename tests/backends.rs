@@ -17,7 +17,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use echo_mux::reactor::{self, Backend, BackendKind, Event, Interest, Token};
+use echo_mux::event::reactor::{self, Backend, BackendKind, Event, Interest, Token};
 
 /// Watchdog: no test body may run longer than this.
 const LIMIT: Duration = Duration::from_secs(60);

@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use echo_mux::reactor::{self, Backend, BackendKind, Event, Interest, Sharing, Token};
+use echo_mux::event::reactor::{self, Backend, BackendKind, Event, Interest, Sharing, Token};
 
 use crate::util::Daemon;
 

@@ -11,11 +11,11 @@ use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
 use crate::error::Plain;
-use crate::reactor::{Backend, Interest, Sharing, Token};
+use crate::event::reactor::{Backend, Interest, Sharing, Token};
+use crate::event::timer::later;
 use crate::refusal::Peer;
 use crate::server::Stats;
 use crate::sys;
-use crate::timer::later;
 
 mod held;
 

@@ -12,8 +12,8 @@ use super::{connections, later, Server, Source, Timer};
 use crate::access::{fold_socket, keepalive};
 use crate::duration::Human;
 use crate::error::{Error, Plain};
+use crate::event::reactor::{Backend, Interest};
 use crate::listen::Listener;
-use crate::reactor::{Backend, Interest};
 use crate::refusal::{Peer, Reason, RefusalLog};
 use crate::sys;
 
@@ -370,7 +370,8 @@ mod tests {
             Listener::inherited(OwnedFd::from(tcp)),
             Listener::inherited(OwnedFd::from(unix)),
         ];
-        let mut backend = crate::reactor::open(crate::reactor::BackendKind::Poll).unwrap();
+        let mut backend =
+            crate::event::reactor::open(crate::event::reactor::BackendKind::Poll).unwrap();
         let nodelay = register(backend.as_mut(), &listeners, None).unwrap();
         let _ = std::fs::remove_file(&dir);
         assert_eq!(nodelay, [cfg!(target_os = "linux"), false]);

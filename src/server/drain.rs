@@ -6,7 +6,7 @@ use log::{info, warn};
 use super::accept::{Backlog, ACCEPT_BATCH};
 use super::{connections, later, End, Server, Timer};
 use crate::duration::Human;
-use crate::reactor::Interest;
+use crate::event::reactor::Interest;
 
 impl Server {
     /// Listeners closed at once, held replies released, every connection served until its

@@ -14,13 +14,13 @@ use crate::config::Config;
 use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
 use crate::error::{Error, Plain};
+use crate::event::reactor::{Backend, Event, Interest};
+use crate::event::signal::Signals;
+use crate::event::timer::Timers;
 use crate::listen::Listener;
-use crate::reactor::{Backend, Event, Interest};
-use crate::signal::Signals;
 use crate::systemd::Notifier;
-use crate::timer::Timers;
 
-pub use crate::timer::later;
+pub use crate::event::timer::later;
 use closed::End;
 use source::Source;
 pub use stats::Stats;

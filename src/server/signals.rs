@@ -3,8 +3,8 @@
 use log::info;
 
 use super::{connections, Server};
-use crate::reactor::Interest;
-use crate::signal::Request;
+use crate::event::reactor::Interest;
+use crate::event::signal::Request;
 
 /// The one info line for a stray signal's first arrival (SPEC §5).
 pub(crate) fn stray_line(name: &str) -> String {

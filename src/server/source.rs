@@ -1,7 +1,7 @@
 //! Token layout: who an event is for. 0 is the signal pipe, then the listeners, the UDP
 //! sockets, then the connections (by slot), so dispatch is one `match` on [`Source`].
 
-use crate::reactor::Token;
+use crate::event::reactor::Token;
 
 const LISTENER_BASE: usize = 1;
 const UDP_BASE: usize = 1 << 15;

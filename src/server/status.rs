@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use super::{later, Timer};
+use crate::event::timer::Timers;
 use crate::systemd::Notifier;
-use crate::timer::Timers;
 
 /// `STATUS=` at most this often: a connection storm must not become a datagram storm.
 const STATUS_EVERY: Duration = Duration::from_secs(1);

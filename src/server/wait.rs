@@ -5,7 +5,7 @@ use std::io;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::reactor::{self, Backend, BackendKind, Event};
+use crate::event::reactor::{self, Backend, BackendKind, Event};
 
 /// Open the `--backend` poller; failing to is fatal, naming the backend. For the
 /// one-process daemon, the supervisor and each worker alike.

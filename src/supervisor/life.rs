@@ -143,7 +143,7 @@ impl std::fmt::Display for Ended {
             Ended::Exited(code) => write!(f, "exited with status {code}"),
             Ended::Killed { signal, core } => {
                 let core = if core { " (core dumped)" } else { "" };
-                write!(f, "killed by {}{core}", crate::signal::name(signal))
+                write!(f, "killed by {}{core}", crate::event::signal::name(signal))
             }
             Ended::Other(raw) => write!(f, "ended (wait status {raw:#x})"),
         }

@@ -27,11 +27,11 @@ use nix::unistd::Pid;
 use crate::access::{Access, SourceTable};
 use crate::config::Config;
 use crate::error::Error;
-use crate::reactor::{Backend, BackendKind, Interest, Token};
+use crate::event::reactor::{Backend, BackendKind, Interest, Token};
+use crate::event::signal::{Request, Signals};
+use crate::event::timer::Timers;
 use crate::shared::Region;
-use crate::signal::{Request, Signals};
 use crate::systemd::{self, Notifier};
-use crate::timer::Timers;
 
 mod life;
 mod listeners;

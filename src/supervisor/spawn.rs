@@ -12,10 +12,10 @@ use signal_hook::SigId;
 use crate::access::Access;
 use crate::config::Config;
 use crate::error::Error;
+use crate::event::signal::Signals;
 use crate::listen::Listener;
 use crate::server;
 use crate::shared::Seat;
-use crate::signal::Signals;
 
 /// The signals whose handlers change hands at a fork: blocked from just before the fork
 /// until the child has installed its own handlers, so a SIGTERM (or a stray signal) sent to
@@ -25,7 +25,7 @@ fn handed_over() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     let mut raw = set.as_ref().to_owned();
-    for sig in crate::signal::all_handled() {
+    for sig in crate::event::signal::all_handled() {
         // SAFETY: `raw` is a valid, initialised sigset_t; sigaddset only sets a bit (and
         // fails harmlessly with EINVAL for a number it does not know).
         unsafe { libc::sigaddset(&mut raw, sig) };

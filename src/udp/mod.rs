@@ -26,8 +26,8 @@ use nix::sys::socket::{
 use crate::access::Access;
 use crate::config::Mode;
 use crate::echo::Clock;
+use crate::event::reactor::Interest;
 use crate::listen::Listener;
-use crate::reactor::Interest;
 use crate::refusal::RefusalLog;
 use crate::server::Stats;
 
@@ -242,8 +242,8 @@ impl UdpSocket {
     /// workers share, see [`Listener::set_interest`]).
     pub fn set_interest(
         &self,
-        backend: &mut dyn crate::reactor::Backend,
-        token: crate::reactor::Token,
+        backend: &mut dyn crate::event::reactor::Backend,
+        token: crate::event::reactor::Token,
         old: Interest,
         new: Interest,
     ) -> io::Result<()> {

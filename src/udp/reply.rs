@@ -13,7 +13,7 @@ use super::{
     SPARE_CAPACITY,
 };
 use crate::config::Mode;
-use crate::timer::later;
+use crate::event::timer::later;
 
 impl UdpSocket {
     /// Answer the `n` datagrams just received: straight from the receive area when nothing is
