@@ -80,7 +80,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         return supervisor::run(config, inherited, signals);
     }
     let kind = config.backend.resolve();
-    let backend = server::open_backend(config.backend)?;
+    let backend = crate::event::wait::open_backend(config.backend)?;
     let listeners = match inherited {
         Some(fds) => listen::adopt(fds, &config),
         None => config

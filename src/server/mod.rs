@@ -17,6 +17,7 @@ use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Event, Interest};
 use crate::event::signal::Signals;
 use crate::event::timer::Timers;
+use crate::event::wait::wait;
 use crate::listen::Listener;
 use crate::systemd::Notifier;
 
@@ -35,10 +36,8 @@ mod source;
 mod stats;
 mod status;
 mod udp;
-mod wait;
 
 pub(crate) use signals::stray_line;
-pub(crate) use wait::{open_backend, wait};
 
 /// A worker's loop turns at least this often, so its supervisor sees it alive.
 const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -134,7 +134,7 @@ impl Supervisor {
         }
         let (region, table) = sources::map_region(n, config.access.limits)?;
         let name = config.backend.resolve().name();
-        let mut backend = crate::server::open_backend(config.backend)?;
+        let mut backend = crate::event::wait::open_backend(config.backend)?;
         let children =
             ChildPipe::install().map_err(|e| Error::io("cannot install the SIGCHLD pipe", e))?;
         for (fd, token) in [(signals.fd(), SIGNALS), (children.fd(), CHILDREN)] {
@@ -201,7 +201,7 @@ impl Supervisor {
         let mut events = Vec::with_capacity(4);
         loop {
             let timeout = self.timers.timeout(Instant::now());
-            crate::server::wait(self.backend.as_mut(), &mut events, timeout)?;
+            crate::event::wait::wait(self.backend.as_mut(), &mut events, timeout)?;
             self.now = Instant::now();
             for ev in &events {
                 match ev.token {

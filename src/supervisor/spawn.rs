@@ -118,7 +118,7 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)
         .map_err(|e| Error::io("cannot unblock signals", e.into()))?;
     // Built after the fork: an epoll instance is never shared between processes.
-    let backend = server::open_backend(config.backend)?;
+    let backend = crate::event::wait::open_backend(config.backend)?;
     let server =
         server::Server::new(backend, config, access, listeners, signals, None)?.worker(seat);
     seat.mark_ready();
