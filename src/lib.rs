@@ -44,6 +44,7 @@ pub mod error;
 pub mod event;
 pub mod listen;
 pub mod logging;
+pub mod net;
 mod refusal;
 mod server;
 pub mod shared;

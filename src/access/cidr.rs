@@ -2,12 +2,14 @@
 //! `2001:db8::/32`, `[2001:db8::]/32`), and the source a peer address counts as (SPEC §10).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::net::addr::fold;
 
 const EXPECTED: &str = "expected an address or CIDR such as 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32";
 
 /// A network prefix. IPv4-mapped IPv6 prefixes (`::ffff:10.0.0.0/104`) are stored as the IPv4
-/// prefix they cover, because mapped peers are looked up as IPv4 (see [`fold`]).
+/// prefix they cover, because mapped peers are looked up as IPv4 (see [`fold`](crate::net::addr::fold)).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Cidr {
     /// An IPv4 prefix: the address (host bits zero) and its length, 0..=32.
@@ -109,24 +111,6 @@ impl fmt::Display for Cidr {
             Cidr::V6 { addr, len } => write!(f, "{}/{len}", Ipv6Addr::from(addr)),
         }
     }
-}
-
-/// A peer address as SPEC §10 sees it: an IPv4-mapped IPv6 address is its IPv4 address.
-/// The one place this is decided: access checks, per-source keys, the UDP loop guard and
-/// every log line that shows a peer go through it (or [`fold_socket`]).
-pub fn fold(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
-/// A peer's socket address with its IP [`fold`]ed: `[::ffff:127.0.0.1]:5` is `127.0.0.1:5`.
-pub fn fold_socket(addr: SocketAddr) -> SocketAddr {
-    SocketAddr::new(fold(addr.ip()), addr.port())
 }
 
 /// What the per-source limits count by: an IPv4 address, or the /64 of an IPv6 address

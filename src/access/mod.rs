@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use crate::refusal::Reason;
 
-pub use cidr::{fold, fold_socket, Cidr, SourceKey};
+pub use cidr::{Cidr, SourceKey};
 pub use rules::{Action, Rules};
 pub use table::{Limits, SourceTable, Verdict, MAX_SOURCES};
 

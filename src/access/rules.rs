@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use super::cidr::{fold, mask, Cidr};
+use super::cidr::{mask, Cidr};
+use crate::net::addr::fold;
 
 /// What a rule (or the default) says about a source.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

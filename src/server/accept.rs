@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{connections, later, Server, Source, Timer};
-use crate::access::{fold_socket, keepalive};
+use crate::access::keepalive;
 use crate::duration::Human;
 use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Interest};
 use crate::listen::Listener;
+use crate::net::addr::fold_socket;
 use crate::refusal::{Peer, Reason, RefusalLog};
 use crate::sys;
 

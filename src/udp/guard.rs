@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 
 use super::addr::Local;
-use crate::access::{fold, fold_socket};
+use crate::net::addr::{fold, fold_socket};
 
 /// Source ports that never get an answer.
 pub const LOOP_PORTS: [u16; 5] = [0, 7, 13, 19, 37];

@@ -133,7 +133,7 @@ impl Loops {
         p.muted_until = Some(now + MUTE);
         warn!(
             "udp: {} echoes our replies back: not answering it for {}s",
-            crate::access::fold_socket(from),
+            crate::net::addr::fold_socket(from),
             MUTE.as_secs()
         );
         Verdict::Silent

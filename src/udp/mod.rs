@@ -103,12 +103,12 @@ impl Ctx<'_> {
         let Some(access) = self.access else {
             return true;
         };
-        let Err(reason) = access.datagram(crate::access::fold(from.ip()), self.now) else {
+        let Err(reason) = access.datagram(crate::net::addr::fold(from.ip()), self.now) else {
             return true;
         };
         debug!(
             "udp: datagram from {} refused ({})",
-            crate::access::fold_socket(from),
+            crate::net::addr::fold_socket(from),
             reason.name()
         );
         self.stats.refused(reason);

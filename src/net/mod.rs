@@ -1,0 +1,3 @@
+//! The network edge below the services: addresses in one canonical form.
+
+pub mod addr;
