@@ -9,84 +9,15 @@
 //! So the lines of one reason are at least a second apart, every refusal is in exactly one
 //! line, and each line names one peer it counted.
 
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::event::timer::later;
+use crate::net::addr::{fold, Peer};
+use crate::shared::{Reason, REASONS};
 
 /// Lines of one reason are at least this far apart.
 pub const EVERY: Duration = Duration::from_secs(1);
-
-/// The other end of an accepted connection.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Peer {
-    /// A TCP client.
-    Ip(SocketAddr),
-    /// A unix-socket client: it has no address worth showing, and no source (SPEC §10).
-    Unix,
-}
-
-impl Peer {
-    /// The source address of SPEC §10: the IP, with an IPv4-mapped IPv6 address as its IPv4
-    /// address; `None` for unix-socket peers.
-    pub fn ip(&self) -> Option<IpAddr> {
-        match self {
-            Peer::Ip(a) => Some(a.ip().to_canonical()),
-            Peer::Unix => None,
-        }
-    }
-}
-
-impl fmt::Display for Peer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Peer::Ip(a) => write!(f, "{a}"),
-            Peer::Unix => f.write_str("a unix-socket client"),
-        }
-    }
-}
-
-/// Why a connection was closed at once; the text in parentheses of the log line.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Reason {
-    /// Over `--max-clients`.
-    MaxClients,
-    /// Denied by `--allow`/`--deny`.
-    Denied,
-    /// Over `--max-per-source`.
-    MaxPerSource,
-    /// Over `--rate-per-source`.
-    RatePerSource,
-    /// A new source while the per-source table is full: treated as over its rate (SPEC §10),
-    /// named apart so that an operator can tell the two causes from each other.
-    SourcesFull,
-}
-
-/// How many [`Reason`]s there are.
-pub const REASONS: usize = 5;
-
-impl Reason {
-    /// Every reason, each at its own index (`reason as usize`).
-    pub const ALL: [Reason; REASONS] = [
-        Reason::MaxClients,
-        Reason::Denied,
-        Reason::MaxPerSource,
-        Reason::RatePerSource,
-        Reason::SourcesFull,
-    ];
-
-    /// The name in the log line: the option's name, or `denied`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Reason::MaxClients => "max-clients",
-            Reason::Denied => "denied",
-            Reason::MaxPerSource => "max-per-source",
-            Reason::RatePerSource => "rate-per-source",
-            Reason::SourcesFull => "rate-per-source: per-source table full",
-        }
-    }
-}
 
 /// Per reason: refusals not yet logged, one peer among them, and when the last line went out.
 #[derive(Default, Clone, Copy)]
@@ -261,7 +192,7 @@ fn take_line(reason: Reason, t: &mut Tally, now: Instant) -> String {
         (c, g) => format!("{} and {}", plural(c, "connection"), plural(g, "datagram")),
     };
     let from = match example {
-        Some(Peer::Ip(a)) => a.ip().to_canonical().to_string(),
+        Some(Peer::Ip(a)) => fold(a.ip()).to_string(),
         Some(Peer::Unix) => "a unix-socket client".to_string(),
         // (A worker stopped while writing its example, SPEC §8; never in one process.)
         None => "an unknown peer".to_string(),

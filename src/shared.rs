@@ -26,8 +26,10 @@
 //! The mapping is never unmapped: it lives exactly as long as the process, so the handles
 //! here are `&'static`.
 
+mod reason;
 mod refusals;
 
+pub use reason::{Reason, REASONS};
 pub use refusals::Refusals;
 
 use std::io;
@@ -128,15 +130,15 @@ impl Slot {
     /// Count one refusal for `reason` (with `peer` as its latest example). Owner only.
     pub fn refused(
         &self,
-        reason: crate::refusal::Reason,
-        peer: crate::refusal::Peer,
+        reason: crate::shared::Reason,
+        peer: crate::net::addr::Peer,
         datagram: bool,
     ) {
         self.refusals.record(reason, peer, datagram);
     }
 
     /// The refusals for `reason` since the slot was prepared, from any process.
-    pub fn refusals(&self, reason: crate::refusal::Reason) -> Refusals {
+    pub fn refusals(&self, reason: crate::shared::Reason) -> Refusals {
         self.refusals.read(reason)
     }
 

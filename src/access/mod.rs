@@ -23,7 +23,7 @@ pub mod table;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::refusal::Reason;
+use crate::shared::Reason;
 
 pub use cidr::{Cidr, SourceKey};
 pub use rules::{Action, Rules};

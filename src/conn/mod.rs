@@ -13,7 +13,7 @@ use crate::echo::{Clock, Stamper};
 use crate::error::Plain;
 use crate::event::reactor::{Backend, Interest, Sharing, Token};
 use crate::event::timer::later;
-use crate::refusal::Peer;
+use crate::net::addr::Peer;
 use crate::server::Stats;
 use crate::sys;
 

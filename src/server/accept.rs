@@ -15,7 +15,9 @@ use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Interest};
 use crate::listen::Listener;
 use crate::net::addr::fold_socket;
-use crate::refusal::{Peer, Reason, RefusalLog};
+use crate::net::addr::Peer;
+use crate::refusal::RefusalLog;
+use crate::shared::Reason;
 use crate::sys;
 
 /// Connections accepted per listener per turn at most, so clients are not starved by a storm.

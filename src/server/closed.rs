@@ -10,7 +10,7 @@ use log::{debug, info};
 use super::{Server, Source};
 use crate::conn::{Conn, Failure};
 use crate::error::Plain;
-use crate::refusal::Peer;
+use crate::net::addr::Peer;
 
 /// Why the server closed a connection.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -125,8 +125,8 @@ impl Stats {
 
     /// A connection (or datagram) was refused for `reason`: `rejected`, and `denied` or
     /// `limited` as the reason says (SPEC §10).
-    pub fn refused(&mut self, reason: crate::refusal::Reason) {
-        use crate::refusal::Reason;
+    pub fn refused(&mut self, reason: crate::shared::Reason) {
+        use crate::shared::Reason;
         self.rejected();
         match reason {
             Reason::MaxClients => {}

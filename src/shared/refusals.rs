@@ -11,7 +11,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
-use crate::refusal::{Peer, Reason, REASONS};
+use super::{Reason, REASONS};
+use crate::net::addr::Peer;
 
 const NONE: u32 = 0;
 const UNIX: u32 = 1;

@@ -1,0 +1,43 @@
+//! Why a connection or a datagram is refused: the reasons every counter, shared cell and
+//! log line keeps apart, each at its own index.
+
+/// Why a connection was closed at once; the text in parentheses of the log line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Reason {
+    /// Over `--max-clients`.
+    MaxClients,
+    /// Denied by `--allow`/`--deny`.
+    Denied,
+    /// Over `--max-per-source`.
+    MaxPerSource,
+    /// Over `--rate-per-source`.
+    RatePerSource,
+    /// A new source while the per-source table is full: treated as over its rate (SPEC §10),
+    /// named apart so that an operator can tell the two causes from each other.
+    SourcesFull,
+}
+
+/// How many [`Reason`]s there are.
+pub const REASONS: usize = 5;
+
+impl Reason {
+    /// Every reason, each at its own index (`reason as usize`).
+    pub const ALL: [Reason; REASONS] = [
+        Reason::MaxClients,
+        Reason::Denied,
+        Reason::MaxPerSource,
+        Reason::RatePerSource,
+        Reason::SourcesFull,
+    ];
+
+    /// The name in the log line: the option's name, or `denied`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::MaxClients => "max-clients",
+            Reason::Denied => "denied",
+            Reason::MaxPerSource => "max-per-source",
+            Reason::RatePerSource => "rate-per-source",
+            Reason::SourcesFull => "rate-per-source: per-source table full",
+        }
+    }
+}
