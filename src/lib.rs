@@ -48,6 +48,7 @@ pub mod net;
 mod refusal;
 mod server;
 pub mod shared;
+mod stats;
 pub mod supervisor;
 pub mod sys;
 pub mod systemd;

@@ -14,7 +14,7 @@ use crate::error::Plain;
 use crate::event::reactor::{Backend, Interest, Sharing, Token};
 use crate::event::timer::later;
 use crate::net::addr::Peer;
-use crate::server::Stats;
+use crate::stats::Stats;
 use crate::sys;
 
 mod held;

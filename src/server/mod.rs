@@ -19,13 +19,12 @@ use crate::event::signal::Signals;
 use crate::event::timer::Timers;
 use crate::event::wait::wait;
 use crate::listen::Listener;
+use crate::stats::Stats;
 use crate::systemd::Notifier;
 
 pub use crate::event::timer::later;
 use closed::End;
 use source::Source;
-pub use stats::Stats;
-pub(crate) use stats::{Line, Totals};
 
 mod accept;
 mod closed;
@@ -33,7 +32,6 @@ mod conns;
 mod drain;
 mod signals;
 mod source;
-mod stats;
 mod status;
 mod udp;
 

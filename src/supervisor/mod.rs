@@ -219,7 +219,7 @@ impl Supervisor {
             }
             if self.stopping && self.seats.iter().all(|s| s.pid.is_none()) {
                 // What was refused in the last second is logged now, not lost.
-                let end = crate::server::later(self.now, crate::refusal::EVERY);
+                let end = crate::event::timer::later(self.now, crate::refusal::EVERY);
                 self.refusals.flush(end);
                 info!("all workers have exited");
                 return Ok(Role::Done);

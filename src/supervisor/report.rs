@@ -1,9 +1,9 @@
 //! What the supervisor tells: the SIGUSR1 totals line and systemd's STATUS=.
 
 use super::{Supervisor, Tick};
-use crate::server::{Line, Totals};
 use crate::shared::Counter;
 use crate::shared::{Reason, REASONS};
+use crate::stats::{Line, Totals};
 
 /// How often the workers' refusal counts are read: a refusal after a quiet second is in the
 /// log this long after it at most.

@@ -29,7 +29,7 @@ use crate::echo::Clock;
 use crate::event::reactor::Interest;
 use crate::listen::Listener;
 use crate::refusal::RefusalLog;
-use crate::server::Stats;
+use crate::stats::Stats;
 
 pub mod addr;
 pub mod batch;

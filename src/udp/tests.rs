@@ -73,7 +73,7 @@ impl Rig {
         self.flush_asked
     }
 
-    fn totals(&self) -> crate::server::Totals {
+    fn totals(&self) -> crate::stats::Totals {
         self.stats.snapshot()
     }
 
