@@ -8,9 +8,10 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueHint};
 use log::LevelFilter;
 
 use crate::access::{keepalive, Cidr};
-use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
+use crate::config::{parse_duration, parse_size, parse_socket_mode, Config, Mode, MAX_WORKERS};
 use crate::error::{Cut, Error};
 use crate::event::reactor::BackendKind;
+use crate::net::addr::parse_listen;
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
 /// Cargo.toml's `description` (also the package's short description), so the two cannot
@@ -361,9 +362,6 @@ fn parse_workers(s: &str) -> Result<usize, Error> {
         )),
     }
 }
-
-/// More worker processes than this is a typo, not a plan (and a fork bomb).
-pub const MAX_WORKERS: usize = 1024;
 
 /// `--verbose` from clap's `--verbose...` or `--listen <ADDR>`.
 fn flag(arg: &str) -> &str {

@@ -13,9 +13,10 @@ use nix::sys::socket::{
     UnixAddr,
 };
 
-use crate::config::{Config, ListenAddr};
+use crate::config::Config;
 use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Interest, Token};
+use crate::net::addr::ListenAddr;
 
 /// Connections the kernel may queue per listener while we are busy (SPEC: at least 1024;
 /// the kernel caps it at net.core.somaxconn).

@@ -50,9 +50,9 @@ impl Cidr {
             let inner = inner.strip_suffix(']').ok_or(EXPECTED)?;
             IpAddr::V6(inner.parse::<Ipv6Addr>().map_err(|_| EXPECTED)?)
         } else {
-            if crate::config::octal_looking(host) {
+            if crate::net::addr::octal_looking(host) {
                 // SPEC §1: 010.0.0.1 is never read as octal (std refuses it too): say why.
-                return Err(crate::config::octal_why(host));
+                return Err(crate::net::addr::octal_why(host));
             }
             host.parse().map_err(|_| EXPECTED)?
         };

@@ -13,9 +13,10 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
-use crate::config::{Config, ListenAddr};
+use crate::config::Config;
 use crate::error::Error;
 use crate::listen::{self, Listener};
+use crate::net::addr::ListenAddr;
 
 /// Every listening socket of the daemon, sorted by who serves it.
 pub(super) struct Listeners {

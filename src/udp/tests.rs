@@ -4,7 +4,7 @@ use std::net::UdpSocket as Peer;
 
 use super::batch::STAMP_EXTRA;
 use super::*;
-use crate::config::ListenAddr;
+use crate::net::addr::ListenAddr;
 
 struct Rig {
     sock: UdpSocket,
