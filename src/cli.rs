@@ -351,7 +351,7 @@ fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
 /// `--workers N|auto`: 1..=[`MAX_WORKERS`], or the CPUs this process may run on.
 fn parse_workers(s: &str) -> Result<usize, Error> {
     if s.trim() == "auto" {
-        return Ok(crate::supervisor::available_cpus().min(MAX_WORKERS));
+        return Ok(crate::sys::available_cpus().min(MAX_WORKERS));
     }
     match s.trim().parse::<usize>() {
         Ok(n) if (1..=MAX_WORKERS).contains(&n) => Ok(n),

@@ -39,8 +39,6 @@ mod report;
 mod sources;
 mod spawn;
 
-pub use spawn::available_cpus;
-
 use listeners::Listeners;
 use spawn::{ChildPipe, Forked, WorkerStart};
 

@@ -156,19 +156,3 @@ impl Drop for ChildPipe {
         signal_hook::low_level::unregister(self.id);
     }
 }
-
-/// The CPUs this process may run on (`sched_getaffinity`), at least 1.
-pub fn available_cpus() -> usize {
-    // SAFETY: cpu_set_t is plain bits; all-zero is an empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let got = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    if got == 0 {
-        // SAFETY: reads the set filled in above.
-        let n = unsafe { libc::CPU_COUNT(&set) };
-        return (n as usize).max(1);
-    }
-    // More CPUs than a cpu_set_t holds (EINVAL), or a filter said no: ask std, which
-    // knows the larger sets.
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
