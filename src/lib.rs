@@ -42,7 +42,6 @@ pub mod duration;
 mod echo;
 pub mod error;
 pub mod event;
-pub mod listen;
 pub mod logging;
 pub mod net;
 mod refusal;
@@ -58,7 +57,7 @@ use config::Config;
 use error::Error;
 use event::reactor::BackendKind;
 use event::signal::Signals;
-use listen::Listener;
+use net::listen::Listener;
 
 /// Run the daemon until a signal's drain completes.
 ///
@@ -84,7 +83,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let kind = config.backend.resolve();
     let backend = crate::event::wait::open_backend(config.backend)?;
     let listeners = match inherited {
-        Some(fds) => listen::adopt(fds, &config),
+        Some(fds) => net::listen::adopt(fds, &config),
         None => config
             .listen
             .iter()
@@ -92,7 +91,7 @@ pub fn run(config: Config) -> Result<(), Error> {
             .collect::<Result<Vec<_>, _>>()?,
     };
     if kind == BackendKind::Select {
-        listen::select_can_watch(&listeners, signals.fd())?;
+        net::listen::select_can_watch(&listeners, signals.fd())?;
     }
     let notifier = systemd::Notifier::from_env();
     let access = access::Access::new(&config.access, std::time::Instant::now());

@@ -24,7 +24,7 @@ impl Server {
         // which would reset them. At most one backlog's worth per listener, so a flood of
         // new connects cannot hold the drain here.
         for i in 0..self.listeners.len() {
-            for _ in 0..=crate::listen::BACKLOG as usize / ACCEPT_BATCH {
+            for _ in 0..=crate::net::listen::BACKLOG as usize / ACCEPT_BATCH {
                 if self.accept(i) != Backlog::More {
                     break;
                 }

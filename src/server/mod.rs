@@ -18,7 +18,7 @@ use crate::event::reactor::{Backend, Event, Interest};
 use crate::event::signal::Signals;
 use crate::event::timer::Timers;
 use crate::event::wait::wait;
-use crate::listen::Listener;
+use crate::net::listen::Listener;
 use crate::stats::Stats;
 use crate::systemd::Notifier;
 

@@ -8,7 +8,7 @@ use log::{info, warn};
 use super::{Server, Source, Timer};
 use crate::error::Error;
 use crate::event::reactor::{Backend, Interest};
-use crate::listen::Listener;
+use crate::net::listen::Listener;
 use crate::udp::{self, UdpSocket};
 
 /// The UDP sockets of one worker and what they share.

@@ -15,8 +15,8 @@ use std::os::fd::{OwnedFd, RawFd};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::listen::{self, Listener};
 use crate::net::addr::ListenAddr;
+use crate::net::listen::{self, Listener};
 
 /// Every listening socket of the daemon, sorted by who serves it.
 pub(super) struct Listeners {
@@ -42,7 +42,7 @@ impl Listeners {
             datagram: false,
         };
         if let Some(fds) = inherited {
-            for mut l in crate::listen::adopt(fds, config) {
+            for mut l in crate::net::listen::adopt(fds, config) {
                 l.set_shared();
                 all.datagram |= l.is_datagram();
                 all.shared.push(l);

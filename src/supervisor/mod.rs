@@ -160,7 +160,7 @@ impl Supervisor {
         }
         info!(
             "starting {n} workers (backend {name}, {})",
-            crate::listen::sockets(listeners.len(), "listening")
+            crate::net::listen::sockets(listeners.len(), "listening")
         );
         let seats = (0..n)
             .map(|_| Seat {

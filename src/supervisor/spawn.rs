@@ -13,7 +13,7 @@ use crate::access::Access;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::signal::Signals;
-use crate::listen::Listener;
+use crate::net::listen::Listener;
 use crate::server;
 use crate::shared::Seat;
 

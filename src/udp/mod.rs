@@ -27,7 +27,7 @@ use crate::access::Access;
 use crate::config::Mode;
 use crate::echo::Clock;
 use crate::event::reactor::Interest;
-use crate::listen::Listener;
+use crate::net::listen::Listener;
 use crate::refusal::RefusalLog;
 use crate::stats::Stats;
 
