@@ -14,14 +14,11 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use log::debug;
-use nix::sys::socket::{
-    bind as nix_bind, getsockname, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType,
-    SockaddrStorage,
-};
+use nix::sys::socket::{getsockname, setsockopt, sockopt, SockaddrStorage};
 
 use crate::access::Access;
 use crate::config::Mode;
@@ -117,29 +114,6 @@ impl Ctx<'_> {
         }
         false
     }
-}
-
-/// Bind a UDP socket to `addr` (non-blocking, close-on-exec). No SO_REUSEADDR: for UDP it
-/// would let a second daemon bind the same port and silently take half the datagrams.
-/// An IPv6 socket is IPv6-only, as stream listeners are.
-pub fn bind(addr: &SocketAddr, reuseport: bool) -> io::Result<OwnedFd> {
-    let family = if addr.is_ipv4() {
-        AddressFamily::Inet
-    } else {
-        AddressFamily::Inet6
-    };
-    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
-    let fd = socket(family, SockType::Datagram, flags, None)?;
-    if reuseport {
-        // One socket per worker of a `--workers` group (supervisor/listeners.rs); the kernel
-        // hashes each sender onto one of them.
-        setsockopt(&fd, sockopt::ReusePort, &true)?;
-    }
-    if addr.is_ipv6() {
-        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
-    }
-    nix_bind(fd.as_raw_fd(), &SockaddrStorage::from(*addr))?;
-    Ok(fd)
 }
 
 /// The largest reply that may go to `to`: an IPv4 peer (a v4-mapped one on a dual-stack
