@@ -67,7 +67,7 @@ use net::listen::Listener;
 /// it, never a kill that leaves it behind.
 pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
-    let inherited = systemd::listen_fds()?;
+    let inherited = net::listen::activation::listen_fds()?;
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     match sys::raise_nofile_limit() {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
@@ -83,7 +83,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     let kind = config.backend.resolve();
     let backend = crate::event::wait::open_backend(config.backend)?;
     let listeners = match inherited {
-        Some(fds) => net::listen::adopt(fds, &config),
+        Some(fds) => {
+            net::listen::activation::activated(fds, config.listen_given, config.socket_mode)
+        }
         None => config
             .listen
             .iter()

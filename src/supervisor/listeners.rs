@@ -42,7 +42,11 @@ impl Listeners {
             datagram: false,
         };
         if let Some(fds) = inherited {
-            for mut l in crate::net::listen::adopt(fds, config) {
+            for mut l in crate::net::listen::activation::activated(
+                fds,
+                config.listen_given,
+                config.socket_mode,
+            ) {
                 l.set_shared();
                 all.datagram |= l.is_datagram();
                 all.shared.push(l);

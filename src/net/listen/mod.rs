@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
-use nix::sys::socket::{getsockname, sockopt, SockType, SockaddrStorage};
+use nix::sys::socket::{getsockname, SockaddrStorage};
 
-use crate::config::Config;
 use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Interest, Token};
 
+pub mod activation;
 mod bind;
 
 /// Connections the kernel may queue per listener while we are busy (SPEC: at least 1024;
@@ -35,26 +35,6 @@ impl Listener {
     /// The IP address this socket is bound to (`None` for a unix socket).
     pub fn local_ip_addr(&self) -> Option<SocketAddr> {
         to_socket_addr(&getsockname(self.fd()).ok()?)
-    }
-
-    /// Adopt a socket handed in by systemd (already listening, already non-blocking), or a
-    /// UDP socket from `ListenDatagram=`. Its path, if any, is never unlinked: it belongs to
-    /// the socket unit.
-    pub fn inherited(fd: OwnedFd) -> Listener {
-        let datagram = nix::sys::socket::getsockopt(&fd, sockopt::SockType)
-            .is_ok_and(|t| t == SockType::Datagram);
-        let mut label = local_label(&fd).unwrap_or_else(|| format!("fd {}", fd.as_raw_fd()));
-        if datagram {
-            label.insert_str(0, "udp:");
-        }
-        Listener {
-            fd,
-            label,
-            datagram,
-            owned_path: None,
-            inherited: true,
-            shared: false,
-        }
     }
 
     /// Mark this listener as one socket that several worker processes wait on (inherited
@@ -151,26 +131,6 @@ pub fn sockets(n: usize, kind: &str) -> String {
         1 => format!("1 {kind} socket"),
         n => format!("{n} {kind} sockets"),
     }
-}
-
-/// Socket activation (SPEC §6): adopt systemd's descriptors. They replace `--listen`, and
-/// their files' permissions are the socket unit's `SocketMode=`, so `--socket-mode` does not
-/// apply. The one place that decides this and says so, for one process and for the
-/// supervisor of `--workers` alike.
-pub fn adopt(fds: Vec<OwnedFd>, config: &Config) -> Vec<Listener> {
-    let ignored = if config.listen_given {
-        "; --listen is ignored"
-    } else {
-        ""
-    };
-    log::info!(
-        "socket activation: serving {}{ignored}",
-        sockets(fds.len(), "inherited")
-    );
-    if config.socket_mode.is_some() {
-        log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
-    }
-    fds.into_iter().map(Listener::inherited).collect()
 }
 
 /// select(2) cannot watch a descriptor >= FD_SETSIZE. Clients beyond it are refused one by
