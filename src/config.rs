@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::duration::{Human, MAX_DURATION};
 use crate::event::reactor::BackendKind;
 use crate::net::addr::ListenAddr;
+use crate::net::listen::group::Wanted;
 
 pub use crate::duration::parse_duration;
 
@@ -85,6 +86,15 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The listening part, for either process shape.
+    pub fn wanted(&self) -> Wanted<'_> {
+        Wanted {
+            listen: &self.listen,
+            given: self.listen_given,
+            socket_mode: self.socket_mode,
+        }
+    }
+
     /// Check what the types cannot say, for callers that build a `Config` by hand (the
     /// command line checks each value as it parses it, naming the value as typed).
     pub fn check(&self) -> Result<(), String> {

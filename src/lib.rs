@@ -57,7 +57,6 @@ use config::Config;
 use error::Error;
 use event::reactor::BackendKind;
 use event::signal::Signals;
-use net::listen::Listener;
 
 /// Run the daemon until a signal's drain completes.
 ///
@@ -82,16 +81,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     let kind = config.backend.resolve();
     let backend = crate::event::wait::open_backend(config.backend)?;
-    let listeners = match inherited {
-        Some(fds) => {
-            net::listen::activation::activated(fds, config.listen_given, config.socket_mode)
-        }
-        None => config
-            .listen
-            .iter()
-            .map(|addr| Listener::bind_with(addr, false, config.socket_mode))
-            .collect::<Result<Vec<_>, _>>()?,
-    };
+    let listeners = net::listen::group::open(&config.wanted(), inherited)?;
     if kind == BackendKind::Select {
         net::listen::select_can_watch(&listeners, signals.fd())?;
     }

@@ -34,12 +34,11 @@ use crate::shared::Region;
 use crate::systemd::{self, Notifier};
 
 mod life;
-mod listeners;
 mod report;
 mod sources;
 mod spawn;
 
-use listeners::Listeners;
+use crate::net::listen::group::Listeners;
 use spawn::{ChildPipe, Forked, WorkerStart};
 
 /// A worker whose loop has not turned for this long is wedged.
@@ -126,7 +125,7 @@ impl Supervisor {
     ) -> Result<Supervisor, Error> {
         let n = config.workers;
         crate::logging::set_prefix("supervisor: ".into());
-        let listeners = Listeners::open(&config, n, inherited)?;
+        let listeners = Listeners::open(&config.wanted(), n, inherited)?;
         if config.backend.resolve() == BackendKind::Select {
             listeners.select_can_watch(signals.fd())?;
         }

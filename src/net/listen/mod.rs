@@ -12,6 +12,7 @@ use crate::event::reactor::{Backend, Interest, Token};
 
 pub mod activation;
 mod bind;
+pub mod group;
 
 /// Connections the kernel may queue per listener while we are busy (SPEC: at least 1024;
 /// the kernel caps it at net.core.somaxconn).

@@ -1,4 +1,5 @@
-//! The supervisor's listening sockets (SPEC §8): bound or adopted once, before any fork, and
+//! Which sockets each process serves. One process: every `--listen` address bound once (or
+//! systemd's sockets). The supervisor's (SPEC §8): bound or adopted once, before any fork, and
 //! kept open by the supervisor for as long as it serves, so connections queued for a worker
 //! that died wait for its replacement instead of being reset.
 //!
@@ -13,13 +14,35 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
-use crate::config::Config;
+use super::activation::activated;
+use super::{select_can_watch, Listener};
 use crate::error::Error;
 use crate::net::addr::ListenAddr;
-use crate::net::listen::{self, Listener};
+
+/// What the command line asks to listen on.
+pub struct Wanted<'a> {
+    /// `--listen` addresses.
+    pub listen: &'a [ListenAddr],
+    /// `--listen` was given (and is ignored under socket activation, which says so).
+    pub given: bool,
+    /// `--socket-mode` for unix socket files created here.
+    pub socket_mode: Option<u32>,
+}
+
+/// One process's sockets: systemd's, or each `--listen` address bound once.
+pub fn open(wanted: &Wanted<'_>, inherited: Option<Vec<OwnedFd>>) -> Result<Vec<Listener>, Error> {
+    match inherited {
+        Some(fds) => Ok(activated(fds, wanted.given, wanted.socket_mode)),
+        None => wanted
+            .listen
+            .iter()
+            .map(|addr| Listener::bind_with(addr, false, wanted.socket_mode))
+            .collect(),
+    }
+}
 
 /// Every listening socket of the daemon, sorted by who serves it.
-pub(super) struct Listeners {
+pub struct Listeners {
     /// `own[k - 1]`: worker K's socket of each SO_REUSEPORT group.
     own: Vec<Vec<Listener>>,
     /// Served by every worker.
@@ -31,8 +54,8 @@ pub(super) struct Listeners {
 impl Listeners {
     /// Adopt systemd's sockets, or bind `--listen` for `workers` workers. Any failure is
     /// returned before a single worker exists (SPEC §8: errors exit as §2, before any fork).
-    pub(super) fn open(
-        config: &Config,
+    pub fn open(
+        wanted: &Wanted<'_>,
         workers: usize,
         inherited: Option<Vec<OwnedFd>>,
     ) -> Result<Listeners, Error> {
@@ -42,18 +65,14 @@ impl Listeners {
             datagram: false,
         };
         if let Some(fds) = inherited {
-            for mut l in crate::net::listen::activation::activated(
-                fds,
-                config.listen_given,
-                config.socket_mode,
-            ) {
+            for mut l in activated(fds, wanted.given, wanted.socket_mode) {
                 l.set_shared();
                 all.datagram |= l.is_datagram();
                 all.shared.push(l);
             }
             return Ok(all);
         }
-        for addr in &config.listen {
+        for addr in wanted.listen {
             let (sa, kind): (_, fn(SocketAddr) -> ListenAddr) = match addr {
                 ListenAddr::Tcp(sa) => (*sa, ListenAddr::Tcp),
                 ListenAddr::Udp(sa) => {
@@ -61,7 +80,7 @@ impl Listeners {
                     (*sa, ListenAddr::Udp)
                 }
                 ListenAddr::Unix(_) => {
-                    let mut l = Listener::bind_with(addr, false, config.socket_mode)?;
+                    let mut l = Listener::bind_with(addr, false, wanted.socket_mode)?;
                     l.set_shared();
                     all.shared.push(l);
                     continue;
@@ -84,7 +103,7 @@ impl Listeners {
     /// In a freshly forked worker K: its own sockets and the shared ones. The copies of the
     /// other workers' sockets are closed here (the supervisor keeps its own), and no copy in
     /// a worker will ever remove a socket file: that is the supervisor's job.
-    pub(super) fn for_worker(self, k: usize) -> Vec<Listener> {
+    pub fn for_worker(self, k: usize) -> Vec<Listener> {
         let mut mine = Vec::new();
         for (i, group) in self.own.into_iter().enumerate() {
             for mut l in group {
@@ -102,26 +121,26 @@ impl Listeners {
     }
 
     /// With `--backend select`, every worker's descriptors must be below FD_SETSIZE.
-    pub(super) fn select_can_watch(&self, signal_pipe: RawFd) -> Result<(), Error> {
-        listen::select_can_watch(&self.shared, signal_pipe)?;
+    pub fn select_can_watch(&self, signal_pipe: RawFd) -> Result<(), Error> {
+        select_can_watch(&self.shared, signal_pipe)?;
         self.own
             .iter()
-            .try_for_each(|own| listen::select_can_watch(own, signal_pipe))
+            .try_for_each(|own| select_can_watch(own, signal_pipe))
     }
 
     /// Does the daemon serve UDP? (Then the totals line carries the datagram fields.)
-    pub(super) fn has_datagram(&self) -> bool {
+    pub fn has_datagram(&self) -> bool {
         self.datagram
     }
 
     /// How many sockets the supervisor holds.
-    pub(super) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.own.iter().map(Vec::len).sum::<usize>() + self.shared.len()
     }
 
     /// Close every socket (shutdown: new connects are refused) and remove the socket files
     /// the supervisor created.
-    pub(super) fn close(&mut self) {
+    pub fn close(&mut self) {
         self.own.iter_mut().for_each(Vec::clear);
         self.shared.clear();
     }
@@ -134,7 +153,7 @@ impl Listeners {
 /// `:0`, and it fails with "address already in use" if anything listens there already,
 /// even another reuseport group of the same user (a second echo-mux started by mistake),
 /// which the group's own binds would silently join and share clients with.
-pub(crate) fn reuseport_group<T>(
+pub fn reuseport_group<T>(
     addr: SocketAddr,
     n: usize,
     bind: impl Fn(SocketAddr, bool) -> Result<T, Error>,
