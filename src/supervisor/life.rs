@@ -39,7 +39,7 @@ impl Supervisor {
             let k = k + 1;
             self.seats[k - 1].pid = None;
             self.region.retire(k);
-            self.forget_sources(k, pid, &status);
+            self.forget_sources(k);
             let how = spawn::how_it_ended(&status);
             if self.stopping {
                 match status {
