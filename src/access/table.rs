@@ -455,7 +455,7 @@ impl SourceTable {
                 return Some(false);
             }
             own.store(own.load(SeqCst) + 1, SeqCst);
-            hook::at(Stage::Count, key);
+            hook::at(Stage::Count, key, self.me + 1, &self.header().hooked);
             if slot
                 .gate
                 .compare_exchange(gate, gate.wrapping_add(1), SeqCst, SeqCst)
@@ -617,7 +617,7 @@ impl SourceTable {
         slot.tcp.store(0, SeqCst);
         slot.udp.store(0, SeqCst);
         slot.seen.store(now, SeqCst);
-        hook::at(Stage::Claim, key);
+        hook::at(Stage::Claim, key, self.me + 1, &self.header().hooked);
         if !self.unique(&claim, key) {
             self.withdraw(&claim);
             return None;

@@ -3,15 +3,16 @@
 //! stopped or killed at any instruction, inside shared-memory updates included, must not
 //! stall the others, nor change any count but its own).
 //!
-//! `ECHO_MUX_TEST_TABLE_PAUSE=claim:127.0.0.66` pauses the first update that claims a slot
-//! for source 127.0.0.66 (the slot is CLAIMING, not yet published);
-//! `ECHO_MUX_TEST_TABLE_PAUSE=count:127.0.0.66` pauses the first admission from it after
-//! its own share was raised and before the slot's gate confirmed it. The worker logs
+//! `ECHO_MUX_TEST_TABLE_PAUSE=claim:127.0.1.0/24@2` pauses worker 2's first update that
+//! claims a slot for a source in 127.0.1.0/24 (IPv4 only; a plain address is a /32): the
+//! slot is CLAIMING, not yet published. `count:…@2` pauses worker 2's first admission from
+//! such a source after its own share was raised and before the slot's gate confirmed it. The worker logs
 //! `test hook: pausing inside a table update (…)` and sleeps 30 s. The variable is read
-//! once; release builds do not look at it.
+//! once; the pause happens once per daemon; release builds do not look at it.
 
+use std::sync::atomic::AtomicU32;
 #[cfg(debug_assertions)]
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 #[cfg(debug_assertions)]
 use std::sync::OnceLock;
 
@@ -23,26 +24,33 @@ pub(super) enum Stage {
 }
 
 #[cfg(debug_assertions)]
-fn wanted() -> Option<(Stage, u64)> {
-    static WANT: OnceLock<Option<(Stage, u64)>> = OnceLock::new();
+fn wanted() -> Option<(Stage, u64, u64, usize)> {
+    static WANT: OnceLock<Option<(Stage, u64, u64, usize)>> = OnceLock::new();
     *WANT.get_or_init(|| {
         let v = std::env::var("ECHO_MUX_TEST_TABLE_PAUSE").ok()?;
-        let (stage, addr) = v.split_once(':')?;
+        let (stage, rest) = v.split_once(':')?;
+        let (addr, worker) = rest.split_once('@')?;
         let stage = match stage {
             "claim" => Stage::Claim,
             "count" => Stage::Count,
             _ => return None,
         };
+        let (addr, len) = addr.split_once('/').unwrap_or((addr, "32"));
         let ip: std::net::IpAddr = addr.parse().ok()?;
-        Some((stage, super::probe::encode(super::SourceKey::of(ip))))
+        let key = super::probe::encode(super::SourceKey::of(ip));
+        let mask = u64::MAX << (32 - len.parse::<u32>().ok()?.min(32));
+        Some((stage, key & mask, mask, worker.parse().ok()?))
     })
 }
 
-/// Called at `stage` of an update of `key`: pauses there once if the hook asks for it.
+/// Called at `stage` of worker `number`'s update of `key`: pauses there if the hook asks for it, once per
+/// daemon (`fired` lives in the table's shared memory, so the other workers and the
+/// replacement go through).
 #[cfg(debug_assertions)]
-pub(super) fn at(stage: Stage, key: u64) {
-    static DONE: AtomicBool = AtomicBool::new(false);
-    if wanted() == Some((stage, key)) && !DONE.swap(true, Ordering::Relaxed) {
+pub(super) fn at(stage: Stage, key: u64, number: usize, fired: &AtomicU32) {
+    let hit =
+        wanted().is_some_and(|(s, base, mask, k)| (s, k) == (stage, number) && key & mask == base);
+    if hit && fired.swap(1, Ordering::SeqCst) == 0 {
         log::warn!("test hook: pausing inside a table update ({stage:?})");
         crate::logging::finish();
         std::thread::sleep(std::time::Duration::from_secs(30));
@@ -51,4 +59,4 @@ pub(super) fn at(stage: Stage, key: u64) {
 
 #[cfg(not(debug_assertions))]
 #[inline(always)]
-pub(super) fn at(_stage: Stage, _key: u64) {}
+pub(super) fn at(_stage: Stage, _key: u64, _number: usize, _fired: &AtomicU32) {}

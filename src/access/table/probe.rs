@@ -72,6 +72,8 @@ pub(super) struct Header {
     /// Admissions decided without the table (an update that kept losing races, or a source
     /// held by a stopped worker): served, not counted.
     pub(super) undecided: AtomicU64,
+    /// The test hook has paused a worker already (`hook.rs`: once per daemon).
+    pub(super) hooked: AtomicU32,
     /// Per worker index: bumped by the supervisor when that worker has died, so that slots
     /// left CLAIMING or EVICTING in its name are known to be abandoned.
     pub(super) gens: [AtomicU32; MAX_WORKERS],
