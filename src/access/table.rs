@@ -564,6 +564,12 @@ impl SourceTable {
             match tag(s) {
                 // An abandoned claim is as good as a free slot.
                 CLAIMING if self.abandoned(s) => return Some((i, s)),
+                // An eviction a dead worker left: give the source back (it may be chosen by
+                // the next look).
+                EVICTING if self.abandoned(s) => {
+                    let live = word(LIVE, 0, 0, version(s) + 1);
+                    let _ = slot.state.compare_exchange(s, live, SeqCst, SeqCst);
+                }
                 LIVE if self.sum(i) == 0 => {
                     let full = slot.tcp.load(SeqCst) <= now && slot.udp.load(SeqCst) <= now;
                     let rank = (!full, slot.seen.load(SeqCst));
