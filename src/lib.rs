@@ -95,7 +95,8 @@ pub fn run(config: Config) -> Result<(), Error> {
         listen::select_can_watch(&listeners, signals.fd())?;
     }
     let notifier = systemd::Notifier::from_env();
-    let access = access::Access::new(&config.access, std::time::Instant::now());
+    let access = access::Access::new(&config.access, std::time::Instant::now())
+        .map_err(|e| Error::io("cannot map the per-source table", e))?;
     server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
 }
 

@@ -79,7 +79,7 @@ mod udp_limits;
 mod udp_workers;
 
 // UDP with the access lists and per-source limits: denied and rate-limited datagrams are
-// dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
+// dropped and counted, a bucket per source apart from TCP's, for the whole daemon with --workers.
 mod udp_access;
 
 // Stray signals (issue 15 item 10): ignored with one info line by the daemon, the

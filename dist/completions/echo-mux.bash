@@ -23,7 +23,7 @@ _echo__mux() {
 
     case "${cmd}" in
         echo__mux)
-            opts="-l -b -v -q -h -V --listen --backend --mode --delay --max-clients --max-buffer --idle-timeout --shutdown-timeout --allow --deny --max-per-source --rate-per-source --keepalive --log-connections --socket-mode --workers --udp-loop-detect --verbose --quiet --help --version"
+            opts="-l -b -v -q -h -V --listen --backend --mode --delay --max-clients --max-buffer --idle-timeout --shutdown-timeout --allow --deny --max-per-source --rate-per-source --source-table --keepalive --log-connections --socket-mode --workers --udp-loop-detect --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -116,6 +116,10 @@ _echo__mux() {
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o nospace
                     fi
+                    return 0
+                    ;;
+                --source-table)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --keepalive)
