@@ -9,6 +9,7 @@ use log::LevelFilter;
 use crate::access::{keepalive, Cidr};
 use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
 use crate::error::Error;
+use crate::logging::Format;
 use crate::reactor::BackendKind;
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
@@ -28,6 +29,17 @@ pub const BACKENDS: Choices = Choices(&[
 pub const MODES: Choices = Choices(&[
     ("raw", "every byte echoed back unchanged"),
     ("stamp", "each line answered with a time stamp"),
+]);
+/// See [`BACKENDS`].
+pub const LOG_FORMATS: Choices = Choices(&[
+    (
+        "text",
+        "[timestamp LEVEL] message; <N>message when stderr is the journal",
+    ),
+    (
+        "json",
+        "one JSON object per line: ts, level, msg and the line's fields",
+    ),
 ]);
 /// See [`BACKENDS`]; a number is accepted too, but there is no point offering one.
 pub const WORKERS: Choices = Choices(&[("auto", "one worker per CPU this process may run on")]);
@@ -196,6 +208,18 @@ struct Args {
         hide_possible_values = true
     )]
     workers: String,
+    /// Write the pid (the supervisor's with --workers) to PATH once listening; removed at exit
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pid_file: Option<std::path::PathBuf>,
+    /// Log line format: text, or json (one object per line: ts, level, msg, fields)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = LOG_FORMATS,
+        hide_possible_values = true
+    )]
+    log_format: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -281,6 +305,12 @@ where
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
     access_options(&args, &mut config)?;
     config.workers = parse_workers(&args.workers)?;
+    config.log_format = match args.log_format.as_str() {
+        "text" => Format::Text,
+        "json" => Format::Json,
+        other => return Err(invalid(other, "log-format", "expected text or json")),
+    };
+    config.pid_file = args.pid_file.clone();
 
     config.check().map_err(Error::Usage)?;
 

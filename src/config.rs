@@ -70,6 +70,10 @@ pub struct Config {
     pub socket_mode: Option<u32>,
     /// Worker processes (SPEC §8); 1 = no supervisor, `auto` already resolved.
     pub workers: usize,
+    /// `--pid-file` (SPEC §12): where the (supervisor's) pid goes once listening.
+    pub pid_file: Option<PathBuf>,
+    /// `--log-format` (SPEC §12).
+    pub log_format: crate::logging::Format,
 }
 
 impl Default for Config {
@@ -88,6 +92,8 @@ impl Default for Config {
             log_connections: false,
             socket_mode: None,
             workers: 1,
+            pid_file: None,
+            log_format: crate::logging::Format::Text,
         }
     }
 }
