@@ -125,7 +125,10 @@ pub fn stderr_is_journal() -> bool {
     let Some((dev, ino)) = value.to_str().and_then(parse_stream) else {
         return false;
     };
-    fstat(libc::STDERR_FILENO).is_ok_and(|st| st.st_dev as u64 == dev && st.st_ino as u64 == ino)
+    // st_dev and st_ino are u64 on Linux but narrower on other targets.
+    #[allow(clippy::unnecessary_cast)]
+    let same = |st: libc::stat| st.st_dev as u64 == dev && st.st_ino as u64 == ino;
+    fstat(libc::STDERR_FILENO).is_ok_and(same)
 }
 
 /// `DEV:INODE`, both decimal.

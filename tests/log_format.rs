@@ -333,3 +333,16 @@ fn a_failed_start_is_one_json_line() {
         object(line);
     }
 }
+
+/// A format that does not exist is a usage error naming it and the choices; exit 2.
+#[test]
+fn an_unknown_log_format_is_a_usage_error() {
+    let run = crate::util::run(&["--log-format", "xml"]);
+    assert_eq!(run.status.code(), Some(2), "{}", run.describe());
+    assert_eq!(
+        run.stderr,
+        "echo-mux: invalid value 'xml' for '--log-format': expected text or json\n",
+        "{}",
+        run.describe()
+    );
+}

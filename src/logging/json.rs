@@ -124,8 +124,7 @@ fn number(s: &str) -> Option<Value<'_>> {
         None => (s, None),
     };
     let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
-    let ok =
-        digits(int) && !(int.len() > 1 && int.starts_with('0')) && frac.is_none_or(|f| digits(f));
+    let ok = digits(int) && !(int.len() > 1 && int.starts_with('0')) && frac.is_none_or(digits);
     ok.then_some(Value::Num(s))
 }
 
