@@ -9,7 +9,6 @@ use log::LevelFilter;
 use crate::access::{keepalive, Cidr};
 use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
 use crate::error::Error;
-use crate::logging::Format;
 use crate::reactor::BackendKind;
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
@@ -306,8 +305,8 @@ where
     access_options(&args, &mut config)?;
     config.workers = parse_workers(&args.workers)?;
     config.log_format = match args.log_format.as_str() {
-        "text" => Format::Text,
-        "json" => Format::Json,
+        "text" => crate::logging::Format::Text,
+        "json" => crate::logging::Format::Json,
         other => return Err(invalid(other, "log-format", "expected text or json")),
     };
     config.pid_file = args.pid_file.clone();
