@@ -30,6 +30,22 @@ pub const MODES: Choices = Choices(&[
     ("raw", "every byte echoed back unchanged"),
     ("stamp", "each line answered with a time stamp"),
 ]);
+/// See [`BACKENDS`]: `--udp-loop-detect`.
+pub const ON_OFF: Choices = Choices(&[
+    ("on", "detect echo loops"),
+    ("off", "answer every datagram"),
+]);
+/// See [`BACKENDS`].
+pub const LOG_FORMATS: Choices = Choices(&[
+    (
+        "text",
+        "[timestamp LEVEL] message; <N>message when stderr is the journal",
+    ),
+    (
+        "json",
+        "one JSON object per line: ts, level, msg and the line's fields",
+    ),
+]);
 /// See [`BACKENDS`]; a number is accepted too, but there is no point offering one.
 pub const WORKERS: Choices = Choices(&[("auto", "one worker per CPU this process may run on")]);
 
@@ -202,8 +218,26 @@ struct Args {
     )]
     workers: String,
     /// UDP: stop answering a source that keeps sending our replies back (an echo loop): on or off
-    #[arg(long, value_name = "on|off", default_value = "on")]
+    #[arg(
+        long,
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = ON_OFF,
+        hide_possible_values = true
+    )]
     udp_loop_detect: String,
+    /// Write the pid (the supervisor's with --workers) to PATH once listening; removed at exit
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pid_file: Option<std::path::PathBuf>,
+    /// Log line format: text, or json (one object per line: ts, level, msg, fields)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = LOG_FORMATS,
+        hide_possible_values = true
+    )]
+    log_format: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -307,6 +341,12 @@ where
         other => return Err(invalid(other, "udp-loop-detect", "expected on or off")),
     };
     config.access.source_table = source_table(&args, &config)?;
+    config.log_format = match args.log_format.as_str() {
+        "text" => crate::logging::Format::Text,
+        "json" => crate::logging::Format::Json,
+        other => return Err(invalid(other, "log-format", "expected text or json")),
+    };
+    config.pid_file = args.pid_file.clone();
 
     config.check().map_err(Error::Usage)?;
 

@@ -79,6 +79,10 @@ pub struct Config {
     pub workers: usize,
     /// `--udp-loop-detect`: stop answering a UDP source that echoes our replies (SPEC §9).
     pub udp_loop_detect: bool,
+    /// `--pid-file` (SPEC §12): where the (supervisor's) pid goes once listening.
+    pub pid_file: Option<PathBuf>,
+    /// `--log-format` (SPEC §12).
+    pub log_format: crate::logging::Format,
 }
 
 impl Default for Config {
@@ -100,6 +104,8 @@ impl Default for Config {
             socket_mode: None,
             workers: 1,
             udp_loop_detect: true,
+            pid_file: None,
+            log_format: crate::logging::Format::Text,
         }
     }
 }

@@ -21,6 +21,7 @@
 //!  refusal.rs     refused connections: one info line per reason per second, with a count
 //!  udp/           UDP echo: recvmmsg/sendmmsg batches, pktinfo, loop protection, reply queue
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
+//!  pidfile.rs     --pid-file: prepared at start, renamed into place with READY=1, removed at exit
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
 //!
 //!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
@@ -43,6 +44,7 @@ mod echo;
 pub mod error;
 pub mod listen;
 pub mod logging;
+pub mod pidfile;
 pub mod reactor;
 mod refusal;
 mod server;
@@ -70,6 +72,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
     let inherited = systemd::listen_fds()?;
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if let Some(path) = &config.pid_file {
+        pidfile::prepare(path)?;
+    }
     match sys::raise_nofile_limit() {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
         Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e)),

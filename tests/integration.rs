@@ -53,6 +53,10 @@ mod startup;
 // Logging never stalls the loop: an unread stderr costs dropped, counted lines, not service.
 mod logging;
 
+// Issue 17: journal priorities when stderr is JOURNAL_STREAM, --log-format json, --pid-file.
+mod log_format;
+mod pid_file;
+
 // Issue 8's loop defects, one module each: stop signals in one turn, accept errors, idle
 // clocks with held output, stamp-mode memory under --delay, fairness with a tiny --max-buffer.
 mod accept_errors;

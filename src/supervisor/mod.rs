@@ -239,6 +239,7 @@ impl Supervisor {
                 if self.region.slots().iter().all(|s| s.is_ready()) {
                     self.ready_sent = true;
                     info!("all {} workers are accepting", self.seats.len());
+                    crate::pidfile::publish();
                     if let Some(n) = &self.notifier {
                         n.notify(&format!("READY=1\n{}", self.status_text()));
                         self.status_sent = Some(self.status_key());
