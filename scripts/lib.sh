@@ -111,6 +111,45 @@ pin_cpus() {
     fi
 }
 
+# prepare_comparison NAME PEER...: the common start of the vs-reference scripts: `out`
+# (default target/NAME/<date-time>) with its logs/, the C comparison servers PEER... built
+# into it, the release binaries (unless build=0) as server_bin and bench_bin, and the CPU
+# pinning of pin_cpus. Runs from the repository's root.
+# shellcheck disable=SC2034 # server_bin, bench_bin: the caller's to use
+prepare_comparison() {
+    local name=$1
+    shift
+    cd "$root" || die "cannot cd to $root"
+    [[ -n $out ]] || out="target/$name/$(date +%Y%m%d-%H%M%S)"
+    mkdir -p "$out/logs" || die "cannot create $out/logs"
+    build_peers "$out" "$@"
+    if ((build)); then
+        build_bins "building release binaries ..." echo-mux echo-mux-bench
+    fi
+    server_bin=$(release_bin echo-mux)
+    bench_bin=$(release_bin echo-mux-bench)
+    need_executable "$server_bin" "$bench_bin"
+    pin_cpus "servers on CPU 0, load generator on CPU 1"
+}
+
+# with_perf: perf_ok=1 where `perf stat` can count system calls (it barely slows a server
+# down; strace would, many times), and on exit stop the perf run in perf_pid, then every
+# server (stop_all).
+# shellcheck disable=SC2034 # perf_ok: the caller's to use
+with_perf() {
+    perf_ok=0
+    if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
+        perf_ok=1
+    fi
+    perf_pid=""
+    on_exit stop_perf_and_all
+}
+
+stop_perf_and_all() {
+    [[ -z $perf_pid ]] || kill -INT "$perf_pid" 2>/dev/null || true
+    stop_all
+}
+
 # ---------------------------------------------------------------- processes
 
 # on_exit FUNCTION: runs FUNCTION on exit; SIGINT and SIGTERM exit 130 and 143 (through it).

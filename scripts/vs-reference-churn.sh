@@ -100,30 +100,8 @@ while (($#)); do
     esac
 done
 
-cd "$root"
-[[ -n $out ]] || out="target/vs-reference-churn/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$out/logs" || die "cannot create $out/logs"
-build_peers "$out" tcp-echo-epoll
-if ((build)); then
-    build_bins "building release binaries ..." echo-mux echo-mux-bench
-fi
-server_bin=$(release_bin echo-mux)
-bench_bin=$(release_bin echo-mux-bench)
-need_executable "$server_bin" "$bench_bin"
-
-# perf counts system calls without slowing the server down much (strace would, many times).
-perf_ok=0
-if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
-    perf_ok=1
-fi
-
-pin_cpus "servers on CPU 0, load generator on CPU 1"
-perf_pid=""
-stop_everything() {
-    [[ -z $perf_pid ]] || kill -INT "$perf_pid" 2>/dev/null || true
-    stop_all
-}
-on_exit stop_everything
+prepare_comparison vs-reference-churn tcp-echo-epoll
+with_perf
 
 servers="tcp-echo-epoll"
 for b in $backends; do servers+=" echo-mux-$b"; done

@@ -105,30 +105,8 @@ while (($#)); do
     esac
 done
 
-cd "$root"
-[[ -n $out ]] || out="target/vs-reference-udp/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$out/logs" || die "cannot create $out/logs"
-build_peers "$out" udp-echo-mmsg udp-echo-simple
-if ((build)); then
-    build_bins "building release binaries ..." echo-mux echo-mux-bench
-fi
-server_bin=$(release_bin echo-mux)
-bench_bin=$(release_bin echo-mux-bench)
-need_executable "$server_bin" "$bench_bin"
-
-# perf counts system calls without slowing a batching server down (strace does, tenfold).
-perf_ok=0
-if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
-    perf_ok=1
-fi
-
-pin_cpus "servers on CPU 0, load generator on CPU 1"
-perf_pid=""
-stop_everything() {
-    [[ -z $perf_pid ]] || kill -INT "$perf_pid" 2>/dev/null || true
-    stop_all
-}
-on_exit stop_everything
+prepare_comparison vs-reference-udp udp-echo-mmsg udp-echo-simple
+with_perf
 
 servers="udp-echo-mmsg udp-echo-simple echo-mux"
 mux_note="" # why echo-mux is skipped, once it is

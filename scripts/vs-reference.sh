@@ -104,18 +104,7 @@ while (($#)); do
     esac
 done
 
-cd "$root"
-[[ -n $out ]] || out="target/vs-reference/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$out/logs" || die "cannot create $out/logs"
-build_peers "$out" tcp-echo-epoll
-if ((build)); then
-    build_bins "building release binaries ..." echo-mux echo-mux-bench
-fi
-server_bin=$(release_bin echo-mux)
-bench_bin=$(release_bin echo-mux-bench)
-need_executable "$server_bin" "$bench_bin"
-
-pin_cpus "servers on CPU 0, load generator on CPU 1"
+prepare_comparison vs-reference tcp-echo-epoll
 on_exit stop_all
 
 # start_server NAME LOG: starts "reference" (tcp-echo-epoll) or "echo-mux", each on a port of

@@ -7,7 +7,7 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueHint};
 use log::LevelFilter;
 
-use crate::access::{keepalive, Cidr};
+use crate::access::{keepalive, Cidr, MAX_SOURCES, MIN_SOURCES};
 use crate::config::{parse_duration, parse_size, parse_socket_mode, Config, Mode, MAX_WORKERS};
 use crate::error::{Cut, Error};
 use crate::event::reactor::BackendKind;
@@ -30,6 +30,22 @@ pub const BACKENDS: Choices = Choices(&[
 pub const MODES: Choices = Choices(&[
     ("raw", "every byte echoed back unchanged"),
     ("stamp", "each line answered with a time stamp"),
+]);
+/// See [`BACKENDS`]: `--udp-loop-detect`.
+pub const ON_OFF: Choices = Choices(&[
+    ("on", "detect echo loops"),
+    ("off", "answer every datagram"),
+]);
+/// See [`BACKENDS`].
+pub const LOG_FORMATS: Choices = Choices(&[
+    (
+        "text",
+        "[timestamp LEVEL] message; <N>message when stderr is the journal",
+    ),
+    (
+        "json",
+        "one JSON object per line: ts, level, msg and the line's fields",
+    ),
 ]);
 /// See [`BACKENDS`]; a number is accepted too, but there is no point offering one.
 pub const WORKERS: Choices = Choices(&[("auto", "one worker per CPU this process may run on")]);
@@ -173,6 +189,10 @@ struct Args {
         value_hint = ValueHint::Other
     )]
     rate_per_source: String,
+    /// Sources the per-source table has room for; when full, entries with no open connection
+    /// are evicted, least recently seen first [default: max(65536, max-clients × workers)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    source_table: Option<String>,
     /// TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off
     #[arg(
         long,
@@ -199,8 +219,26 @@ struct Args {
     )]
     workers: String,
     /// UDP: stop answering a source that keeps sending our replies back (an echo loop): on or off
-    #[arg(long, value_name = "on|off", default_value = "on")]
+    #[arg(
+        long,
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = ON_OFF,
+        hide_possible_values = true
+    )]
     udp_loop_detect: String,
+    /// Write the pid (the supervisor's with --workers) to PATH once listening; removed at exit
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pid_file: Option<std::path::PathBuf>,
+    /// Log line format: text, or json (one object per line: ts, level, msg, fields)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = LOG_FORMATS,
+        hide_possible_values = true
+    )]
+    log_format: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -303,6 +341,13 @@ where
         "off" => false,
         other => return Err(invalid(other, "udp-loop-detect", "expected on or off")),
     };
+    config.access.source_table = source_table(&args, &config)?;
+    config.log_format = match args.log_format.as_str() {
+        "text" => crate::logging::Format::Text,
+        "json" => crate::logging::Format::Json,
+        other => return Err(invalid(other, "log-format", "expected text or json")),
+    };
+    config.pid_file = args.pid_file.clone();
 
     config.check().map_err(Error::Usage)?;
 
@@ -346,6 +391,23 @@ fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
         config.socket_mode = Some(parsed);
     }
     Ok(())
+}
+
+/// `--source-table N`: 1..=[`MAX_SOURCES`]; by default room for every connection the daemon
+/// may hold (SPEC §10), and at least [`MIN_SOURCES`].
+fn source_table(args: &Args, config: &Config) -> Result<usize, Error> {
+    let Some(s) = &args.source_table else {
+        let held = config.max_clients.saturating_mul(config.workers);
+        return Ok(held.clamp(MIN_SOURCES, MAX_SOURCES));
+    };
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_SOURCES).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            s,
+            "source-table",
+            format!("expected a whole number from 1 to {MAX_SOURCES}"),
+        )),
+    }
 }
 
 /// `--workers N|auto`: 1..=[`MAX_WORKERS`], or the CPUs this process may run on.
@@ -615,6 +677,21 @@ mod tests {
         assert!(!d.access.is_active() && !d.log_connections && d.socket_mode.is_none());
         assert_eq!(d.keepalive, Some(std::time::Duration::from_secs(300)));
         assert_eq!(config(&["--keepalive", "0"]).keepalive, None);
+    }
+
+    #[test]
+    fn source_table_defaults_to_every_connection_the_daemon_may_hold() {
+        assert_eq!(config(&[]).access.source_table, 65_536);
+        let big = config(&["--max-clients", "50000", "--workers", "4"]);
+        assert_eq!(big.access.source_table, 200_000);
+        assert_eq!(config(&["--source-table", "16"]).access.source_table, 16);
+        for bad in ["0", "-1", "x", "16777217", ""] {
+            let msg = usage(&["--source-table", bad]);
+            assert!(
+                msg.starts_with(&format!("invalid value '{bad}' for '--source-table'")),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! are in `duration.rs`). Parsers return a short reason; `cli.rs` makes it the usage error.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::{Human, MAX_DURATION};
@@ -60,6 +61,10 @@ pub struct Config {
     pub workers: usize,
     /// `--udp-loop-detect`: stop answering a UDP source that echoes our replies (SPEC §9).
     pub udp_loop_detect: bool,
+    /// `--pid-file` (SPEC §12): where the (supervisor's) pid goes once listening.
+    pub pid_file: Option<PathBuf>,
+    /// `--log-format` (SPEC §12).
+    pub log_format: crate::logging::Format,
 }
 
 impl Default for Config {
@@ -81,6 +86,8 @@ impl Default for Config {
             socket_mode: None,
             workers: 1,
             udp_loop_detect: true,
+            pid_file: None,
+            log_format: crate::logging::Format::Text,
         }
     }
 }

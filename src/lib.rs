@@ -21,6 +21,7 @@
 //!  refusal.rs     refused connections: one info line per reason per second, with a count
 //!  udp/           UDP echo: recvmmsg/sendmmsg batches, pktinfo, loop protection, reply queue
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
+//!  pidfile.rs     --pid-file: prepared at start, renamed into place with READY=1, removed at exit
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
 //!
 //!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
@@ -44,6 +45,7 @@ pub mod error;
 pub mod event;
 pub mod logging;
 pub mod net;
+pub mod pidfile;
 mod refusal;
 mod server;
 pub mod shared;
@@ -68,6 +70,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
     let inherited = net::listen::activation::listen_fds()?;
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if let Some(path) = &config.pid_file {
+        pidfile::prepare(path)?;
+    }
     match sys::raise_nofile_limit() {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
         Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e)),
@@ -86,7 +91,8 @@ pub fn run(config: Config) -> Result<(), Error> {
         net::listen::select_can_watch(&listeners, signals.fd())?;
     }
     let notifier = systemd::Notifier::from_env();
-    let access = access::Access::new(&config.access, std::time::Instant::now());
+    let access = access::Access::new(&config.access, std::time::Instant::now())
+        .map_err(|e| Error::io("cannot map the per-source table", e))?;
     server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
 }
 

@@ -53,6 +53,10 @@ mod startup;
 // Logging never stalls the loop: an unread stderr costs dropped, counted lines, not service.
 mod logging;
 
+// Issue 17: journal priorities when stderr is JOURNAL_STREAM, --log-format json, --pid-file.
+mod log_format;
+mod pid_file;
+
 // Issue 8's loop defects, one module each: stop signals in one turn, accept errors, idle
 // clocks with held output, stamp-mode memory under --delay, fairness with a tiny --max-buffer.
 mod accept_errors;
@@ -79,7 +83,7 @@ mod udp_limits;
 mod udp_workers;
 
 // UDP with the access lists and per-source limits: denied and rate-limited datagrams are
-// dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
+// dropped and counted, a bucket per source apart from TCP's, for the whole daemon with --workers.
 mod udp_access;
 
 // Stray signals (issue 15 item 10): ignored with one info line by the daemon, the

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::access::SourceKey;
+use crate::access::Ticket;
 use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
@@ -72,8 +72,8 @@ pub struct Conn {
     last_active: Instant,
     /// Who is at the other end (SPEC §10: logs, `--log-connections`).
     pub peer: Peer,
-    /// The source this connection counts for under `--max-per-source`, released at close.
-    pub source: Option<SourceKey>,
+    /// The count this connection holds under `--max-per-source`, released at close.
+    pub source: Option<Ticket>,
     /// For `--log-connections`: when it was accepted, bytes each way, how a failure ended it.
     pub opened: Instant,
     pub bytes_in: u64,

@@ -132,6 +132,7 @@ impl Server {
     /// Serve until a signal's drain is done. Only a failing backend is an error.
     pub fn run(mut self) -> Result<(), Error> {
         self.status.ready(self.now, &mut self.timers);
+        crate::pidfile::publish();
         let mut events = Vec::with_capacity(1024);
         loop {
             wait(

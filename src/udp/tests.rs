@@ -434,8 +434,9 @@ fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
         allow: vec![],
         deny: vec![Cidr::parse("127.0.0.1/32").unwrap()],
         limits: Limits::default(),
+        source_table: 0,
     };
-    rig.access = Some(Access::new(&policy, Instant::now()));
+    rig.access = Some(Access::new(&policy, Instant::now()).unwrap());
     denied.send(b"no").unwrap();
     rig.readable(Instant::now());
     assert_eq!(recv(&denied), None, "a denied source is not answered");
@@ -451,7 +452,7 @@ fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
         ..Policy::default()
     };
     let now = Instant::now();
-    rig.access = Some(Access::new(&policy, now));
+    rig.access = Some(Access::new(&policy, now).unwrap());
     for i in 0..5u8 {
         denied.send(&[i]).unwrap();
     }

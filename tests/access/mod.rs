@@ -9,6 +9,8 @@ mod limits;
 mod lists;
 mod logs;
 mod sockets;
+// The per-source table: two buckets, --source-table, eviction, `table full` (issue 15).
+mod table;
 
 use std::io::{self};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
