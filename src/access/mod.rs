@@ -1,4 +1,4 @@
-//! Who is served (SPEC §10): `--allow`/`--deny` lists, the per-source limits, keepalive.
+//! Who is served (SPEC §10): `--allow`/`--deny` lists and the per-source limits.
 //!
 //! Checked at accept, before anything is spent on the peer: first the lists ([`rules`], a
 //! prefix table), then the per-source limits ([`table`], a lock-free block of shared memory
@@ -15,7 +15,6 @@
 //! ```
 
 pub mod cidr;
-pub mod keepalive;
 pub mod rules;
 pub mod table;
 

@@ -1,5 +1,6 @@
-//! The network edge below the services: addresses in one canonical form, and the sockets
-//! echo-mux listens on (bound here, or handed in by systemd).
+//! The network edge below the services: addresses in one canonical form, the sockets
+//! echo-mux listens on (bound here, or handed in by systemd), and their TCP tuning.
 
 pub mod addr;
+pub mod keepalive;
 pub mod listen;

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{connections, later, Server, Source, Timer};
-use crate::access::keepalive;
 use crate::duration::Human;
 use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Interest};
 use crate::net::addr::fold_socket;
 use crate::net::addr::Peer;
+use crate::net::keepalive;
 use crate::net::listen::Listener;
 use crate::refusal::RefusalLog;
 use crate::shared::Reason;
