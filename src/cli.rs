@@ -7,12 +7,12 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueHint};
 use log::LevelFilter;
 
-use crate::access::{Cidr, MAX_SOURCES, MIN_SOURCES};
 use crate::config::{parse_duration, parse_size, parse_socket_mode, Config, Mode, MAX_WORKERS};
 use crate::error::{Cut, Error};
 use crate::event::reactor::BackendKind;
 use crate::net::addr::parse_listen;
 use crate::net::keepalive;
+use crate::policy::access::{Cidr, MAX_SOURCES, MIN_SOURCES};
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
 /// Cargo.toml's `description` (also the package's short description), so the two cannot

@@ -50,7 +50,7 @@ pub struct Config {
     /// Longest graceful drain after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
     /// `--allow`, `--deny`, `--max-per-source`, `--rate-per-source` (SPEC §10).
-    pub access: crate::access::Policy,
+    pub access: crate::policy::access::Policy,
     /// TCP keepalive's first probe after this much silence; `None` = off.
     pub keepalive: Option<Duration>,
     /// One info line per closed connection.
@@ -80,7 +80,7 @@ impl Default for Config {
             max_buffer: 1 << 20,
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(5),
-            access: crate::access::Policy::default(),
+            access: crate::policy::access::Policy::default(),
             keepalive: Some(Duration::from_secs(300)),
             log_connections: false,
             socket_mode: None,

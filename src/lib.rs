@@ -34,7 +34,6 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod access;
 mod buffer;
 pub mod cli;
 pub mod config;
@@ -46,7 +45,7 @@ pub mod event;
 pub mod logging;
 pub mod net;
 pub mod pidfile;
-mod refusal;
+pub mod policy;
 mod server;
 pub mod shared;
 mod stats;
@@ -91,7 +90,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         net::listen::select_can_watch(&listeners, signals.fd())?;
     }
     let notifier = systemd::Notifier::from_env();
-    let access = access::Access::new(&config.access, std::time::Instant::now())
+    let access = policy::access::Access::new(&config.access, std::time::Instant::now())
         .map_err(|e| Error::io("cannot map the per-source table", e))?;
     server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
 }

@@ -6,7 +6,6 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::access::Ticket;
 use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
@@ -14,6 +13,7 @@ use crate::error::Plain;
 use crate::event::reactor::{Backend, Interest, Sharing, Token};
 use crate::event::timer::later;
 use crate::net::addr::Peer;
+use crate::policy::access::Ticket;
 use crate::stats::Stats;
 use crate::sys;
 

@@ -16,7 +16,7 @@ use crate::net::addr::fold_socket;
 use crate::net::addr::Peer;
 use crate::net::keepalive;
 use crate::net::listen::Listener;
-use crate::refusal::RefusalLog;
+use crate::policy::refusal::RefusalLog;
 use crate::shared::Reason;
 use crate::sys;
 

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::access::Access;
 use crate::config::Config;
 use crate::conn::{Conn, Ctx, Step};
 use crate::echo::Clock;
@@ -19,6 +18,7 @@ use crate::event::signal::Signals;
 use crate::event::timer::Timers;
 use crate::event::wait::wait;
 use crate::net::listen::Listener;
+use crate::policy::access::Access;
 use crate::stats::Stats;
 use crate::systemd::Notifier;
 
@@ -124,7 +124,7 @@ impl Server {
     pub fn worker(mut self, seat: crate::shared::Seat) -> Server {
         self.stats = Stats::for_worker(seat, self.now);
         // SPEC §10: the supervisor logs refusals for the whole daemon; a worker counts them.
-        self.gate.refusals = crate::refusal::RefusalLog::to_supervisor(seat.slot);
+        self.gate.refusals = crate::policy::refusal::RefusalLog::to_supervisor(seat.slot);
         self.timers.add(self.now, Timer::Heartbeat);
         self
     }
@@ -155,7 +155,7 @@ impl Server {
             if self.draining && open == 0 && self.udp.queued() == 0 {
                 self.gate
                     .refusals
-                    .flush(later(self.now, crate::refusal::EVERY));
+                    .flush(later(self.now, crate::policy::refusal::EVERY));
                 info!("drain complete: exiting");
                 return Ok(());
             }

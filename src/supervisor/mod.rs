@@ -24,12 +24,12 @@ use log::{debug, info, warn};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::access::{Access, SourceTable};
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::reactor::{Backend, BackendKind, Interest, Token};
 use crate::event::signal::{Request, Signals};
 use crate::event::timer::Timers;
+use crate::policy::access::{Access, SourceTable};
 use crate::shared::Region;
 use crate::systemd::{self, Notifier};
 
@@ -81,7 +81,7 @@ struct Supervisor {
     table: Option<SourceTable>,
     seats: Vec<Seat>,
     /// The refusal log for the whole daemon (SPEC §10), fed from the workers' slots.
-    refusals: crate::refusal::RefusalLog,
+    refusals: crate::policy::refusal::RefusalLog,
     /// Per worker: what of its slot's refusal counts the log has had.
     refusals_seen: Vec<report::Seen>,
     timers: Timers<Tick>,
@@ -212,7 +212,7 @@ impl Supervisor {
             }
             if self.stopping && self.seats.iter().all(|s| s.pid.is_none()) {
                 // What was refused in the last second is logged now, not lost.
-                let end = crate::event::timer::later(self.now, crate::refusal::EVERY);
+                let end = crate::event::timer::later(self.now, crate::policy::refusal::EVERY);
                 self.refusals.flush(end);
                 info!("all workers have exited");
                 return Ok(Role::Done);

@@ -13,8 +13,8 @@ use std::time::Instant;
 use log::debug;
 
 use super::Supervisor;
-use crate::access::{Policy, SourceTable};
 use crate::error::Error;
+use crate::policy::access::{Policy, SourceTable};
 use crate::shared::Region;
 
 /// Map the shared region for `n` workers, and the per-source table when a limit is set.

@@ -9,11 +9,11 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 use signal_hook::SigId;
 
-use crate::access::Access;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::signal::Signals;
 use crate::net::listen::Listener;
+use crate::policy::access::Access;
 use crate::server;
 use crate::shared::Seat;
 

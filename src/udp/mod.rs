@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use log::debug;
 use nix::sys::socket::{getsockname, setsockopt, sockopt, SockaddrStorage};
 
-use crate::access::Access;
 use crate::config::Mode;
 use crate::echo::Clock;
 use crate::event::reactor::Interest;
 use crate::net::listen::Listener;
-use crate::refusal::RefusalLog;
+use crate::policy::access::Access;
+use crate::policy::refusal::RefusalLog;
 use crate::stats::Stats;
 
 pub mod addr;

@@ -13,7 +13,7 @@ struct Rig {
     stats: Stats,
     guard: Guard,
     loops: Option<Loops>,
-    access: Option<crate::access::Access>,
+    access: Option<crate::policy::access::Access>,
     refusals: RefusalLog,
     flush_asked: bool,
     mode: Mode,
@@ -427,7 +427,7 @@ fn errors_of_one_reply_drop_only_that_one_and_icmp_errors_are_ignored() {
 
 #[test]
 fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
-    use crate::access::{Access, Cidr, Limits, Policy};
+    use crate::policy::access::{Access, Cidr, Limits, Policy};
     let mut rig = Rig::new("127.0.0.1:0");
     let denied = rig.peer(); // from 127.0.0.1
     let policy = Policy {

@@ -214,7 +214,7 @@ mod tests {
             let addr = (next() as u32) & mask(len, 32) as u32;
             allow.push(Cidr::V4 { addr, len });
         }
-        let rss = crate::access::rss_kib;
+        let rss = crate::policy::access::rss_kib;
         let before = rss();
         let r = Rules::new(&allow, &[Cidr::parse("10.0.0.0/8").unwrap()]).unwrap();
         println!("10,000 rules: RSS +{} KiB", rss() - before);

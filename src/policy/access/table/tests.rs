@@ -409,7 +409,7 @@ fn admit_cost() {
 #[test]
 #[ignore = "a measurement: prints the table's memory"]
 fn memory_at_cap() {
-    let rss = crate::access::rss_kib;
+    let rss = crate::policy::access::rss_kib;
     for workers in [1, 4] {
         let before = rss();
         let (t, now) = table_for(4, 10, MIN_SOURCES, workers);
