@@ -7,7 +7,8 @@ use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueHint};
 use log::LevelFilter;
 
-use crate::config::{parse_duration, parse_size, parse_socket_mode, Config, Mode, MAX_WORKERS};
+use crate::config::{parse_duration, parse_size, parse_socket_mode, Config, MAX_WORKERS};
+use crate::echo::Mode;
 use crate::error::{Cut, Error};
 use crate::event::reactor::BackendKind;
 use crate::net::addr::parse_listen;

@@ -6,20 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::{Human, MAX_DURATION};
+use crate::echo::Mode;
 use crate::event::reactor::BackendKind;
 use crate::net::addr::ListenAddr;
 use crate::net::listen::group::Wanted;
 
 pub use crate::duration::parse_duration;
-
-/// How input is turned into replies (SPEC §3).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Mode {
-    /// Every byte echoed back unchanged and in order.
-    Raw,
-    /// Each line answered as `Echo=><line> at <ctime>\n`.
-    Stamp,
-}
 
 /// More worker processes than this is a typo, not a plan (and a fork bomb).
 pub const MAX_WORKERS: usize = 1024;

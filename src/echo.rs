@@ -5,6 +5,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::buffer::OutBuf;
 
+/// How input is turned into replies (SPEC §3).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Every byte echoed back unchanged and in order.
+    Raw,
+    /// Each line answered as `Echo=><line> at <ctime>\n`.
+    Stamp,
+}
+
 /// Stamp mode's line assembly: `Echo=><line> at <ctime>\n` for every line, whatever way TCP
 /// split the input. A line longer than `max` is answered in pieces of at most `max` bytes.
 #[derive(Default, Debug)]

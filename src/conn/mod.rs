@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::buffer::OutBuf;
-use crate::config::Mode;
+use crate::echo::Mode;
 use crate::echo::{Clock, Stamper};
 use crate::error::Plain;
 use crate::event::reactor::{Backend, Interest, Sharing, Token};

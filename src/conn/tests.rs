@@ -2,7 +2,7 @@
 //! failed sends.
 
 use super::*;
-use crate::config::Mode;
+use crate::echo::Mode;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use log::debug;
 use nix::sys::socket::{getsockname, setsockopt, sockopt, SockaddrStorage};
 
-use crate::config::Mode;
 use crate::echo::Clock;
+use crate::echo::Mode;
 use crate::event::reactor::Interest;
 use crate::net::listen::Listener;
 use crate::policy::access::Access;

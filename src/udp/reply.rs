@@ -12,7 +12,7 @@ use super::{
     max_reply, Blocked, Ctx, Queued, UdpSocket, NOBUFS_RETRY, QUEUED_OVERHEAD, SPARE_BUFFERS,
     SPARE_CAPACITY,
 };
-use crate::config::Mode;
+use crate::echo::Mode;
 use crate::event::timer::later;
 
 impl UdpSocket {
