@@ -8,12 +8,12 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueHint};
 use log::LevelFilter;
 
 use crate::config::{parse_duration, parse_size, parse_socket_mode, Config, MAX_WORKERS};
-use crate::echo::Mode;
 use crate::error::{Cut, Error};
 use crate::event::reactor::BackendKind;
 use crate::net::addr::parse_listen;
 use crate::net::keepalive;
 use crate::policy::access::{Cidr, MAX_SOURCES, MIN_SOURCES};
+use crate::serve::echo::Mode;
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
 /// Cargo.toml's `description` (also the package's short description), so the two cannot

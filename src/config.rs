@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::{Human, MAX_DURATION};
-use crate::echo::Mode;
 use crate::event::reactor::BackendKind;
 use crate::net::addr::ListenAddr;
 use crate::net::listen::group::Wanted;
+use crate::serve::echo::Mode;
 
 pub use crate::duration::parse_duration;
 

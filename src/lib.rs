@@ -34,25 +34,22 @@
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
-mod buffer;
 pub mod cli;
 pub mod config;
-mod conn;
 pub mod duration;
-mod echo;
 pub mod error;
 pub mod event;
 pub mod logging;
 pub mod net;
 pub mod pidfile;
 pub mod policy;
+pub(crate) mod serve;
 mod server;
 pub mod shared;
 mod stats;
 pub mod supervisor;
 pub mod sys;
 pub mod systemd;
-mod udp;
 
 use config::Config;
 use error::Error;

@@ -8,9 +8,9 @@ use std::os::fd::RawFd;
 use log::{debug, info};
 
 use super::{Server, Source};
-use crate::conn::{Conn, Failure};
 use crate::error::Plain;
 use crate::net::addr::Peer;
+use crate::serve::conn::{Conn, Failure};
 
 /// Why the server closed a connection.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -8,7 +8,7 @@
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
-use crate::conn::Conn;
+use crate::serve::conn::Conn;
 
 #[derive(Default)]
 pub(super) struct Conns {

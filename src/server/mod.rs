@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::config::Config;
-use crate::conn::{Conn, Ctx, Step};
-use crate::echo::Clock;
 use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Event, Interest};
 use crate::event::signal::Signals;
@@ -19,6 +17,8 @@ use crate::event::timer::Timers;
 use crate::event::wait::wait;
 use crate::net::listen::Listener;
 use crate::policy::access::Access;
+use crate::serve::conn::{Conn, Ctx, Step};
+use crate::serve::echo::Clock;
 use crate::stats::Stats;
 use crate::systemd::Notifier;
 

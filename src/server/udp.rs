@@ -1,5 +1,5 @@
 //! The loop's side of UDP (SPEC §9): registering the sockets, dispatching their events and
-//! timers, the drain. The datagram path itself lives in `crate::udp`; this is only glue.
+//! timers, the drain. The datagram path itself lives in `crate::serve::udp`; this is only glue.
 
 use std::time::Instant;
 
@@ -9,7 +9,7 @@ use super::{Server, Source, Timer};
 use crate::error::Error;
 use crate::event::reactor::{Backend, Interest};
 use crate::net::listen::Listener;
-use crate::udp::{self, UdpSocket};
+use crate::serve::udp::{self, UdpSocket};
 
 /// The UDP sockets of one worker and what they share.
 #[derive(Default)]

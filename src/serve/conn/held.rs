@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use crate::echo::Mode;
+use crate::serve::echo::Mode;
 
 /// The longest stamp-mode reply per input byte: an empty line "\n" becomes
 /// `Echo=> at Sun Jun 18 22:44:55 2000\n`. Reads are sized so replies fit under the cap.

@@ -12,8 +12,8 @@ use super::{
     max_reply, Blocked, Ctx, Queued, UdpSocket, NOBUFS_RETRY, QUEUED_OVERHEAD, SPARE_BUFFERS,
     SPARE_CAPACITY,
 };
-use crate::echo::Mode;
 use crate::event::timer::later;
+use crate::serve::echo::Mode;
 
 impl UdpSocket {
     /// Answer the `n` datagrams just received: straight from the receive area when nothing is

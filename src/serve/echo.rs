@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::buffer::OutBuf;
+use crate::serve::buffer::OutBuf;
 
 /// How input is turned into replies (SPEC §3).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

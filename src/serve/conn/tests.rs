@@ -2,7 +2,7 @@
 //! failed sends.
 
 use super::*;
-use crate::echo::Mode;
+use crate::serve::echo::Mode;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 

@@ -6,14 +6,14 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::buffer::OutBuf;
-use crate::echo::Mode;
-use crate::echo::{Clock, Stamper};
 use crate::error::Plain;
 use crate::event::reactor::{Backend, Interest, Sharing, Token};
 use crate::event::timer::later;
 use crate::net::addr::Peer;
 use crate::policy::access::Ticket;
+use crate::serve::buffer::OutBuf;
+use crate::serve::echo::Mode;
+use crate::serve::echo::{Clock, Stamper};
 use crate::stats::Stats;
 use crate::sys;
 

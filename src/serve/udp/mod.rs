@@ -20,12 +20,12 @@ use std::time::{Duration, Instant};
 use log::debug;
 use nix::sys::socket::{getsockname, setsockopt, sockopt, SockaddrStorage};
 
-use crate::echo::Clock;
-use crate::echo::Mode;
 use crate::event::reactor::Interest;
 use crate::net::listen::Listener;
 use crate::policy::access::Access;
 use crate::policy::refusal::RefusalLog;
+use crate::serve::echo::Clock;
+use crate::serve::echo::Mode;
 use crate::stats::Stats;
 
 pub mod addr;
