@@ -43,11 +43,10 @@ pub mod logging;
 pub mod net;
 pub mod pidfile;
 pub mod policy;
+pub mod process;
 pub(crate) mod serve;
-mod server;
 pub mod shared;
 mod stats;
-pub mod supervisor;
 pub mod sys;
 pub mod systemd;
 
@@ -78,7 +77,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         warn_select_capacity(&config, listeners);
     }
     if config.workers > 1 {
-        return supervisor::run(config, inherited, signals);
+        return process::supervisor::run(config, inherited, signals);
     }
     let kind = config.backend.resolve();
     let backend = crate::event::wait::open_backend(config.backend)?;
@@ -89,7 +88,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let notifier = systemd::Notifier::from_env();
     let access = policy::access::Access::new(&config.access, std::time::Instant::now())
         .map_err(|e| Error::io("cannot map the per-source table", e))?;
-    server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
+    process::server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
 }
 
 /// Descriptors a select process holds besides its connections and listeners (stdio, the

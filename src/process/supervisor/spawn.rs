@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::event::signal::Signals;
 use crate::net::listen::Listener;
 use crate::policy::access::Access;
-use crate::server;
+use crate::process::server;
 use crate::shared::Seat;
 
 /// The signals whose handlers change hands at a fork: blocked from just before the fork
