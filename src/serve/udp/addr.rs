@@ -3,7 +3,9 @@
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use super::batch::CTRL_WORDS;
+/// Control-message space per datagram, in u64 words (alignment for cmsghdr): room for one
+/// `in6_pktinfo` (CMSG_SPACE = 40 bytes) with some to spare.
+pub(super) const CTRL_WORDS: usize = 8;
 
 /// The local end of a datagram, from pktinfo: where the reply must come from. Only known on
 /// sockets with pktinfo enabled (wildcard listeners).

@@ -26,6 +26,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::addr::CTRL_WORDS;
 use super::addr::{from_sockaddr, read_pktinfo, to_sockaddr, write_pktinfo, Local};
 use crate::sys::cvt;
 
@@ -33,9 +34,6 @@ use crate::sys::cvt;
 pub const BATCH: usize = 64;
 /// Bytes per receive slot: any UDP payload fits (see the module notes).
 pub const SLOT: usize = 64 * 1024;
-/// Control-message space per datagram, in u64 words (alignment for cmsghdr): room for one
-/// `in6_pktinfo` (CMSG_SPACE = 40 bytes) with some to spare.
-pub(super) const CTRL_WORDS: usize = 8;
 /// Stamp mode's reply around the payload: `Echo=>` payload ` at ` ctime `\n`.
 pub const PREFIX: &[u8] = b"Echo=>";
 pub(super) const AT: &[u8] = b" at ";
