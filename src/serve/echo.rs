@@ -149,6 +149,14 @@ pub fn format_ctime(wday: i32, mon: i32, mday: i32, h: i32, m: i32, s: i32, year
     format!("{day} {month} {mday:>2} {h:02}:{m:02}:{s:02} {year}")
 }
 
+/// Stamp mode's payload: the datagram less one trailing `\n` (and a `\r` before it).
+pub fn strip_line_end(data: &[u8]) -> &[u8] {
+    match data.strip_suffix(b"\n") {
+        Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+        None => data,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

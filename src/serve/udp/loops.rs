@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use super::reply::strip_line_end;
+use crate::serve::echo::strip_line_end;
 
 /// Matches in a row that make a source a loop.
 pub const RUN: u32 = 64;

@@ -13,7 +13,7 @@ use super::{
     SPARE_CAPACITY,
 };
 use crate::event::timer::later;
-use crate::serve::echo::Mode;
+use crate::serve::echo::{strip_line_end, Mode};
 
 impl UdpSocket {
     /// Answer the `n` datagrams just received: straight from the receive area when nothing is
@@ -244,14 +244,6 @@ fn stamp_hash(payload: &[u8], ctime: &[u8; CTIME_LEN]) -> u64 {
     f.write(AT);
     f.write(ctime);
     f.finish()
-}
-
-/// Stamp mode's payload: the datagram less one trailing `\n` (and a `\r` before it).
-pub fn strip_line_end(data: &[u8]) -> &[u8] {
-    match data.strip_suffix(b"\n") {
-        Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
-        None => data,
-    }
 }
 
 /// The size of the reply to a payload of `len` bytes.
