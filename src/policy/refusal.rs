@@ -12,7 +12,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::event::timer::later;
+use crate::event::pacer::Pacer;
 use crate::net::addr::{fold, Peer};
 use crate::shared::{Reason, REASONS};
 
@@ -20,15 +20,27 @@ use crate::shared::{Reason, REASONS};
 pub const EVERY: Duration = Duration::from_secs(1);
 
 /// Per reason: refusals not yet logged, one peer among them, and when the last line went out.
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct Tally {
     count: u64,
     /// Of `count`, how many were datagrams.
     datagrams: u64,
     example: Option<Peer>,
-    logged: Option<Instant>,
+    pacer: Pacer,
     /// A flush is due (the caller was asked to call [`RefusalLog::flush`]).
     flush_due: Option<Instant>,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            count: 0,
+            datagrams: 0,
+            example: None,
+            pacer: Pacer::new(EVERY),
+            flush_due: None,
+        }
+    }
 }
 
 /// The refusal log: one per process, fed at accept time. In a worker of `--workers` it only
@@ -137,16 +149,15 @@ impl RefusalLog {
         if t.example.is_none() {
             t.example = example;
         }
-        match t.logged {
-            Some(at) if now < later(at, EVERY) => {
+        match t.pacer.next(now) {
+            Some(due) => {
                 if t.flush_due.is_some() {
                     return (None, None);
                 }
-                let due = later(at, EVERY);
                 t.flush_due = Some(due);
                 (None, Some(due))
             }
-            _ => {
+            None => {
                 // This line also counts what a flush was due to log (a loop turn that came
                 // late may see a refusal before the flush timer): that flush is now moot, or
                 // a stale one would log the next refusals in a second line at this instant.
@@ -178,7 +189,7 @@ fn take_line(reason: Reason, t: &mut Tally, now: Instant) -> String {
     let (n, example) = (t.count, t.example.take());
     let (grams, conns) = (t.datagrams, t.count - t.datagrams);
     (t.count, t.datagrams) = (0, 0);
-    t.logged = Some(now);
+    t.pacer.sent(now);
     let plural = |n: u64, one: &str| {
         if n == 1 {
             format!("1 {one}")

@@ -11,6 +11,7 @@ use log::{debug, info, warn};
 use super::{connections, later, Server, Source, Timer};
 use crate::duration::Human;
 use crate::error::{Error, Plain};
+use crate::event::pacer::Pacer;
 use crate::event::reactor::{Backend, Interest};
 use crate::net::addr::fold_socket;
 use crate::net::addr::Peer;
@@ -58,7 +59,7 @@ pub(super) struct Gate {
     /// after that, every queued connection was created after the option and has it.
     settled: Vec<bool>,
     refused_by_backend: u64,
-    refusal_logged: Option<Instant>,
+    refusal_log: Pacer,
     /// `--max-clients` (and, with access lists, SPEC §10's other reasons).
     pub(super) refusals: RefusalLog,
     /// Per listener: the sockets accepted from it have TCP_NODELAY already (see `register`).
@@ -76,7 +77,7 @@ impl Gate {
             failing: vec![None; listeners],
             settled: vec![false; listeners],
             refused_by_backend: 0,
-            refusal_logged: None,
+            refusal_log: Pacer::new(REFUSAL_LOG_EVERY),
             refusals: RefusalLog::default(),
         }
     }
@@ -102,13 +103,9 @@ impl Gate {
     /// counting the refusals, so a flood of clients cannot flood the log too.
     fn refused_by_backend(&mut self, name: &str, fd: i32, e: &io::Error, now: Instant) {
         self.refused_by_backend += 1;
-        let due = self
-            .refusal_logged
-            .is_none_or(|t| now >= later(t, REFUSAL_LOG_EVERY));
-        if !due {
+        if !self.refusal_log.ready(now) {
             return;
         }
-        self.refusal_logged = Some(now);
         let total = self.refused_by_backend;
         if e.kind() == io::ErrorKind::InvalidInput {
             warn!("closing connection: fd {fd} is beyond the {name} backend's limit (FD_SETSIZE); {total} refused so far");

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{later, Timer};
+use crate::event::pacer::Pacer;
 use crate::event::timer::Timers;
 use crate::systemd::Notifier;
 
@@ -14,8 +15,9 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 pub(super) struct Status {
     notifier: Option<Notifier>,
     watchdog: Option<Duration>,
-    /// The count last sent, and when.
-    sent: (usize, Option<Instant>),
+    /// The count last sent.
+    sent: usize,
+    pacer: Pacer,
     /// A `Timer::Status` is queued to send the count once the pacing allows it.
     armed: bool,
 }
@@ -25,7 +27,8 @@ impl Status {
         Status {
             notifier,
             watchdog: crate::systemd::watchdog_interval(),
-            sent: (0, None),
+            sent: 0,
+            pacer: Pacer::new(STATUS_EVERY),
             armed: false,
         }
     }
@@ -59,17 +62,18 @@ impl Status {
     /// Called once per turn: send the connection count if it changed, at most once a
     /// second; a change inside the second is sent when the second is over.
     pub(super) fn report(&mut self, open: usize, now: Instant, timers: &mut Timers<Timer>) {
-        if self.notifier.is_none() || open == self.sent.0 || self.armed {
+        if self.notifier.is_none() || open == self.sent || self.armed {
             return;
         }
-        match self.sent.1 {
-            Some(t) if now < later(t, STATUS_EVERY) => {
-                timers.add(later(t, STATUS_EVERY), Timer::Status);
+        match self.pacer.next(now) {
+            Some(due) => {
+                timers.add(due, Timer::Status);
                 self.armed = true;
             }
-            _ => {
+            None => {
                 self.notify(&format!("STATUS={open} connections"));
-                self.sent = (open, Some(now));
+                self.sent = open;
+                self.pacer.sent(now);
             }
         }
     }
