@@ -38,7 +38,12 @@ pub enum Request {
     /// A stray signal (SPEC §5), the first time this process gets it: log one info line and
     /// go on. Later ones of the same signal are not reported.
     Stray(&'static str),
+    /// SIGCHLD, for a process that asked for it ([`Signals::watch_children`]): reap.
+    Children,
 }
+
+/// SIGCHLD's bit in the pending word, above every bit of [`handled`].
+const CHILDREN: u64 = 1 << 63;
 
 /// The catchable signals whose default action would end or stop the process, that the
 /// kernel does not send for a fault, and that have no job of their own (SPEC §5): ignored,
@@ -76,7 +81,10 @@ fn handled() -> &'static [(libc::c_int, Request)] {
             let name: &'static str = Box::leak(name(sig).into_boxed_str());
             all.push((sig, Request::Stray(name)));
         }
-        assert!(all.len() <= 64, "one bit per signal in a u64");
+        assert!(
+            all.len() < 64,
+            "one bit per signal in a u64, the last for SIGCHLD"
+        );
         all
     })
 }
@@ -163,6 +171,31 @@ impl Signals {
         Ok(signals)
     }
 
+    /// Also wake the loop for SIGCHLD, through the same pipe: [`Signals::take`] then returns
+    /// [`Request::Children`] (nginx's way: one more flag, not a second pipe).
+    pub fn watch_children(&mut self) -> io::Result<()> {
+        let pending = Arc::clone(&self.pending);
+        let fd = self.write.as_raw_fd();
+        let action = move || {
+            pending.fetch_or(CHILDREN, Ordering::SeqCst);
+            // SAFETY: as in `install`: send(2) is async-signal-safe, `fd` stays open until
+            // `Drop` has unregistered this action, and a full pipe means the loop is woken.
+            unsafe {
+                libc::send(
+                    fd,
+                    b"!".as_ptr().cast(),
+                    1,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+        };
+        // SAFETY: the action is async-signal-safe: one atomic read-modify-write on memory
+        // the Arc keeps alive and send(2); it neither allocates nor locks.
+        let id = unsafe { signal_hook::low_level::register(libc::SIGCHLD, action) }?;
+        self.ids.push(id);
+        Ok(())
+    }
+
     /// The descriptor to register for reading.
     pub fn fd(&self) -> RawFd {
         self.read.as_raw_fd()
@@ -173,7 +206,12 @@ impl Signals {
     pub fn take(&mut self) -> Vec<Request> {
         let mut sink = [0u8; 64];
         while matches!(self.read.read(&mut sink), Ok(n) if n > 0) {}
-        first_times(self.pending.swap(0, Ordering::SeqCst), &mut self.seen)
+        let pending = self.pending.swap(0, Ordering::SeqCst);
+        let mut requests = first_times(pending, &mut self.seen);
+        if pending & CHILDREN != 0 {
+            requests.push(Request::Children);
+        }
+        requests
     }
 }
 

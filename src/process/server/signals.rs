@@ -35,6 +35,8 @@ impl Server {
                 }
                 Request::Quit => self.quit(),
                 Request::Stray(name) => info!("{}", stray_line(name)),
+                // Only a supervisor watches for SIGCHLD; a worker has no children.
+                Request::Children => {}
             }
         }
     }

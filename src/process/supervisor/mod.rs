@@ -39,7 +39,7 @@ mod sources;
 mod spawn;
 
 use crate::net::listen::group::Listeners;
-use spawn::{ChildPipe, Forked, WorkerStart};
+use spawn::{Forked, WorkerStart};
 
 /// A worker whose loop has not turned for this long is wedged.
 const WEDGED_AFTER: Duration = Duration::from_secs(5);
@@ -49,7 +49,6 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 const READY_POLL: Duration = Duration::from_millis(10);
 
 const SIGNALS: Token = Token(0);
-const CHILDREN: Token = Token(1);
 
 #[derive(Clone, Copy, Debug)]
 enum Tick {
@@ -72,7 +71,6 @@ struct Supervisor {
     config: Config,
     backend: Box<dyn Backend>,
     signals: Signals,
-    children: ChildPipe,
     notifier: Option<Notifier>,
     listeners: Listeners,
     region: &'static Region,
@@ -118,7 +116,7 @@ impl Supervisor {
     fn start(
         config: Config,
         inherited: Option<Vec<OwnedFd>>,
-        signals: Signals,
+        mut signals: Signals,
     ) -> Result<Supervisor, Error> {
         let n = config.workers;
         crate::logging::set_prefix("supervisor: ".into());
@@ -129,13 +127,12 @@ impl Supervisor {
         let (region, table) = sources::map_region(n, &config.access)?;
         let name = config.backend.resolve().name();
         let mut backend = crate::event::wait::open_backend(config.backend)?;
-        let children =
-            ChildPipe::install().map_err(|e| Error::io("cannot install the SIGCHLD pipe", e))?;
-        for (fd, token) in [(signals.fd(), SIGNALS), (children.fd(), CHILDREN)] {
-            backend
-                .set_interest(fd, token, Interest::NONE, Interest::READ)
-                .map_err(|source| Error::Backend { name, source })?;
-        }
+        signals
+            .watch_children()
+            .map_err(|e| Error::io("cannot install the SIGCHLD handler", e))?;
+        backend
+            .set_interest(signals.fd(), SIGNALS, Interest::NONE, Interest::READ)
+            .map_err(|source| Error::Backend { name, source })?;
         // Only the supervisor talks to systemd: take the protocol out of the environment
         // the workers inherit (sd_notify(3)'s unset_environment).
         let notifier = Notifier::from_env();
@@ -169,7 +166,6 @@ impl Supervisor {
             config,
             backend,
             signals,
-            children,
             notifier,
             listeners,
             region,
@@ -196,14 +192,8 @@ impl Supervisor {
             let timeout = self.timers.timeout(Instant::now());
             crate::event::wait::wait(self.backend.as_mut(), &mut events, timeout)?;
             self.now = Instant::now();
-            for ev in &events {
-                match ev.token {
-                    SIGNALS => self.on_signals(),
-                    _ => {
-                        self.children.drain();
-                        self.reap();
-                    }
-                }
+            if !events.is_empty() {
+                self.on_signals();
             }
             while let Some(tick) = self.timers.pop_due(self.now) {
                 if let Some(role) = self.on_tick(tick)? {
@@ -294,14 +284,13 @@ impl Supervisor {
             config,
             backend,
             signals,
-            children,
             notifier,
             listeners,
             region,
             table,
             ..
         } = self;
-        drop((backend, signals, children, notifier));
+        drop((backend, signals, notifier));
         // The lists are read-only: each worker compiles its own. The table is shared.
         let access = Access::with_table(&config.access, table.map(|t| t.for_worker(k)));
         WorkerStart {
@@ -323,6 +312,7 @@ impl Supervisor {
                 }
                 Request::Quit => self.quit(),
                 Request::Stray(name) => info!("{}", crate::process::server::stray_line(name)),
+                Request::Children => self.reap(),
             }
         }
     }

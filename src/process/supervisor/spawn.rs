@@ -1,13 +1,10 @@
-//! Process plumbing for the supervisor: the fork and a worker's first steps, the SIGCHLD
-//! self-pipe, how a reaped worker ended, and the CPU count behind `--workers auto`.
+//! Process plumbing for the supervisor: the fork, a worker's first steps and how a reaped
+//! worker ended.
 
-use std::io::{self, Read};
-use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::net::UnixStream;
+use std::io::{self};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
-use signal_hook::SigId;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -123,36 +120,4 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
         server::Server::new(backend, config, access, listeners, signals, None)?.worker(seat);
     seat.mark_ready();
     server.run()
-}
-
-/// The supervisor's own self-pipe for SIGCHLD (signal-hook writes a byte per signal).
-pub(super) struct ChildPipe {
-    read: UnixStream,
-    id: SigId,
-}
-
-impl ChildPipe {
-    pub(super) fn install() -> io::Result<ChildPipe> {
-        let (read, write) = UnixStream::pair()?;
-        read.set_nonblocking(true)?;
-        write.set_nonblocking(true)?;
-        let id = signal_hook::low_level::pipe::register(libc::SIGCHLD, write)?;
-        Ok(ChildPipe { read, id })
-    }
-
-    pub(super) fn fd(&self) -> RawFd {
-        self.read.as_raw_fd()
-    }
-
-    /// Empty the pipe; the caller then reaps until nothing is left.
-    pub(super) fn drain(&mut self) {
-        let mut sink = [0u8; 64];
-        while matches!(self.read.read(&mut sink), Ok(n) if n > 0) {}
-    }
-}
-
-impl Drop for ChildPipe {
-    fn drop(&mut self) {
-        signal_hook::low_level::unregister(self.id);
-    }
 }
