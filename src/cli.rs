@@ -7,7 +7,9 @@ use clap::{ArgAction, CommandFactory, Parser, ValueHint};
 use log::LevelFilter;
 
 use crate::access::{keepalive, Cidr};
-use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
+use crate::config::{
+    parse_duration, parse_listen, parse_size, parse_socket_mode, Config, ListenAddr, Mode,
+};
 use crate::error::Error;
 use crate::reactor::BackendKind;
 
@@ -65,6 +67,29 @@ pub enum Command {
     Run(Config, LevelFilter),
     /// Print this text on stdout and exit 0 (`--help`, `--version`).
     Print(String),
+    /// `echo-mux status [ADDR] [--json]`: ask a running daemon (SPEC §12).
+    Status {
+        /// Its `--metrics` address.
+        addr: ListenAddr,
+        /// Print `/status` as it is.
+        json: bool,
+    },
+}
+
+/// Where `echo-mux status` looks without an address: the packaged units' metrics socket.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:50008";
+
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Print the live counters of a running echo-mux: totals, then one row per worker
+    Status {
+        /// The daemon's --metrics address: HOST:PORT or unix:/path [default: 127.0.0.1:50008, the packaged units']
+        #[arg(value_name = "ADDR", value_hint = ValueHint::Other)]
+        addr: Option<String>,
+        /// Print the /status JSON object as the daemon sent it
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Parser, Debug)]
@@ -196,12 +221,17 @@ struct Args {
         hide_possible_values = true
     )]
     workers: String,
+    /// Serve /metrics (Prometheus text) and /status (JSON) over HTTP on HOST:PORT or unix:/path
+    #[arg(long, value_name = "ADDR", value_hint = ValueHint::Other)]
+    metrics: Option<String>,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
     /// Less logging (-q warn, -qq error)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     quiet: u8,
+    #[command(subcommand)]
+    command: Option<Sub>,
 }
 
 /// The clap definition behind `--help`: the man page and the shell completions are generated
@@ -224,7 +254,16 @@ where
         Ok(args) => args,
         Err(e) => return clap_error(e),
     };
+    if let Some(Sub::Status { addr, json }) = &args.command {
+        let text = addr.as_deref().unwrap_or(DEFAULT_METRICS);
+        let addr = parse_metrics(text)
+            .map_err(|why| Error::Usage(format!("invalid value '{text}' for '[ADDR]': {why}")))?;
+        return Ok(Command::Status { addr, json: *json });
+    }
     let mut config = Config::default();
+    if let Some(s) = &args.metrics {
+        config.metrics = Some(parse_metrics(s).map_err(|why| invalid(s, "metrics", why))?);
+    }
     if !args.listen.is_empty() {
         config.listen = Vec::with_capacity(args.listen.len());
         for s in &args.listen {
@@ -292,6 +331,18 @@ where
         _ => LevelFilter::Error,
     };
     Ok(Command::Run(config, level))
+}
+
+/// `--metrics ADDR` (and `status [ADDR]`): a stream address, TCP or unix.
+fn parse_metrics(s: &str) -> Result<ListenAddr, String> {
+    match parse_listen(s) {
+        Ok(ListenAddr::Udp(_)) => {
+            Err("expected HOST:PORT or unix:/path (HTTP needs a stream)".into())
+        }
+        Ok(addr) => Ok(addr),
+        Err(why) if why.starts_with("expected") => Err("expected HOST:PORT or unix:/path".into()),
+        Err(why) => Err(why),
+    }
 }
 
 /// SPEC §10's options (and `--socket-mode`, §1).
@@ -402,8 +453,30 @@ mod tests {
         match parse(std::iter::once("echo-mux").chain(args.iter().copied())) {
             Ok(Command::Run(c, _)) => c,
             Ok(Command::Print(_)) => panic!("{args:?}: printed"),
+            Ok(Command::Status { .. }) => panic!("{args:?}: status"),
             Err(e) => panic!("{args:?}: {e}"),
         }
+    }
+
+    #[test]
+    fn metrics_and_status_addresses() {
+        let c = config(&["--metrics", "127.0.0.1:0"]);
+        assert_eq!(c.metrics, Some(ListenAddr::Tcp(([127, 0, 0, 1], 0).into())));
+        assert_eq!(config(&[]).metrics, None);
+        let msg = usage(&["--metrics", "udp:127.0.0.1:9"]);
+        assert!(msg.contains("'udp:127.0.0.1:9' for '--metrics'"), "{msg}");
+        let status = |args: &[&str]| match parse(args.iter().copied()) {
+            Ok(Command::Status { addr, json }) => (addr.to_string(), json),
+            _ => panic!("{args:?}: not status"),
+        };
+        assert_eq!(
+            status(&["echo-mux", "status"]),
+            (DEFAULT_METRICS.to_string(), false)
+        );
+        assert_eq!(
+            status(&["echo-mux", "status", "unix:/run/m.sock", "--json"]),
+            ("unix:/run/m.sock".to_string(), true)
+        );
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct Config {
     pub socket_mode: Option<u32>,
     /// Worker processes (SPEC §8); 1 = no supervisor, `auto` already resolved.
     pub workers: usize,
+    /// `--metrics`: where to serve /metrics and /status (SPEC §12); `None` = nowhere (unless
+    /// socket activation hands in a socket named `metrics`).
+    pub metrics: Option<ListenAddr>,
 }
 
 impl Default for Config {
@@ -88,6 +91,7 @@ impl Default for Config {
             log_connections: false,
             socket_mode: None,
             workers: 1,
+            metrics: None,
         }
     }
 }

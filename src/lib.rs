@@ -43,11 +43,13 @@ mod echo;
 pub mod error;
 pub mod listen;
 pub mod logging;
+mod metrics;
 pub mod reactor;
 mod refusal;
 mod server;
 pub mod shared;
 mod signal;
+pub mod status;
 pub mod supervisor;
 pub mod sys;
 pub mod systemd;
@@ -68,14 +70,15 @@ use signal::Signals;
 /// it, never a kill that leaves it behind.
 pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
-    let inherited = systemd::listen_fds()?;
+    let (inherited, metrics_fd) = metrics::split_inherited(systemd::listen_fds_named()?);
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     match sys::raise_nofile_limit() {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
         Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e)),
     }
+    let http = metrics::open(&config, metrics_fd)?;
     if config.workers > 1 {
-        return supervisor::run(config, inherited, signals);
+        return supervisor::run(config, inherited, signals, http);
     }
     let kind = config.backend.resolve();
     let backend = server::open_backend(config.backend)?;
@@ -101,5 +104,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     }
     let notifier = systemd::Notifier::from_env();
     let access = access::Access::new(&config.access, std::time::Instant::now());
-    server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
+    server::Server::new(backend, config, access, listeners, signals, notifier)?
+        .with_metrics(http)?
+        .run()
 }

@@ -54,10 +54,15 @@ pub enum Counter {
     Denied,
     /// Refused by a per-source limit.
     Limited,
+    /// Refused over `--max-clients` (also in `Rejected`).
+    MaxClients,
+    /// Refused because the backend cannot watch the descriptor (select's FD_SETSIZE; also
+    /// in `Rejected`).
+    BackendLimit,
 }
 
 /// How many [`Counter`]s there are.
-pub const COUNTERS: usize = 10;
+pub const COUNTERS: usize = 12;
 
 impl Counter {
     /// Every counter, in slot order.
@@ -72,6 +77,8 @@ impl Counter {
         Counter::Dropped,
         Counter::Denied,
         Counter::Limited,
+        Counter::MaxClients,
+        Counter::BackendLimit,
     ];
 }
 
@@ -150,7 +157,8 @@ impl Snapshot {
         self.0[c as usize]
     }
 
-    fn add(&mut self, other: &Snapshot) {
+    /// Add `other`'s counts into this one (a worker number's earlier generations, say).
+    pub fn add(&mut self, other: &Snapshot) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a = a.wrapping_add(b);
         }

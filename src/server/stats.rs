@@ -39,6 +39,10 @@ pub struct Totals {
     /// UDP datagrams not answered (loop protection, too large, over the cap, send errors,
     /// cut off by the drain deadline).
     pub dropped: u64,
+    /// Of `rejected`: over `--max-clients`.
+    pub max_clients: u64,
+    /// Of `rejected`: a descriptor the backend cannot watch (select's FD_SETSIZE).
+    pub backend_limit: u64,
 }
 
 impl From<&Snapshot> for Totals {
@@ -53,6 +57,8 @@ impl From<&Snapshot> for Totals {
             datagrams_in: s.get(Counter::DatagramsIn),
             datagrams_out: s.get(Counter::DatagramsOut),
             dropped: s.get(Counter::Dropped),
+            max_clients: s.get(Counter::MaxClients),
+            backend_limit: s.get(Counter::BackendLimit),
         }
     }
 }
@@ -109,9 +115,10 @@ impl Stats {
         self.slot.add(Counter::Accepted, 1);
     }
 
-    /// A connection was accepted and closed at once.
+    /// A connection was accepted and closed at once because the backend cannot watch it.
     pub fn rejected(&mut self) {
         self.slot.add(Counter::Rejected, 1);
+        self.slot.add(Counter::BackendLimit, 1);
     }
 
     /// End of a loop turn: publish the open count and, in a worker, the heartbeat.
@@ -127,9 +134,9 @@ impl Stats {
     /// `limited` as the reason says (SPEC §10).
     pub fn refused(&mut self, reason: crate::refusal::Reason) {
         use crate::refusal::Reason;
-        self.rejected();
+        self.slot.add(Counter::Rejected, 1);
         match reason {
-            Reason::MaxClients => {}
+            Reason::MaxClients => self.slot.add(Counter::MaxClients, 1),
             Reason::Denied => self.denied(),
             Reason::MaxPerSource | Reason::RatePerSource | Reason::SourcesFull => self.limited(),
         }

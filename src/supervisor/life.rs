@@ -38,7 +38,7 @@ impl Supervisor {
             };
             let k = k + 1;
             self.seats[k - 1].pid = None;
-            self.region.retire(k);
+            self.generations.retire(self.region, k);
             self.forget_sources(k, pid, &status);
             let how = spawn::how_it_ended(&status);
             if self.stopping {
