@@ -81,3 +81,7 @@ mod udp_workers;
 // UDP with the access lists and per-source limits: denied and rate-limited datagrams are
 // dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
 mod udp_access;
+
+// --metrics and `echo-mux status` (SPEC §12): values equal to the stats line, the HTTP
+// limits under bad input, promtool, a real Prometheus server, status with workers.
+mod metrics;
