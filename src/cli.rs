@@ -79,17 +79,39 @@ pub enum Command {
 /// Where `echo-mux status` looks without an address: the packaged units' metrics socket.
 pub const DEFAULT_METRICS: &str = "127.0.0.1:50008";
 
-#[derive(clap::Subcommand, Debug)]
-enum Sub {
-    /// Print the live counters of a running echo-mux: totals, then one row per worker
-    Status {
-        /// The daemon's --metrics address: HOST:PORT or unix:/path [default: 127.0.0.1:50008, the packaged units']
-        #[arg(value_name = "ADDR", value_hint = ValueHint::Other)]
-        addr: Option<String>,
-        /// Print the /status JSON object as the daemon sent it
-        #[arg(long)]
-        json: bool,
-    },
+/// `echo-mux status`: parsed on its own, before the daemon's options, rather than as a clap
+/// subcommand: with one, clap_complete's fish script cannot complete `--backend <TAB>`
+/// (its argparse check fails on the missing value), and the daemon's command line would
+/// take a positional word it never needs.
+#[derive(Parser, Debug)]
+#[command(
+    name = "echo-mux status",
+    version,
+    about = "Print the live counters of a running echo-mux (from its --metrics address): totals, then one row per worker"
+)]
+struct StatusArgs {
+    /// The daemon's --metrics address: HOST:PORT or unix:/path [default: 127.0.0.1:50008, the packaged units']
+    #[arg(value_name = "ADDR", value_hint = ValueHint::Other)]
+    addr: Option<String>,
+    /// Print the /status JSON object as the daemon sent it
+    #[arg(long)]
+    json: bool,
+}
+
+/// `echo-mux status [ADDR] [--json]` (argv without the program name and `status`).
+fn parse_status(argv: Vec<std::ffi::OsString>) -> Result<Command, Error> {
+    let argv = std::iter::once("echo-mux status".into()).chain(argv);
+    let args = match StatusArgs::try_parse_from(argv) {
+        Ok(args) => args,
+        Err(e) => return clap_error(e),
+    };
+    let text = args.addr.as_deref().unwrap_or(DEFAULT_METRICS);
+    let addr = parse_metrics(text)
+        .map_err(|why| Error::Usage(format!("invalid value '{text}' for '[ADDR]': {why}")))?;
+    Ok(Command::Status {
+        addr,
+        json: args.json,
+    })
 }
 
 #[derive(Parser, Debug)]
@@ -99,6 +121,7 @@ enum Sub {
     about = DESCRIPTION,
     after_help = "DUR: 250ms, 5s, 1.5s, 2m or a bare number of seconds.  BYTES: 4096, 64KiB, 1MiB, 1GiB.\n\
                   Signals: SIGTERM/SIGINT drain and exit 0, SIGUSR1 logs a stats line, SIGHUP is ignored.\n\
+                  echo-mux status [ADDR] [--json]: the live counters of a running echo-mux (see status --help).\n\
                   RUST_LOG overrides -v/-q."
 )]
 // The number-valued options take values that start with '-' (`--delay -1`), so that their
@@ -230,8 +253,6 @@ struct Args {
     /// Less logging (-q warn, -qq error)
     #[arg(short, long, action = ArgAction::Count, conflicts_with = "verbose")]
     quiet: u8,
-    #[command(subcommand)]
-    command: Option<Sub>,
 }
 
 /// The clap definition behind `--help`: the man page and the shell completions are generated
@@ -250,16 +271,14 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    if argv.get(1).is_some_and(|a| a == "status") {
+        return parse_status(argv[2..].to_vec());
+    }
     let args = match Args::try_parse_from(argv) {
         Ok(args) => args,
         Err(e) => return clap_error(e),
     };
-    if let Some(Sub::Status { addr, json }) = &args.command {
-        let text = addr.as_deref().unwrap_or(DEFAULT_METRICS);
-        let addr = parse_metrics(text)
-            .map_err(|why| Error::Usage(format!("invalid value '{text}' for '[ADDR]': {why}")))?;
-        return Ok(Command::Status { addr, json: *json });
-    }
     let mut config = Config::default();
     if let Some(s) = &args.metrics {
         config.metrics = Some(parse_metrics(s).map_err(|why| invalid(s, "metrics", why))?);

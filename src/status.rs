@@ -125,7 +125,7 @@ pub fn table(s: &Value) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<6} {:>8} {:>6} {:>10} {:>10} {:>10} {:>9} {:>8}",
+        "{:<6} {:>8} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}",
         "WORKER", "PID", "OPEN", "ACCEPTED", "BYTES IN", "BYTES OUT", "LAST TURN", "RESTARTS"
     );
     for w in &workers {
@@ -135,7 +135,7 @@ pub fn table(s: &Value) -> String {
         let turn = w["last_turn_seconds"].as_f64().unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "{:<6} {:>8} {:>6} {:>10} {:>10} {:>10} {:>8.1}s {:>8}",
+            "{:<6} {:>8} {:>6} {:>10} {:>10} {:>10} {:>9.1}s {:>8}",
             n(&w["worker"]),
             pid,
             n(&w["open"]),

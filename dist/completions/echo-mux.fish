@@ -17,6 +17,7 @@ complete -c echo-mux -l rate-per-source -d 'New TCP connections and UDP datagram
 complete -c echo-mux -l keepalive -d 'TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off' -r -f
 complete -c echo-mux -l socket-mode -d 'Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]' -r -f
 complete -c echo-mux -l workers -d 'Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on' -r -f -a "auto\t'one worker per CPU this process may run on'"
+complete -c echo-mux -l metrics -d 'Serve /metrics (Prometheus text) and /status (JSON) over HTTP on HOST:PORT or unix:/path' -r -f
 complete -c echo-mux -l log-connections -d 'One info line per closed connection: peer, duration, bytes in and out, reason'
 complete -c echo-mux -s v -l verbose -d 'More logging (-v debug, -vv trace)'
 complete -c echo-mux -s q -l quiet -d 'Less logging (-q warn, -qq error)'
