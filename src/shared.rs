@@ -59,10 +59,20 @@ pub enum Counter {
     /// Refused because the backend cannot watch the descriptor (select's FD_SETSIZE; also
     /// in `Rejected`).
     BackendLimit,
+    /// Of `Dropped`: from a service port or one of our own addresses (loop protection).
+    DropLoopPort,
+    /// Of `Dropped`: from or to an address no reply may go to (broadcast, multicast, …).
+    DropBadAddress,
+    /// Of `Dropped`: truncated, or a reply longer than UDP allows.
+    DropOversize,
+    /// Of `Dropped`: the socket's reply queue was at `--max-buffer`.
+    DropQueueFull,
+    /// Of `Dropped`: any other reason (send errors, the drain's deadline, no sender).
+    DropOther,
 }
 
 /// How many [`Counter`]s there are.
-pub const COUNTERS: usize = 12;
+pub const COUNTERS: usize = 17;
 
 impl Counter {
     /// Every counter, in slot order.
@@ -79,6 +89,11 @@ impl Counter {
         Counter::Limited,
         Counter::MaxClients,
         Counter::BackendLimit,
+        Counter::DropLoopPort,
+        Counter::DropBadAddress,
+        Counter::DropOversize,
+        Counter::DropQueueFull,
+        Counter::DropOther,
     ];
 }
 

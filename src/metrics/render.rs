@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use super::exchange::{Answer, Page};
-use crate::server::Totals;
+use crate::server::{DropReason, Totals};
 
 /// Everything the pages show, read at one moment by the loop that serves them.
 #[derive(Clone, Debug, Default)]
@@ -169,7 +169,16 @@ pub fn text(view: &View) -> String {
     for (reason, value) in REJECTED {
         f.sample(&[("reason", reason)], value(t));
     }
-    let simple: [(&'static str, &str, u64); 5] = [
+    let mut f = Family::new(
+        o,
+        "echo_mux_datagrams_dropped_total",
+        "counter",
+        "UDP datagrams not answered, by reason (they add up to the stats line's dropped).",
+    );
+    for (i, (_, _, reason)) in DropReason::ALL.iter().enumerate() {
+        f.sample(&[("reason", reason)], t.dropped_by[i]);
+    }
+    let simple: [(&'static str, &str, u64); 4] = [
         (
             "echo_mux_received_bytes_total",
             "Payload bytes received over TCP, unix sockets and UDP (bytes_in).",
@@ -189,11 +198,6 @@ pub fn text(view: &View) -> String {
             "echo_mux_datagrams_sent_total",
             "UDP replies sent (datagrams_out).",
             t.datagrams_out,
-        ),
-        (
-            "echo_mux_datagrams_dropped_total",
-            "UDP datagrams not answered: loop protection, too large, queue full, send errors (dropped).",
-            t.dropped,
         ),
     ];
     for (name, help, value) in simple {
@@ -282,6 +286,10 @@ fn escape_label(s: &str) -> String {
 pub fn status_json(view: &View) -> String {
     use serde_json::{json, Map, Value};
     let counts = |open: u64, t: &Totals| {
+        let mut dropped = Map::new();
+        for (i, (_, _, reason)) in DropReason::ALL.iter().enumerate() {
+            dropped.insert(reason.to_string(), json!(t.dropped_by[i]));
+        }
         let mut rejected = Map::new();
         for (reason, value) in REJECTED {
             rejected.insert(reason.to_string(), json!(value(t)));
@@ -296,6 +304,7 @@ pub fn status_json(view: &View) -> String {
             "datagrams_in": t.datagrams_in,
             "datagrams_out": t.datagrams_out,
             "dropped": t.dropped,
+            "dropped_by_reason": dropped,
         })
     };
     let workers: Vec<Value> = view

@@ -24,7 +24,7 @@ pub use crate::timer::later;
 use closed::End;
 use source::Source;
 pub use stats::Stats;
-pub(crate) use stats::{Line, Totals};
+pub(crate) use stats::{DropReason, Line, Totals};
 
 mod accept;
 mod closed;

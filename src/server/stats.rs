@@ -43,6 +43,33 @@ pub struct Totals {
     pub max_clients: u64,
     /// Of `rejected`: a descriptor the backend cannot watch (select's FD_SETSIZE).
     pub backend_limit: u64,
+    /// `dropped` by reason, in [`DropReason::ALL`]'s order.
+    pub dropped_by: [u64; DropReason::ALL.len()],
+}
+
+/// Why a datagram was not answered (the `reason` of the dropped-datagrams metric).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DropReason {
+    LoopPort,
+    BadAddress,
+    Oversize,
+    QueueFull,
+    Other,
+}
+
+impl DropReason {
+    /// Every reason, with its counter and its label value.
+    pub const ALL: [(DropReason, Counter, &'static str); 5] = [
+        (DropReason::LoopPort, Counter::DropLoopPort, "loop-port"),
+        (
+            DropReason::BadAddress,
+            Counter::DropBadAddress,
+            "bad-address",
+        ),
+        (DropReason::Oversize, Counter::DropOversize, "oversize"),
+        (DropReason::QueueFull, Counter::DropQueueFull, "queue-full"),
+        (DropReason::Other, Counter::DropOther, "other"),
+    ];
 }
 
 impl From<&Snapshot> for Totals {
@@ -59,6 +86,7 @@ impl From<&Snapshot> for Totals {
             dropped: s.get(Counter::Dropped),
             max_clients: s.get(Counter::MaxClients),
             backend_limit: s.get(Counter::BackendLimit),
+            dropped_by: DropReason::ALL.map(|(_, c, _)| s.get(c)),
         }
     }
 }
@@ -106,9 +134,15 @@ impl Stats {
         self.slot.add(Counter::BytesOut, n as u64);
     }
 
-    /// `n` datagrams were not answered.
+    /// `n` datagrams were not answered (reason `other`).
     pub fn dropped(&mut self, n: usize) {
+        self.dropped_because(DropReason::Other, n);
+    }
+
+    /// `n` datagrams were not answered, for `reason`.
+    pub fn dropped_because(&mut self, reason: DropReason, n: usize) {
         self.slot.add(Counter::Dropped, n as u64);
+        self.slot.add(DropReason::ALL[reason as usize].1, n as u64);
     }
 
     pub fn accepted(&mut self) {
@@ -280,6 +314,26 @@ mod tests {
         assert!(
             line.ends_with(" rejected=3 bytes_in=4096 bytes_out=4000 uptime=0s denied=1 limited=1")
         );
+    }
+
+    /// Every refusal and drop is counted once under its reason, and the reasons add up to
+    /// the stats line's `rejected` and `dropped`.
+    #[test]
+    fn reasons_add_up_to_rejected_and_dropped() {
+        use crate::refusal::Reason;
+        let mut s = Stats::new(Instant::now());
+        for r in [Reason::MaxClients, Reason::Denied, Reason::RatePerSource] {
+            s.refused(r);
+        }
+        s.rejected();
+        s.dropped(2);
+        s.dropped_because(DropReason::LoopPort, 1);
+        s.dropped_because(DropReason::QueueFull, 3);
+        let t = s.snapshot();
+        assert_eq!(t.rejected, 4);
+        assert_eq!(t.max_clients + t.denied + t.limited + t.backend_limit, 4);
+        assert_eq!(t.dropped, 6);
+        assert_eq!(t.dropped_by, [1, 0, 0, 3, 2]);
     }
 
     /// Every optional field, in SPEC §5's order, as the supervisor's totals line shows them.

@@ -7,8 +7,10 @@ use std::time::Instant;
 use log::debug;
 
 use super::batch::{RecvArea, Reply, SendArea, BATCH, STAMP_EXTRA};
+use super::guard::Refusal;
 use super::{Blocked, Ctx, Queued, UdpSocket, MAX_REPLY, NOBUFS_RETRY, QUEUED_OVERHEAD};
 use crate::config::Mode;
+use crate::server::DropReason;
 use crate::timer::later;
 
 impl UdpSocket {
@@ -37,12 +39,16 @@ impl UdpSocket {
             }
             if d.truncated {
                 debug!("{}: datagram from {to} truncated: dropped", self.label());
-                ctx.stats.dropped(1);
+                ctx.stats.dropped_because(DropReason::Oversize, 1);
                 continue;
             }
             if let Some(why) = ctx.guard.check(to, d.local) {
                 ctx.guard.note(to, why, ctx.now);
-                ctx.stats.dropped(1);
+                let reason = match why {
+                    Refusal::Port(_) | Refusal::Ours => DropReason::LoopPort,
+                    Refusal::BadSource | Refusal::NotUnicast => DropReason::BadAddress,
+                };
+                ctx.stats.dropped_because(reason, 1);
                 continue;
             }
             let payload = match ctx.mode {
@@ -54,7 +60,7 @@ impl UdpSocket {
                     "{}: the reply to {to} would exceed {MAX_REPLY} bytes: dropped",
                     self.label()
                 );
-                ctx.stats.dropped(1);
+                ctx.stats.dropped_because(DropReason::Oversize, 1);
                 continue;
             }
             let reply = Reply {
@@ -87,7 +93,7 @@ impl UdpSocket {
                 self.pending,
                 r.to
             );
-            ctx.stats.dropped(1);
+            ctx.stats.dropped_because(DropReason::QueueFull, 1);
             self.paused = true;
             return;
         }

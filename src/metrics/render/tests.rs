@@ -28,6 +28,7 @@ fn view() -> View {
             dropped: 1,
             max_clients: 3,
             backend_limit: 1,
+            dropped_by: [0, 0, 0, 0, 1],
         },
         reloads: 0,
         workers: Vec::new(),
@@ -84,7 +85,14 @@ fn every_family_has_help_and_type_and_the_stats_line_counters() {
     assert_eq!(v["echo_mux_connections_accepted_total"], 10.0);
     assert_eq!(v["echo_mux_received_bytes_total"], 4096.0);
     assert_eq!(v["echo_mux_sent_bytes_total"], 4000.0);
-    assert_eq!(v["echo_mux_datagrams_dropped_total"], 1.0);
+    assert_eq!(
+        v["echo_mux_datagrams_dropped_total{reason=\"other\"}"], 1.0,
+        "the reasons add up to the stats line's dropped"
+    );
+    assert_eq!(
+        v["echo_mux_datagrams_dropped_total{reason=\"loop-port\"}"],
+        0.0
+    );
     assert_eq!(v["echo_mux_reloads_total"], 0.0);
     assert_eq!(v["echo_mux_start_time_seconds"], 1_700_000_000.25);
     let rejected: f64 = v
