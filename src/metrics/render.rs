@@ -48,9 +48,12 @@ pub struct WorkerView {
     pub restarts: u64,
 }
 
+/// A `reason` label value and how to read its count.
+type Reason = (&'static str, fn(&Totals) -> u64);
+
 /// The reasons a connection (or datagram) was refused, as `reason` label values. One more
 /// reason is one more line here.
-const REJECTED: [(&str, fn(&Totals) -> u64); 4] = [
+const REJECTED: [Reason; 4] = [
     ("max-clients", |t| t.max_clients),
     ("denied", |t| t.denied),
     ("limited", |t| t.limited),
