@@ -30,6 +30,9 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const LINGER: Duration = Duration::from_secs(2);
 /// At most this many headers in a request.
 const MAX_HEADERS: usize = 32;
+/// Pipelined requests answered per event: 8 KiB could hold hundreds of tiny ones, and each
+/// answer is a render; the rest wait for the next turn, so echo clients never wait on them.
+const ANSWERS_PER_EVENT: usize = 8;
 
 /// What a request asks for, once its head is parsed.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -75,6 +78,9 @@ pub struct Exchange {
     pub since: Instant,
     /// Answers sent on this connection.
     answered: u64,
+    /// Complete requests may wait in `input` (the per-event cap stopped short): the poller
+    /// must report the connection again although the kernel has nothing new for it.
+    more: bool,
     /// The interest registered with the poller now.
     pub registered: Interest,
 }
@@ -96,6 +102,7 @@ impl Exchange {
             sent: 0,
             since: now,
             answered: 0,
+            more: false,
             registered: Interest::NONE,
         }
     }
@@ -112,6 +119,8 @@ impl Exchange {
     /// What the poller should report for this connection now.
     pub fn wanted(&self) -> Interest {
         match self.state {
+            // Writable at once: the next turn answers what is waiting in `input`.
+            State::Reading if self.more => Interest::BOTH,
             State::Reading | State::Lingering => Interest::READ,
             State::Writing { .. } => Interest::WRITE,
         }
@@ -157,20 +166,36 @@ impl Exchange {
             State::Lingering => return self.discard(),
             State::Reading => {}
         }
-        if self.state == State::Reading {
-            match self.fill() {
-                Ok(true) => {}
-                // The client closed or failed: nothing more can be asked.
-                Ok(false) | Err(_) => return Step::Close,
-            }
+        if self.state != State::Reading {
+            return Step::Keep;
         }
-        self.answer_all(now, page)
+        let open = match self.fill() {
+            Ok(open) => open,
+            Err(_) => return Step::Close,
+        };
+        let step = self.answer_all(now, page);
+        if open || step == Step::Close {
+            return step;
+        }
+        // The client has sent all it will (a half-close after its request): what it asked
+        // is answered, then the connection ends.
+        match self.state {
+            State::Writing { .. } => {
+                self.state = State::Writing { then_close: true };
+                Step::Keep
+            }
+            _ => Step::Close,
+        }
     }
 
     /// Answer the complete requests in `input`, until one needs the connection closed or the
     /// kernel stops taking the answers.
     fn answer_all(&mut self, now: Instant, page: &mut dyn FnMut(Page) -> Answer) -> Step {
-        while self.state == State::Reading && !self.input.is_empty() {
+        self.more = false;
+        for _ in 0..ANSWERS_PER_EVENT {
+            if self.state != State::Reading || self.input.is_empty() {
+                return Step::Keep;
+            }
             let (used, request) = match parse(&self.input) {
                 Parsed::Partial if self.input.len() >= MAX_HEAD => {
                     let a = error(431, "request head larger than 8 KiB");
@@ -195,6 +220,7 @@ impl Exchange {
                 return step;
             }
         }
+        self.more = self.state == State::Reading && !self.input.is_empty();
         Step::Keep
     }
 

@@ -191,3 +191,32 @@ fn the_connection_cap_sheds_the_oldest(backend: &'static str) {
     }
     ping(d.connect(), b"still echoing").unwrap();
 }
+
+for_each_backend!(many_pipelined_requests_and_a_half_close);
+/// 300 pipelined requests in one write are all answered, in order (a few per turn), and a
+/// client that half-closes after its request still gets the answer.
+fn many_pipelined_requests_and_a_half_close(backend: &'static str) {
+    let Some((d, addr)) = start(backend) else {
+        return;
+    };
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let one = b"GET /nope HTTP/1.1\r\n\r\n";
+    let all: Vec<u8> = one.iter().copied().cycle().take(one.len() * 300).collect();
+    let mut w = s.try_clone().unwrap();
+    let writer = thread::spawn(move || w.write_all(&all).unwrap());
+    for i in 0..300 {
+        let a = read_answer(&mut s);
+        assert!(a.starts_with("HTTP/1.1 404 "), "answer {i}: {a}");
+    }
+    writer.join().unwrap();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /status HTTP/1.1\r\n\r\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("\"totals\""), "{answer}");
+    d.expect_echo(d.connect(), "after the pipelined requests");
+}
