@@ -22,9 +22,13 @@
 //!  udp/           UDP echo: recvmmsg/sendmmsg batches, pktinfo, loop protection, reply queue
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
+//!  metrics/       --metrics: HTTP/1.1 on the same loop (httparse heads, 8 KiB / 5 s, 64
+//!                 connections), /metrics (Prometheus text) and /status (JSON) from one View
+//!  status.rs      `echo-mux status [ADDR] [--json]`: GET /status, printed as a table
 //!
 //!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
-//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in
+//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in;
+//!     the supervisor serves --metrics from it (workers render nothing)
 //! ```
 //!
 //! The seam is [`reactor::Backend`]: its doc comment is the contract every backend keeps.
