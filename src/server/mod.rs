@@ -24,12 +24,13 @@ pub use crate::timer::later;
 use closed::End;
 use source::Source;
 pub use stats::Stats;
-pub(crate) use stats::{Line, Totals};
+pub(crate) use stats::{DropReason, Line, Totals};
 
 mod accept;
 mod closed;
 mod conns;
 mod drain;
+mod metrics;
 mod signals;
 mod source;
 mod stats;
@@ -57,6 +58,7 @@ enum Timer {
     Refusals,
     Heartbeat,
     Udp { index: usize, at: Instant },
+    Http,
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -77,6 +79,8 @@ pub struct Server {
     now: Instant,
     draining: bool,
     udp: udp::Udp,
+    /// `--metrics` (see `metrics.rs`).
+    http: Option<crate::metrics::Http>,
 }
 
 impl Server {
@@ -119,6 +123,7 @@ impl Server {
             now,
             draining: false,
             udp,
+            http: None,
         })
     }
 
@@ -172,6 +177,7 @@ impl Server {
                 self.accept(i);
             }
             Source::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
+            Source::Http => self.on_http(ev.token),
             Source::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
@@ -272,6 +278,7 @@ impl Server {
                 .timers
                 .add(later(self.now, HEARTBEAT), Timer::Heartbeat),
             Timer::Udp { index, at } => self.on_udp_timer(index, at),
+            Timer::Http => self.on_http_timer(),
         }
     }
 
