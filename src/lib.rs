@@ -23,9 +23,13 @@
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!  pidfile.rs     --pid-file: prepared at start, renamed into place with READY=1, removed at exit
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
+//!  metrics/       --metrics: HTTP/1.1 on the same loop (httparse heads, 8 KiB / 5 s, 64
+//!                 connections), /metrics (Prometheus text) and /status (JSON) from one View
+//!  status.rs      `echo-mux status [ADDR] [--json]`: GET /status, printed as a table
 //!
 //!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
-//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in
+//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in;
+//!     the supervisor serves --metrics from it (workers render nothing)
 //! ```
 //!
 //! The seam is [`event::reactor::Backend`]: its doc comment is the contract every backend keeps.
@@ -40,6 +44,7 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod logging;
+mod metrics;
 pub mod net;
 pub mod pidfile;
 pub mod policy;
@@ -47,6 +52,7 @@ pub mod process;
 pub(crate) mod serve;
 pub mod shared;
 mod stats;
+pub mod status;
 pub mod sys;
 pub mod systemd;
 
@@ -63,7 +69,8 @@ use event::signal::Signals;
 /// it, never a kill that leaves it behind.
 pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
-    let inherited = net::listen::activation::listen_fds()?;
+    let (inherited, metrics_fd) =
+        metrics::split_inherited(net::listen::activation::listen_fds_named()?);
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     if let Some(path) = &config.pid_file {
         pidfile::prepare(path)?;
@@ -76,8 +83,9 @@ pub fn run(config: Config) -> Result<(), Error> {
         let listeners = inherited.as_ref().map_or(config.listen.len(), Vec::len);
         warn_select_capacity(&config, listeners);
     }
+    let http = metrics::open(&config, metrics_fd)?;
     if config.workers > 1 {
-        return process::supervisor::run(config, inherited, signals);
+        return process::supervisor::run(config, inherited, signals, http);
     }
     let kind = config.backend.resolve();
     let backend = crate::event::wait::open_backend(config.backend)?;
@@ -88,7 +96,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     let notifier = systemd::Notifier::from_env();
     let access = policy::access::Access::new(&config.access, std::time::Instant::now())
         .map_err(|e| Error::io("cannot map the per-source table", e))?;
-    process::server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
+    process::server::Server::new(backend, config, access, listeners, signals, notifier)?
+        .with_metrics(http)?
+        .run()
 }
 
 /// Descriptors a select process holds besides its connections and listeners (stdio, the

@@ -118,3 +118,7 @@ mod close_path;
 
 // Issue 16 item 6: hammer.sh --udp with no server is one clear line, not a line per client.
 mod hammer_udp;
+
+// --metrics and `echo-mux status` (SPEC §12): values equal to the stats line, the HTTP
+// limits under bad input, promtool, a real Prometheus server, status with workers.
+mod metrics;

@@ -30,6 +30,7 @@ mod accept;
 mod closed;
 mod conns;
 mod drain;
+mod metrics;
 mod signals;
 mod source;
 mod status;
@@ -54,6 +55,7 @@ enum Timer {
     Refusals,
     Heartbeat,
     Udp { index: usize, at: Instant },
+    Http,
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -74,6 +76,8 @@ pub struct Server {
     now: Instant,
     draining: bool,
     udp: udp::Udp,
+    /// `--metrics` (see `metrics.rs`).
+    http: Option<crate::metrics::Http>,
 }
 
 impl Server {
@@ -116,6 +120,7 @@ impl Server {
             now,
             draining: false,
             udp,
+            http: None,
         })
     }
 
@@ -169,6 +174,7 @@ impl Server {
                 self.accept(i);
             }
             Source::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
+            Source::Http => self.on_http(ev.token),
             Source::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
@@ -269,6 +275,7 @@ impl Server {
                 .timers
                 .add(later(self.now, HEARTBEAT), Timer::Heartbeat),
             Timer::Udp { index, at } => self.on_udp_timer(index, at),
+            Timer::Http => self.on_http_timer(),
         }
     }
 

@@ -29,11 +29,13 @@ use crate::error::Error;
 use crate::event::reactor::{Backend, BackendKind, Interest, Token};
 use crate::event::signal::{Request, Signals};
 use crate::event::timer::Timers;
+use crate::metrics::{Generations, Http};
 use crate::policy::access::{Access, SourceTable};
 use crate::shared::Region;
 use crate::systemd::{self, Notifier};
 
 mod life;
+mod metrics;
 mod report;
 mod sources;
 mod spawn;
@@ -49,6 +51,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 const READY_POLL: Duration = Duration::from_millis(10);
 
 const SIGNALS: Token = Token(0);
+/// `--metrics`: the listener, then its connections (`crate::metrics::TOKENS` tokens).
+const HTTP_BASE: usize = 1;
 
 #[derive(Clone, Copy, Debug)]
 enum Tick {
@@ -57,6 +61,7 @@ enum Tick {
     Refusals,
     Ready,
     Watchdog(Duration),
+    Http,
 }
 
 /// One worker number's history.
@@ -93,6 +98,10 @@ struct Supervisor {
     stopping: bool,
     ready_sent: bool,
     status_sent: Option<(u64, usize)>,
+    /// `--metrics`, served here from the shared counters (see `metrics.rs`).
+    http: Option<Http>,
+    /// Each worker number's earlier generations and restarts, for the per-worker series.
+    generations: Generations,
 }
 
 /// What [`Supervisor::serve`] ended as: the supervisor done, or a freshly forked worker.
@@ -104,8 +113,14 @@ enum Role {
 /// Run the supervisor and its `config.workers` workers until a shutdown completes. In each
 /// forked worker this never returns: the worker exits the process when its drain is done.
 /// `inherited` and `signals` come from `run()`, which takes them first (see its docs).
-pub fn run(config: Config, inherited: Option<Vec<OwnedFd>>, signals: Signals) -> Result<(), Error> {
+pub(crate) fn run(
+    config: Config,
+    inherited: Option<Vec<OwnedFd>>,
+    signals: Signals,
+    http: Option<Http>,
+) -> Result<(), Error> {
     let mut sup = Supervisor::start(config, inherited, signals)?;
+    sup.serve_metrics(http)?;
     match sup.serve()? {
         Role::Done => Ok(()),
         Role::Worker(k, mask) => spawn::worker_main(sup.into_worker(k, mask)),
@@ -182,6 +197,8 @@ impl Supervisor {
             stopping: false,
             ready_sent: false,
             status_sent: None,
+            http: None,
+            generations: Generations::new(n),
         })
     }
 
@@ -192,8 +209,12 @@ impl Supervisor {
             let timeout = self.timers.timeout(Instant::now());
             crate::event::wait::wait(self.backend.as_mut(), &mut events, timeout)?;
             self.now = Instant::now();
-            if !events.is_empty() {
-                self.on_signals();
+            for ev in &events {
+                match ev.token {
+                    SIGNALS => self.on_signals(),
+                    t if self.http.as_ref().is_some_and(|h| h.owns(t)) => self.on_http(t),
+                    t => debug!("an event for unknown token {t:?}"),
+                }
             }
             while let Some(tick) = self.timers.pop_due(self.now) {
                 if let Some(role) = self.on_tick(tick)? {
@@ -242,6 +263,7 @@ impl Supervisor {
                 }
                 self.timers.add(self.now + every, Tick::Watchdog(every));
             }
+            Tick::Http => self.on_http_timer(),
         }
         Ok(None)
     }
@@ -258,6 +280,7 @@ impl Supervisor {
             }
             Ok((Forked::Parent(pid), _)) => {
                 info!("worker {k} started (pid {pid})");
+                self.generations.spawned(k);
                 let seat = &mut self.seats[k - 1];
                 (seat.pid, seat.wedged) = (Some(pid), false);
                 seat.life.started(self.now);
@@ -288,9 +311,13 @@ impl Supervisor {
             listeners,
             region,
             table,
+            http,
             ..
         } = self;
         drop((backend, signals, notifier));
+        if let Some(mut http) = http {
+            http.disown();
+        }
         // The lists are read-only: each worker compiles its own. The table is shared.
         let access = Access::with_table(&config.access, table.map(|t| t.for_worker(k)));
         WorkerStart {
