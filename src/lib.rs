@@ -83,7 +83,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         let listeners = inherited.as_ref().map_or(config.listen.len(), Vec::len);
         warn_select_capacity(&config, listeners);
     }
-    let http = metrics::open(&config, metrics_fd)?;
+    let http = metrics::open(config.metrics.as_ref(), config.socket_mode, metrics_fd)?;
     if config.workers > 1 {
         return process::supervisor::run(config, inherited, signals, http);
     }

@@ -20,9 +20,9 @@ use std::time::Instant;
 
 use log::{debug, info, warn};
 
-use crate::config::Config;
 use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Interest, Token};
+use crate::net::addr::ListenAddr;
 use crate::net::listen::Listener;
 
 mod exchange;
@@ -62,10 +62,14 @@ pub fn split_inherited(
 
 /// The metrics listener, if any: the inherited `metrics` socket (then `--metrics` is
 /// ignored, as `--listen` is), or `--metrics ADDR` bound now.
-pub fn open(config: &Config, inherited: Option<OwnedFd>) -> Result<Option<Http>, Error> {
-    let listener = match (inherited, &config.metrics) {
+pub fn open(
+    addr: Option<&ListenAddr>,
+    socket_mode: Option<u32>,
+    inherited: Option<OwnedFd>,
+) -> Result<Option<Http>, Error> {
+    let listener = match (inherited, addr) {
         (Some(fd), _) => Listener::inherited(fd),
-        (None, Some(addr)) => Listener::bind_with(addr, false, config.socket_mode)?,
+        (None, Some(addr)) => Listener::bind_with(addr, false, socket_mode)?,
         (None, None) => return Ok(None),
     };
     Ok(Some(Http::new(listener)))
