@@ -44,7 +44,6 @@ pub mod duration;
 pub mod error;
 pub mod event;
 pub mod logging;
-mod metrics;
 pub mod net;
 pub mod pidfile;
 pub mod policy;
@@ -70,7 +69,7 @@ use event::signal::Signals;
 pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
     let (inherited, metrics_fd) =
-        metrics::split_inherited(net::listen::activation::listen_fds_named()?);
+        serve::metrics::split_inherited(net::listen::activation::listen_fds_named()?);
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     if let Some(path) = &config.pid_file {
         pidfile::prepare(path)?;
@@ -83,7 +82,7 @@ pub fn run(config: Config) -> Result<(), Error> {
         let listeners = inherited.as_ref().map_or(config.listen.len(), Vec::len);
         warn_select_capacity(&config, listeners);
     }
-    let http = metrics::open(config.metrics.as_ref(), config.socket_mode, metrics_fd)?;
+    let http = serve::metrics::open(config.metrics.as_ref(), config.socket_mode, metrics_fd)?;
     if config.workers > 1 {
         return process::supervisor::run(config, inherited, signals, http);
     }

@@ -1,11 +1,11 @@
-//! The loop's side of `--metrics` (SPEC §12): the responder lives in `crate::metrics`; this
+//! The loop's side of `--metrics` (SPEC §12): the responder lives in `crate::serve::metrics`; this
 //! registers it, forwards its events and timers, and says what the counters are now.
 
 use super::source::HTTP_BASE;
 use super::{Server, Timer};
 use crate::error::Error;
 use crate::event::reactor::Token;
-use crate::metrics::{Http, View};
+use crate::serve::metrics::{Http, View};
 
 impl Server {
     /// Serve /metrics and /status on `http`'s listener from this loop's own counters.

@@ -77,7 +77,7 @@ pub struct Server {
     draining: bool,
     udp: udp::Udp,
     /// `--metrics` (see `metrics.rs`).
-    http: Option<crate::metrics::Http>,
+    http: Option<crate::serve::metrics::Http>,
 }
 
 impl Server {

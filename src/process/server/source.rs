@@ -4,7 +4,7 @@
 use crate::event::reactor::Token;
 
 const LISTENER_BASE: usize = 1;
-/// The metrics listener and its connections (`crate::metrics::TOKENS` of them).
+/// The metrics listener and its connections (`crate::serve::metrics::TOKENS` of them).
 pub(super) const HTTP_BASE: usize = 1 << 14;
 const UDP_BASE: usize = 1 << 15;
 const CONN_BASE: usize = 1 << 16;
@@ -23,7 +23,9 @@ impl From<Token> for Source {
     fn from(t: Token) -> Source {
         match t.0 {
             0 => Source::Signal,
-            n if (HTTP_BASE..HTTP_BASE + crate::metrics::TOKENS).contains(&n) => Source::Http,
+            n if (HTTP_BASE..HTTP_BASE + crate::serve::metrics::TOKENS).contains(&n) => {
+                Source::Http
+            }
             n if n < UDP_BASE => Source::Listener(n - LISTENER_BASE),
             n if n < CONN_BASE => Source::Udp(n - UDP_BASE),
             n => Source::Conn(n - CONN_BASE),
@@ -61,7 +63,7 @@ mod tests {
         ] {
             assert_eq!(Source::from(Token::from(s)), s);
         }
-        let last_http = Token(HTTP_BASE + crate::metrics::TOKENS - 1);
+        let last_http = Token(HTTP_BASE + crate::serve::metrics::TOKENS - 1);
         assert_eq!(Source::from(last_http), Source::Http);
     }
 }

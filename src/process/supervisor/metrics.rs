@@ -4,7 +4,7 @@
 use super::{Supervisor, Tick, HTTP_BASE};
 use crate::error::Error;
 use crate::event::reactor::Token;
-use crate::metrics::{Http, View};
+use crate::serve::metrics::{Http, View};
 use crate::shared::Counter;
 use crate::stats::Totals;
 

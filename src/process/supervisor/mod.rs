@@ -29,8 +29,8 @@ use crate::error::Error;
 use crate::event::reactor::{Backend, BackendKind, Interest, Token};
 use crate::event::signal::{Request, Signals};
 use crate::event::timer::Timers;
-use crate::metrics::{Generations, Http};
 use crate::policy::access::{Access, SourceTable};
+use crate::serve::metrics::{Generations, Http};
 use crate::shared::Region;
 use crate::systemd::{self, Notifier};
 
@@ -51,7 +51,7 @@ const CHECK_EVERY: Duration = Duration::from_millis(500);
 const READY_POLL: Duration = Duration::from_millis(10);
 
 const SIGNALS: Token = Token(0);
-/// `--metrics`: the listener, then its connections (`crate::metrics::TOKENS` tokens).
+/// `--metrics`: the listener, then its connections (`crate::serve::metrics::TOKENS` tokens).
 const HTTP_BASE: usize = 1;
 
 #[derive(Clone, Copy, Debug)]

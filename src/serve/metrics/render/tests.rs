@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::metrics::Generations;
+use crate::serve::metrics::Generations;
 use crate::shared::{Counter, Region};
 
 fn view() -> View {
