@@ -5,4 +5,5 @@ pub(crate) mod pacer;
 pub mod reactor;
 pub(crate) mod signal;
 pub(crate) mod timer;
+pub(crate) mod turn;
 pub(crate) mod wait;

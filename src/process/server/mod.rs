@@ -14,7 +14,7 @@ use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Event, Interest};
 use crate::event::signal::Signals;
 use crate::event::timer::Timers;
-use crate::event::wait::wait;
+use crate::event::turn;
 use crate::net::listen::Listener;
 use crate::policy::access::Access;
 use crate::serve::conn::{Conn, Ctx, Step};
@@ -138,33 +138,25 @@ impl Server {
     pub fn run(mut self) -> Result<(), Error> {
         self.status.ready(self.now, &mut self.timers);
         crate::pidfile::publish();
-        let mut events = Vec::with_capacity(1024);
-        loop {
-            wait(
-                self.backend.as_mut(),
-                &mut events,
-                self.timers.timeout(Instant::now()),
-            )?;
-            self.now = Instant::now();
-            for ev in &events {
-                self.dispatch(*ev);
-            }
-            while let Some(t) = self.timers.pop_due(self.now) {
-                self.on_timer(t);
-            }
-            self.conns.end_turn();
-            self.compact_timers();
-            let open = self.conns.open();
-            self.stats.turn(open, self.now);
-            self.status.report(open, self.now, &mut self.timers);
-            if self.draining && open == 0 && self.udp.queued() == 0 {
-                self.gate
-                    .refusals
-                    .flush(later(self.now, crate::policy::refusal::EVERY));
-                info!("drain complete: exiting");
-                return Ok(());
-            }
+        turn::run(&mut self, 1024)
+    }
+
+    /// End of turn: closed slots given back, stale timers purged, the open count published
+    /// (stats, systemd's STATUS=); and once a drain has nothing left, the exit.
+    fn end_of_turn(&mut self) -> Option<()> {
+        self.conns.end_turn();
+        self.compact_timers();
+        let open = self.conns.open();
+        self.stats.turn(open, self.now);
+        self.status.report(open, self.now, &mut self.timers);
+        if self.draining && open == 0 && self.udp.queued() == 0 {
+            self.gate
+                .refusals
+                .flush(later(self.now, crate::policy::refusal::EVERY));
+            info!("drain complete: exiting");
+            return Some(());
         }
+        None
     }
 
     fn dispatch(&mut self, ev: Event) {
@@ -291,6 +283,37 @@ impl Server {
             Timer::Idle { slot, id } | Timer::Delay { slot, id } => conns.is_live(slot, id),
             _ => true,
         });
+    }
+}
+
+impl turn::Duties for Server {
+    type Exit = ();
+
+    fn backend(&mut self) -> &mut dyn Backend {
+        self.backend.as_mut()
+    }
+
+    fn timeout(&mut self, now: Instant) -> Option<Duration> {
+        self.timers.timeout(now)
+    }
+
+    fn after_sleep(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        self.dispatch(ev);
+    }
+
+    fn on_timers(&mut self) -> Result<Option<()>, Error> {
+        while let Some(t) = self.timers.pop_due(self.now) {
+            self.on_timer(t);
+        }
+        Ok(None)
+    }
+
+    fn before_sleep(&mut self) -> Option<()> {
+        self.end_of_turn()
     }
 }
 

@@ -26,9 +26,10 @@ use nix::unistd::Pid;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::event::reactor::{Backend, BackendKind, Interest, Token};
+use crate::event::reactor::{Backend, BackendKind, Event, Interest, Token};
 use crate::event::signal::{Request, Signals};
 use crate::event::timer::Timers;
+use crate::event::turn;
 use crate::policy::access::{Access, SourceTable};
 use crate::serve::metrics::{Generations, Http};
 use crate::shared::Region;
@@ -204,31 +205,7 @@ impl Supervisor {
 
     /// The loop. Returns `Done` after a shutdown, or `Worker` in a child right after a fork.
     fn serve(&mut self) -> Result<Role, Error> {
-        let mut events = Vec::with_capacity(4);
-        loop {
-            let timeout = self.timers.timeout(Instant::now());
-            crate::event::wait::wait(self.backend.as_mut(), &mut events, timeout)?;
-            self.now = Instant::now();
-            for ev in &events {
-                match ev.token {
-                    SIGNALS => self.on_signals(),
-                    t if self.http.as_ref().is_some_and(|h| h.owns(t)) => self.on_http(t),
-                    t => debug!("an event for unknown token {t:?}"),
-                }
-            }
-            while let Some(tick) = self.timers.pop_due(self.now) {
-                if let Some(role) = self.on_tick(tick)? {
-                    return Ok(role);
-                }
-            }
-            if self.stopping && self.seats.iter().all(|s| s.pid.is_none()) {
-                // What was refused in the last second is logged now, not lost.
-                let end = crate::event::timer::later(self.now, crate::policy::refusal::EVERY);
-                self.refusals.flush(end);
-                info!("all workers have exited");
-                return Ok(Role::Done);
-            }
-        }
+        turn::run(self, 4)
     }
 
     fn on_tick(&mut self, tick: Tick) -> Result<Option<Role>, Error> {
@@ -391,5 +368,51 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+impl turn::Duties for Supervisor {
+    type Exit = Role;
+
+    fn backend(&mut self) -> &mut dyn Backend {
+        self.backend.as_mut()
+    }
+
+    fn timeout(&mut self, now: Instant) -> Option<Duration> {
+        self.timers.timeout(now)
+    }
+
+    fn after_sleep(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev.token {
+            SIGNALS => self.on_signals(),
+            t if self.http.as_ref().is_some_and(|h| h.owns(t)) => self.on_http(t),
+            t => debug!("an event for unknown token {t:?}"),
+        }
+    }
+
+    /// A tick may fork: in the child it ends the loop at once with `Worker`.
+    fn on_timers(&mut self) -> Result<Option<Role>, Error> {
+        while let Some(tick) = self.timers.pop_due(self.now) {
+            if let Some(role) = self.on_tick(tick)? {
+                return Ok(Some(role));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stopping, and every worker reaped: the refusals of the last second are logged now,
+    /// not lost, and the loop is done.
+    fn before_sleep(&mut self) -> Option<Role> {
+        if !(self.stopping && self.seats.iter().all(|s| s.pid.is_none())) {
+            return None;
+        }
+        let end = crate::event::timer::later(self.now, crate::policy::refusal::EVERY);
+        self.refusals.flush(end);
+        info!("all workers have exited");
+        Some(Role::Done)
     }
 }
