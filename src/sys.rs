@@ -53,12 +53,14 @@ pub fn accept(listener: RawFd) -> io::Result<(OwnedFd, Option<SocketAddr>)> {
     let fd = cvt(fd)?;
     // SAFETY: accept4 just returned this descriptor to us; nobody else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    Ok((fd, ip_peer(&storage, len as usize)))
+    Ok((fd, from_sockaddr(&storage, len)))
 }
 
-/// The IP address in `storage` (of which the kernel wrote `len` bytes), if it holds one.
-fn ip_peer(storage: &libc::sockaddr_storage, len: usize) -> Option<SocketAddr> {
+/// The IP address in `storage` (of which the kernel wrote `len` bytes), if it holds one: the
+/// one decoding of a `sockaddr_storage`, for accept4 and for recvmmsg's senders alike.
+pub fn from_sockaddr(storage: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let ptr: *const libc::sockaddr_storage = storage;
+    let len = len as usize;
     match libc::c_int::from(storage.ss_family) {
         libc::AF_INET if len >= std::mem::size_of::<libc::sockaddr_in>() => {
             // SAFETY: the family says a sockaddr_in was written, and sockaddr_storage is

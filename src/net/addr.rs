@@ -6,6 +6,8 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
+use nix::sys::socket::SockaddrStorage;
+
 use crate::error::Cut;
 
 /// A peer address as SPEC §10 sees it: an IPv4-mapped IPv6 address is its IPv4 address.
@@ -53,6 +55,15 @@ impl fmt::Display for Peer {
             Peer::Unix => f.write_str("a unix-socket client"),
         }
     }
+}
+
+/// The IP socket address in what nix read back from the kernel (getsockname), if any.
+pub fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(std::net::SocketAddrV4::from(*v4).into());
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| std::net::SocketAddrV6::from(*v6).into())
 }
 
 /// One address to listen on.

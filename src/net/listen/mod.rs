@@ -9,6 +9,7 @@ use nix::sys::socket::{getsockname, SockaddrStorage};
 
 use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Interest, Token};
+use crate::net::addr::to_socket_addr;
 
 pub mod activation;
 mod bind;
@@ -169,14 +170,6 @@ fn file_identity(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path)?;
     Ok((meta.dev(), meta.ino()))
-}
-
-fn to_socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
-    if let Some(v4) = addr.as_sockaddr_in() {
-        return Some(std::net::SocketAddrV4::from(*v4).into());
-    }
-    addr.as_sockaddr_in6()
-        .map(|v6| std::net::SocketAddrV6::from(*v6).into())
 }
 
 /// `127.0.0.1:41234`, `[::1]:50007` or `unix:/path`, read back from the kernel (the caller

@@ -1,7 +1,8 @@
 //! Socket addresses and pktinfo control messages, between their C and Rust forms.
 
+pub(super) use crate::sys::from_sockaddr;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Control-message space per datagram, in u64 words (alignment for cmsghdr): room for one
 /// `in6_pktinfo` (CMSG_SPACE = 40 bytes) with some to spare.
@@ -40,37 +41,6 @@ impl Local {
                 None => addr.is_multicast(),
             },
         }
-    }
-}
-
-/// `sockaddr_storage` → `SocketAddr` (IPv4 and IPv6 only).
-pub(super) fn from_sockaddr(
-    ss: &libc::sockaddr_storage,
-    len: libc::socklen_t,
-) -> Option<SocketAddr> {
-    let ptr = ss as *const libc::sockaddr_storage;
-    match libc::c_int::from(ss.ss_family) {
-        libc::AF_INET if len as usize >= size_of::<libc::sockaddr_in>() => {
-            // SAFETY: the family says it is a sockaddr_in, and the storage is large and
-            // aligned enough for any sockaddr.
-            let sin = unsafe { &*ptr.cast::<libc::sockaddr_in>() };
-            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                ip,
-                u16::from_be(sin.sin_port),
-            )))
-        }
-        libc::AF_INET6 if len as usize >= size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: as above, for sockaddr_in6.
-            let sin6 = unsafe { &*ptr.cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
-                sin6.sin6_flowinfo,
-                sin6.sin6_scope_id,
-            )))
-        }
-        _ => None,
     }
 }
 

@@ -21,6 +21,7 @@ use log::debug;
 use nix::sys::socket::{getsockname, setsockopt, sockopt, SockaddrStorage};
 
 use crate::event::reactor::Interest;
+use crate::net::addr::to_socket_addr;
 use crate::net::listen::Listener;
 use crate::policy::access::Access;
 use crate::policy::refusal::RefusalLog;
@@ -171,11 +172,7 @@ impl UdpSocket {
     pub fn new(listener: Listener) -> io::Result<UdpSocket> {
         let fd = listener.fd();
         let local: SockaddrStorage = getsockname(fd)?;
-        let local = if let Some(v4) = local.as_sockaddr_in() {
-            SocketAddr::V4((*v4).into())
-        } else if let Some(v6) = local.as_sockaddr_in6() {
-            SocketAddr::V6((*v6).into())
-        } else {
+        let Some(local) = to_socket_addr(&local) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "not an IPv4 or IPv6 datagram socket",
