@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::{connections, later, Server, Source, Timer};
+use super::{connections, later, Server, Target, Timer};
 use crate::duration::Human;
 use crate::error::{Error, Plain};
 use crate::event::pacer::Pacer;
@@ -177,7 +177,7 @@ impl Server {
             };
             (conn.peer, conn.source) = (peer, source);
             let (fd, id) = (conn.fd(), conn.id);
-            if let Err(e) = conn.sync_interest(self.backend.as_mut(), Source::Conn(slot).into()) {
+            if let Err(e) = conn.sync_interest(self.backend.as_mut(), Target::Conn(slot).into()) {
                 self.conns.remove(slot);
                 if let Some(source) = source {
                     self.access.release(source, self.now);
@@ -254,7 +254,7 @@ impl Server {
         if *registered == want {
             return;
         }
-        let token = Source::Listener(index).into();
+        let token = Target::Listener(index).into();
         let backend = self.backend.as_mut();
         if let Err(e) = l.set_interest(backend, token, *registered, want) {
             warn!(
@@ -319,7 +319,7 @@ pub(super) fn register(
     let mut nodelay = Vec::with_capacity(listeners.len());
     for (i, l) in listeners.iter().enumerate() {
         nodelay.push(nodelay_on_listener(l));
-        let token = Source::Listener(i).into();
+        let token = Target::Listener(i).into();
         l.set_interest(backend, token, Interest::NONE, Interest::READ)
             .map_err(|source| Error::Listen {
                 addr: l.label().to_string(),

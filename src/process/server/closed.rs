@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 
 use log::{debug, info};
 
-use super::{Server, Source};
+use super::{Server, Target};
 use crate::error::Plain;
 use crate::net::addr::Peer;
 use crate::serve::conn::{Conn, Failure};
@@ -69,7 +69,7 @@ impl Server {
             return;
         };
         // Before the close (see the Backend contract): epoll leaves it to the close itself.
-        let token = Source::Conn(slot).into();
+        let token = Target::Conn(slot).into();
         if let Err(e) = conn.deregister_for_close(self.backend.as_mut(), token) {
             debug!("deregistering fd {}: {}", conn.fd(), Plain(&e));
         }

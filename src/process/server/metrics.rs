@@ -1,7 +1,7 @@
 //! The loop's side of `--metrics` (SPEC §12): the responder lives in `crate::serve::metrics`; this
 //! registers it, forwards its events and timers, and says what the counters are now.
 
-use super::source::HTTP_BASE;
+use super::token::HTTP_BASE;
 use super::{Server, Timer};
 use crate::error::Error;
 use crate::event::reactor::Token;

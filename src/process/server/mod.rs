@@ -1,7 +1,7 @@
 //! The loop: one backend, the listeners, the connection slab, the timers and the signal pipe.
 //!
 //! One turn follows Redis's `aeProcessEvents`: wait (timeout = nearest deadline), dispatch
-//! every event by its [`Source`], fire due timers, then give closed slots back. Slots are
+//! every event by its [`Target`], fire due timers, then give closed slots back. Slots are
 //! reused only at the end of a turn, so a stale event in the same batch can never reach a
 //! new connection; timers name a connection by slot *and* id for the same reason.
 
@@ -24,7 +24,7 @@ use crate::systemd::Notifier;
 
 pub use crate::event::timer::later;
 use closed::End;
-use source::Source;
+use token::Target;
 
 mod accept;
 mod closed;
@@ -32,8 +32,8 @@ mod conns;
 mod drain;
 mod metrics;
 mod signals;
-mod source;
 mod status;
+mod token;
 mod udp;
 
 pub(crate) use signals::stray_line;
@@ -94,7 +94,7 @@ impl Server {
     ) -> Result<Server, Error> {
         let name = backend.name();
         let fatal = |source| Error::Backend { name, source };
-        let token = Source::Signal.into();
+        let token = Target::Signal.into();
         backend
             .set_interest(signals.fd(), token, Interest::NONE, Interest::READ)
             .map_err(fatal)?;
@@ -160,14 +160,14 @@ impl Server {
     }
 
     fn dispatch(&mut self, ev: Event) {
-        match Source::from(ev.token) {
-            Source::Signal => self.on_signals(),
-            Source::Listener(i) => {
+        match Target::from(ev.token) {
+            Target::Signal => self.on_signals(),
+            Target::Listener(i) => {
                 self.accept(i);
             }
-            Source::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
-            Source::Http => self.on_http(ev.token),
-            Source::Conn(slot) => {
+            Target::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
+            Target::Http => self.on_http(ev.token),
+            Target::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
                     let mut step = Step::Keep;
@@ -212,7 +212,7 @@ impl Server {
         if let Some(due) = conn.delay_timer_needed() {
             self.timers.add(due, Timer::Delay { slot, id: conn.id });
         }
-        if let Err(e) = conn.sync_interest(self.backend.as_mut(), Source::Conn(slot).into()) {
+        if let Err(e) = conn.sync_interest(self.backend.as_mut(), Target::Conn(slot).into()) {
             warn!(
                 "cannot update poller interest for fd {}: {}",
                 conn.fd(),

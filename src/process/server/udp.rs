@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use super::{Server, Source, Timer};
+use super::{Server, Target, Timer};
 use crate::error::Error;
 use crate::event::reactor::{Backend, Interest};
 use crate::net::listen::Listener;
@@ -39,7 +39,7 @@ impl Udp {
             // A socket all workers share (socket activation) is registered EPOLLEXCLUSIVE
             // with epoll, so a datagram wakes one worker, not all (the losers' recvmmsg
             // would only find EAGAIN); poll and select wake all, and EAGAIN is silent.
-            let token = Source::Udp(i).into();
+            let token = Target::Udp(i).into();
             l.set_interest(backend, token, Interest::NONE, Interest::READ)
                 .map_err(|e| fail(&l, e))?;
             info!("listening on {} (backend {name})", l.label());
@@ -137,7 +137,7 @@ impl Server {
         }
         let wanted = sock.wanted();
         if wanted != sock.registered {
-            let token = Source::Udp(i).into();
+            let token = Target::Udp(i).into();
             match sock.set_interest(self.backend.as_mut(), token, sock.registered, wanted) {
                 Ok(()) => sock.registered = wanted,
                 Err(e) => warn!(
