@@ -32,12 +32,12 @@ impl Supervisor {
                 Ok(None) | Err(Errno::ECHILD) => return,
                 Err(e) => return warn!("waitpid: {}", e.desc()),
             };
-            let Some(k) = self.seats.iter().position(|s| s.pid == Some(pid)) else {
+            let Some(k) = self.workers.iter().position(|s| s.pid == Some(pid)) else {
                 debug!("reaped pid {pid}, not a worker");
                 continue;
             };
             let k = k + 1;
-            self.seats[k - 1].pid = None;
+            self.workers[k - 1].pid = None;
             self.collect_refusals(k);
             self.refusals_seen[k - 1] = Default::default();
             self.generations.retire(self.region, k);
@@ -56,7 +56,7 @@ impl Supervisor {
 
     /// Queue worker `k`'s replacement after its back-off; returns the delay.
     pub(super) fn schedule_restart(&mut self, k: usize) -> Duration {
-        let delay = self.seats[k - 1].life.ended(self.now);
+        let delay = self.workers[k - 1].life.ended(self.now);
         self.timers.add(self.now + delay, Tick::Spawn(k));
         delay
     }
@@ -81,7 +81,7 @@ impl Supervisor {
         }
         let now_ms = self.region.now_ms(self.now);
         let from_ms = self.region.now_ms(self.judged_from);
-        for (i, seat) in self.seats.iter_mut().enumerate() {
+        for (i, seat) in self.workers.iter_mut().enumerate() {
             let Some(pid) = seat.pid.filter(|_| !seat.wedged) else {
                 continue;
             };

@@ -25,7 +25,7 @@ impl Supervisor {
         };
         let (region, generations, now) = (self.region, &self.generations, self.now);
         let pids: Vec<Option<u32>> = self
-            .seats
+            .workers
             .iter()
             .map(|s| s.pid.map(|p| p.as_raw() as u32))
             .collect();

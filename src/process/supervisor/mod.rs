@@ -66,7 +66,7 @@ enum Tick {
 }
 
 /// One worker number's history.
-struct Seat {
+struct Worker {
     pid: Option<Pid>,
     life: life::Life,
     /// Killed by us for missing heartbeats.
@@ -83,7 +83,7 @@ struct Supervisor {
     /// The per-source table in `region`'s extra block, when a per-source limit is set
     /// (SPEC §10: the limits hold for the daemon as a whole).
     table: Option<SourceTable>,
-    seats: Vec<Seat>,
+    workers: Vec<Worker>,
     /// The refusal log for the whole daemon (SPEC §10), fed from the workers' slots.
     refusals: crate::policy::refusal::RefusalLog,
     /// Per worker: what of its slot's refusal counts the log has had.
@@ -171,8 +171,8 @@ impl Supervisor {
             "starting {n} workers (backend {name}, {})",
             crate::net::listen::sockets(listeners.len(), "listening")
         );
-        let seats = (0..n)
-            .map(|_| Seat {
+        let workers = (0..n)
+            .map(|_| Worker {
                 pid: None,
                 life: life::Life::new(now),
                 wedged: false,
@@ -188,7 +188,7 @@ impl Supervisor {
             table,
             refusals: Default::default(),
             refusals_seen: vec![Default::default(); n],
-            seats,
+            workers,
             timers,
             me: nix::unistd::getpid(),
             started: now,
@@ -210,7 +210,7 @@ impl Supervisor {
 
     fn on_tick(&mut self, tick: Tick) -> Result<Option<Role>, Error> {
         match tick {
-            Tick::Spawn(k) if !self.stopping && self.seats[k - 1].pid.is_none() => {
+            Tick::Spawn(k) if !self.stopping && self.workers[k - 1].pid.is_none() => {
                 return self.spawn(k);
             }
             Tick::Spawn(_) => {}
@@ -223,7 +223,7 @@ impl Supervisor {
             Tick::Ready => {
                 if self.region.slots().iter().all(|s| s.is_ready()) {
                     self.ready_sent = true;
-                    info!("all {} workers are accepting", self.seats.len());
+                    info!("all {} workers are accepting", self.workers.len());
                     crate::pidfile::publish();
                     if let Some(n) = &self.notifier {
                         n.notify(&format!("READY=1\n{}", self.status_text()));
@@ -258,7 +258,7 @@ impl Supervisor {
             Ok((Forked::Parent(pid), _)) => {
                 info!("worker {k} started (pid {pid})");
                 self.generations.spawned(k);
-                let seat = &mut self.seats[k - 1];
+                let seat = &mut self.workers[k - 1];
                 (seat.pid, seat.wedged) = (Some(pid), false);
                 seat.life.started(self.now);
                 Ok(None)
@@ -266,7 +266,7 @@ impl Supervisor {
             Err(e) => {
                 // EAGAIN/ENOMEM: a failed start (SPEC §8): try again after the back-off,
                 // which keeps doubling; one warning per try.
-                let delay = self.seats[k - 1].life.fork_failed(self.now);
+                let delay = self.workers[k - 1].life.fork_failed(self.now);
                 self.timers.add(self.now + delay, Tick::Spawn(k));
                 warn!(
                     "cannot fork worker {k}: {}; retrying in {delay:?}",
@@ -329,7 +329,7 @@ impl Supervisor {
         } else {
             Signal::SIGTERM
         };
-        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
+        let live = self.workers.iter().filter(|s| s.pid.is_some()).count();
         if self.stopping {
             info!("second {name}: forwarding it to {live} workers");
         } else {
@@ -342,7 +342,7 @@ impl Supervisor {
     /// SIGQUIT (SPEC §5): immediate shutdown. Every worker gets SIGQUIT (each closes
     /// everything and exits 0 at once); the supervisor exits 0 once all are reaped.
     fn quit(&mut self) {
-        let live = self.seats.iter().filter(|s| s.pid.is_some()).count();
+        let live = self.workers.iter().filter(|s| s.pid.is_some()).count();
         info!("SIGQUIT received: closing everything, stopping {live} workers now");
         if !self.stopping {
             self.stop();
@@ -361,7 +361,7 @@ impl Supervisor {
 
     /// Send `sig` to every worker not yet reaped (a reaped pid is never signalled).
     fn forward(&self, sig: Signal) {
-        for seat in &self.seats {
+        for seat in &self.workers {
             if let Some(pid) = seat.pid {
                 if let Err(e) = kill(pid, sig) {
                     debug!("kill {pid}: {e}");
@@ -407,7 +407,7 @@ impl turn::Duties for Supervisor {
     /// Stopping, and every worker reaped: the refusals of the last second are logged now,
     /// not lost, and the loop is done.
     fn before_sleep(&mut self) -> Option<Role> {
-        if !(self.stopping && self.seats.iter().all(|s| s.pid.is_none())) {
+        if !(self.stopping && self.workers.iter().all(|s| s.pid.is_none())) {
             return None;
         }
         let end = crate::event::timer::later(self.now, crate::policy::refusal::EVERY);

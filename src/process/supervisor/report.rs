@@ -19,7 +19,7 @@ impl Supervisor {
         let backend = self.config.backend.resolve().name();
         let uptime = self.now.duration_since(self.started);
         Line::new(backend, t.get(Counter::Open), Totals::from(&t), uptime)
-            .with_workers(self.seats.len())
+            .with_workers(self.workers.len())
             .with_access(self.config.access.is_active())
             .with_udp(self.listeners.has_datagram())
             .to_string()
@@ -34,7 +34,10 @@ impl Supervisor {
     /// (open connections, live workers): what STATUS= shows.
     pub(super) fn status_key(&self) -> (u64, usize) {
         let open = self.region.totals().get(Counter::Open);
-        (open, self.seats.iter().filter(|s| s.pid.is_some()).count())
+        (
+            open,
+            self.workers.iter().filter(|s| s.pid.is_some()).count(),
+        )
     }
 
     /// STATUS= when the open count or the worker count changed (checked every tick).
@@ -55,7 +58,7 @@ impl Supervisor {
     /// `Tick::Refusals`: add up what every worker refused since the last look and log it,
     /// one line per reason a second for the whole daemon (SPEC §10).
     pub(super) fn on_refusals_tick(&mut self) {
-        for k in 1..=self.seats.len() {
+        for k in 1..=self.workers.len() {
             self.collect_refusals(k);
         }
         self.refusals.flush(self.now);
