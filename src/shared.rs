@@ -2,10 +2,10 @@
 //! mapping, made before the first fork, so every worker inherits the same pages.
 //!
 //! ```text
-//!  Header (epoch, worker count)  │ retired: Slot │ slot 1 │ slot 2 │ … │ slot N │ extra region
+//!  Header (epoch, worker count)  │ retired ledger │ ledger 1 │ ledger 2 │ … │ ledger N │ extra region
 //! ```
 //!
-//! - **A slot per worker**, 128-byte aligned: each is written by exactly one process (its
+//! - **A ledger per worker**, 128-byte aligned: each is written by exactly one process (its
 //!   worker; the supervisor only before a fork and after the reap), so no two writers ever
 //!   share a cache line (128, not 64: x86's adjacent-line prefetcher pairs lines, as
 //!   crossbeam's `CachePadded` assumes).
@@ -115,7 +115,7 @@ impl Counter {
 /// One worker's counters, heartbeat and readiness. All-zero is the valid initial state.
 #[derive(Debug)]
 #[repr(C, align(128))]
-pub struct Slot {
+pub struct Ledger {
     counts: [AtomicU64; COUNTERS],
     /// Milliseconds since the region's epoch at the worker's last loop turn.
     heartbeat: AtomicU64,
@@ -125,11 +125,11 @@ pub struct Slot {
     refusals: refusals::Cells,
 }
 
-impl Slot {
+impl Ledger {
     /// A private slot, for a daemon that shares nothing (one worker): same code path, no
     /// mapping.
-    pub fn private() -> &'static Slot {
-        Box::leak(Box::new(Slot {
+    pub fn private() -> &'static Ledger {
+        Box::leak(Box::new(Ledger {
             counts: Default::default(),
             heartbeat: AtomicU64::new(0),
             ready: AtomicU32::new(0),
@@ -220,7 +220,7 @@ pub struct Seat {
     /// 1..=N; a replacement keeps the number of the worker it replaces.
     pub number: usize,
     /// Written by this worker alone.
-    pub slot: &'static Slot,
+    pub slot: &'static Ledger,
     epoch: Instant,
 }
 
@@ -242,13 +242,13 @@ impl Seat {
 struct Header {
     epoch: Instant,
     workers: usize,
-    retired: Slot,
+    retired: Ledger,
 }
 
 /// The mapped region: header, `workers` slots, and the extra block.
 pub struct Region {
     header: &'static Header,
-    slots: &'static [Slot],
+    slots: &'static [Ledger],
     extra: Option<(NonNull<u8>, usize)>,
 }
 
@@ -259,7 +259,7 @@ impl Region {
     /// rounded up to whole pages; 0 for none). Call it before forking.
     pub fn map(workers: usize, extra: usize) -> io::Result<&'static Region> {
         let slots_at = size_of::<Header>();
-        let extra_at = (slots_at + workers * size_of::<Slot>()).next_multiple_of(PAGE);
+        let extra_at = (slots_at + workers * size_of::<Ledger>()).next_multiple_of(PAGE);
         let len = extra_at + extra.next_multiple_of(PAGE);
         // SAFETY: a fresh anonymous mapping (no fd, no fixed address): it aliases nothing of
         // ours. MAP_SHARED is what makes it survive fork as the *same* pages.
@@ -278,7 +278,7 @@ impl Region {
         }
         let base = ptr.cast::<u8>();
         debug_assert_eq!(base as usize % align_of::<Header>(), 0);
-        // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for Header and Slot),
+        // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for Header and Ledger),
         // zero-filled by the kernel (all-zero atomics are valid), and never unmapped, so the
         // references are good for 'static. The header's plain fields are written here, once,
         // before any other process exists to read them.
@@ -286,7 +286,7 @@ impl Region {
             let header = base.cast::<Header>();
             std::ptr::addr_of_mut!((*header).epoch).write(Instant::now());
             std::ptr::addr_of_mut!((*header).workers).write(workers);
-            let slots = std::slice::from_raw_parts(base.add(slots_at).cast::<Slot>(), workers);
+            let slots = std::slice::from_raw_parts(base.add(slots_at).cast::<Ledger>(), workers);
             (&*header, slots)
         };
         // SAFETY: `extra_at < len` whenever `extra > 0`, inside the mapping.
@@ -347,7 +347,7 @@ impl Region {
     }
 
     /// Every slot, worker 1 first.
-    pub fn slots(&self) -> &'static [Slot] {
+    pub fn slots(&self) -> &'static [Ledger] {
         self.slots
     }
 

@@ -7,13 +7,13 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::shared::{Counter, Seat, Slot, Snapshot};
+use crate::shared::{Counter, Ledger, Seat, Snapshot};
 
-/// This process's counters since it started. They live in a [`Slot`]: a private one, or
+/// This process's counters since it started. They live in a [`Ledger`]: a private one, or
 /// with `--workers` this worker's slot in the memory its supervisor reads.
 #[derive(Debug)]
 pub struct Stats {
-    slot: &'static Slot,
+    slot: &'static Ledger,
     seat: Option<Seat>,
     started: Instant,
 }
@@ -104,7 +104,7 @@ impl Stats {
     /// `now` is the uptime's origin.
     pub fn new(now: Instant) -> Stats {
         Stats {
-            slot: Slot::private(),
+            slot: Ledger::private(),
             seat: None,
             started: now,
         }

@@ -49,12 +49,12 @@ impl Default for Tally {
 pub struct RefusalLog {
     tallies: [Tally; REASONS],
     /// A worker's slot: count there, log nothing.
-    shared: Option<&'static crate::shared::Slot>,
+    shared: Option<&'static crate::shared::Ledger>,
 }
 
 impl RefusalLog {
     /// A worker's log: refusals are counted in `slot`, for the supervisor to log.
-    pub fn to_supervisor(slot: &'static crate::shared::Slot) -> RefusalLog {
+    pub fn to_supervisor(slot: &'static crate::shared::Ledger) -> RefusalLog {
         RefusalLog {
             shared: Some(slot),
             ..RefusalLog::default()

@@ -4,11 +4,11 @@ use super::*;
 
 #[test]
 fn slots_are_cache_line_sized_and_aligned() {
-    assert_eq!(align_of::<Slot>(), 128);
-    assert_eq!(size_of::<Slot>() % 128, 0);
+    assert_eq!(align_of::<Ledger>(), 128);
+    assert_eq!(size_of::<Ledger>() % 128, 0);
     let r = Region::map(3, 0).unwrap();
     for s in r.slots() {
-        assert_eq!(s as *const Slot as usize % 128, 0);
+        assert_eq!(s as *const Ledger as usize % 128, 0);
     }
     assert!(r.extra().is_none());
 }
