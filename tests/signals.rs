@@ -112,7 +112,11 @@ fn drain_releases_delayed_replies_at_once(backend: &'static str) {
     };
     let s = d.connect();
     (&s).write_all(b"held back").unwrap();
-    thread::sleep(Duration::from_millis(300)); // let the bytes arrive and be held
+    // The bytes arrived and are held (read, not yet answered) before the drain starts.
+    let st = d.stats_until(|st| st["bytes_in"] == "9");
+    if st["bytes_in"] != "9" || st["bytes_out"] != "0" {
+        d.fail(&format!("want the 9 bytes read and held, got {st:?}"));
+    }
     let t0 = Instant::now();
     d.signal(Signal::SIGTERM);
     // "At once" next to the 30 s delay: 10 s is room for a loaded machine.
