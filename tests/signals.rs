@@ -267,7 +267,7 @@ fn sigusr1_logs_one_stats_line(backend: &'static str) {
         let st = d.stats();
         sent += 1;
         if st.get("open").map(String::as_str) == Some("2")
-            || start.elapsed() > Duration::from_secs(5)
+            || start.elapsed() > Duration::from_secs(15)
         {
             break st;
         }
@@ -302,7 +302,7 @@ fn sighup_is_logged_and_ignored(backend: &'static str) {
     let mut before = d.connect();
     let mark = d.mark();
     d.signal(Signal::SIGHUP);
-    d.expect_line(mark, "HUP", Duration::from_secs(5));
+    d.expect_line(mark, "HUP", Duration::from_secs(15));
     let mut after = d.connect();
     if ping(&mut before, b"one").is_err() || ping(&mut after, b"two").is_err() || !d.is_running() {
         d.fail("not serving after SIGHUP");

@@ -82,12 +82,12 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
     d.expect_line(
         0,
         "refused 1 datagram in the last 1s (denied), e.g. from 127.0.0.3",
-        Duration::from_secs(3),
+        PATIENCE,
     );
     d.expect_line(
         0,
         "refused 4 datagrams in the last 1s (denied), e.g. from 127.0.0.3",
-        Duration::from_secs(3),
+        PATIENCE,
     );
 
     let Some(d) = Daemon::spawn(

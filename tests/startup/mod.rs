@@ -130,7 +130,7 @@ fn the_longest_durations_work(backend: &'static str) {
     assert!(d.stats().contains_key("open"));
     let mark = d.mark();
     d.signal(Signal::SIGTERM);
-    d.expect_line(mark, "draining", Duration::from_secs(5));
+    d.expect_line(mark, "draining", Duration::from_secs(15));
     // The drain releases the held reply at once.
     let mut got = [0u8; 4];
     s.read_exact(&mut got)

@@ -103,7 +103,7 @@ fn max_per_source_holds_across_workers(backend: &'static str) {
         "fields out of SPEC §5 order: {line}"
     );
     assert_eq!((t["rejected"], t["open"]), (16, 6), "{t:?}");
-    let worker_line = p.d.expect_line(before, "worker 1: stats: ", Duration::ZERO);
+    let worker_line = p.d.expect_line(before, "worker 1: stats: ", PATIENCE);
     assert!(
         worker_line.contains(" worker=1 denied=0 limited="),
         "fields out of SPEC §5 order: {worker_line}"
@@ -217,7 +217,7 @@ fn a_killed_worker_does_not_lock_its_sources_out() {
             "worker {k} (pid {}) left 1 sources in the per-source table",
             victim.1
         ),
-        Duration::ZERO,
+        PATIENCE,
     );
     if ping(&survivor.0, b"still").ok().as_deref() != Some(b"still") {
         p.d.fail("the other worker's client was disturbed");
