@@ -160,7 +160,7 @@ fn sigterm_while_listeners_are_bound_leaves_no_socket_file(backend: &'static str
     let line = format!("{BIN} --backend {backend} --listen {unix} (+300 × --listen 127.0.0.1:0)");
     let child = cmd.spawn().unwrap();
     let pid = Pid::from_raw(child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::util::START_TIMEOUT;
     while !sock.0.exists() && Instant::now() < deadline {
         std::hint::spin_loop();
     }
