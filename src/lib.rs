@@ -1,40 +1,28 @@
-//! echo-mux: a one-thread TCP and unix-socket echo daemon with a hand-written reactor.
+//! echo-mux: a one-thread TCP, UDP and unix-socket echo daemon with a hand-written reactor.
+//!
+//! The folders are the layers; imports run only downward (docs/architecture.md has one line
+//! per module):
 //!
 //! ```text
-//!  main.rs ─ cli::parse ─► Config ─► run()
-//!                                     │ listen.rs   bind --listen addresses, or adopt systemd's
-//!                                     │ reactor/    open(epoll | poll | select) behind `Backend`
-//!                                     │ signal.rs   self-pipe, registered like any socket
-//!                                     ▼
-//!  server/mod.rs  loop { wait(nearest deadline) → dispatch(Signal | Listener | Udp | Conn) → timers }
-//!     accept.rs   listener registration; accept gate: --max-clients, EMFILE pause, backend refusals
-//!     wait.rs     open the poller; one turn's wait (log flush, EINTR) for every loop
-//!     signals.rs  the signal pipe's requests: drain, stats line, SIGHUP
-//!     drain.rs    SIGTERM/SIGINT drain, its deadline, the cut-off
-//!     stats.rs    counters and the SIGUSR1 line     status.rs  sd_notify STATUS pacing, watchdog
-//!     conns.rs    connection slab (slots reused only after the turn)   source.rs  token layout
-//!  conn/mod.rs    per connection: read through the shared buffer → echo.rs (raw | stamp)
-//!                 → send at once; only the unsent rest goes to its buffer.rs OutBuf;
-//!                 interest computed from state (read unless paused/closed, write iff pending)
-//!                 and synced to the poller by the connection itself
-//!     held.rs     --delay's held input, counted at what its replies will cost
-//!  refusal.rs     refused connections: one info line per reason per second, with a count
-//!  udp/           UDP echo: recvmmsg/sendmmsg batches, pktinfo, loop protection, reply queue
-//!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
-//!  pidfile.rs     --pid-file: prepared at start, renamed into place with READY=1, removed at exit
-//!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
-//!  metrics/       --metrics: HTTP/1.1 on the same loop (httparse heads, 8 KiB / 5 s, 64
-//!                 connections), /metrics (Prometheus text) and /status (JSON) from one View
-//!  status.rs      `echo-mux status [ADDR] [--json]`: GET /status, printed as a table
-//!
-//!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
-//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in;
-//!     the supervisor serves --metrics from it (workers render nothing)
+//!  main.rs ─ cli.rs ─► Config ─► run()   (status.rs: the `echo-mux status` client)
+//!  process/    the two process shapes, each the loop core plus its own duties
+//!     server/      the serving loop (one process, or one worker): dispatch by token.rs's
+//!                  Target; accept.rs, conns.rs, closed.rs, drain.rs, signals.rs, status.rs,
+//!                  udp.rs, metrics.rs
+//!     supervisor/  --workers N: bind once, fork, reap, replace; serves --metrics for all
+//!  config.rs   the validated configuration, handing each layer its part
+//!  serve/      conn/ (stream echo), udp/ (datagram echo), metrics/ (HTTP), echo.rs, buffer.rs
+//!  policy/     access/ (--allow/--deny, the per-source table), refusal.rs (one line a second)
+//!  stats.rs    Stats, Totals, the SIGUSR1 Line; shared/ the MAP_SHARED ledgers of workers
+//!  net/        addr.rs (one canonical form), listen/ (bind, activation, groups), keepalive.rs
+//!  event/      reactor/ (epoll | poll | select), turn.rs (the loop skeleton), wait.rs,
+//!              timer.rs, signal.rs (one self-pipe), pacer.rs
+//!  ground      logging/, systemd.rs, pidfile.rs, sys.rs, error.rs, duration.rs
 //! ```
 //!
-//! The seam is [`event::reactor::Backend`]: its doc comment is the contract every backend keeps.
-//! Policy (EINTR, fatal errors, backpressure, closing) lives once, above it, in `server/`
-//! and `conn/`; the three backends only translate.
+//! The seam is [`event::reactor::Backend`]: its doc comment is the contract every backend
+//! keeps. Policy (EINTR, fatal errors, backpressure, closing) lives once, above it, in
+//! `event/wait.rs`, `process/server/` and `serve/conn/`; the three backends only translate.
 #![warn(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
 

@@ -5,8 +5,7 @@
 //! - **watchdog**: `WATCHDOG_USEC` (and `WATCHDOG_PID`) say how often `WATCHDOG=1` is due.
 //!   See [`watchdog_interval`].
 //! - **socket activation**: `LISTEN_PID`/`LISTEN_FDS` hand in listening sockets as fds
-//!   3, 4, … That one lives with the other sockets, in
-//!   [`net::listen::activation`](crate::net::listen::activation).
+//!   3, 4, … That one lives with the other sockets, in `net/listen/activation.rs`.
 //!
 //! The environment is read by thin wrappers; the decisions live in pure functions that take
 //! the values as arguments, so the unit tests never touch the (process-global) environment.

@@ -9,7 +9,7 @@ use crate::net::addr::fold;
 const EXPECTED: &str = "expected an address or CIDR such as 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32";
 
 /// A network prefix. IPv4-mapped IPv6 prefixes (`::ffff:10.0.0.0/104`) are stored as the IPv4
-/// prefix they cover, because mapped peers are looked up as IPv4 (see [`fold`](crate::net::addr::fold)).
+/// prefix they cover, because mapped peers are looked up as IPv4 (see [`fold`]).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Cidr {
     /// An IPv4 prefix: the address (host bits zero) and its length, 0..=32.
