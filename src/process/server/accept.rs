@@ -11,6 +11,7 @@ use log::{debug, info, warn};
 use super::{connections, later, Server, Target, Timer};
 use crate::duration::Human;
 use crate::error::{Error, Plain};
+use crate::event::interest;
 use crate::event::pacer::Pacer;
 use crate::event::reactor::{Backend, Interest};
 use crate::net::addr::fold_socket;
@@ -251,19 +252,20 @@ impl Server {
         ) else {
             return;
         };
-        if *registered == want {
-            return;
-        }
         let token = Target::Listener(index).into();
         let backend = self.backend.as_mut();
-        if let Err(e) = l.set_interest(backend, token, *registered, want) {
+        let synced = interest::sync(registered, want, |old, new| {
+            l.set_interest(backend, token, old, new)
+        });
+        if let Err(e) = synced {
             warn!(
                 "cannot update poller interest for {}: {}",
                 l.label(),
                 Plain(&e)
             );
+            // Counted as done all the same: a listener the poller refuses is not retried.
+            *registered = want;
         }
-        *registered = want;
     }
 
     /// An accept error about the listener itself, not one connection nor a descriptor

@@ -7,6 +7,7 @@ use log::{info, warn};
 
 use super::{Server, Target, Timer};
 use crate::error::Error;
+use crate::event::interest;
 use crate::event::reactor::{Backend, Interest};
 use crate::net::listen::Listener;
 use crate::serve::udp::{self, UdpSocket};
@@ -135,17 +136,18 @@ impl Server {
         if let Some(at) = sock.timer_needed() {
             self.timers.add(at, Timer::Udp { index: i, at });
         }
-        let wanted = sock.wanted();
-        if wanted != sock.registered {
-            let token = Target::Udp(i).into();
-            match sock.set_interest(self.backend.as_mut(), token, sock.registered, wanted) {
-                Ok(()) => sock.registered = wanted,
-                Err(e) => warn!(
-                    "cannot update poller interest for {}: {}",
-                    sock.label(),
-                    crate::error::Plain(&e)
-                ),
-            }
+        let (token, wanted) = (Target::Udp(i).into(), sock.wanted());
+        let mut registered = sock.registered;
+        let synced = interest::sync(&mut registered, wanted, |old, new| {
+            sock.set_interest(self.backend.as_mut(), token, old, new)
+        });
+        sock.registered = registered;
+        if let Err(e) = synced {
+            warn!(
+                "cannot update poller interest for {}: {}",
+                sock.label(),
+                crate::error::Plain(&e)
+            );
         }
         out
     }

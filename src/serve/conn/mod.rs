@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::error::Plain;
+use crate::event::interest;
 use crate::event::reactor::{Backend, Interest, Sharing, Token};
 use crate::event::timer::later;
 use crate::net::addr::Peer;
@@ -146,11 +147,10 @@ impl Conn {
         token: Token,
         want: Interest,
     ) -> io::Result<()> {
-        if want != self.registered {
-            backend.set_interest(self.fd(), token, self.registered, want)?;
-            self.registered = want;
-        }
-        Ok(())
+        let fd = self.fd();
+        interest::sync(&mut self.registered, want, |old, new| {
+            backend.set_interest(fd, token, old, new)
+        })
     }
 
     /// What the connection needs from the poller now. Computed, never set by hand.

@@ -21,6 +21,7 @@ use std::time::Instant;
 use log::{debug, info, warn};
 
 use crate::error::{Error, Plain};
+use crate::event::interest;
 use crate::event::reactor::{Backend, Interest, Token};
 use crate::net::addr::ListenAddr;
 use crate::net::listen::Listener;
@@ -244,16 +245,13 @@ impl Http {
         if step == Step::Close {
             return self.close(backend, i);
         }
-        let wanted = x.wanted();
-        if wanted != x.registered {
-            let token = Token(self.base + 1 + i);
-            match backend.set_interest(x.fd(), token, x.registered, wanted) {
-                Ok(()) => x.registered = wanted,
-                Err(e) => {
-                    debug!("metrics: poller: {}", Plain(&e));
-                    self.close(backend, i);
-                }
-            }
+        let (token, fd, wanted) = (Token(self.base + 1 + i), x.fd(), x.wanted());
+        let synced = interest::sync(&mut x.registered, wanted, |old, new| {
+            backend.set_interest(fd, token, old, new)
+        });
+        if let Err(e) = synced {
+            debug!("metrics: poller: {}", Plain(&e));
+            self.close(backend, i);
         }
     }
 
