@@ -43,6 +43,7 @@ mod echo;
 pub mod error;
 pub mod listen;
 pub mod logging;
+pub mod proxy;
 pub mod reactor;
 mod refusal;
 mod server;
