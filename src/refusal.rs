@@ -61,10 +61,13 @@ pub enum Reason {
     /// A new source while the per-source table is full: treated as over its rate (SPEC §10),
     /// named apart so that an operator can tell the two causes from each other.
     SourcesFull,
+    /// A `--proxy-from` peer whose PROXY header was missing, malformed, too long or not
+    /// complete in time (SPEC §14).
+    Proxy,
 }
 
 /// How many [`Reason`]s there are.
-pub const REASONS: usize = 5;
+pub const REASONS: usize = 6;
 
 impl Reason {
     /// Every reason, each at its own index (`reason as usize`).
@@ -74,6 +77,7 @@ impl Reason {
         Reason::MaxPerSource,
         Reason::RatePerSource,
         Reason::SourcesFull,
+        Reason::Proxy,
     ];
 
     /// The name in the log line: the option's name, or `denied`.
@@ -84,6 +88,7 @@ impl Reason {
             Reason::MaxPerSource => "max-per-source",
             Reason::RatePerSource => "rate-per-source",
             Reason::SourcesFull => "rate-per-source: per-source table full",
+            Reason::Proxy => "proxy",
         }
     }
 }

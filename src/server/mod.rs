@@ -30,6 +30,7 @@ mod accept;
 mod closed;
 mod conns;
 mod drain;
+mod proxied;
 mod signals;
 mod source;
 mod stats;
@@ -48,15 +49,29 @@ const SCRATCH: usize = 64 * 1024;
 /// What a timer entry asks for; checked for staleness when it pops.
 #[derive(Clone, Copy, Debug)]
 enum Timer {
-    Idle { slot: usize, id: u64 },
-    Delay { slot: usize, id: u64 },
+    Idle {
+        slot: usize,
+        id: u64,
+    },
+    Delay {
+        slot: usize,
+        id: u64,
+    },
     Shutdown,
     AcceptResume,
     Status,
     Watchdog,
     Refusals,
     Heartbeat,
-    Udp { index: usize, at: Instant },
+    Udp {
+        index: usize,
+        at: Instant,
+    },
+    /// A `--proxy-from` peer's header is due (SPEC §14).
+    Header {
+        slot: usize,
+        id: u64,
+    },
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -102,7 +117,8 @@ impl Server {
         accept::register(backend.as_mut(), &listeners, config.keepalive)?;
         let udp = udp::Udp::new(backend.as_mut(), datagram)?;
         let now = Instant::now();
-        let gate = accept::Gate::new(listeners.len());
+        let mut gate = accept::Gate::new(listeners.len());
+        gate.trusted = crate::proxy::Trusted::new(&config.proxy_from);
         Ok(Server {
             backend,
             access,
@@ -171,6 +187,7 @@ impl Server {
                 self.accept(i);
             }
             Source::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
+            Source::Conn(slot) if self.header_pending(slot) => self.on_header(slot),
             Source::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
@@ -271,6 +288,7 @@ impl Server {
                 .timers
                 .add(later(self.now, HEARTBEAT), Timer::Heartbeat),
             Timer::Udp { index, at } => self.on_udp_timer(index, at),
+            Timer::Header { slot, id } => self.header_deadline(slot, id),
         }
     }
 
@@ -283,7 +301,9 @@ impl Server {
         }
         let conns = &self.conns;
         self.timers.retain(|t| match *t {
-            Timer::Idle { slot, id } | Timer::Delay { slot, id } => conns.is_live(slot, id),
+            Timer::Idle { slot, id } | Timer::Delay { slot, id } | Timer::Header { slot, id } => {
+                conns.is_live(slot, id)
+            }
             _ => true,
         });
     }

@@ -129,7 +129,7 @@ impl Stats {
         use crate::refusal::Reason;
         self.rejected();
         match reason {
-            Reason::MaxClients => {}
+            Reason::MaxClients | Reason::Proxy => {}
             Reason::Denied => self.denied(),
             Reason::MaxPerSource | Reason::RatePerSource | Reason::SourcesFull => self.limited(),
         }
