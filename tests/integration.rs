@@ -99,3 +99,7 @@ mod workers_socket_mode;
 
 // Workers ended by any signal are reaped and replaced; SIGTERM works after (issue 15 item 2).
 mod workers_deaths;
+
+// The PROXY protocol (SPEC §14, issue 19): --proxy-from with headers the tests write, then
+// behind a real HAProxy (send-proxy and send-proxy-v2, health checks, an instance stopped).
+mod proxy;

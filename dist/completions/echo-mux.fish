@@ -15,6 +15,7 @@ complete -c echo-mux -l deny -d 'Refuse peers in CIDR (repeatable): connections 
 complete -c echo-mux -l max-per-source -d 'TCP connections open at once from one source (IPv4 address or IPv6 /64); 0 = no limit' -r -f
 complete -c echo-mux -l rate-per-source -d 'New TCP connections and UDP datagrams per second from one source (burst N); 0 = no limit' -r -f
 complete -c echo-mux -l keepalive -d 'TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off' -r -f
+complete -c echo-mux -l proxy-from -d 'TCP peers in CIDR (repeatable, e.g. a load balancer) must begin each connection with a PROXY protocol header (v1 or v2); the client it names is the source for everything' -r -f
 complete -c echo-mux -l socket-mode -d 'Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]' -r -f
 complete -c echo-mux -l workers -d 'Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on' -r -f -a "auto\t'one worker per CPU this process may run on'"
 complete -c echo-mux -l log-connections -d 'One info line per closed connection: peer, duration, bytes in and out, reason'
