@@ -66,6 +66,8 @@ impl Conn {
             Progress::Incomplete => HeaderRead::Pending,
             Progress::Done(h) => {
                 self.header = None;
+                // The idle clock starts when the connection is served.
+                self.last_active = ctx.now;
                 HeaderRead::Done {
                     source: h.source,
                     rest: h.consumed..n,

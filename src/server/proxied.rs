@@ -19,6 +19,7 @@
 //!           served as any connection
 //! ```
 
+use std::net::SocketAddr;
 use std::ops::Range;
 
 use log::debug;
@@ -85,7 +86,9 @@ impl Server {
             return;
         };
         let (balancer, id) = (conn.peer, conn.id);
-        let peer = source.map_or(balancer, Peer::Ip);
+        // Shown and counted as SPEC §10 says: an IPv4-mapped client as its IPv4 address.
+        let folded = source.map(|a| SocketAddr::new(crate::access::cidr::fold(a.ip()), a.port()));
+        let peer = folded.map_or(balancer, Peer::Ip);
         debug!("conn {id}: PROXY header from {balancer}: client {peer}");
         let ip = peer.ip();
         if ip.is_some_and(|ip| !self.access.allows(ip)) {

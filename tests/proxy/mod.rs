@@ -184,6 +184,16 @@ fn proxied_clients_are_their_own_sources(backend: &'static str) {
     // Its slot was given back: the same client may come again.
     let mut again = d.connect();
     served_after(&d, &mut again, &v1(sock("192.0.2.8:4004")), b"again");
+    // An IPv4-mapped client is shown (and counted) as its IPv4 address.
+    let mut mapped = d.connect();
+    served_after(
+        &d,
+        &mut mapped,
+        &v2(sock("[::ffff:192.0.2.10]:4005")),
+        b"mapped",
+    );
+    drop(mapped);
+    d.expect_line(mark, "closed 192.0.2.10:4005 after", IO_TIMEOUT);
 }
 
 for_each_backend!(local_and_unknown_keep_the_balancer);
