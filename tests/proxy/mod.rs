@@ -5,6 +5,7 @@
 //! behind a real HAProxy.
 
 mod haproxy;
+mod workers;
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
