@@ -23,7 +23,8 @@ Starts N netcat clients at once against an echo server. Each sends B random byte
 /dev/urandom every round), half-closes (nc -N) and saves what the server echoes back until it
 closes; the SHA-256 of what was sent and what came back must match. Repeats R rounds.
 
-With --udp each client is nc -u: its B bytes leave as datagrams of at most 16 KiB (nc's read
+With --udp one probe datagram goes first: if nothing comes back within 2 s, hammer.sh says so in
+one line and exits 1 without starting the clients. Then each client is nc -u: its B bytes leave as datagrams of at most 16 KiB (nc's read
 size), and it keeps listening until B bytes have come back, then 0.2 s more (so a duplicated
 or extra datagram shows up), or until --timeout. A lost datagram is a failure: UDP may drop
 under load, so keep N x B within the server's receive buffer (about 200 KiB by default).
@@ -121,7 +122,26 @@ for flag in N q; do
     fi
 done
 
-# UDP has no handshake to probe: an absent server shows as clients that get nothing back.
+# udp_probe: one short datagram to the server, and any datagram back within 2 s. UDP has no
+# handshake, so without this an absent server would show as every client getting nothing
+# back. bash's /dev/udp gives a connected socket: an ICMP "port unreachable" (nothing bound
+# there) ends the wait at once; a server that stays silent runs out the 2 s. head reads the
+# whole datagram in one read.
+udp_probe() {
+    local got
+    got=$(
+        exec 3<>"/dev/udp/$host/$port" || exit 1
+        printf 'hammer.sh probe\n' >&3 || exit 1
+        timeout 2 head -c 1 <&3 2>/dev/null | od -An -c
+    ) 2>/dev/null || return 1
+    [[ -n $got ]]
+}
+
+if ((udp)) && ! udp_probe; then
+    echo "$prog: no UDP echo from $host:$port (is the server running?)" >&2
+    echo "0 passed, $((clients * rounds)) failed"
+    exit 1
+fi
 if ((!udp)) && ! timeout 10 nc -z -w 5 "$host" "$port" 2>/dev/null; then
     echo "$prog: cannot connect to $host:$port (is the server running?)" >&2
     echo "0 passed, $((clients * rounds)) failed"

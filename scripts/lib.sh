@@ -1,13 +1,12 @@
 # shellcheck shell=bash
-# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh, vs-reference-udp.sh and
-# demo.sh. Sourced, not run:
+# lib.sh: plumbing shared by compare-backends.sh, vs-reference.sh, vs-reference-udp.sh,
+# vs-reference-churn.sh and demo.sh. Sourced, not run:
 #     source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Defines functions only (no options, traps or variables are set by sourcing it). The caller
 # sets prog (its name, for messages) and root (the repository) first, and its own set -euo
 # pipefail. Server functions share these globals with the caller: server_pid and port (set by
-# spawn_server), bench_pid (run_bench), server_pin, bench_pin, pin_note (pin_cpus),
-# reference_dir (need_reference), bench_bin and bench_limit (seconds before timeout stops one
-# bench run).
+# spawn_server), bench_pid (run_bench), server_pin, bench_pin, pin_note (pin_cpus), bench_bin
+# and bench_limit (seconds before timeout stops one bench run).
 # shellcheck disable=SC2154 # prog, root, bench_bin, bench_limit: the caller's
 
 # ---------------------------------------------------------------- messages and checks
@@ -78,17 +77,16 @@ build_bins() {
     cargo build --release --quiet "${args[@]}" || die "cargo build --release failed"
 }
 
-# need_reference NAME...: sets reference_dir to $REFERENCE_DIR (default ../shared/reference,
-# relative to the repository: call it from $root); dies unless it holds NAME.c for every NAME
-# and gcc is installed to compile them.
-need_reference() {
-    local c
-    reference_dir=${REFERENCE_DIR:-../shared/reference}
-    for c; do
-        [[ -f $reference_dir/$c.c ]] ||
-            die "$reference_dir/$c.c not found (set REFERENCE_DIR to the folder that holds it)"
-    done
+# build_peers DIR NAME...: compiles the C comparison servers bench/peers/NAME.c (ours, written
+# for this repository) with gcc -O2 into DIR/NAME; dies if gcc is missing or one does not build.
+build_peers() {
+    local dir=$1 c
+    shift
     command -v gcc >/dev/null 2>&1 || die "gcc not found (apt-get install -y gcc libc6-dev)"
+    for c; do
+        [[ -f $root/bench/peers/$c.c ]] || die "$root/bench/peers/$c.c not found"
+        gcc -O2 -o "$dir/$c" "$root/bench/peers/$c.c" || die "cannot compile bench/peers/$c.c"
+    done
 }
 
 # need_executable PATH...: dies unless every PATH is an executable file.
@@ -111,6 +109,45 @@ pin_cpus() {
     else
         pin_note="not pinned (fewer than 2 CPUs or no taskset)"
     fi
+}
+
+# prepare_comparison NAME PEER...: the common start of the vs-reference scripts: `out`
+# (default target/NAME/<date-time>) with its logs/, the C comparison servers PEER... built
+# into it, the release binaries (unless build=0) as server_bin and bench_bin, and the CPU
+# pinning of pin_cpus. Runs from the repository's root.
+# shellcheck disable=SC2034 # server_bin, bench_bin: the caller's to use
+prepare_comparison() {
+    local name=$1
+    shift
+    cd "$root" || die "cannot cd to $root"
+    [[ -n $out ]] || out="target/$name/$(date +%Y%m%d-%H%M%S)"
+    mkdir -p "$out/logs" || die "cannot create $out/logs"
+    build_peers "$out" "$@"
+    if ((build)); then
+        build_bins "building release binaries ..." echo-mux echo-mux-bench
+    fi
+    server_bin=$(release_bin echo-mux)
+    bench_bin=$(release_bin echo-mux-bench)
+    need_executable "$server_bin" "$bench_bin"
+    pin_cpus "servers on CPU 0, load generator on CPU 1"
+}
+
+# with_perf: perf_ok=1 where `perf stat` can count system calls (it barely slows a server
+# down; strace would, many times), and on exit stop the perf run in perf_pid, then every
+# server (stop_all).
+# shellcheck disable=SC2034 # perf_ok: the caller's to use
+with_perf() {
+    perf_ok=0
+    if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
+        perf_ok=1
+    fi
+    perf_pid=""
+    on_exit stop_perf_and_all
+}
+
+stop_perf_and_all() {
+    [[ -z $perf_pid ]] || kill -INT "$perf_pid" 2>/dev/null || true
+    stop_all
 }
 
 # ---------------------------------------------------------------- processes

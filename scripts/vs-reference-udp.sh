@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # vs-reference-udp.sh (run as vs-reference.sh --udp): echo-mux's UDP path (epoll, release)
-# against the C UDP reference servers udpecho-mmsg (batched) and udpecho-simple (recvfrom/sendto)
+# against our C UDP echo servers udp-echo-mmsg (batched) and udp-echo-simple (recvfrom/sendto),
+# from bench/peers/,
 # under the same echo-mux-bench --udp load, in alternating rounds; prints every round, the
 # medians and the ratios echo-mux / reference. Loopback only; every process it starts is
 # stopped on exit.
@@ -25,9 +26,9 @@ usage() {
     cat <<USAGE
 Usage: scripts/vs-reference.sh --udp [--rounds R] [--duration S] [--warmup S] [--count N] [options]
 
-Compiles the C UDP reference servers (\$REFERENCE_DIR/udpecho-mmsg.c and udpecho-simple.c,
-default ../shared/reference relative to the repository, gcc -O2), then for each round runs
-udpecho-mmsg, udpecho-simple and echo-mux --backend epoll --listen udp:127.0.0.1:0 one after
+Compiles the C UDP reference servers bench/peers/udp-echo-mmsg.c (recvmmsg/sendmmsg, batches of
+64) and udp-echo-simple.c (recvfrom/sendto) with gcc -O2, then for each round runs
+udp-echo-mmsg, udp-echo-simple and echo-mux --backend epoll --listen udp:127.0.0.1:0 one after
 the other (the order rotates from round to round). Each is loaded with echo-mux-bench --udp
 (S senders, one 64-byte datagram outstanding each) twice per load:
   - for --duration after --warmup: datagrams/s and p99;
@@ -35,7 +36,7 @@ the other (the order rotates from round to round). Each is loaded with echo-mux-
     and its system calls per echoed datagram (perf stat -e raw_syscalls:sys_enter -p PID;
     without perf that column says n/a).
 Servers on CPU 0, load generator on CPU 1 (2+ CPUs). Prints every round, then per load the
-medians and the ratios echo-mux / udpecho-mmsg and echo-mux / udpecho-simple. A lost or wrong
+medians and the ratios echo-mux / udp-echo-mmsg and echo-mux / udp-echo-simple. A lost or wrong
 datagram fails the run (exit 1). If echo-mux cannot listen on UDP (a build without it), its
 rows are skipped with a note and the references are still measured.
 
@@ -53,8 +54,8 @@ Options:
   --no-build         use target/release as it is
   -h, --help         this text
 
-Environment: REFERENCE_DIR (where the .c files are), ECHO_MUX, ECHO_MUX_BENCH (binaries to use
-instead of building). The references listen on a free port in 22000-22999.
+Environment: ECHO_MUX, ECHO_MUX_BENCH (binaries to use instead of building). Every server
+listens on a free port of 127.0.0.1 that the kernel picks.
 USAGE
 }
 
@@ -104,51 +105,21 @@ while (($#)); do
     esac
 done
 
-cd "$root"
-need_reference udpecho-mmsg udpecho-simple
-[[ -n $out ]] || out="target/vs-reference-udp/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$out/logs" || die "cannot create $out/logs"
-for c in udpecho-mmsg udpecho-simple; do
-    gcc -O2 -o "$out/$c" "$reference_dir/$c.c" || die "cannot compile $reference_dir/$c.c"
-done
-if ((build)); then
-    build_bins "building release binaries ..." echo-mux echo-mux-bench
-fi
-server_bin=$(release_bin echo-mux)
-bench_bin=$(release_bin echo-mux-bench)
-need_executable "$server_bin" "$bench_bin"
+prepare_comparison vs-reference-udp udp-echo-mmsg udp-echo-simple
+with_perf
 
-# perf counts system calls without slowing a batching server down (strace does, tenfold).
-perf_ok=0
-if command -v perf >/dev/null 2>&1 && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null true 2>/dev/null; then
-    perf_ok=1
-fi
-
-pin_cpus "servers on CPU 0, load generator on CPU 1"
-perf_pid=""
-stop_everything() {
-    [[ -z $perf_pid ]] || kill -INT "$perf_pid" 2>/dev/null || true
-    stop_all
-}
-on_exit stop_everything
-
-servers="udpecho-mmsg udpecho-simple echo-mux"
+servers="udp-echo-mmsg udp-echo-simple echo-mux"
 mux_note="" # why echo-mux is skipped, once it is
 
-# start_server NAME LOG: starts a reference on a free port in 22000-22999, or echo-mux with a
-# UDP listener on port 0; sets server_pid and port.
+# start_server NAME LOG: starts a reference or echo-mux (a UDP listener), each on a port of
+# 127.0.0.1 the kernel picks; sets server_pid and port.
 start_server() {
-    local name=$1 log=$2 try
+    local name=$1 log=$2
     : >"$log"
     if [[ $name == echo-mux ]]; then
         spawn_server_on udp: "$log" "${server_pin[@]}" "$server_bin" --backend epoll --listen udp:127.0.0.1:0 && return 0
     else
-        # The references print their "listening on" line only once bind() has succeeded; a
-        # port that another process holds makes them exit, and the next one is tried.
-        for ((try = 0; try < 20; try++)); do
-            spawn_server "$log" "${server_pin[@]}" "$out/$name" $((22000 + RANDOM % 1000)) && return 0
-            stop_server
-        done
+        spawn_server "$log" "${server_pin[@]}" "$out/$name" 0 && return 0
     fi
     stop_server
     return 1
@@ -187,7 +158,7 @@ echo "round,server,senders,size,dps,p50_us,p99_us,p999_us,errors,lost,cpu_us_per
 bench_limit=$(awk -v d="$duration" -v w="$warmup" 'BEGIN { printf "%d", d + w + 600 }')
 failures=0
 
-echo "UDP: echo-mux (epoll) vs udpecho-mmsg and udpecho-simple: $size B datagrams, ${duration}s per timed run after ${warmup}s warmup, $count per fixed-count run, $rounds rounds; $pin_note"
+echo "UDP: echo-mux (epoll) vs udp-echo-mmsg and udp-echo-simple: $size B datagrams, ${duration}s per timed run after ${warmup}s warmup, $count per fixed-count run, $rounds rounds; $pin_note"
 ((perf_ok)) || echo "note: perf is missing or cannot count raw_syscalls:sys_enter here: syscalls/datagram is n/a"
 echo "output: $out"
 for ((r = 1; r <= rounds; r++)); do
@@ -212,7 +183,7 @@ for ((r = 1; r <= rounds; r++)); do
                 -u -c "$s" -s "$size" -d "${duration}s" -w "${warmup}s" --reply-timeout "$reply_timeout" || rc=$?
             if ((rc != 0 && rc != 3)) || [[ ! -s $out/logs/$tag.json ]]; then
                 failures=$((failures + 1))
-                printf 'round %d  %-14s %3s x %d B  FAILED (bench exit %d: %s)\n' "$r" "$name" "$s" "$size" \
+                printf 'round %d  %-15s %3s x %d B  FAILED (bench exit %d: %s)\n' "$r" "$name" "$s" "$size" \
                     "$rc" "$(head -c 200 "$out/logs/$tag.bench.log")"
                 continue
             fi
@@ -226,7 +197,7 @@ for ((r = 1; r <= rounds; r++)); do
             errors=$(($(jget errors "$j") + $(jget errors "$jn") - late))
             lost=$(($(jget lost "$j") + $(jget lost "$jn") - late))
             echo "$r,$name,$s,$size,$(jget rps "$j"),$(jget p50_us "$j"),$(jget p99_us "$j"),$(jget p999_us "$j"),$errors,$lost,$cpu,$calls,$late" >>"$csv"
-            printf 'round %d  %-14s %3s x %d B  %9.0f datagrams/s  p99 %8.1f us  %6s us CPU/dgram  %6s syscalls/dgram  errors %s%s\n' \
+            printf 'round %d  %-15s %3s x %d B  %9.0f datagrams/s  p99 %8.1f us  %6s us CPU/dgram  %6s syscalls/dgram  errors %s%s\n' \
                 "$r" "$name" "$s" "$size" "$(jget rps "$j")" "$(jget p99_us "$j")" "$cpu" "$calls" "$errors" \
                 "$( ((late == 0)) || echo "  (late replies $late)")"
             ((errors == 0)) || failures=$((failures + 1))
@@ -242,18 +213,18 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a 
 
 echo
 echo "medians over $rounds rounds (datagrams/s: higher is better; p99, CPU and syscalls per datagram: lower is better)"
-printf '%-12s %-15s %12s %10s %11s %15s\n' load server datagrams/s "p99 us" "CPU us/dg" "syscalls/dg"
+printf '%-12s %-16s %12s %10s %11s %15s\n' load server datagrams/s "p99 us" "CPU us/dg" "syscalls/dg"
 for s in $loads; do
     for name in $servers; do
         [[ $name == echo-mux && -n $mux_note ]] && continue
         calls=n/a
         ((perf_ok)) && calls=$(printf '%.3f' "$(col "$name" "$s" 12)")
-        printf '%-12s %-15s %12.0f %10.1f %11.2f %15s\n' "$s x $size B" "$name" "$(col "$name" "$s" 5)" \
+        printf '%-12s %-16s %12.0f %10.1f %11.2f %15s\n' "$s x $size B" "$name" "$(col "$name" "$s" 5)" \
             "$(col "$name" "$s" 7)" "$(col "$name" "$s" 11)" "$calls"
     done
     if [[ -z $mux_note ]]; then
-        for ref in udpecho-mmsg udpecho-simple; do
-            printf '%-12s echo-mux / %-14s datagrams/s %s  p99 %s  CPU/dg %s  syscalls/dg %s\n' "$s x $size B" "$ref" \
+        for ref in udp-echo-mmsg udp-echo-simple; do
+            printf '%-12s echo-mux / %-15s datagrams/s %s  p99 %s  CPU/dg %s  syscalls/dg %s\n' "$s x $size B" "$ref" \
                 "$(ratio "$(col echo-mux "$s" 5)" "$(col "$ref" "$s" 5)")" \
                 "$(ratio "$(col echo-mux "$s" 7)" "$(col "$ref" "$s" 7)")" \
                 "$(ratio "$(col echo-mux "$s" 11)" "$(col "$ref" "$s" 11)")" \

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# vs-reference.sh: echo-mux (epoll, release) against the C reference server cecho-epoll under
-# the same echo-mux-bench load, in alternating rounds; prints each round and the ratio of the
-# medians (echo-mux / reference). Loopback only; every process it starts is stopped on exit.
-# With --udp (first argument): the UDP comparison in vs-reference-udp.sh.
+# vs-reference.sh: echo-mux (epoll, release) against our C epoll echo server tcp-echo-epoll
+# (bench/peers/) under the same echo-mux-bench load, in alternating rounds; prints each round
+# and the ratio of the medians (echo-mux / reference). Loopback only; every process it starts is
+# stopped on exit. With --udp (first argument): the UDP comparison in vs-reference-udp.sh; with
+# --churn: connection churn and system calls per connection, in vs-reference-churn.sh.
 set -euo pipefail
 
-if [[ ${1:-} == --udp ]]; then
-    shift
-    exec "$(dirname "${BASH_SOURCE[0]}")/vs-reference-udp.sh" "$@"
-fi
+case ${1:-} in
+    --udp)
+        shift
+        exec "$(dirname "${BASH_SOURCE[0]}")/vs-reference-udp.sh" "$@"
+        ;;
+    --churn)
+        shift
+        exec "$(dirname "${BASH_SOURCE[0]}")/vs-reference-churn.sh" "$@"
+        ;;
+esac
 
 prog=vs-reference.sh
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,10 +33,11 @@ build=1
 usage() {
     cat <<USAGE
 Usage: scripts/$prog [--rounds R] [--duration S] [--warmup S] [--out DIR] [--no-build]
-       scripts/$prog --udp [options]     (UDP: against udpecho-mmsg and udpecho-simple; --udp --help)
+       scripts/$prog --udp [options]     (UDP: against udp-echo-mmsg and udp-echo-simple; --udp --help)
+       scripts/$prog --churn [options]   (connection churn, syscalls per connection; --churn --help)
 
-Compiles the C reference server (\$REFERENCE_DIR/cecho.c, default ../shared/reference relative
-to the repository, with gcc -O2 -DBACKEND_EPOLL), then for each round runs it and
+Compiles the C reference server bench/peers/tcp-echo-epoll.c (ours: one thread, level-triggered
+epoll) with gcc -O2, then for each round runs it and
 echo-mux --backend epoll (release build) one after the other (the order alternates from round
 to round), each under the same loads: echo-mux-bench with 64 and with 512 connections of
 64-byte messages, one outstanding each. Servers on CPU 0, load generator on CPU 1 (2+ CPUs).
@@ -46,8 +54,8 @@ Options:
   --no-build         use target/release as it is
   -h, --help         this text
 
-Environment: REFERENCE_DIR (where cecho.c is), ECHO_MUX, ECHO_MUX_BENCH (binaries to use
-instead of building). The reference listens on a free port in 21000-21999.
+Environment: ECHO_MUX, ECHO_MUX_BENCH (binaries to use instead of building). Both servers
+listen on a free port of 127.0.0.1 that the kernel picks.
 USAGE
 }
 
@@ -96,44 +104,17 @@ while (($#)); do
     esac
 done
 
-cd "$root"
-need_reference cecho
-[[ -n $out ]] || out="target/vs-reference/$(date +%Y%m%d-%H%M%S)"
-mkdir -p "$out/logs" || die "cannot create $out/logs"
-
-cecho=$out/cecho-epoll
-gcc -O2 -DBACKEND_EPOLL -o "$cecho" "$reference_dir/cecho.c" || die "cannot compile $reference_dir/cecho.c"
-if ((build)); then
-    build_bins "building release binaries ..." echo-mux echo-mux-bench
-fi
-server_bin=$(release_bin echo-mux)
-bench_bin=$(release_bin echo-mux-bench)
-need_executable "$server_bin" "$bench_bin"
-
-pin_cpus "servers on CPU 0, load generator on CPU 1"
+prepare_comparison vs-reference tcp-echo-epoll
 on_exit stop_all
 
-# port_free P: nothing accepts connections on 127.0.0.1:P.
-port_free() {
-    ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
-
-# start_server NAME LOG: starts "reference" (cecho on a free port in 21000-21999) or
-# "echo-mux" (--listen 127.0.0.1:0); sets server_pid and port.
+# start_server NAME LOG: starts "reference" (tcp-echo-epoll) or "echo-mux", each on a port of
+# 127.0.0.1 the kernel picks; sets server_pid and port.
 start_server() {
-    local name=$1 log=$2 try p
-    : >"$log" # for fail_log, even when no free port was found
+    local name=$1 log=$2
     if [[ $name == echo-mux ]]; then
         spawn_server "$log" "${server_pin[@]}" "$server_bin" --backend epoll --listen 127.0.0.1:0 && return 0
     else
-        for ((try = 0; try < 20; try++)); do
-            p=$((21000 + RANDOM % 1000))
-            port_free "$p" || continue
-            if spawn_server "$log" "${server_pin[@]}" "$cecho" "$p" && sleep 0.05 && kill -0 "$server_pid" 2>/dev/null; then
-                return 0
-            fi
-            stop_server # lost a race for the port: try another
-        done
+        spawn_server "$log" "${server_pin[@]}" "$out/tcp-echo-epoll" 0 && return 0
     fi
     fail_log "$log" "$name did not start"
     stop_server
@@ -150,7 +131,7 @@ ticks_per_s=$(getconf CLK_TCK)
 bench_limit=$(awk -v d="$duration" -v w="$warmup" 'BEGIN { printf "%d", d + w + 120 }')
 failures=0
 
-echo "echo-mux (epoll) vs cecho-epoll: $size B messages, ${duration}s per load after ${warmup}s warmup, $rounds rounds; $pin_note"
+echo "echo-mux (epoll) vs tcp-echo-epoll: $size B messages, ${duration}s per load after ${warmup}s warmup, $rounds rounds; $pin_note"
 echo "output: $out"
 for ((r = 1; r <= rounds; r++)); do
     if ((r % 2)); then order="reference echo-mux"; else order="echo-mux reference"; fi

@@ -3,12 +3,13 @@
 
 use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, CommandFactory, Parser, ValueHint};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueHint};
 use log::LevelFilter;
 
-use crate::access::{keepalive, Cidr};
+use crate::access::{keepalive, Cidr, MAX_SOURCES, MIN_SOURCES};
 use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
-use crate::error::Error;
+use crate::error::{Cut, Error};
 use crate::reactor::BackendKind;
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
@@ -28,6 +29,22 @@ pub const BACKENDS: Choices = Choices(&[
 pub const MODES: Choices = Choices(&[
     ("raw", "every byte echoed back unchanged"),
     ("stamp", "each line answered with a time stamp"),
+]);
+/// See [`BACKENDS`]: `--udp-loop-detect`.
+pub const ON_OFF: Choices = Choices(&[
+    ("on", "detect echo loops"),
+    ("off", "answer every datagram"),
+]);
+/// See [`BACKENDS`].
+pub const LOG_FORMATS: Choices = Choices(&[
+    (
+        "text",
+        "[timestamp LEVEL] message; <N>message when stderr is the journal",
+    ),
+    (
+        "json",
+        "one JSON object per line: ts, level, msg and the line's fields",
+    ),
 ]);
 /// See [`BACKENDS`]; a number is accepted too, but there is no point offering one.
 pub const WORKERS: Choices = Choices(&[("auto", "one worker per CPU this process may run on")]);
@@ -61,8 +78,8 @@ impl TypedValueParser for Choices {
 
 /// What the command line asks for.
 pub enum Command {
-    /// Run the daemon.
-    Run(Config, LevelFilter),
+    /// Run the daemon (boxed: a `Config` is far larger than the other variant).
+    Run(Box<Config>, LevelFilter),
     /// Print this text on stdout and exit 0 (`--help`, `--version`).
     Print(String),
 }
@@ -171,6 +188,10 @@ struct Args {
         value_hint = ValueHint::Other
     )]
     rate_per_source: String,
+    /// Sources the per-source table has room for; when full, entries with no open connection
+    /// are evicted, least recently seen first [default: max(65536, max-clients × workers)]
+    #[arg(long, value_name = "N", allow_hyphen_values = true)]
+    source_table: Option<String>,
     /// TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off
     #[arg(
         long,
@@ -200,6 +221,27 @@ struct Args {
         hide_possible_values = true
     )]
     workers: String,
+    /// UDP: stop answering a source that keeps sending our replies back (an echo loop): on or off
+    #[arg(
+        long,
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = ON_OFF,
+        hide_possible_values = true
+    )]
+    udp_loop_detect: String,
+    /// Write the pid (the supervisor's with --workers) to PATH once listening; removed at exit
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    pid_file: Option<std::path::PathBuf>,
+    /// Log line format: text, or json (one object per line: ts, level, msg, fields)
+    #[arg(
+        long,
+        value_name = "FORMAT",
+        default_value = "text",
+        value_parser = LOG_FORMATS,
+        hide_possible_values = true
+    )]
+    log_format: String,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -215,7 +257,10 @@ pub fn command() -> clap::Command {
 }
 
 fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> Error {
-    Error::Usage(format!("invalid value '{value}' for '--{flag}': {why}"))
+    Error::Usage(format!(
+        "invalid value '{}' for '--{flag}': {why}",
+        Cut(value)
+    ))
 }
 
 /// Parse the command line (without the program name's special treatment: `argv[0]` first).
@@ -224,13 +269,20 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let args = match Args::try_parse_from(argv) {
+    // Matches first, then the struct: whether a value was typed or is the default
+    // (`--max-clients`) is known only to the matches.
+    let matches = match command().try_get_matches_from(argv) {
+        Ok(matches) => matches,
+        Err(e) => return clap_error(e),
+    };
+    let args = match Args::from_arg_matches(&matches) {
         Ok(args) => args,
         Err(e) => return clap_error(e),
     };
     let mut config = Config::default();
     if !args.listen.is_empty() {
         config.listen = Vec::with_capacity(args.listen.len());
+        config.listen_given = true;
         for s in &args.listen {
             config
                 .listen
@@ -267,6 +319,8 @@ where
             ))
         }
     };
+    config.max_clients_given =
+        matches.value_source("max_clients") == Some(ValueSource::CommandLine);
     config.max_buffer = match parse_size(&args.max_buffer) {
         Ok(n) if n >= 1 => n,
         Ok(_) => {
@@ -285,6 +339,18 @@ where
         .map_err(|why| invalid(&args.shutdown_timeout, "shutdown-timeout", why))?;
     access_options(&args, &mut config)?;
     config.workers = parse_workers(&args.workers)?;
+    config.udp_loop_detect = match args.udp_loop_detect.as_str() {
+        "on" => true,
+        "off" => false,
+        other => return Err(invalid(other, "udp-loop-detect", "expected on or off")),
+    };
+    config.access.source_table = source_table(&args, &config)?;
+    config.log_format = match args.log_format.as_str() {
+        "text" => crate::logging::Format::Text,
+        "json" => crate::logging::Format::Json,
+        other => return Err(invalid(other, "log-format", "expected text or json")),
+    };
+    config.pid_file = args.pid_file.clone();
 
     config.check().map_err(Error::Usage)?;
 
@@ -295,7 +361,7 @@ where
         (_, 1) => LevelFilter::Warn,
         _ => LevelFilter::Error,
     };
-    Ok(Command::Run(config, level))
+    Ok(Command::Run(Box::new(config), level))
 }
 
 /// SPEC §10's options (and `--socket-mode`, §1).
@@ -331,6 +397,23 @@ fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
     Ok(())
 }
 
+/// `--source-table N`: 1..=[`MAX_SOURCES`]; by default room for every connection the daemon
+/// may hold (SPEC §10), and at least [`MIN_SOURCES`].
+fn source_table(args: &Args, config: &Config) -> Result<usize, Error> {
+    let Some(s) = &args.source_table else {
+        let held = config.max_clients.saturating_mul(config.workers);
+        return Ok(held.clamp(MIN_SOURCES, MAX_SOURCES));
+    };
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_SOURCES).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            s,
+            "source-table",
+            format!("expected a whole number from 1 to {MAX_SOURCES}"),
+        )),
+    }
+}
+
 /// `--workers N|auto`: 1..=[`MAX_WORKERS`], or the CPUs this process may run on.
 fn parse_workers(s: &str) -> Result<usize, Error> {
     if s.trim() == "auto" {
@@ -355,6 +438,67 @@ fn flag(arg: &str) -> &str {
     name.trim_end_matches("...")
 }
 
+/// Names other daemons use for an option echo-mux calls something else.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("--port", "--listen"),
+    ("--bind", "--listen"),
+    ("--address", "--listen"),
+    ("--addr", "--listen"),
+    ("--host", "--listen"),
+    ("--threads", "--workers"),
+    ("--processes", "--workers"),
+    ("--max-connections", "--max-clients"),
+    ("--maxconn", "--max-clients"),
+    ("--timeout", "--idle-timeout"),
+    ("--pidfile", "--pid-file"),
+];
+
+/// The option an unknown `arg` most likely meant: a known synonym, or the long option within
+/// a small edit distance (a typo such as `--listne`), if exactly one is nearest.
+fn nearest_option(arg: &str) -> Option<String> {
+    let name = arg.split('=').next().unwrap_or(arg);
+    let longs: Vec<String> = command()
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .chain(["--help".to_string(), "--version".to_string()])
+        .collect();
+    if let Some((_, to)) = SYNONYMS.iter().find(|(from, _)| *from == name) {
+        if longs.iter().any(|l| l == to) {
+            return Some(to.to_string());
+        }
+    }
+    if !name.starts_with("--") {
+        return None;
+    }
+    let limit = (name.len() / 4).clamp(1, 3);
+    let mut best: Vec<(usize, &String)> = longs
+        .iter()
+        .map(|l| (edit_distance(name, l), l))
+        .filter(|(d, _)| *d <= limit)
+        .collect();
+    best.sort();
+    match best.as_slice() {
+        [(d, l), rest @ ..] if rest.first().is_none_or(|(d2, _)| d2 > d) => Some(l.to_string()),
+        _ => None,
+    }
+}
+
+/// Levenshtein distance between two short ASCII-ish strings (one row of the table).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
 /// Reduce clap's multi-line report to one line, or pass `--help`/`--version` through.
 fn clap_error(e: clap::Error) -> Result<Command, Error> {
     match e.kind() {
@@ -368,9 +512,10 @@ fn clap_error(e: clap::Error) -> Result<Command, Error> {
             };
             let arg = ctx(ContextKind::InvalidArg);
             let msg = match (kind, arg) {
-                (ErrorKind::UnknownArgument, Some(a)) => {
-                    format!("unknown option '{a}' (see --help)")
-                }
+                (ErrorKind::UnknownArgument, Some(a)) => match nearest_option(&a) {
+                    Some(near) => format!("unknown option '{}' (did you mean '{near}'?)", Cut(&a)),
+                    None => format!("unknown option '{}' (see --help)", Cut(&a)),
+                },
                 (ErrorKind::InvalidValue, Some(a)) => {
                     format!("missing value for '{}' (see --help)", flag(&a))
                 }
@@ -380,9 +525,14 @@ fn clap_error(e: clap::Error) -> Result<Command, Error> {
                 }
                 _ => {
                     // Fall back to clap's own first line, without its "error: " prefix.
+                    // A line that quotes a value is cut like any quoted value (SPEC §2).
                     let text = e.render().to_string();
                     let line = text.lines().next().unwrap_or("bad usage");
-                    line.trim_start_matches("error: ").to_string()
+                    let line = line.trim_start_matches("error: ");
+                    match line.char_indices().nth(3 * crate::error::QUOTE_MAX) {
+                        Some((at, _)) => format!("{}…", &line[..at]),
+                        None => line.to_string(),
+                    }
                 }
             };
             Err(Error::Usage(msg))
@@ -405,7 +555,7 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         match parse(std::iter::once("echo-mux").chain(args.iter().copied())) {
-            Ok(Command::Run(c, _)) => c,
+            Ok(Command::Run(c, _)) => *c,
             Ok(Command::Print(_)) => panic!("{args:?}: printed"),
             Err(e) => panic!("{args:?}: {e}"),
         }
@@ -433,6 +583,18 @@ mod tests {
         assert_eq!(
             usage(&["--frobnicate"]),
             "unknown option '--frobnicate' (see --help)"
+        );
+        assert_eq!(
+            usage(&["--port", "7"]),
+            "unknown option '--port' (did you mean '--listen'?)"
+        );
+        assert_eq!(
+            usage(&["--listne", "x"]),
+            "unknown option '--listne' (did you mean '--listen'?)"
+        );
+        assert_eq!(
+            usage(&["--max-client=3"]),
+            "unknown option '--max-client' (did you mean '--max-clients'?)"
         );
         assert!(usage(&["--delay"]).contains("--delay"));
         for args in [
@@ -475,8 +637,19 @@ mod tests {
         assert_eq!(c.idle_timeout, Some(std::time::Duration::from_secs(120)));
         assert!(c.shutdown_timeout.is_zero());
         assert_eq!(config(&["--idle-timeout", "0"]).idle_timeout, None);
+        assert!(c.max_clients_given && c.listen_given);
+        let d = config(&[]);
+        assert!(!d.max_clients_given && !d.listen_given);
+        assert!(config(&["--max-clients", "10000"]).max_clients_given);
         assert_eq!(config(&[]).workers, 1);
         assert_eq!(config(&["--workers", "3"]).workers, 3);
+        assert!(config(&[]).udp_loop_detect);
+        assert!(!config(&["--udp-loop-detect", "off"]).udp_loop_detect);
+        assert!(config(&["--udp-loop-detect", "on"]).udp_loop_detect);
+        assert_eq!(
+            usage(&["--udp-loop-detect", "yes"]),
+            "invalid value 'yes' for '--udp-loop-detect': expected on or off"
+        );
         let auto = config(&["--workers", "auto"]).workers;
         assert!((1..=MAX_WORKERS).contains(&auto), "{auto}");
     }
@@ -518,6 +691,21 @@ mod tests {
     }
 
     #[test]
+    fn source_table_defaults_to_every_connection_the_daemon_may_hold() {
+        assert_eq!(config(&[]).access.source_table, 65_536);
+        let big = config(&["--max-clients", "50000", "--workers", "4"]);
+        assert_eq!(big.access.source_table, 200_000);
+        assert_eq!(config(&["--source-table", "16"]).access.source_table, 16);
+        for bad in ["0", "-1", "x", "16777217", ""] {
+            let msg = usage(&["--source-table", bad]);
+            assert!(
+                msg.starts_with(&format!("invalid value '{bad}' for '--source-table'")),
+                "{msg}"
+            );
+        }
+    }
+
+    #[test]
     fn access_usage_errors() {
         assert_eq!(
             usage(&["--allow", "10.0.0.0/33"]),
@@ -537,6 +725,47 @@ mod tests {
         assert!(usage(&["--socket-mode", "0980"])
             .starts_with("invalid value '0980' for '--socket-mode'"));
         assert!(usage(&["--socket-mode", "1777"]).contains("--socket-mode"));
+    }
+
+    /// SPEC §2: a quoted value is cut at about 100 characters, whatever its size (one over
+    /// 64 KiB used to print nothing at all), and the message stays one line.
+    #[test]
+    fn long_values_are_cut() {
+        let huge = "9".repeat(70_000);
+        let with_newline = format!("{}\nsecond", "x".repeat(10));
+        for flag in [
+            "--listen",
+            "--backend",
+            "--delay",
+            "--max-clients",
+            "--allow",
+            "--deny",
+            "--socket-mode",
+            "--workers",
+            "--keepalive",
+        ] {
+            for value in [huge.as_str(), with_newline.as_str()] {
+                let msg = usage(&[flag, value]);
+                assert!(msg.chars().count() < 400, "{flag}: {} chars", msg.len());
+                assert!(!msg.contains('\n'), "{flag}: {msg}");
+                assert!(msg.contains(flag), "{flag}: {msg}");
+            }
+            assert!(usage(&[flag, &huge]).contains("99999…'"), "{flag}");
+        }
+        for args in [
+            vec![format!("--{huge}")],
+            vec![huge.clone()],
+            vec!["--listen".into(), format!("127.0.0.1:{huge}")],
+            vec!["--listen".into(), format!("{huge}.example:7")],
+        ] {
+            let msg = usage(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            assert!(
+                msg.chars().count() < 400,
+                "{} chars: {}",
+                msg.len(),
+                &msg[..200]
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::duration::{Human, MAX_DURATION};
+use crate::error::Cut;
 use crate::reactor::BackendKind;
 
 pub use crate::duration::parse_duration;
@@ -46,6 +47,9 @@ impl fmt::Display for ListenAddr {
 pub struct Config {
     /// Where to listen (ignored under socket activation).
     pub listen: Vec<ListenAddr>,
+    /// Was `--listen` given (rather than the default)? Socket activation says it ignores
+    /// only a `--listen` that was given.
+    pub listen_given: bool,
     /// The readiness backend.
     pub backend: BackendKind,
     /// Raw or stamp.
@@ -54,6 +58,9 @@ pub struct Config {
     pub delay: Duration,
     /// Connections on all listeners together beyond which new ones are closed at once.
     pub max_clients: usize,
+    /// Was `--max-clients` given (rather than the default)? Only a limit the user chose is
+    /// worth a warning when `--backend select` cannot reach it.
+    pub max_clients_given: bool,
     /// Cap on one connection's pending output, in bytes (at least 1).
     pub max_buffer: usize,
     /// Close connections without traffic for this long; `None` = never.
@@ -72,16 +79,24 @@ pub struct Config {
     pub socket_mode: Option<u32>,
     /// Worker processes (SPEC §8); 1 = no supervisor, `auto` already resolved.
     pub workers: usize,
+    /// `--udp-loop-detect`: stop answering a UDP source that echoes our replies (SPEC §9).
+    pub udp_loop_detect: bool,
+    /// `--pid-file` (SPEC §12): where the (supervisor's) pid goes once listening.
+    pub pid_file: Option<PathBuf>,
+    /// `--log-format` (SPEC §12).
+    pub log_format: crate::logging::Format,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 50007)))],
+            listen_given: false,
             backend: BackendKind::Auto,
             mode: Mode::Raw,
             delay: Duration::ZERO,
             max_clients: 10_000,
+            max_clients_given: false,
             max_buffer: 1 << 20,
             idle_timeout: None,
             shutdown_timeout: Duration::from_secs(5),
@@ -91,6 +106,9 @@ impl Default for Config {
             proxy_from: Vec::new(),
             socket_mode: None,
             workers: 1,
+            udp_loop_detect: true,
+            pid_file: None,
+            log_format: crate::logging::Format::Text,
         }
     }
 }
@@ -186,14 +204,68 @@ pub fn parse_listen(s: &str) -> Result<ListenAddr, String> {
     if host.is_empty() || host.contains(':') || host.contains(['[', ']', ' ', '/']) {
         return Err(EXPECTED.into());
     }
-    let port: u16 = port.parse().map_err(|_| format!("invalid port '{port}'"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port '{}'", Cut(port)))?;
+    // The resolver would read 010.0.0.1 as octal (8.0.0.1), and 127.1 or 0x7f.0.0.1 in
+    // inet_aton's other forms: a host made of numbers only is a dotted IPv4 address or an error.
+    if let Some(ip) = numeric_ipv4(host) {
+        return Ok(ListenAddr::Tcp(SocketAddr::new(ip?.into(), port)));
+    }
     let mut addrs = (host, port)
         .to_socket_addrs()
-        .map_err(|_| format!("cannot resolve host '{host}'"))?;
+        .map_err(|_| format!("cannot resolve host '{}'", Cut(host)))?;
     addrs
         .next()
         .map(ListenAddr::Tcp)
-        .ok_or_else(|| format!("cannot resolve host '{host}'"))
+        .ok_or_else(|| format!("cannot resolve host '{}'", Cut(host)))
+}
+
+/// Four dotted decimal parts, one with a leading zero (`010.0.0.1`): what inet_aton reads
+/// as octal.
+pub(crate) fn octal_looking(host: &str) -> bool {
+    let parts: Vec<&str> = host.split('.').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts.iter().any(|p| p.len() > 1 && p.starts_with('0'))
+}
+
+/// Why an [`octal_looking`] host is refused.
+pub(crate) fn octal_why(host: &str) -> String {
+    format!(
+        "'{}' has a part with a leading zero, which would be read as octal: write each part in decimal without leading zeros",
+        Cut(host)
+    )
+}
+
+/// A host written as numbers only (`10.0.0.1`, `010.0.0.1`, `127.1`, `0x7f.1`, `2130706433`):
+/// `None` for anything else (a name). Only the strict dotted form of four decimal parts
+/// without leading zeros is an address (SPEC §1): the C resolver would read `010` as octal.
+pub(crate) fn numeric_ipv4(host: &str) -> Option<Result<std::net::Ipv4Addr, String>> {
+    let numeric = |part: &str| {
+        let hex = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X"));
+        match hex {
+            Some(h) => h.bytes().all(|b| b.is_ascii_hexdigit()),
+            None => !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()),
+        }
+    };
+    if !host.split('.').all(numeric) {
+        return None;
+    }
+    if let Ok(ip) = host.parse() {
+        return Some(Ok(ip));
+    }
+    let why = if octal_looking(host) {
+        octal_why(host)
+    } else {
+        format!(
+            "'{}' is not a dotted IPv4 address (four decimal parts, e.g. 10.0.0.1)",
+            Cut(host)
+        )
+    };
+    Some(Err(why))
 }
 
 #[cfg(test)]
@@ -264,6 +336,41 @@ mod tests {
             assert!(parse_listen(bad).is_err(), "{bad:?} should be rejected");
         }
         assert!(parse_listen(&format!("unix:/{}", "a".repeat(120))).is_err());
+    }
+
+    /// SPEC §1: `010.0.0.1` is a usage error, never 8.0.0.1; so are inet_aton's other
+    /// numeric forms. Names and strict dotted addresses still work.
+    #[test]
+    fn numeric_hosts_are_strict_dotted_ipv4() {
+        for bad in [
+            "010.0.0.1:7000",
+            "10.0.0.01:7000",
+            "udp:010.0.0.1:7",
+            "127.1:7",
+            "0x7f.0.0.1:7",
+            "2130706433:7",
+            "1.2.3.4.5:7",
+            "256.0.0.1:7",
+        ] {
+            let why = parse_listen(bad).unwrap_err();
+            assert!(
+                why.contains("IPv4") || why.contains("octal"),
+                "{bad}: {why}"
+            );
+        }
+        assert!(parse_listen("010.0.0.1:7000")
+            .unwrap_err()
+            .contains("leading zero"));
+        assert_eq!(
+            parse_listen("10.0.0.1:7000"),
+            Ok(ListenAddr::Tcp("10.0.0.1:7000".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_listen("0.0.0.0:0"),
+            Ok(ListenAddr::Tcp("0.0.0.0:0".parse().unwrap()))
+        );
+        assert_eq!(numeric_ipv4("localhost"), None);
+        assert_eq!(numeric_ipv4("10.example"), None);
     }
 
     #[test]

@@ -69,12 +69,38 @@ impl fmt::Display for Plain<'_> {
     }
 }
 
+/// Most characters of a value quoted in a message (SPEC §2: "about 100").
+pub const QUOTE_MAX: usize = 100;
+
+/// A value as a message quotes it (SPEC §2): at most [`QUOTE_MAX`] characters, a longer one
+/// cut with `…`, and control characters (a newline in a value) escaped, so that the message
+/// stays one readable line whatever was typed. Every value a message quotes goes through it.
+pub struct Cut<'a>(pub &'a str);
+
+impl fmt::Display for Cut<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let long = self.0.chars().nth(QUOTE_MAX).is_some();
+        let keep = if long { QUOTE_MAX - 1 } else { QUOTE_MAX };
+        for c in self.0.chars().take(keep) {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        if long {
+            f.write_str("…")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Usage(msg) => f.write_str(msg),
             Error::Listen { addr, source } => {
-                write!(f, "cannot listen on {addr}: {}", Plain(source))
+                write!(f, "cannot listen on {}: {}", Cut(addr), Plain(source))
             }
             Error::Backend { name, source } => {
                 write!(f, "{name} backend failed: {}", Plain(source))
@@ -111,5 +137,17 @@ mod tests {
         );
         assert_eq!(e.exit_code(), 1);
         assert_eq!(Error::Usage("x".into()).exit_code(), 2);
+    }
+
+    #[test]
+    fn quoted_values_are_cut_and_one_line() {
+        assert_eq!(Cut("kqueue").to_string(), "kqueue");
+        let exact = "a".repeat(QUOTE_MAX);
+        assert_eq!(Cut(&exact).to_string(), exact);
+        let long = "é".repeat(70_000);
+        let cut = Cut(&long).to_string();
+        assert_eq!(cut.chars().count(), QUOTE_MAX);
+        assert!(cut.ends_with("é…"), "{cut}");
+        assert_eq!(Cut("a\nb\u{1b}").to_string(), "a\\nb\\u{1b}");
     }
 }

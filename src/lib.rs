@@ -21,6 +21,7 @@
 //!  refusal.rs     refused connections: one info line per reason per second, with a count
 //!  udp/           UDP echo: recvmmsg/sendmmsg batches, pktinfo, loop protection, reply queue
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
+//!  pidfile.rs     --pid-file: prepared at start, renamed into place with READY=1, removed at exit
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
 //!
 //!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
@@ -43,6 +44,7 @@ mod echo;
 pub mod error;
 pub mod listen;
 pub mod logging;
+pub mod pidfile;
 pub mod proxy;
 pub mod reactor;
 mod refusal;
@@ -61,15 +63,6 @@ use listen::Listener;
 use reactor::BackendKind;
 use signal::Signals;
 
-/// Socket activation: what the daemon says about the sockets it adopts and the options that
-/// do not apply to them. One place for the one-process daemon and the supervisor alike.
-pub(crate) fn adopting(config: &Config, sockets: usize) {
-    log::info!("socket activation: serving {sockets} inherited sockets; --listen is ignored");
-    if config.socket_mode.is_some() {
-        log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
-    }
-}
-
 /// Run the daemon until a signal's drain completes.
 ///
 /// The order matters. Inherited descriptors come first, before this process opens anything
@@ -80,9 +73,16 @@ pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
     let inherited = systemd::listen_fds()?;
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    if let Some(path) = &config.pid_file {
+        pidfile::prepare(path)?;
+    }
     match sys::raise_nofile_limit() {
         Ok(limit) => log::debug!("RLIMIT_NOFILE soft limit is {limit}"),
         Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e)),
+    }
+    if config.backend.resolve() == BackendKind::Select {
+        let listeners = inherited.as_ref().map_or(config.listen.len(), Vec::len);
+        warn_select_capacity(&config, listeners);
     }
     if config.workers > 1 {
         return supervisor::run(config, inherited, signals);
@@ -90,10 +90,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     let kind = config.backend.resolve();
     let backend = server::open_backend(config.backend)?;
     let listeners = match inherited {
-        Some(fds) => {
-            adopting(&config, fds.len());
-            fds.into_iter().map(Listener::inherited).collect()
-        }
+        Some(fds) => listen::adopt(fds, &config),
         None => config
             .listen
             .iter()
@@ -104,6 +101,26 @@ pub fn run(config: Config) -> Result<(), Error> {
         listen::select_can_watch(&listeners, signals.fd())?;
     }
     let notifier = systemd::Notifier::from_env();
-    let access = access::Access::new(&config.access, std::time::Instant::now());
+    let access = access::Access::new(&config.access, std::time::Instant::now())
+        .map_err(|e| Error::io("cannot map the per-source table", e))?;
     server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
+}
+
+/// Descriptors a select process holds besides its connections and listeners (stdio, the
+/// signal pipe, spare room for the log and the like): an estimate for the warning below.
+const SELECT_RESERVED: usize = 8;
+
+/// `--backend select` watches only descriptors below FD_SETSIZE: a `--max-clients` the user
+/// chose above that cannot be reached (the connections past it are closed at accept, SPEC
+/// §4). Say so once at start, for one process and for each worker of `--workers` alike.
+fn warn_select_capacity(config: &Config, listeners: usize) {
+    let room = libc::FD_SETSIZE.saturating_sub(SELECT_RESERVED + listeners);
+    if config.max_clients_given && config.max_clients > room {
+        log::warn!(
+            "--max-clients {} is more than --backend select can watch: about {room} connections \
+             (descriptors below FD_SETSIZE, {}); more are closed at accept (use --backend poll or epoll)",
+            config.max_clients,
+            libc::FD_SETSIZE
+        );
+    }
 }

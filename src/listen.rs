@@ -13,7 +13,7 @@ use nix::sys::socket::{
     UnixAddr,
 };
 
-use crate::config::ListenAddr;
+use crate::config::{Config, ListenAddr};
 use crate::error::{Error, Plain};
 use crate::reactor::{Backend, Interest, Token};
 
@@ -48,8 +48,9 @@ impl Listener {
 
     /// Bind and listen on `addr`, with SO_REUSEPORT if asked (TCP and UDP; a unix socket
     /// ignores it: one socket per worker of a group, see `supervisor/listeners.rs`). A unix socket file gets permissions
-    /// `socket_mode` (`--socket-mode`) after bind and before listen, so no client can connect
-    /// while the file still has the umask's permissions.
+    /// `socket_mode` (`--socket-mode`) as bind creates it, through the umask (see
+    /// [`bind_with_mode`]): never through its path afterwards, where a symlink swapped in by
+    /// whoever owns the directory could redirect a chmod to any file (SPEC §10).
     pub fn bind_with(
         addr: &ListenAddr,
         reuseport: bool,
@@ -76,7 +77,7 @@ impl Listener {
                     setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| fail(e.into()))?;
                 }
                 let storage = SockaddrStorage::from(*sa);
-                bind_listen(&fd, &storage, None).map_err(fail)?;
+                bind_listen(&fd, &storage).map_err(fail)?;
                 let label = local_label(&fd).unwrap_or_else(|| sa.to_string());
                 Ok(Listener {
                     fd,
@@ -103,8 +104,8 @@ impl Listener {
                 remove_stale_socket(path).map_err(fail)?;
                 let fd = stream_socket(AddressFamily::Unix).map_err(fail)?;
                 let ua = UnixAddr::new(path.as_path()).map_err(|e| fail(e.into()))?;
-                let mode = socket_mode.map(|m| (path.as_path(), m));
-                bind_listen(&fd, &ua, mode).map_err(fail)?;
+                bind_with_mode(&fd, &ua, socket_mode).map_err(fail)?;
+                listen(&fd).map_err(fail)?;
                 let identity = file_identity(path).map_err(fail)?;
                 Ok(Listener {
                     fd,
@@ -226,6 +227,34 @@ impl Drop for Listener {
     }
 }
 
+/// `1 inherited socket`, `2 listening sockets`: `n` sockets described by `kind`.
+pub fn sockets(n: usize, kind: &str) -> String {
+    match n {
+        1 => format!("1 {kind} socket"),
+        n => format!("{n} {kind} sockets"),
+    }
+}
+
+/// Socket activation (SPEC §6): adopt systemd's descriptors. They replace `--listen`, and
+/// their files' permissions are the socket unit's `SocketMode=`, so `--socket-mode` does not
+/// apply. The one place that decides this and says so, for one process and for the
+/// supervisor of `--workers` alike.
+pub fn adopt(fds: Vec<OwnedFd>, config: &Config) -> Vec<Listener> {
+    let ignored = if config.listen_given {
+        "; --listen is ignored"
+    } else {
+        ""
+    };
+    log::info!(
+        "socket activation: serving {}{ignored}",
+        sockets(fds.len(), "inherited")
+    );
+    if config.socket_mode.is_some() {
+        log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
+    }
+    fds.into_iter().map(Listener::inherited).collect()
+}
+
 /// select(2) cannot watch a descriptor >= FD_SETSIZE. Clients beyond it are refused one by
 /// one (SPEC §4), but a listener or the signal pipe there is fatal: say which and why.
 pub fn select_can_watch(listeners: &[Listener], signal_pipe: RawFd) -> Result<(), Error> {
@@ -268,19 +297,33 @@ fn stream_socket(family: AddressFamily) -> io::Result<OwnedFd> {
     Ok(socket(family, SockType::Stream, flags, None)?)
 }
 
-fn bind_listen(
-    fd: &OwnedFd,
-    addr: &dyn SockaddrLike,
-    mode: Option<(&Path, u32)>,
-) -> io::Result<()> {
+fn bind_listen(fd: &OwnedFd, addr: &dyn SockaddrLike) -> io::Result<()> {
     nix_bind(fd.as_raw_fd(), addr)?;
-    if let Some((path, mode)) = mode {
-        // fchmod on a socket descriptor does not reach the file on Linux: chmod the path.
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-    }
+    listen(fd)
+}
+
+fn listen(fd: &OwnedFd) -> io::Result<()> {
     nix_listen(fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     Ok(())
+}
+
+/// Bind a unix socket so that its file is created with permissions `mode` (`None`: what the
+/// umask gives). Linux creates a socket file with 0777 less the umask and offers no way to
+/// change it through the descriptor (fchmod on a socket does not reach the file), so the
+/// umask is set to `!mode` for the bind alone and put back at once. Nothing here, nor
+/// anywhere in echo-mux, changes a mode by path: clippy.toml disallows `set_permissions`,
+/// `chmod` and `fchmodat`, so `cargo clippy -D warnings` rejects any such call. (The
+/// process has one thread while it binds, so no other file creation sees the umask.)
+fn bind_with_mode(fd: &OwnedFd, addr: &UnixAddr, mode: Option<u32>) -> io::Result<()> {
+    use nix::sys::stat::{umask, Mode};
+    let Some(mode) = mode else {
+        return Ok(nix_bind(fd.as_raw_fd(), addr)?);
+    };
+    let wanted = Mode::from_bits_truncate((!mode & 0o777) as libc::mode_t);
+    let before = umask(wanted);
+    let bound = nix_bind(fd.as_raw_fd(), addr);
+    umask(before);
+    Ok(bound?)
 }
 
 /// A socket file left by an earlier run is replaced only if nothing listens on it.

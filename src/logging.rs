@@ -13,6 +13,8 @@
 //! A line that does not fit in the queue is dropped and counted; once stderr has taken the
 //! whole queue, a warning says how many were lost. The loop calls [`flush`] every turn and,
 //! while lines are pending, sleeps at most [`RETRY`] so that they go out.
+//!
+//! What a line looks like is [`init`]'s business (text, JSON, the journal's `<N>`).
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -21,6 +23,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::sys::cvt;
+
+pub mod json;
 
 /// Bytes of log the daemon holds for a stderr that is not taking them.
 pub const QUEUE_LIMIT: usize = 64 * 1024;
@@ -50,10 +54,23 @@ pub fn after_fork() {
     q.dropped = 0;
 }
 
-/// Log to stderr at `level` unless `RUST_LOG` says otherwise. Under systemd (JOURNAL_STREAM
-/// set) lines carry `<N>` priority prefixes for journald instead of timestamps.
-pub fn init(level: log::LevelFilter) {
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+/// `--log-format` (SPEC §12): how one record becomes one line.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Format {
+    /// `[2026-01-02T03:04:05.678Z INFO ] message`, or `<6>message` when stderr is the journal.
+    Text,
+    /// One JSON object per line: `ts`, `level`, `msg` and the fields of the line ([`json`]).
+    Json,
+}
+
+/// Log to stderr at `level` unless `RUST_LOG` says otherwise, in `format`. When stderr is
+/// the journal's stream ([`stderr_is_journal`]), every line starts with its syslog priority
+/// (`<3>` error .. `<7>` debug, sd-daemon(3)) so that `journalctl -p` filters; text lines
+/// then carry no timestamp (journald adds its own), JSON lines keep `ts` (journald strips
+/// the `<N>`, so the message it stores is the JSON object alone).
+pub fn init(level: log::LevelFilter, format: Format) {
+    let journal = stderr_is_journal();
+    let _ = MODE.set((format, journal));
     let mut builder = env_logger::Builder::new();
     builder.filter_level(level);
     if let Ok(spec) = std::env::var("RUST_LOG") {
@@ -61,26 +78,88 @@ pub fn init(level: log::LevelFilter) {
     }
     builder.target(env_logger::Target::Pipe(Box::new(Sink)));
     builder.format(move |f, record| {
+        use std::fmt::Write as _;
         let prefix = PREFIX.read().map_or("", |p| *p);
-        if journald {
-            let prio = match record.level() {
-                log::Level::Error => 3,
-                log::Level::Warn => 4,
-                log::Level::Info => 6,
-                log::Level::Debug | log::Level::Trace => 7,
-            };
-            writeln!(f, "<{prio}>{prefix}{}", record.args())
-        } else {
-            let ts = f.timestamp_millis();
-            writeln!(f, "[{ts} {:<5}] {prefix}{}", record.level(), record.args())
+        let mut line = String::with_capacity(128);
+        if journal {
+            let _ = write!(line, "<{}>", priority(record.level()));
         }
+        match format {
+            Format::Text if journal => {
+                let _ = write!(line, "{prefix}{}", record.args());
+            }
+            Format::Text => {
+                let ts = f.timestamp_millis();
+                let level = record.level();
+                let _ = write!(line, "[{ts} {level:<5}] {prefix}{}", record.args());
+            }
+            Format::Json => {
+                let msg = record.args().to_string();
+                json::render(&mut line, &json::now(), record.level(), prefix, &msg);
+            }
+        }
+        line.push('\n');
+        f.write_all(line.as_bytes())
     });
     builder.init();
 }
 
-/// Queue `text` (whole lines, not a log record: the final error line of `main`).
+/// The syslog priority of a level (sd-daemon(3)): error 3, warn 4, info 6, debug and trace 7.
+fn priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// Is stderr the journal's stream? systemd sets `JOURNAL_STREAM=DEV:INODE` for the stream it
+/// connected to stderr (systemd.exec(5)); a child whose stderr was redirected elsewhere
+/// still inherits the variable, so it counts only when stderr's fstat says the same device
+/// and inode.
+pub fn stderr_is_journal() -> bool {
+    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.to_str().and_then(parse_stream) else {
+        return false;
+    };
+    // st_dev and st_ino are u64 on Linux but narrower on other targets.
+    #[allow(clippy::unnecessary_cast)]
+    let same = |st: libc::stat| st.st_dev as u64 == dev && st.st_ino as u64 == ino;
+    fstat(libc::STDERR_FILENO).is_ok_and(same)
+}
+
+/// `DEV:INODE`, both decimal.
+fn parse_stream(s: &str) -> Option<(u64, u64)> {
+    let (dev, ino) = s.split_once(':')?;
+    Some((dev.parse().ok()?, ino.parse().ok()?))
+}
+
+/// The format and journal state [`init`] chose; unset before it (usage errors).
+static MODE: std::sync::OnceLock<(Format, bool)> = std::sync::OnceLock::new();
+
+/// Queue `text` (whole lines, not a log record: `--help` failing to print).
 pub fn emit(text: &str) {
     stderr().push(text.as_bytes());
+}
+
+/// Queue the final error line of `main`: `echo-mux: {msg}` as it always was on a terminal,
+/// with `<3>` when stderr is the journal (so `journalctl -p err` shows why it stopped), and
+/// as a JSON object with `--log-format json` (a collector gets nothing that is not JSON).
+pub fn fatal(msg: &str) {
+    let mut line = String::new();
+    let (format, journal) = MODE.get().copied().unwrap_or((Format::Text, false));
+    if journal {
+        line.push_str("<3>");
+    }
+    match format {
+        Format::Text => line.push_str(&format!("echo-mux: {msg}")),
+        Format::Json => json::render(&mut line, &json::now(), log::Level::Error, "", msg),
+    }
+    line.push('\n');
+    emit(&line);
 }
 
 /// Write what stderr takes now, without blocking. Returns `timeout` shortened to at most
@@ -231,12 +310,16 @@ fn write_once(fd: RawFd, kind: Kind, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-fn kind_of(fd: RawFd) -> io::Result<Kind> {
+fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: fstat fills the stat buffer it is given; it is read only after success.
     cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded, so `st` is initialised.
-    let mode = unsafe { st.assume_init() }.st_mode;
+    Ok(unsafe { st.assume_init() })
+}
+
+fn kind_of(fd: RawFd) -> io::Result<Kind> {
+    let mode = fstat(fd)?.st_mode;
     Ok(if mode & libc::S_IFMT == libc::S_IFSOCK {
         Kind::Socket
     } else {

@@ -11,8 +11,10 @@ fn main() -> ExitCode {
     match cli::parse(std::env::args_os()) {
         Ok(Command::Print(text)) => print(&text),
         Ok(Command::Run(config, level)) => {
-            logging::init(level);
-            match echo_mux::run(config) {
+            logging::init(level, config.log_format);
+            let outcome = echo_mux::run(*config);
+            echo_mux::pidfile::remove();
+            match outcome {
                 Ok(()) => {
                     logging::finish();
                     ExitCode::SUCCESS
@@ -46,7 +48,7 @@ fn print(text: &str) -> ExitCode {
 /// The one error line, after whatever the log still holds (neither may block for long:
 /// see `logging`).
 fn fail(e: &Error) -> ExitCode {
-    logging::emit(&format!("echo-mux: {e}\n"));
+    logging::fatal(&e.to_string());
     logging::finish();
     ExitCode::from(e.exit_code())
 }

@@ -58,8 +58,8 @@ pub enum Reason {
     MaxPerSource,
     /// Over `--rate-per-source`.
     RatePerSource,
-    /// A new source while the per-source table is full: treated as over its rate (SPEC §10),
-    /// named apart so that an operator can tell the two causes from each other.
+    /// A new source while every slot it could use holds a source with connections open
+    /// (SPEC §10: `table full`, counted as `limited`).
     SourcesFull,
     /// A `--proxy-from` peer whose PROXY header was missing, malformed, too long or not
     /// complete in time (SPEC §14).
@@ -87,7 +87,7 @@ impl Reason {
             Reason::Denied => "denied",
             Reason::MaxPerSource => "max-per-source",
             Reason::RatePerSource => "rate-per-source",
-            Reason::SourcesFull => "rate-per-source: per-source table full",
+            Reason::SourcesFull => "table full",
             Reason::Proxy => "proxy",
         }
     }

@@ -53,6 +53,10 @@ mod startup;
 // Logging never stalls the loop: an unread stderr costs dropped, counted lines, not service.
 mod logging;
 
+// Issue 17: journal priorities when stderr is JOURNAL_STREAM, --log-format json, --pid-file.
+mod log_format;
+mod pid_file;
+
 // Issue 8's loop defects, one module each: stop signals in one turn, accept errors, idle
 // clocks with held output, stamp-mode memory under --delay, fairness with a tiny --max-buffer.
 mod accept_errors;
@@ -79,7 +83,7 @@ mod udp_limits;
 mod udp_workers;
 
 // UDP with the access lists and per-source limits: denied and rate-limited datagrams are
-// dropped and counted, one bucket per source with TCP, for the whole daemon with --workers.
+// dropped and counted, a bucket per source apart from TCP's, for the whole daemon with --workers.
 mod udp_access;
 
 // Stray signals (issue 15 item 10): ignored with one info line by the daemon, the
@@ -99,6 +103,21 @@ mod workers_socket_mode;
 
 // Workers ended by any signal are reaped and replaced; SIGTERM works after (issue 15 item 2).
 mod workers_deaths;
+
+// UDP echo loops (issue 15): our port on another address, two daemons started answering each
+// other by a forged datagram (raw socket, root) stop by themselves in raw and stamp mode, keep
+// going with --udp-loop-detect off; varied payloads at full speed are never a loop.
+mod udp_loops;
+
+// UDP reply sizes: 65,507 bytes over IPv4, 65,527 over IPv6, raw and stamp; one more is dropped.
+mod udp_sizes;
+
+// Issue 15, the close path: deregister_for_close on every backend (epoll leaves a private
+// descriptor to the close), and the daemon's epoll set after connection churn.
+mod close_path;
+
+// Issue 16 item 6: hammer.sh --udp with no server is one clear line, not a line per client.
+mod hammer_udp;
 
 // The PROXY protocol (SPEC §14, issue 19): --proxy-from with headers the tests write, then
 // behind a real HAProxy (send-proxy and send-proxy-v2, health checks, an instance stopped).

@@ -245,9 +245,18 @@ fn udp_socket_activation_with_two_workers(backend: &'static str) {
         exchange(c, to, format!("all {i}").as_bytes()).unwrap_or_else(|e| a.fail(&e));
         sent += 1;
     }
-    let t = a.stats(a.pid(), "supervisor: stats: ");
-    if field(&t, "datagrams_in") != sent || field(&t, "datagrams_out") != sent {
-        a.fail(&format!("want {sent} datagrams in and out: {t:?}"));
+    // A worker counts a reply just after sendmmsg returns, so the client may hold the last
+    // reply a moment before the totals show it: wait for them.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let t = a.stats(a.pid(), "supervisor: stats: ");
+        if field(&t, "datagrams_in") == sent && field(&t, "datagrams_out") == sent {
+            break;
+        }
+        if Instant::now() > deadline {
+            a.fail(&format!("want {sent} datagrams in and out: {t:?}"));
+        }
+        thread::sleep(Duration::from_millis(50));
     }
     // kill -9 worker 1: the shared socket is still served by worker 2 at once, and by the
     // replacement once it runs.

@@ -15,6 +15,8 @@ use crate::util::TempSock;
 mod activation;
 // With the per-source limits (SPEC §10): one table for the whole daemon.
 mod limits;
+// A worker's death or stop and the per-source table (issues 15 and 20).
+mod death;
 pub(crate) mod pool;
 mod replace;
 mod start;

@@ -37,6 +37,10 @@ impl std::fmt::Display for Target {
 /// the server's address, checks it, and sends the next; a datagram with no reply within
 /// --reply-timeout is counted as lost and the socket moves on.
 ///
+/// With --churn, each of the N connections is a loop instead: connect, send one message of SIZE
+/// bytes, read it all back (checked), close, and connect again. Requests/s is then connections/s,
+/// and latency runs from the connect to the last echoed byte.
+///
 /// Exit status: 0 run completed without errors; 3 run completed but errors were seen (wrong
 /// bytes, connections closed by the server, datagrams lost) or no request was answered at all;
 /// 1 could not connect or failed at run time; 2 bad usage.
@@ -93,6 +97,17 @@ pub struct Cli {
     #[arg(long, value_name = "DUR", default_value = "200ms", value_parser = parse_duration)]
     pub reply_timeout: Duration,
 
+    /// Connection churn: every connection is connect, one message echoed, close, over and over
+    /// (--pipeline and --idle do not apply).
+    #[arg(long)]
+    pub churn: bool,
+
+    /// The server's process id: report its CPU time (user + system, /proc/PID/stat) over the
+    /// measured phase, per request (per connection with --churn).
+    #[arg(long, value_name = "PID",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub server_pid: Option<u32>,
+
     /// Begin every TCP connection with a PROXY protocol header, v1 or v2, naming the
     /// connection's own address as the client (as a load balancer would: for an echo-mux
     /// started with --proxy-from).
@@ -123,6 +138,10 @@ pub struct Config {
     pub udp: bool,
     /// UDP: how long a datagram may wait for its reply before it counts as lost.
     pub reply_timeout: Duration,
+    /// Connection churn instead of long-lived connections.
+    pub churn: bool,
+    /// Whose CPU time to report per request.
+    pub server_pid: Option<u32>,
     /// Draw the live progress line (stderr is a terminal and --no-progress was not given).
     pub progress: bool,
     /// Begin each TCP connection with this PROXY header.
@@ -151,6 +170,9 @@ impl Cli {
         if self.udp {
             self.check_udp()?;
         }
+        if self.churn {
+            self.check_churn()?;
+        }
         let default_warmup = if self.max_requests.is_some() {
             Duration::ZERO
         } else {
@@ -168,9 +190,26 @@ impl Cli {
             connect_timeout: self.connect_timeout,
             udp: self.udp,
             reply_timeout: self.reply_timeout,
+            churn: self.churn,
+            server_pid: self.server_pid,
             progress: !self.no_progress && std::io::stderr().is_terminal(),
             proxy_header: self.proxy_header,
         })
+    }
+
+    fn check_churn(&self) -> Result<(), String> {
+        if self.udp {
+            return Err("'--churn' does not apply to '--udp' (there are no connections)".into());
+        }
+        if self.pipeline != 1 {
+            return Err(
+                "'--pipeline' does not apply to '--churn' (one message per connection)".into(),
+            );
+        }
+        if self.idle != 0 {
+            return Err("'--idle' does not apply to '--churn'".into());
+        }
+        Ok(())
     }
 
     fn check_udp(&self) -> Result<(), String> {
@@ -311,6 +350,17 @@ mod tests {
             &["--udp", "--pipeline", "2"],
             &["--udp", "--idle", "1"],
             &["--udp", "--reply-timeout", "0"],
+        ] {
+            assert!(config(bad).is_err(), "{bad:?} should be refused");
+        }
+        let c = config(&["--churn", "-c", "32", "--server-pid", "1"]).unwrap();
+        assert!(c.churn);
+        assert_eq!(c.server_pid, Some(1));
+        for bad in [
+            &["--churn", "--udp"][..],
+            &["--churn", "--pipeline", "2"],
+            &["--churn", "--idle", "1"],
+            &["--server-pid", "0"],
         ] {
             assert!(config(bad).is_err(), "{bad:?} should be refused");
         }

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use polling::{Events, Poller};
 
 use crate::args::Config;
+use echo_mux::error::Plain;
 
 /// What a load does when the driver hands it an event or a moment.
 pub trait Load {
@@ -156,6 +157,9 @@ pub struct Outcome {
     pub early_stop: Option<String>,
     /// Requests still waiting for their echo when the run ended.
     pub unanswered: u64,
+    /// The CPU time (user + system) the --server-pid process used during the measured phase;
+    /// `None` without --server-pid or when /proc/PID/stat could not be read.
+    pub server_cpu: Option<Duration>,
 }
 
 impl Outcome {
@@ -254,8 +258,11 @@ pub fn drive(load: &mut impl Load, cfg: &Config) -> Result<Outcome, String> {
     let mut events = Events::with_capacity(NonZeroUsize::new(1024).expect("nonzero"));
     let mut clock = Clock::new(cfg);
     let mut progress = cfg.progress.then(|| Progress::new(clock.t0));
+    // The server's CPU time when the measured phase began.
+    let mut cpu_start = None;
     if cfg.warmup.is_zero() {
         meter.measuring = true;
+        cpu_start = cfg.server_pid.and_then(process_cpu);
     }
     load.start(&mut meter, clock.t0);
 
@@ -265,6 +272,7 @@ pub fn drive(load: &mut impl Load, cfg: &Config) -> Result<Outcome, String> {
             break None;
         }
         if clock.advance(now, &mut meter) {
+            cpu_start = cfg.server_pid.and_then(process_cpu);
             if let Some(p) = progress.as_mut() {
                 p.restart(now);
             }
@@ -285,7 +293,7 @@ pub fn drive(load: &mut impl Load, cfg: &Config) -> Result<Outcome, String> {
         events.clear();
         load.poller()
             .wait(&mut events, Some(wake.saturating_duration_since(now)))
-            .map_err(|e| format!("poller wait failed: {e}"))?;
+            .map_err(|e| format!("poller wait failed: {}", Plain(&e)))?;
         for ev in events.iter() {
             load.on_event(&mut meter, ev.key, ev.readable, ev.writable);
         }
@@ -298,7 +306,32 @@ pub fn drive(load: &mut impl Load, cfg: &Config) -> Result<Outcome, String> {
     if let Some(p) = &progress {
         p.clear();
     }
-    Ok(outcome(meter, &clock, early_stop, load.unanswered()))
+    let cpu_end = cfg.server_pid.and_then(process_cpu);
+    let mut out = outcome(meter, &clock, early_stop, load.unanswered());
+    if let (Some(a), Some(b)) = (cpu_start, cpu_end) {
+        out.server_cpu = Some(b.saturating_sub(a));
+    }
+    Ok(out)
+}
+
+/// The CPU time (user + system) process `pid` has used so far, from /proc/PID/stat (in clock
+/// ticks, 10 ms on most systems); `None` if it cannot be read.
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let ticks = stat_cpu_ticks(&stat)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    (hz > 0).then(|| Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// utime + stime (fields 14 and 15) of a /proc/PID/stat line. The command name (field 2) is
+/// in parentheses and may hold spaces and parentheses itself: fields are counted after the
+/// last ')'.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11); // rest starts at field 3
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn outcome(m: Meter, clock: &Clock, early_stop: Option<String>, unanswered: u64) -> Outcome {
@@ -318,5 +351,20 @@ fn outcome(m: Meter, clock: &Clock, early_stop: Option<String>, unanswered: u64)
         first_error: m.first_error,
         early_stop,
         unanswered,
+        server_cpu: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_from_a_stat_line() {
+        let line = "4242 (echo (mux) x) S 1 4242 4242 0 -1 4194560 120 0 0 0 37 15 0 0 20 0 1 0";
+        assert_eq!(stat_cpu_ticks(line), Some(52));
+        assert_eq!(stat_cpu_ticks("4242 (x) S 1"), None);
+        let me = process_cpu(std::process::id()).expect("our own /proc/PID/stat");
+        assert!(me < Duration::from_secs(3600));
     }
 }

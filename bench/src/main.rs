@@ -2,9 +2,11 @@
 //!
 //! Keeps N connections busy with closed-loop requests of S bytes (K in flight on each), or N UDP
 //! sockets with one datagram outstanding each, checks every echoed byte, and reports
-//! requests/s, MB/s and latency percentiles. See `--help`.
+//! requests/s, MB/s and latency percentiles; or (`--churn`) N connections that each connect,
+//! echo one message and close, over and over, reporting connections/s. See `--help`.
 
 mod args;
+mod churn;
 mod driver;
 mod pattern;
 mod report;
@@ -41,6 +43,8 @@ fn main() -> ExitCode {
 
     let result = if cfg.udp {
         udp::run(&cfg)
+    } else if cfg.churn {
+        churn::run(&cfg)
     } else {
         tcp::run(&cfg)
     };

@@ -54,12 +54,23 @@ pub fn text(cfg: &Config, o: &Outcome) -> String {
     let f = figures(cfg, o);
     let e = &o.errors;
     let mut s = String::new();
-    let (what, unit) = if cfg.udp {
-        ("datagrams", "datagrams/s")
+    let (what, unit, done) = if cfg.udp {
+        ("datagrams", "datagrams/s", "answered")
+    } else if cfg.churn {
+        ("connections", "connections/s", "completed")
     } else {
-        ("requests", "req/s")
+        ("requests", "req/s", "answered")
     };
-    if cfg.udp {
+    if cfg.churn {
+        let _ = writeln!(
+            s,
+            "target      {}: {} connection{} churning (connect, {} B echoed, close; again)",
+            cfg.target,
+            cfg.connections,
+            plural(cfg.connections),
+            cfg.size
+        );
+    } else if cfg.udp {
         let _ = writeln!(
             s,
             "target      {}/udp: {} socket{}, {} B datagrams, one outstanding each, reply timeout {} ms",
@@ -87,7 +98,7 @@ pub fn text(cfg: &Config, o: &Outcome) -> String {
         o.elapsed.as_secs_f64(),
         cfg.warmup.as_secs_f64()
     );
-    let _ = writeln!(s, "{what:<11} {} answered, {:.0} {unit}", o.requests, f.rps);
+    let _ = writeln!(s, "{what:<11} {} {done}, {:.0} {unit}", o.requests, f.rps);
     let _ = writeln!(
         s,
         "throughput  {:.2} MB/s echoed (1 MB = 10^6 bytes)",
@@ -122,6 +133,23 @@ pub fn text(cfg: &Config, o: &Outcome) -> String {
             e.idle_closed
         );
     }
+    if let Some(pid) = cfg.server_pid {
+        let per = if cfg.churn { "connection" } else { "request" };
+        match server_cpu_us(o) {
+            Some(us) => {
+                let _ = writeln!(
+                    s,
+                    "server CPU  {us:.2} us per {per} (pid {pid}: user + system over the measured phase)"
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "server CPU  n/a (cannot read /proc/{pid}/stat, or nothing was answered)"
+                );
+            }
+        }
+    }
     if let Some(e) = &o.first_error {
         let _ = writeln!(s, "first error {e}");
     }
@@ -137,6 +165,13 @@ pub fn text(cfg: &Config, o: &Outcome) -> String {
         let _ = writeln!(s, "stopped     early: {e}");
     }
     s
+}
+
+/// The --server-pid process's CPU time per answered request (per connection with --churn), in
+/// microseconds.
+fn server_cpu_us(o: &Outcome) -> Option<f64> {
+    let cpu = o.server_cpu?;
+    (o.requests > 0).then(|| cpu.as_secs_f64() * 1e6 / o.requests as f64)
 }
 
 fn plural(n: usize) -> &'static str {
@@ -166,7 +201,8 @@ pub fn json(cfg: &Config, o: &Outcome) -> String {
             "\"rps\":{:.1},\"mbps\":{:.3},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},",
             "\"max_us\":{:.1},\"mean_us\":{:.1},\"errors\":{},\"mismatches\":{},\"closed\":{},",
             "\"idle_closed\":{},\"lost\":{},\"late\":{},\"unanswered\":{},",
-            "\"first_error\":{},\"early_stop\":{},\"protocol\":\"{}\",\"reply_timeout_ms\":{}}}"
+            "\"first_error\":{},\"early_stop\":{},\"protocol\":\"{}\",\"reply_timeout_ms\":{},",
+            "\"churn\":{},\"server_cpu_us_per_req\":{}}}"
         ),
         json_str(&cfg.target.to_string()),
         cfg.connections,
@@ -203,6 +239,8 @@ pub fn json(cfg: &Config, o: &Outcome) -> String {
         } else {
             "null".into()
         },
+        cfg.churn,
+        server_cpu_us(o).map_or("null".to_string(), |us| format!("{us:.3}")),
     )
 }
 

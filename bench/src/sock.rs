@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::args::{ProxyHeader, Target};
+use echo_mux::error::Plain;
 
 /// A connected, non-blocking stream.
 pub enum Sock {
@@ -52,7 +53,7 @@ pub enum Dest<'a> {
 /// The first address `HOST:PORT` resolves to.
 pub fn resolve_inet(a: &str) -> Result<SocketAddr, String> {
     a.to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {a}: {e}"))?
+        .map_err(|e| format!("cannot resolve {a}: {}", Plain(&e)))?
         .next()
         .ok_or_else(|| format!("cannot resolve {a}: no address"))
 }
@@ -83,14 +84,16 @@ pub fn connect_all(
     (0..n)
         .map(|i| {
             connect(dest, timeout, header).map_err(|e| match role {
-                Role::Active if n == 1 => format!("cannot connect to {target}: {e}"),
+                Role::Active if n == 1 => format!("cannot connect to {target}: {}", Plain(&e)),
                 Role::Active => format!(
-                    "cannot connect to {target} (connection {} of {n}): {e}",
-                    i + 1
+                    "cannot connect to {target} (connection {} of {n}): {}",
+                    i + 1,
+                    Plain(&e)
                 ),
                 Role::Idle => format!(
-                    "cannot connect to {target} (idle connection {} of {n}): {e}",
-                    i + 1
+                    "cannot connect to {target} (idle connection {} of {n}): {}",
+                    i + 1,
+                    Plain(&e)
                 ),
             })
         })

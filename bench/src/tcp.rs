@@ -11,6 +11,7 @@ use crate::args::Config;
 use crate::driver::{self, Load, Meter, Outcome};
 use crate::pattern::Pattern;
 use crate::sock::{connect_all, is_transient, resolve, Role, Sock};
+use echo_mux::error::Plain;
 
 /// One active connection.
 struct Conn {
@@ -64,7 +65,7 @@ struct Streams<'a> {
 /// (cannot connect, poller failure).
 pub fn run(cfg: &Config) -> Result<Outcome, String> {
     let dest = resolve(&cfg.target)?;
-    let poller = Poller::new().map_err(|e| format!("cannot create poller: {e}"))?;
+    let poller = Poller::new().map_err(|e| format!("cannot create poller: {}", Plain(&e)))?;
     // Idle connections first, so that the active ones get the higher descriptors (this is what
     // makes poll and select pay for them).
     let (target, timeout) = (&cfg.target, cfg.connect_timeout);
@@ -90,7 +91,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         buf: vec![0; 256 * 1024],
     };
     load.register()
-        .map_err(|e| format!("cannot register with poller: {e}"))?;
+        .map_err(|e| format!("cannot register with poller: {}", Plain(&e)))?;
     driver::drive(&mut load, cfg)
 }
 
@@ -156,7 +157,7 @@ impl Streams<'_> {
             Ok(0) => "closed by the server".to_string(),
             Ok(n) => format!("received {n} byte(s) it never asked for"),
             Err(e) if is_transient(&e) => return,
-            Err(e) => e.to_string(),
+            Err(e) => Plain(&e).to_string(),
         };
         m.note_error(|| format!("idle connection {}: {what}", i + 1));
         m.errors.idle_closed += 1;
@@ -184,7 +185,7 @@ impl Streams<'_> {
             Ok(0) => return self.close(m, key, "closed by the server".into()),
             Ok(n) => n,
             Err(e) if is_transient(&e) => return,
-            Err(e) => return self.close(m, key, e.to_string()),
+            Err(e) => return self.close(m, key, Plain(&e).to_string()),
         };
         let now = Instant::now();
         let completed = self.check_echo(m, key, n, now);
@@ -279,7 +280,7 @@ impl Streams<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    failed = Some(e.to_string());
+                    failed = Some(Plain(&e).to_string());
                     break;
                 }
             }
@@ -296,7 +297,7 @@ impl Streams<'_> {
                 Event::readable(key)
             };
             if let Err(e) = self.poller.modify_with_mode(sock.fd(), ev, PollMode::Level) {
-                self.close(m, key, format!("poller modify failed: {e}"));
+                self.close(m, key, format!("poller modify failed: {}", Plain(&e)));
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The UDP load tools against real servers on loopback: `echo-mux-bench --udp` and
-//! `scripts/hammer.sh --udp` against the C reference `udpecho-mmsg` (compiled with gcc into a
-//! temp dir), and against faulty servers (a byte flipped, datagrams dropped, duplicated or
-//! answered late) to show that both tools notice. The daemon's own UDP tests are in the root
+//! `scripts/hammer.sh --udp` against the C peer `udp-echo-mmsg` (bench/peers/, compiled with
+//! gcc into a temp dir), and against faulty servers (a byte flipped, datagrams dropped,
+//! duplicated or answered late) to show that both tools notice. The daemon's own UDP tests are in the root
 //! crate's `tests/`. Needs gcc and nc (netcat-openbsd), which `.ci/run` installs.
 
 mod support;
@@ -13,7 +13,7 @@ use support::{bench_udp, field, hammer_udp, number, run_bounded, Fault, Faulty, 
 #[test]
 /// 16 sockets × 20,000 datagrams of 512 B, then one socket with the largest datagram: every
 /// reply verified, nothing lost, and the server echoed exactly what the bench counted.
-fn bench_udp_against_udpecho_mmsg() {
+fn bench_udp_against_udp_echo_mmsg() {
     let server = Reference::start();
     let (code, json) = bench_udp(server.port, &["-c", "16", "-s", "512", "-n", "20000"]);
     assert_eq!(code, Some(0), "{json}");
@@ -132,13 +132,17 @@ fn bench_udp_refuses_stream_options() {
 
 #[test]
 /// 8 nc -u clients × 2 rounds, 4,000 bytes each (one datagram per client): all checksums match.
-fn hammer_udp_against_udpecho_mmsg() {
+fn hammer_udp_against_udp_echo_mmsg() {
     let server = Reference::start();
     let args = ["--clients", "8", "--bytes", "4000", "--rounds", "2"];
     let (code, out) = hammer_udp(server.port, &args);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("16 passed, 0 failed"), "{out}");
-    assert_eq!(server.stop(), 16);
+    assert_eq!(
+        server.stop(),
+        17,
+        "16 clients' datagrams and hammer.sh's probe"
+    );
 }
 
 #[test]
@@ -152,8 +156,8 @@ fn hammer_udp_detects_a_flipped_byte() {
 }
 
 #[test]
-/// Every 2nd datagram dropped: of 4 one-datagram clients, exactly 2 get nothing back and fail
-/// (after --timeout), the other 2 pass.
+/// Every 2nd datagram dropped (the probe is the 1st, answered): of 4 one-datagram clients,
+/// exactly 2 get nothing back and fail (after --timeout), the other 2 pass.
 fn hammer_udp_detects_dropped_datagrams() {
     let server = Faulty::start(Fault::Drop(2));
     let args = ["--clients", "4", "--bytes", "1000", "--timeout", "5"];

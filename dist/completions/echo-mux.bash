@@ -23,7 +23,7 @@ _echo__mux() {
 
     case "${cmd}" in
         echo__mux)
-            opts="-l -b -v -q -h -V --listen --backend --mode --delay --max-clients --max-buffer --idle-timeout --shutdown-timeout --allow --deny --max-per-source --rate-per-source --keepalive --log-connections --proxy-from --socket-mode --workers --verbose --quiet --help --version"
+            opts="-l -b -v -q -h -V --listen --backend --mode --delay --max-clients --max-buffer --idle-timeout --shutdown-timeout --allow --deny --max-per-source --rate-per-source --source-table --keepalive --log-connections --proxy-from --socket-mode --workers --udp-loop-detect --pid-file --log-format --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -118,6 +118,10 @@ _echo__mux() {
                     fi
                     return 0
                     ;;
+                --source-table)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --keepalive)
                     COMPREPLY=("${cur}")
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
@@ -141,6 +145,29 @@ _echo__mux() {
                     ;;
                 --workers)
                     COMPREPLY=($(compgen -W "auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --udp-loop-detect)
+                    COMPREPLY=($(compgen -W "on off" -- "${cur}"))
+                    return 0
+                    ;;
+                --pid-file)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)

@@ -2,7 +2,7 @@
 //! `2001:db8::/32`, `[2001:db8::]/32`), and the source a peer address counts as (SPEC §10).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 const EXPECTED: &str = "expected an address or CIDR such as 10.0.0.0/8, 192.0.2.7 or 2001:db8::/32";
 
@@ -48,6 +48,10 @@ impl Cidr {
             let inner = inner.strip_suffix(']').ok_or(EXPECTED)?;
             IpAddr::V6(inner.parse::<Ipv6Addr>().map_err(|_| EXPECTED)?)
         } else {
+            if crate::config::octal_looking(host) {
+                // SPEC §1: 010.0.0.1 is never read as octal (std refuses it too): say why.
+                return Err(crate::config::octal_why(host));
+            }
             host.parse().map_err(|_| EXPECTED)?
         };
         let bits: u8 = if ip.is_ipv4() { 32 } else { 128 };
@@ -108,6 +112,8 @@ impl fmt::Display for Cidr {
 }
 
 /// A peer address as SPEC §10 sees it: an IPv4-mapped IPv6 address is its IPv4 address.
+/// The one place this is decided: access checks, per-source keys, the UDP loop guard and
+/// every log line that shows a peer go through it (or [`fold_socket`]).
 pub fn fold(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -116,6 +122,11 @@ pub fn fold(ip: IpAddr) -> IpAddr {
         },
         v4 => v4,
     }
+}
+
+/// A peer's socket address with its IP [`fold`]ed: `[::ffff:127.0.0.1]:5` is `127.0.0.1:5`.
+pub fn fold_socket(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(fold(addr.ip()), addr.port())
 }
 
 /// What the per-source limits count by: an IPv4 address, or the /64 of an IPv6 address
@@ -177,6 +188,15 @@ mod tests {
         assert_eq!(ok("::ffff:0:0/96"), "0.0.0.0/0");
         // Shorter than /96, a prefix also covers real IPv6 addresses: it stays IPv6.
         assert_eq!(ok("::fffe:0:0/95"), "::fffe:0:0/95");
+    }
+
+    #[test]
+    fn leading_zeros_are_refused_not_read_as_octal() {
+        for bad in ["010.0.0.1", "010.0.0.0/8", "192.168.001.0/24"] {
+            let why = Cidr::parse(bad).unwrap_err();
+            assert!(why.contains("leading zero"), "{bad}: {why}");
+        }
+        assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().to_string(), "0.0.0.0/0");
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! the keepalive timer at once (tcp_create_openreq_child), so a connection costs no extra
 //! system call for it (four setsockopt calls per accept otherwise: 15 calls per short
 //! connection instead of 11, see BENCHMARKS.md).
+//!
+//! The copy is made when the kernel creates the connection, so a connection already queued
+//! when the option was set lacks it: under socket activation, the one that started us always
+//! is. The accept loop gives the option itself ([`apply_to_connection`]) to the connections
+//! a listener yields before its first EAGAIN; every later one was created after the option.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -39,6 +44,12 @@ pub fn apply_to_listener(fd: &impl AsFd, idle: Option<Duration>) -> io::Result<(
     ) {
         return Ok(());
     }
+    apply_to_connection(fd, idle)
+}
+
+/// Apply `--keepalive` to one accepted TCP connection (on with `Some(idle)`, off with
+/// `None`), for a connection that may predate its listener's option.
+pub fn apply_to_connection(fd: &impl AsFd, idle: Option<Duration>) -> io::Result<()> {
     match idle {
         Some(idle) => enable(fd, idle),
         None => Ok(setsockopt(fd, sockopt::KeepAlive, &false)?),
@@ -82,6 +93,22 @@ mod tests {
         apply_to_listener(&l, None).unwrap();
         let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         assert!(!getsockopt(&l.accept().unwrap().0, sockopt::KeepAlive).unwrap());
+    }
+
+    /// The kernel copies the option at connection creation only: one queued before the
+    /// listener got it lacks it until it is given the option itself.
+    #[test]
+    fn connections_queued_before_the_option_need_it_themselves() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        apply_to_listener(&l, Some(Duration::from_secs(300))).unwrap();
+        let fd = l.accept().unwrap().0;
+        assert!(!getsockopt(&fd, sockopt::KeepAlive).unwrap());
+        apply_to_connection(&fd, Some(Duration::from_secs(90))).unwrap();
+        assert!(getsockopt(&fd, sockopt::KeepAlive).unwrap());
+        assert_eq!(getsockopt(&fd, sockopt::TcpKeepIdle).unwrap(), 90);
+        apply_to_connection(&fd, None).unwrap();
+        assert!(!getsockopt(&fd, sockopt::KeepAlive).unwrap());
     }
 
     #[test]

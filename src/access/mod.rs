@@ -1,22 +1,21 @@
 //! Who is served (SPEC §10): `--allow`/`--deny` lists, the per-source limits, keepalive.
 //!
 //! Checked at accept, before anything is spent on the peer: first the lists ([`rules`], a
-//! prefix table), then the per-source limits ([`table`], a fixed block that `--workers`
-//! can place in shared memory). Unix-socket peers have no source and are never checked.
+//! prefix table), then the per-source limits ([`table`], a lock-free block of shared memory
+//! that `--workers` share). Unix-socket peers have no source and are never checked.
 //!
 //! ```text
 //!  accept4 → peer IP ─► Access::allows ── no ───────────────► close, denied += 1
 //!                           │ yes            (then --max-clients, as before)
 //!                           ▼
 //!                     Access::admit ───── over max/rate ───► close, limited += 1
-//!                           │ Admitted (the connection keeps its SourceKey)
+//!                           │ Admitted (the connection keeps its Ticket)
 //!                           ▼
 //!                        served … close → Access::release
 //! ```
 
 pub mod cidr;
 pub mod keepalive;
-mod lock;
 pub mod rules;
 pub mod table;
 
@@ -25,9 +24,9 @@ use std::time::Instant;
 
 use crate::refusal::Reason;
 
-pub use cidr::{Cidr, SourceKey};
+pub use cidr::{fold, fold_socket, Cidr, SourceKey};
 pub use rules::{Action, Rules};
-pub use table::{Limits, SourceTable, Verdict, MAX_SOURCES};
+pub use table::{Limits, SourceTable, Ticket, Verdict, MAX_SOURCES, MIN_SOURCES};
 
 /// The access policy from the command line.
 #[derive(Clone, PartialEq, Eq, Default, Debug)]
@@ -38,6 +37,19 @@ pub struct Policy {
     pub deny: Vec<Cidr>,
     /// `--max-per-source`, `--rate-per-source`.
     pub limits: Limits,
+    /// `--source-table`: sources the per-source table has room for (0: [`MIN_SOURCES`]).
+    pub source_table: usize,
+}
+
+impl Policy {
+    /// The size of the per-source table: `--source-table`, or [`MIN_SOURCES`] when unset.
+    pub fn table_size(&self) -> usize {
+        if self.source_table == 0 {
+            MIN_SOURCES
+        } else {
+            self.source_table
+        }
+    }
 }
 
 impl Policy {
@@ -54,14 +66,19 @@ pub struct Access {
 }
 
 impl Access {
-    /// Compile `policy`, with the per-source table (if a limit is set) in memory of its own.
-    /// `epoch` is the table's time origin: take it before any fork.
-    pub fn new(policy: &Policy, epoch: Instant) -> Access {
-        let table = policy
-            .limits
-            .any()
-            .then(|| SourceTable::new(policy.limits, epoch));
-        Access::with_table(policy, table)
+    /// Compile `policy` for the one-process daemon, with the per-source table (if a limit is
+    /// set) of its own. `epoch` is the table's time origin.
+    pub fn new(policy: &Policy, epoch: Instant) -> std::io::Result<Access> {
+        let table = match policy.limits.any() {
+            true => Some(SourceTable::new(
+                policy.limits,
+                epoch,
+                policy.table_size(),
+                1,
+            )?),
+            false => None,
+        };
+        Ok(Access::with_table(policy, table))
     }
 
     /// Compile `policy` around a table the caller placed (e.g. in memory shared by workers).
@@ -72,20 +89,6 @@ impl Access {
         }
     }
 
-    /// With `--workers`: the policy for one worker, sharing this one's per-source table
-    /// (which must live in memory the workers share, see [`SourceTable::in_region`]; `None`
-    /// when it does not). Call it in the worker after the fork.
-    pub fn share(&self) -> Option<Access> {
-        let table = match &self.table {
-            Some(t) => Some(t.share()?),
-            None => None,
-        };
-        Some(Access {
-            rules: self.rules.clone(),
-            table,
-        })
-    }
-
     /// Do the lists let `peer` in? (Checked first: a denied peer never reaches the table.)
     pub fn allows(&self, peer: IpAddr) -> bool {
         self.rules
@@ -93,16 +96,14 @@ impl Access {
             .is_none_or(|rules| rules.decide(peer) == Action::Allow)
     }
 
-    /// The per-source limits for a new TCP connection from `peer`: `Ok(Some(source))` when
-    /// it counts toward `--max-per-source` (hand the source to [`Access::release`] when it
+    /// The per-source limits for a new TCP connection from `peer`: `Ok(Some(ticket))` when
+    /// it counts toward `--max-per-source` (hand the ticket to [`Access::release`] when it
     /// closes), `Err(reason)` when it is to be closed at once.
-    pub fn admit(&self, peer: IpAddr, now: Instant) -> Result<Option<SourceKey>, Reason> {
-        let Some(table) = &self.table else {
-            return Ok(None);
-        };
-        let source = SourceKey::of(peer);
-        verdict(table.admit(source, now))?;
-        Ok(table.counts_open().then_some(source))
+    pub fn admit(&self, peer: IpAddr, now: Instant) -> Result<Option<Ticket>, Reason> {
+        match &self.table {
+            Some(table) => verdict(table.admit(SourceKey::of(peer), now)),
+            None => Ok(None),
+        }
     }
 
     /// Lists and limits for a datagram from `peer` (SPEC §10: dropped when refused).
@@ -111,15 +112,15 @@ impl Access {
             return Err(Reason::Denied);
         }
         match &self.table {
-            Some(table) => verdict(table.admit_datagram(SourceKey::of(peer), now)),
+            Some(table) => verdict(table.admit_datagram(SourceKey::of(peer), now)).map(drop),
             None => Ok(()),
         }
     }
 
-    /// A connection admitted with `Ok(Some(source))` has closed.
-    pub fn release(&self, source: SourceKey, now: Instant) {
+    /// A connection admitted with `Ok(Some(ticket))` has closed.
+    pub fn release(&self, ticket: Ticket, now: Instant) {
         if let Some(table) = &self.table {
-            table.release(source, now);
+            table.release(ticket, now);
         }
     }
 
@@ -129,9 +130,9 @@ impl Access {
     }
 }
 
-fn verdict(v: Verdict) -> Result<(), Reason> {
+fn verdict(v: Verdict) -> Result<Option<Ticket>, Reason> {
     match v {
-        Verdict::Admitted => Ok(()),
+        Verdict::Admitted(ticket) => Ok(ticket),
         Verdict::OverMax => Err(Reason::MaxPerSource),
         Verdict::OverRate => Err(Reason::RatePerSource),
         Verdict::Full => Err(Reason::SourcesFull),
@@ -167,20 +168,21 @@ mod tests {
                 max_per_source: max,
                 rate_per_source: rate,
             },
+            source_table: 0,
         }
     }
 
     #[test]
     fn lists_then_limits() {
         let now = Instant::now();
-        let a = Access::new(&policy(&["127.0.0.0/8"], &["127.0.0.9"], 1, 0), now);
+        let a = Access::new(&policy(&["127.0.0.0/8"], &["127.0.0.9"], 1, 0), now).unwrap();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert!(!a.allows(ip("10.0.0.1")));
         assert!(!a.allows(ip("127.0.0.9")));
         assert!(a.allows(ip("127.0.0.2")));
         assert!(a.allows(ip("::ffff:127.0.0.2")));
         let key = a.admit(ip("127.0.0.2"), now).unwrap();
-        assert_eq!(key, Some(SourceKey::V4(0x7f00_0002)));
+        assert!(key.is_some(), "counted under --max-per-source");
         assert_eq!(a.admit(ip("127.0.0.2"), now), Err(Reason::MaxPerSource));
         assert_eq!(
             a.admit(ip("::ffff:127.0.0.2"), now),
@@ -195,7 +197,7 @@ mod tests {
     fn nothing_set_nothing_checked() {
         let p = policy(&[], &[], 0, 0);
         assert!(!p.is_active());
-        let a = Access::new(&p, Instant::now());
+        let a = Access::new(&p, Instant::now()).unwrap();
         assert!(a.table().is_none());
         let peer = "192.0.2.1".parse().unwrap();
         assert!(a.allows(peer));
@@ -205,28 +207,16 @@ mod tests {
     }
 
     #[test]
-    fn a_shared_policy_needs_a_shared_table() {
-        let p = policy(&["10.0.0.0/8"], &[], 0, 0);
-        let a = Access::new(&p, Instant::now());
-        let copy = a
-            .share()
-            .expect("no table: lists alone can always be copied");
-        assert!(!copy.allows("11.0.0.1".parse().unwrap()));
-        let limited = Access::new(&policy(&[], &[], 1, 0), Instant::now());
-        assert!(
-            limited.share().is_none(),
-            "a table in private memory cannot be shared"
-        );
-    }
-
-    #[test]
     fn rate_only_connections_hold_no_count() {
         let now = Instant::now();
-        let a = Access::new(&policy(&[], &[], 0, 2), now);
+        let a = Access::new(&policy(&[], &[], 0, 2), now).unwrap();
         let peer = "192.0.2.1".parse().unwrap();
         assert_eq!(a.admit(peer, now), Ok(None));
+        // Two buckets (SPEC §10): datagrams do not spend the TCP tokens, nor the reverse.
+        assert_eq!(a.datagram(peer, now), Ok(()));
         assert_eq!(a.datagram(peer, now), Ok(()));
         assert_eq!(a.datagram(peer, now), Err(Reason::RatePerSource));
+        assert_eq!(a.admit(peer, now), Ok(None));
         assert_eq!(a.admit(peer, now), Err(Reason::RatePerSource));
     }
 }

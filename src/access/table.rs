@@ -1,51 +1,84 @@
-//! The per-source table (SPEC §10): per source, its open connections (`--max-per-source`) and
-//! a token bucket (`--rate-per-source N`: burst N, refilled at N per second).
+//! The per-source table (SPEC §10): per source, the connections open from it
+//! (`--max-per-source`) and two token buckets (`--rate-per-source N`: TCP connects and UDP
+//! datagrams, burst N each, refilled at N per second), for the daemon as a whole.
 //!
-//! It lives in one fixed block of memory with no pointers in it, so that with `--workers` the
-//! block can be a MAP_SHARED region made before the fork and the limits hold for the daemon as
-//! a whole: a lock word, two counters, then a power-of-two array of plain-integer slots.
-//! Open addressing with linear probing; a removal shifts the run behind it back (Knuth's
-//! algorithm R), so there are no tombstones and a miss ends at the first empty slot. The array
-//! has twice as many slots as the table may hold sources, so runs stay short.
+//! **No lock** (SPEC §8: no worker's loop ever waits on another process). The table is one
+//! `MAP_SHARED` anonymous mapping made before any fork (`probe.rs` has the layout); every
+//! operation is a bounded number of loads and compare-and-swaps, so a worker stopped or
+//! killed at any instruction holds up nobody:
 //!
-//! Bounded: at most [`MAX_SOURCES`] entries. An entry expires once its source has no
-//! connection and a full bucket; it is removed at once by the `release` that empties it, and
-//! otherwise by a sweep that looks at a few slots per call, so a table filled by a burst of
-//! sources empties again by itself. At the cap, a new source is refused as over its rate.
+//! - **Slots.** Open addressing over a power-of-two array of `2 × --source-table` slots; a
+//!   source lives within [`WINDOW`] slots of its home (a hash keyed by a seed drawn at start,
+//!   so a flood of chosen addresses cannot aim at one window). A slot's state word is FREE
+//!   (never used: a lookup stops there; or used before), CLAIMING (being filled in by worker
+//!   k), LIVE or EVICTING (being taken from its source by worker k), with a version bumped
+//!   on every change, so a reader checks state, key, state again (a seqlock) and never
+//!   mistakes a reused slot for its source.
+//! - **Buckets.** Each bucket is a GCRA "theoretical arrival time" (as in ATM networks and
+//!   many rate limiters) in one `u64` of nanoseconds, moved by compare-and-swap: each
+//!   admission pushes it one interval (1 s / N) into the future, and an attempt is refused
+//!   when that would put it more than the burst ahead of now. Full when that time has passed.
+//! - **Open counts are per-worker shares**: `shares[w][slot]`, written by worker w alone. The
+//!   `--max-per-source` check sums a slot's shares over the workers. So that two workers
+//!   cannot both admit the Nth connection, each admission reads the slot's `gate`, sums,
+//!   raises its own share and then moves the gate on by compare-and-swap; if another
+//!   admission moved it first, it lowers its share and looks again. A worker that dies,
+//!   however it dies, holds exactly its own shares: the supervisor drops them
+//!   ([`SourceTable::forget_worker`]) and nothing else changes (no reset, ever).
+//! - **Claiming.** A new source takes the first free slot of its window (CAS FREE →
+//!   CLAIMING), writes its key, then looks through the window for another claim of the same
+//!   source made at the same moment by another worker: an earlier one wins (the later one
+//!   withdraws, or is withdrawn by the earlier one's owner), so a source never has two live
+//!   slots. Only then is the slot published LIVE.
+//! - **Eviction.** With no free slot in the window, the least recently seen LIVE slot whose
+//!   shares sum to 0 (one whose buckets are full first) is taken (LIVE → EVICTING, the sum
+//!   checked again, then CLAIMING for the new source). An admission that raised a share
+//!   there checks the state word afterwards and withdraws if it changed. No such slot: the
+//!   new source is refused ([`Verdict::Full`], `table full`).
+//! - **Stopped and dead workers.** A CLAIMING or EVICTING word names its worker and that
+//!   worker's generation; the supervisor bumps the generation when it reaps a worker, after
+//!   which anyone may undo what the dead worker left half-done. A claim by a live worker
+//!   that does not finish within a few microseconds (it may be stopped) is withdrawn by the
+//!   next worker that needs the slot. A source whose slot a stopped worker is evicting, or an
+//!   admission that keeps losing races ([`ATTEMPTS`]), is decided without the table: served,
+//!   not counted, and counted in [`SourceTable::undecided`].
 //!
-//! Sources choose their addresses, so slots are found with a hash keyed by a random seed
-//! drawn at start (a flood cannot aim at one probe run without learning it).
-//!
-//! The bucket is kept as a single "theoretical arrival time" (GCRA, as in ATM networks and
-//! many rate limiters): each admission pushes it one interval (1 s / N) into the future, and
-//! a connection is refused when that would put it more than the burst ahead of now. The
-//! bucket is full when that time has passed: one `u64` of nanoseconds, exact, no floats.
+//! The size is a budget of slots, not a count of sources kept: there is no global counter
+//! (that would be one more word every worker writes). Memory: see [`SourceTable::map_len`].
 
-use std::sync::atomic::AtomicU32;
+use std::hint::spin_loop;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::cidr::SourceKey;
-use super::lock;
-use probe::{parts, slots_for, Locked, Meta, Slot};
+use hook::Stage;
+use probe::{
+    encode, owner, tag, version, word, Header, Layout, Slot, CLAIMING, EVICTING, FREE, LIVE,
+};
 
+mod hook;
 mod probe;
 
-/// SPEC §10: at most this many sources are tracked at once.
-pub const MAX_SOURCES: usize = 65_536;
-/// Slots examined for expired entries per call (amortised cleanup).
-const SWEEP: usize = 4;
-/// Slots examined before a new source is refused because the table is full.
-const SWEEP_WHEN_FULL: usize = 1024;
-/// The region starts with the lock word on its own cache line, then the counters.
-const META_AT: usize = 64;
-const SLOTS_AT: usize = 128;
+/// SPEC §10: the table holds at least this many sources by default.
+pub const MIN_SOURCES: usize = 65_536;
+/// `--source-table` at most (2^24 sources: 1.5 GiB of slots, mapped lazily).
+pub const MAX_SOURCES: usize = 1 << 24;
+/// Slots a source may live in, from its home on.
+pub const WINDOW: usize = 32;
+/// Tries of a whole admission before it is decided without the table.
+pub const ATTEMPTS: usize = 8;
+/// Spins while another worker's claim of the same source finishes, before taking it over.
+const SPINS: usize = 2000;
 
 /// `--max-per-source` and `--rate-per-source`; 0 means no limit.
 #[derive(Clone, Copy, PartialEq, Eq, Default, Debug)]
 pub struct Limits {
     /// TCP connections open at once from one source.
     pub max_per_source: u32,
-    /// New connections (and datagrams) per second from one source; also the burst.
+    /// New connections per second from one source, and datagrams per second from one
+    /// source (two buckets); also the burst.
     pub rate_per_source: u32,
 }
 
@@ -59,112 +92,137 @@ impl Limits {
 /// The outcome of [`SourceTable::admit`].
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Verdict {
-    /// Serve it (and `release` the source when a connection admitted so closes).
-    Admitted,
+    /// Serve it; with a ticket, hand it to [`SourceTable::release`] when it closes.
+    Admitted(Option<Ticket>),
     /// `--max-per-source` connections are open from this source already.
     OverMax,
     /// The source has used its `--rate-per-source` tokens.
     OverRate,
-    /// The table holds [`MAX_SOURCES`] other sources: a new one is treated as over its rate.
+    /// Every slot this new source could use holds a source with connections open.
     Full,
 }
 
-/// The per-source table; see the module docs.
+/// An admitted connection's count: the slot whose share it raised (no lookup at release).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Ticket {
+    slot: u32,
+    version: u32,
+}
+
+/// The mapping; unmapped when the last handle in this process goes.
+struct Map {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is only touched through atomics (see the module docs), from any thread.
+unsafe impl Send for Map {}
+// SAFETY: as above: every shared access is an atomic operation.
+unsafe impl Sync for Map {}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly what mmap returned; no reference outlives the
+        // handles, and this is the last one.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// One worker's handle on the per-source table; see the module docs.
+#[derive(Clone)]
 pub struct SourceTable {
-    base: *mut u8,
-    nslots: usize,
-    cap: usize,
+    map: Arc<Map>,
+    layout: Layout,
+    /// 0-based index of the worker using this handle (its shares).
+    me: usize,
     limits: Limits,
     interval_ns: u64,
     burst_ns: u64,
     seed: [u64; 2],
-    /// Times are nanoseconds since this instant. It is taken before any fork, so every
-    /// worker counts from the same one (CLOCK_MONOTONIC is system-wide).
+    /// Times are nanoseconds since this instant, taken before any fork (CLOCK_MONOTONIC is
+    /// system-wide), so every worker counts from the same one.
     epoch: Instant,
-    /// The heap block behind `base` when the table is not in a caller's region.
-    owned: Option<*mut [u64]>,
+}
+
+/// A claim in progress: the slot and the state word it holds.
+struct Claim {
+    at: usize,
+    word: u64,
+}
+
+enum Found {
+    Live(usize, u32),
+    /// Decide without the table this time.
+    Undecided,
+    Full,
 }
 
 impl SourceTable {
-    /// Bytes of memory a table for `cap` sources needs (see [`SourceTable::in_region`]).
-    pub fn region_size(cap: usize) -> usize {
-        SLOTS_AT + slots_for(cap) * std::mem::size_of::<Slot>()
+    /// Bytes the table for `cap` sources and `workers` workers maps (address space; pages
+    /// become resident only as sources land in them): 96 bytes of slots per source, plus 8
+    /// bytes of shares per source and worker.
+    pub fn map_len(cap: usize, workers: usize) -> usize {
+        Layout::new(cap, workers).len
     }
 
-    /// A table of [`MAX_SOURCES`] in memory of its own (one process). The block is
-    /// allocated zeroed, so pages are only touched once sources land in them.
-    pub fn new(limits: Limits, epoch: Instant) -> SourceTable {
-        SourceTable::with_cap(limits, epoch, MAX_SOURCES)
-    }
-
-    /// Like [`SourceTable::new`] for at most `cap` sources.
-    pub fn with_cap(limits: Limits, epoch: Instant, cap: usize) -> SourceTable {
-        let words = SourceTable::region_size(cap).div_ceil(8);
-        let block: *mut [u64] = Box::into_raw(vec![0u64; words].into_boxed_slice());
-        let mut table = SourceTable::describe(block.cast(), limits, epoch, cap);
-        table.owned = Some(block);
-        table
-    }
-
-    /// A table of [`MAX_SOURCES`] in a caller's region, e.g. a MAP_SHARED mapping made before
-    /// the workers fork. Fails when the region is too small or not 8-byte aligned.
-    ///
-    /// # Safety
-    /// `region` must point to `len` writable, zero-filled bytes (a fresh anonymous mapping
-    /// is) that stay mapped while any copy of this table (in any process) is in use, and
-    /// that nothing else writes.
-    pub unsafe fn in_region(
-        region: *mut u8,
-        len: usize,
+    /// A table for at most `cap` sources, shared by `workers` workers (1 for the one-process
+    /// daemon), in a fresh `MAP_SHARED` mapping: a process forked after this shares it. The
+    /// handle returned is worker 1's; [`SourceTable::for_worker`] gives the others.
+    pub fn new(
         limits: Limits,
         epoch: Instant,
-    ) -> Result<SourceTable, String> {
-        let need = SourceTable::region_size(MAX_SOURCES);
-        if len < need || region.align_offset(8) != 0 {
-            return Err(format!(
-                "the per-source table needs {need} bytes, 8-byte aligned"
-            ));
+        cap: usize,
+        workers: usize,
+    ) -> std::io::Result<SourceTable> {
+        let workers = workers.clamp(1, probe::MAX_WORKERS);
+        let layout = Layout::new(cap.clamp(1, MAX_SOURCES), workers);
+        // SAFETY: a fresh anonymous mapping (no fd, no fixed address): it aliases nothing.
+        // MAP_SHARED makes a later fork share the same pages; MAP_NORESERVE because most of
+        // it is never touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                layout.len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
         }
-        Ok(SourceTable::describe(region, limits, epoch, MAX_SOURCES))
-    }
-
-    fn describe(base: *mut u8, limits: Limits, epoch: Instant, cap: usize) -> SourceTable {
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(std::io::Error::last_os_error)?;
         use std::hash::BuildHasher;
         let random = std::collections::hash_map::RandomState::new();
         let n = u64::from(limits.rate_per_source);
         // 0 (no limit) when N is 0; at least 1 ns however large N is.
         let interval_ns = 1_000_000_000u64.checked_div(n).map_or(0, |i| i.max(1));
-        SourceTable {
-            base,
-            nslots: slots_for(cap),
-            cap,
+        Ok(SourceTable {
+            map: Arc::new(Map {
+                base,
+                len: layout.len,
+            }),
+            layout,
+            me: 0,
             limits,
             interval_ns,
             burst_ns: interval_ns * n.saturating_sub(1),
             seed: [random.hash_one(1u64), random.hash_one(2u64)],
             epoch,
-            owned: None,
-        }
+        })
     }
 
-    /// Another handle on a table that lives in a caller's region (`None` for one in memory of
-    /// its own): what a worker forked from the process that made the table uses, so that
-    /// every worker, and every replacement, shares the same entries, seed and epoch.
-    pub fn share(&self) -> Option<SourceTable> {
-        if self.owned.is_some() {
-            return None;
+    /// The handle of worker `number` (1-based, as SPEC §8 numbers them).
+    pub fn for_worker(&self, number: usize) -> SourceTable {
+        assert!(
+            (1..=self.layout.workers).contains(&number),
+            "worker {number}"
+        );
+        SourceTable {
+            me: number - 1,
+            ..self.clone()
         }
-        Some(SourceTable {
-            base: self.base,
-            nslots: self.nslots,
-            cap: self.cap,
-            limits: self.limits,
-            interval_ns: self.interval_ns,
-            burst_ns: self.burst_ns,
-            seed: self.seed,
-            epoch: self.epoch,
-            owned: None,
-        })
     }
 
     /// The limits this table enforces.
@@ -172,158 +230,458 @@ impl SourceTable {
         self.limits
     }
 
-    /// A new TCP connection from `source`: may it be served? When admitted with
-    /// `--max-per-source` set, it counts as open until [`SourceTable::release`].
-    pub fn admit(&self, source: SourceKey, now: Instant) -> Verdict {
-        self.take(source, now, self.limits.max_per_source > 0)
-    }
-
-    /// A datagram from `source` (only `--rate-per-source` applies).
-    pub fn admit_datagram(&self, source: SourceKey, now: Instant) -> Verdict {
-        if self.interval_ns == 0 {
-            return Verdict::Admitted;
-        }
-        self.take(source, now, false)
-    }
-
     /// Does an admitted connection hold a count that [`SourceTable::release`] must give back?
     pub fn counts_open(&self) -> bool {
         self.limits.max_per_source > 0
     }
 
-    fn take(&self, source: SourceKey, now: Instant, opens: bool) -> Verdict {
+    /// A new TCP connection from `source`: may it be served? Admitted with a ticket when
+    /// `--max-per-source` is set: it counts as open until [`SourceTable::release`].
+    pub fn admit(&self, source: SourceKey, now: Instant) -> Verdict {
+        let key = encode(source);
         let now = self.ns(now);
-        let mut t = self.lock();
-        t.sweep(now, SWEEP);
-        let (kind, key) = parts(source);
-        let mut found = t.find(kind, key);
-        if found.is_err() && t.meta.live as usize >= self.cap {
-            // Full, perhaps of sources that have expired since the sweep last passed them:
-            // look further (a few microseconds at most) before turning a new source away.
-            t.sweep(now, SWEEP_WHEN_FULL);
-            found = t.find(kind, key);
-        }
-        let at = match found {
-            Ok(at) => at,
-            Err(_) if t.meta.live as usize >= self.cap => return Verdict::Full,
-            Err(at) => {
-                t.slots[at] = Slot {
-                    key,
-                    tat: 0,
-                    open: 0,
-                    kind,
-                };
-                t.meta.live += 1;
-                at
-            }
-        };
-        let slot = &mut t.slots[at];
-        if opens && slot.open >= self.limits.max_per_source {
-            return Verdict::OverMax;
-        }
-        if self.interval_ns > 0 {
-            let tat = slot.tat.max(now);
-            if tat - now > self.burst_ns {
+        for _ in 0..ATTEMPTS {
+            let (at, ver) = match self.find_or_claim(key, now) {
+                Found::Live(at, ver) => (at, ver),
+                Found::Full => return Verdict::Full,
+                Found::Undecided => break,
+            };
+            let slot = self.slot(at);
+            slot.seen.store(now, SeqCst);
+            let counted = if self.counts_open() {
+                match self.reserve(at, key) {
+                    Some(true) => true,
+                    Some(false) => return Verdict::OverMax,
+                    None => continue,
+                }
+            } else {
+                false
+            };
+            if !take(&slot.tcp, now, self.interval_ns, self.burst_ns) {
+                if counted {
+                    self.lower(at);
+                }
                 return Verdict::OverRate;
             }
-            slot.tat = tat + self.interval_ns;
+            if slot.state.load(SeqCst) != word(LIVE, 0, 0, ver) {
+                // Evicted under us: what we raised there is not this source's.
+                if counted {
+                    self.lower(at);
+                }
+                continue;
+            }
+            let ticket = counted.then_some(Ticket {
+                slot: at as u32,
+                version: ver,
+            });
+            return Verdict::Admitted(ticket);
         }
-        if opens {
-            slot.open += 1;
-        }
-        if slot.expired(now) {
-            t.remove(at); // holds nothing (no rate limit, nothing counted)
-        }
-        Verdict::Admitted
+        self.header().undecided.fetch_add(1, SeqCst);
+        log::debug!("per-source table: an admission decided without it (contention)");
+        Verdict::Admitted(None)
     }
 
-    /// A connection admitted from `source` has closed.
-    pub fn release(&self, source: SourceKey, now: Instant) {
+    /// A datagram from `source` (only `--rate-per-source` applies, from the UDP bucket).
+    pub fn admit_datagram(&self, source: SourceKey, now: Instant) -> Verdict {
+        if self.interval_ns == 0 {
+            return Verdict::Admitted(None);
+        }
+        let key = encode(source);
         let now = self.ns(now);
-        let mut t = self.lock();
-        let (kind, key) = parts(source);
-        if let Ok(at) = t.find(kind, key) {
-            let slot = &mut t.slots[at];
-            // Saturating: after a takeover from a dead worker the table starts afresh
-            // (lock.rs), and connections admitted before it release counts nobody holds.
-            slot.open = slot.open.saturating_sub(1);
-            if slot.expired(now) {
-                t.remove(at);
+        for _ in 0..ATTEMPTS {
+            let (at, ver) = match self.find_or_claim(key, now) {
+                Found::Live(at, ver) => (at, ver),
+                Found::Full => return Verdict::Full,
+                Found::Undecided => break,
+            };
+            let slot = self.slot(at);
+            slot.seen.store(now, SeqCst);
+            if !take(&slot.udp, now, self.interval_ns, self.burst_ns) {
+                return Verdict::OverRate;
+            }
+            if slot.state.load(SeqCst) == word(LIVE, 0, 0, ver) {
+                return Verdict::Admitted(None);
             }
         }
-        t.sweep(now, SWEEP);
+        self.header().undecided.fetch_add(1, SeqCst);
+        Verdict::Admitted(None)
     }
 
-    /// A worker (pid `dead`, already reaped) ended without closing its connections, which
-    /// would otherwise count against their sources for ever: start the table afresh, as a
-    /// takeover from a holder that died inside the lock does (see README's decisions: the
-    /// other workers' open counts are forgotten too, and `release` saturates at 0).
-    /// Returns how many sources were forgotten, or `None` when a live worker holds the lock
-    /// (try again later; this never waits).
-    pub fn reset_after_death(&self, dead: u32) -> Option<usize> {
-        let mut t = self.locked(|word| lock::try_lock_after_death(word, dead))?;
-        let sources = t.meta.live as usize;
-        t.reset();
-        Some(sources)
+    /// A connection admitted with `ticket` has closed: lower this worker's share.
+    pub fn release(&self, ticket: Ticket, now: Instant) {
+        let at = ticket.slot as usize;
+        let slot = self.slot(at);
+        debug_assert!(
+            version(slot.state.load(SeqCst)) >= ticket.version,
+            "a slot with open counts is never reused"
+        );
+        slot.seen.store(self.ns(now), SeqCst);
+        self.lower(at);
     }
 
-    /// Sources in the table now.
+    /// Worker `number` (1-based) has been reaped: give back exactly the connections it held
+    /// (its shares), and mark what it may have left half-done (a CLAIMING or EVICTING slot)
+    /// as abandoned. Supervisor only, after the reap and before the replacement starts.
+    pub fn forget_worker(&self, number: usize) {
+        let w = number - 1;
+        self.header().gens[w].fetch_add(1, SeqCst);
+        let at = self.layout.shares_at + w * self.layout.shares_len;
+        // SAFETY: the range is whole pages inside the mapping (Layout), holding worker w's
+        // shares alone; MADV_REMOVE frees them, and they read as zero from then on. Nobody
+        // writes them now: their only writer has been reaped.
+        let removed = unsafe {
+            libc::madvise(
+                self.map.base.as_ptr().add(at).cast(),
+                self.layout.shares_len,
+                libc::MADV_REMOVE,
+            )
+        };
+        if removed != 0 {
+            // Not a shmem mapping after all: zero them one by one.
+            for s in self.shares(w) {
+                if s.load(SeqCst) != 0 {
+                    s.store(0, SeqCst);
+                }
+            }
+        }
+    }
+
+    /// Admissions decided without the table so far (see the module docs).
+    pub fn undecided(&self) -> u64 {
+        self.header().undecided.load(SeqCst)
+    }
+
+    /// LIVE slots now (a scan of the whole table: for tests and measurements).
     pub fn len(&self) -> usize {
-        self.lock().meta.live as usize
+        (0..self.layout.nslots)
+            .filter(|&i| tag(self.slot(i).state.load(SeqCst)) == LIVE)
+            .count()
     }
 
-    /// Is the table empty?
+    /// Is no source in the table?
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Connections counted open from `source` over every worker.
+    pub fn open(&self, source: SourceKey) -> u32 {
+        let key = encode(source);
+        self.window(key)
+            .find(|&i| {
+                let s = self.slot(i).state.load(SeqCst);
+                tag(s) == LIVE && self.slot(i).key.load(SeqCst) == key
+            })
+            .map_or(0, |i| self.sum(i))
+    }
+
+    // ---- the parts ----
 
     fn ns(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_nanos() as u64
     }
 
-    fn lock(&self) -> Locked<'_> {
-        let locked = self.locked(|word| Some(lock::lock(word)));
-        locked.expect("lock::lock always returns a guard")
+    fn header(&self) -> &Header {
+        // SAFETY: the header is at offset 0 of the mapping, which lives as long as `map`;
+        // all-zero is a valid Header (atomics) and it is only accessed atomically.
+        unsafe { &*self.map.base.as_ptr().cast::<Header>() }
     }
 
-    fn locked<'a>(
-        &'a self,
-        take: impl FnOnce(&'a AtomicU32) -> Option<lock::Guard<'a>>,
-    ) -> Option<Locked<'a>> {
-        // SAFETY: `base` is valid for region_size(cap) bytes, 8-byte aligned, for the
-        // table's life (constructors); offset 0 holds the lock word and nothing else.
-        let word = unsafe { &*self.base.cast::<AtomicU32>() };
-        let guard = take(word)?;
-        // SAFETY: the meta line and the slots follow the lock word inside the region; every
-        // process and thread touches them only while holding the lock just taken, so these
-        // are the only live references until the guard (dropped with them) releases it.
-        let (meta, slots) = unsafe {
-            (
-                &mut *self.base.add(META_AT).cast::<Meta>(),
-                std::slice::from_raw_parts_mut(self.base.add(SLOTS_AT).cast::<Slot>(), self.nslots),
-            )
-        };
-        let inherited = guard.inherited;
-        let mut t = Locked {
-            _guard: guard,
-            meta,
-            slots,
-            seed: self.seed,
-        };
-        if inherited {
-            // A worker died in the middle of an update: start afresh rather than trust it.
-            log::warn!("per-source table: a worker died holding its lock; the table was reset");
-            t.reset();
+    fn slot(&self, i: usize) -> &Slot {
+        debug_assert!(i < self.layout.nslots);
+        // SAFETY: slot i lies inside the mapping (Layout: nslots slots at slots_at, 8-byte
+        // aligned as the mapping is page aligned); all-zero is valid; accessed atomically.
+        unsafe {
+            &*self
+                .map
+                .base
+                .as_ptr()
+                .add(self.layout.slots_at + i * std::mem::size_of::<Slot>())
+                .cast::<Slot>()
         }
-        Some(t)
+    }
+
+    fn shares(&self, w: usize) -> &[AtomicU32] {
+        debug_assert!(w < self.layout.workers);
+        // SAFETY: worker w's shares lie inside the mapping (Layout), 4-byte aligned; zero is
+        // a valid AtomicU32; accessed atomically.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.map
+                    .base
+                    .as_ptr()
+                    .add(self.layout.shares_at + w * self.layout.shares_len)
+                    .cast::<AtomicU32>(),
+                self.layout.nslots,
+            )
+        }
+    }
+
+    fn my_gen(&self) -> u32 {
+        self.header().gens[self.me].load(SeqCst)
+    }
+
+    /// Was the CLAIMING/EVICTING word `s` left by a worker that has since died?
+    fn abandoned(&self, s: u64) -> bool {
+        let (w, g) = owner(s);
+        w >= self.layout.workers || (self.header().gens[w].load(SeqCst) & 0xf_ffff) != g
+    }
+
+    fn window(&self, key: u64) -> impl Iterator<Item = usize> {
+        let mask = self.layout.nslots - 1;
+        let home = probe::hash(self.seed, key) as usize & mask;
+        (0..WINDOW.min(self.layout.nslots)).map(move |d| (home + d) & mask)
+    }
+
+    /// Shares of slot `at` over every worker.
+    fn sum(&self, at: usize) -> u32 {
+        (0..self.layout.workers)
+            .map(|w| self.shares(w)[at].load(SeqCst))
+            .fold(0u32, u32::saturating_add)
+    }
+
+    fn lower(&self, at: usize) {
+        let own = &self.shares(self.me)[at];
+        own.store(own.load(SeqCst).saturating_sub(1), SeqCst);
+    }
+
+    /// Count one more connection at slot `at` if the sum allows: `Some(true)` counted,
+    /// `Some(false)` at the limit, `None` when other admissions kept winning the gate.
+    fn reserve(&self, at: usize, key: u64) -> Option<bool> {
+        let slot = self.slot(at);
+        let own = &self.shares(self.me)[at];
+        for _ in 0..ATTEMPTS {
+            let gate = slot.gate.load(SeqCst);
+            if self.sum(at) >= self.limits.max_per_source {
+                return Some(false);
+            }
+            own.store(own.load(SeqCst) + 1, SeqCst);
+            hook::at(Stage::Count, key, self.me + 1, &self.header().hooked);
+            if slot
+                .gate
+                .compare_exchange(gate, gate.wrapping_add(1), SeqCst, SeqCst)
+                .is_ok()
+            {
+                return Some(true);
+            }
+            own.store(own.load(SeqCst) - 1, SeqCst);
+            spin_loop();
+        }
+        None
+    }
+
+    /// The LIVE slot of `key`, claimed afresh if it has none.
+    fn find_or_claim(&self, key: u64, now: u64) -> Found {
+        for _ in 0..ATTEMPTS {
+            let mut free = None;
+            let mut busy = None;
+            for i in self.window(key) {
+                let slot = self.slot(i);
+                let s = slot.state.load(SeqCst);
+                if tag(s) == FREE {
+                    free = free.or(Some((i, s)));
+                    if version(s) == 0 {
+                        break; // never used: the source is not further on
+                    }
+                    continue;
+                }
+                let k = slot.key.load(SeqCst);
+                if slot.state.load(SeqCst) != s {
+                    busy = Some((i, None)); // changed while read: look again
+                    break;
+                }
+                if k != key {
+                    continue;
+                }
+                match tag(s) {
+                    LIVE => return Found::Live(i, version(s)),
+                    _ => {
+                        busy = Some((i, Some(s)));
+                        break;
+                    }
+                }
+            }
+            match busy {
+                Some((_, None)) => continue,
+                Some((i, Some(s))) => {
+                    if !self.settle(i, s) {
+                        return Found::Undecided;
+                    }
+                    continue;
+                }
+                None => {}
+            }
+            let target = match free {
+                Some(f) => Some(f),
+                None => self.victim(key, now),
+            };
+            let Some((at, s)) = target else {
+                return Found::Full;
+            };
+            if let Some(found) = self.claim(at, s, key, now) {
+                return found;
+            }
+        }
+        Found::Undecided
+    }
+
+    /// Another worker is claiming or evicting slot `i` of our source (word `s`): wait a
+    /// moment for it to finish; a claim that does not is withdrawn, one left by a dead
+    /// worker undone. False when the slot stays held by a live worker that may be stopped.
+    fn settle(&self, i: usize, s: u64) -> bool {
+        let state = &self.slot(i).state;
+        if tag(s) == CLAIMING && self.abandoned(s) {
+            let _ = state.compare_exchange(s, word(FREE, 0, 0, version(s) + 1), SeqCst, SeqCst);
+            return true;
+        }
+        for _ in 0..SPINS {
+            if state.load(SeqCst) != s {
+                return true;
+            }
+            spin_loop();
+        }
+        match tag(s) {
+            // A claim holds no count: withdrawing it costs its owner a retry, nothing more.
+            CLAIMING => {
+                let _ = state.compare_exchange(s, word(FREE, 0, 0, version(s) + 1), SeqCst, SeqCst);
+                true
+            }
+            // An eviction left by a dead worker: the source is still whole, give it back.
+            EVICTING if self.abandoned(s) => {
+                let _ = state.compare_exchange(s, word(LIVE, 0, 0, version(s) + 1), SeqCst, SeqCst);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The slot to evict from the window of `key`: LIVE, no connection open, buckets full
+    /// first, then the least recently seen. Abandoned claims are free slots.
+    fn victim(&self, key: u64, now: u64) -> Option<(usize, u64)> {
+        let mut best: Option<((bool, u64), usize, u64)> = None;
+        for i in self.window(key) {
+            let slot = self.slot(i);
+            let s = slot.state.load(SeqCst);
+            match tag(s) {
+                // An abandoned claim is as good as a free slot.
+                CLAIMING if self.abandoned(s) => return Some((i, s)),
+                // An eviction a dead worker left: give the source back (it may be chosen by
+                // the next look).
+                EVICTING if self.abandoned(s) => {
+                    let live = word(LIVE, 0, 0, version(s) + 1);
+                    let _ = slot.state.compare_exchange(s, live, SeqCst, SeqCst);
+                }
+                LIVE if self.sum(i) == 0 => {
+                    let full = slot.tcp.load(SeqCst) <= now && slot.udp.load(SeqCst) <= now;
+                    let rank = (!full, slot.seen.load(SeqCst));
+                    if best.is_none_or(|(r, _, _)| rank < r) {
+                        best = Some((rank, i, s));
+                    }
+                }
+                _ => {}
+            }
+        }
+        best.map(|(_, i, s)| (i, s))
+    }
+
+    /// Try to take slot `at` (state word `s`: FREE, or LIVE to evict) for `key`. `None`
+    /// when the slot was taken meanwhile (look again).
+    fn claim(&self, at: usize, s: u64, key: u64, now: u64) -> Option<Found> {
+        let slot = self.slot(at);
+        let gen = self.my_gen();
+        let mut ver = version(s);
+        if tag(s) == LIVE {
+            let evicting = word(EVICTING, self.me, gen, ver + 1);
+            slot.state
+                .compare_exchange(s, evicting, SeqCst, SeqCst)
+                .ok()?;
+            ver += 1;
+            if self.sum(at) != 0 {
+                // An admission raised a share since the choice: the source stays.
+                let _ = slot.state.compare_exchange(
+                    evicting,
+                    word(LIVE, 0, 0, ver + 1),
+                    SeqCst,
+                    SeqCst,
+                );
+                return None;
+            }
+            let claim = word(CLAIMING, self.me, gen, ver + 1);
+            slot.state
+                .compare_exchange(evicting, claim, SeqCst, SeqCst)
+                .ok()?;
+            ver += 1;
+        } else {
+            let claim = word(CLAIMING, self.me, gen, ver + 1);
+            slot.state.compare_exchange(s, claim, SeqCst, SeqCst).ok()?;
+            ver += 1;
+        }
+        let claim = Claim {
+            at,
+            word: word(CLAIMING, self.me, gen, ver),
+        };
+        slot.key.store(key, SeqCst);
+        slot.tcp.store(0, SeqCst);
+        slot.udp.store(0, SeqCst);
+        slot.seen.store(now, SeqCst);
+        hook::at(Stage::Claim, key, self.me + 1, &self.header().hooked);
+        if !self.unique(&claim, key) {
+            self.withdraw(&claim);
+            return None;
+        }
+        let live = word(LIVE, 0, 0, ver + 1);
+        slot.state
+            .compare_exchange(claim.word, live, SeqCst, SeqCst)
+            .ok()?;
+        Some(Found::Live(at, ver + 1))
+    }
+
+    /// Is `claim` the only slot of `key` in its window? A LIVE or EVICTING slot of the same
+    /// source, or an earlier claim of it, wins (false); a later claim is withdrawn.
+    fn unique(&self, claim: &Claim, key: u64) -> bool {
+        let mut seen_mine = false;
+        for i in self.window(key) {
+            if i == claim.at {
+                seen_mine = true;
+                continue;
+            }
+            let slot = self.slot(i);
+            if slot.key.load(SeqCst) != key {
+                continue;
+            }
+            let s = slot.state.load(SeqCst);
+            match tag(s) {
+                FREE => {}
+                CLAIMING if seen_mine => {
+                    let freed = word(FREE, 0, 0, version(s) + 1);
+                    let _ = slot.state.compare_exchange(s, freed, SeqCst, SeqCst);
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    fn withdraw(&self, claim: &Claim) {
+        let freed = word(FREE, 0, 0, version(claim.word) + 1);
+        let state = &self.slot(claim.at).state;
+        let _ = state.compare_exchange(claim.word, freed, SeqCst, SeqCst);
     }
 }
 
-impl Drop for SourceTable {
-    fn drop(&mut self) {
-        if let Some(block) = self.owned.take() {
-            // SAFETY: made by Box::into_raw in with_cap and freed only here.
-            drop(unsafe { Box::from_raw(block) });
+/// GCRA: take a token from the bucket whose theoretical arrival time is in `tat`.
+fn take(tat: &AtomicU64, now: u64, interval: u64, burst: u64) -> bool {
+    if interval == 0 {
+        return true;
+    }
+    let mut cur = tat.load(SeqCst);
+    loop {
+        let t = cur.max(now);
+        if t - now > burst {
+            return false;
+        }
+        match tat.compare_exchange_weak(cur, t + interval, SeqCst, SeqCst) {
+            Ok(_) => return true,
+            Err(seen) => cur = seen,
         }
     }
 }

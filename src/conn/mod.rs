@@ -6,12 +6,12 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::access::SourceKey;
+use crate::access::Ticket;
 use crate::buffer::OutBuf;
 use crate::config::Mode;
 use crate::echo::{Clock, Stamper};
 use crate::error::Plain;
-use crate::reactor::{Backend, Interest, Token};
+use crate::reactor::{Backend, Interest, Sharing, Token};
 use crate::refusal::Peer;
 use crate::server::Stats;
 use crate::sys;
@@ -61,7 +61,8 @@ pub struct Conn {
     out: OutBuf,
     held: HeldInput,
     stamper: Stamper,
-    /// What the backend has been told; only `sync_interest` and `deregister` change it.
+    /// What the backend has been told; only `sync_interest` and `deregister_for_close`
+    /// change it.
     registered: Interest,
     /// The socket refused a write since the last writable event: wait for the next one.
     write_blocked: bool,
@@ -73,8 +74,8 @@ pub struct Conn {
     last_active: Instant,
     /// Who is at the other end (SPEC §10: logs, `--log-connections`).
     pub peer: Peer,
-    /// The source this connection counts for under `--max-per-source`, released at close.
-    pub source: Option<SourceKey>,
+    /// The count this connection holds under `--max-per-source`, released at close.
+    pub source: Option<Ticket>,
     /// For `--log-connections`: when it was accepted, bytes each way, how a failure ended it.
     pub opened: Instant,
     pub bytes_in: u64,
@@ -131,9 +132,18 @@ impl Conn {
         self.set_registered(backend, token, self.wanted())
     }
 
-    /// Remove the connection from the poller; call before closing (see the Backend contract).
-    pub fn deregister(&mut self, backend: &mut dyn Backend, token: Token) -> io::Result<()> {
-        self.set_registered(backend, token, Interest::NONE)
+    /// Stop the poller reporting the connection; call right before it is closed (dropped).
+    /// Its socket is [`Sharing::Private`]: this process accepted it and never duplicates it
+    /// (the supervisor forks workers before they accept anything, and nothing is passed on),
+    /// so epoll lets the close remove it and poll and select remove it here (see the Backend
+    /// contract).
+    pub fn deregister_for_close(
+        &mut self,
+        backend: &mut dyn Backend,
+        token: Token,
+    ) -> io::Result<()> {
+        let old = std::mem::replace(&mut self.registered, Interest::NONE);
+        backend.deregister_for_close(self.fd(), token, old, Sharing::Private)
     }
 
     fn set_registered(

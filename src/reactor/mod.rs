@@ -102,9 +102,17 @@ impl Event {
 ///   descriptor from the kernel's set: epoll and poll report ERR/HUP even for zero events, so
 ///   a descriptor that wants nothing must not be registered at all. `NONE → x` adds,
 ///   `x → NONE` removes, anything else modifies; `old == new` is never passed.
-/// - **Deregister before close.** The caller removes a descriptor before closing it
-///   (otherwise poll sees POLLNVAL, select EBADF, and epoll keeps the entry while a duplicate
-///   of the descriptor lives). A descriptor is registered under at most one token.
+/// - **Deregister before close, unless the kernel does it.** Before closing a registered
+///   descriptor the caller calls [`Backend::deregister_for_close`], saying whether the socket
+///   is [`Sharing::Private`] or [`Sharing::Shared`]. poll and select keep their own sets, so
+///   they always remove it (otherwise poll reports POLLNVAL for it and select fails the whole
+///   call with EBADF). epoll keeps its interest list per *open file description* and drops the
+///   entry by itself when the last descriptor for it is closed: for a private descriptor
+///   (a connection this process accepted and never `dup`ed, sent or forked) the close is that
+///   last one, so the `EPOLL_CTL_DEL` would be one system call per connection for nothing. A
+///   shared one (a listener inherited from systemd or shared by workers, anything `dup`ed)
+///   outlives our close elsewhere, and its entry would go on reporting events under the old
+///   token: epoll removes it too. A descriptor is registered under at most one token.
 /// - **Timeouts round up** to the backend's resolution (milliseconds for epoll and poll,
 ///   microseconds for select): `wait` never returns early because of rounding. `None` waits
 ///   until something is ready.
@@ -138,9 +146,38 @@ pub trait Backend {
         self.set_interest(fd, token, Interest::NONE, new)
     }
 
+    /// `fd`, registered under `token` with interest `old` (possibly NONE), is about to be
+    /// closed: stop reporting it. By default it is removed (`old → NONE`), which poll and
+    /// select must always do; epoll leaves a [`Sharing::Private`] descriptor to the close,
+    /// which removes its entry without a system call of ours.
+    fn deregister_for_close(
+        &mut self,
+        fd: RawFd,
+        token: Token,
+        old: Interest,
+        _sharing: Sharing,
+    ) -> io::Result<()> {
+        if old.is_none() {
+            return Ok(());
+        }
+        self.set_interest(fd, token, old, Interest::NONE)
+    }
+
     /// Clear `events`, then fill it with the descriptors that are ready, waiting at most
     /// `timeout` (rounded up) for the first one.
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+/// Whether a descriptor is the only reference to its socket (see "Deregister before close" on
+/// [`Backend`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Sharing {
+    /// Accepted by this process and never duplicated (`dup`, `fork`, `SCM_RIGHTS`): closing it
+    /// releases the socket.
+    Private,
+    /// Other descriptors may refer to the same socket (an inherited or shared listener, a
+    /// `dup`): closing ours does not release it.
+    Shared,
 }
 
 /// Which backend to run, as chosen with `--backend`.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use super::{connections, later, Server, Source, Timer};
+use crate::access::{fold_socket, keepalive};
 use crate::duration::Human;
 use crate::error::{Error, Plain};
 use crate::listen::Listener;
@@ -48,21 +49,31 @@ pub(super) struct Gate {
     /// Per listener: the last accept error that was about the listener itself, while such a
     /// burst lasts (one warning per burst, however long it lasts).
     failing: Vec<Option<Instant>>,
+    /// Per listener: has an accept returned EAGAIN since `--keepalive` was set on it? Until
+    /// then a connection may have been queued before the option and not inherited it (under
+    /// socket activation the one that started us always was), so it gets the option itself;
+    /// after that, every queued connection was created after the option and has it.
+    settled: Vec<bool>,
     refused_by_backend: u64,
     refusal_logged: Option<Instant>,
     /// `--max-clients` (and, with access lists, SPEC §10's other reasons).
     pub(super) refusals: RefusalLog,
+    /// Per listener: the sockets accepted from it have TCP_NODELAY already (see `register`).
+    nodelay: Vec<bool>,
     /// `--proxy-from`: peers whose connections wait for a PROXY header (proxied.rs).
     pub(super) trusted: crate::proxy::Trusted,
 }
 
 impl Gate {
-    /// For `listeners` listeners, all registered for READ.
-    pub(super) fn new(listeners: usize) -> Gate {
+    /// For the listeners `register` returned `nodelay` for, all registered for READ.
+    pub(super) fn new(nodelay: Vec<bool>) -> Gate {
+        let listeners = nodelay.len();
         Gate {
+            nodelay,
             listening: vec![Interest::READ; listeners],
             shortage: None,
             failing: vec![None; listeners],
+            settled: vec![false; listeners],
             refused_by_backend: 0,
             refusal_logged: None,
             refusals: RefusalLog::default(),
@@ -117,9 +128,16 @@ impl Server {
         };
         for _ in 0..ACCEPT_BATCH {
             let (stream, peer) = match sys::accept(fd) {
-                Ok((stream, ip)) => (stream, ip.map_or(Peer::Unix, Peer::Ip)),
+                // SPEC §10: a mapped peer is its IPv4 address, in the access checks and in
+                // every line that shows it (refusals, --log-connections, debug).
+                Ok((stream, ip)) => (stream, ip.map_or(Peer::Unix, |a| Peer::Ip(fold_socket(a)))),
                 Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Backlog::Empty,
+                    Some(libc::EAGAIN) => {
+                        if let Some(settled) = self.gate.settled.get_mut(index) {
+                            *settled = true;
+                        }
+                        return Backlog::Empty;
+                    }
                     Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO) => continue,
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                         self.pause_accepting(&e);
@@ -159,7 +177,7 @@ impl Server {
                 Some(Ok(source)) => source,
                 None => None,
             };
-            self.tune(&stream, peer);
+            self.tune(&stream, peer, index);
             let slot = self.conns.insert(stream, self.now);
             let Some(conn) = self.conns.at(slot) else {
                 continue;
@@ -192,13 +210,26 @@ impl Server {
     }
 
     /// Socket options for a connection about to be served: TCP_NODELAY (unix sockets have
-    /// no Nagle to turn off). `--keepalive` comes from the listener (see access/keepalive.rs).
-    fn tune(&self, stream: &OwnedFd, peer: Peer) {
+    /// no Nagle to turn off), unless it came with it from its listener (see `register`).
+    /// `--keepalive` comes from the listener (see access/keepalive.rs). Both are copied from
+    /// the listener only into connections created after it had them: those accepted before
+    /// the listener's first EAGAIN may have been queued earlier ([`Gate::settled`]) and get
+    /// them here.
+    fn tune(&self, stream: &OwnedFd, peer: Peer, index: usize) {
         if let Peer::Unix = peer {
             return;
         }
-        if let Err(e) = sys::set_nodelay(stream) {
-            debug!("TCP_NODELAY: {}", Plain(&e));
+        let settled = self.gate.settled.get(index).copied().unwrap_or(true);
+        let inherited = settled && self.gate.nodelay.get(index).copied().unwrap_or(false);
+        if !inherited {
+            if let Err(e) = sys::set_nodelay(stream) {
+                debug!("TCP_NODELAY: {}", Plain(&e));
+            }
+        }
+        if !settled {
+            if let Err(e) = keepalive::apply_to_connection(stream, self.config.keepalive) {
+                debug!("TCP keepalive on a connection queued early: {}", Plain(&e));
+            }
         }
     }
 
@@ -288,25 +319,80 @@ impl Server {
 }
 
 /// Watch every stream listener for connections (shared ones exclusively), give TCP listeners
-/// `--keepalive` (accepted sockets inherit it), and log each bound address: SPEC §1's
-/// `listening on ADDR (backend NAME)` line that scripts and tests wait for.
+/// `--keepalive` and TCP_NODELAY (accepted sockets inherit both), and log each bound address:
+/// SPEC §1's `listening on ADDR (backend NAME)` line that scripts and tests wait for. Returns,
+/// per listener, whether TCP_NODELAY is on it (then no connection needs its own setsockopt).
 pub(super) fn register(
     backend: &mut dyn Backend,
     listeners: &[Listener],
     keepalive: Option<Duration>,
-) -> Result<(), Error> {
+) -> Result<Vec<bool>, Error> {
     let name = backend.name();
+    let mut nodelay = Vec::with_capacity(listeners.len());
     for (i, l) in listeners.iter().enumerate() {
+        nodelay.push(nodelay_on_listener(l));
         let token = Source::Listener(i).into();
         l.set_interest(backend, token, Interest::NONE, Interest::READ)
             .map_err(|source| Error::Listen {
                 addr: l.label().to_string(),
                 source,
             })?;
-        if let Err(e) = crate::access::keepalive::apply_to_listener(l, keepalive) {
+        if let Err(e) = keepalive::apply_to_listener(l, keepalive) {
             warn!("cannot set TCP keepalive on {}: {}", l.label(), Plain(&e));
         }
         info!("listening on {} (backend {name})", l.label());
     }
-    Ok(())
+    Ok(nodelay)
+}
+
+/// TCP_NODELAY on a TCP listener. Linux copies it to every socket accepted from it, so this
+/// one call at start replaces a setsockopt per connection (issue 15: a short connection's
+/// system calls). False, and set per connection as before, for unix listeners, on other
+/// systems, or if the call fails.
+fn nodelay_on_listener(l: &Listener) -> bool {
+    use nix::sys::socket::{getsockname, setsockopt, sockopt};
+    use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage};
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    let family = getsockname::<SockaddrStorage>(l.fd())
+        .ok()
+        .and_then(|a| a.family());
+    matches!(family, Some(AddressFamily::Inet | AddressFamily::Inet6))
+        && setsockopt(l, sockopt::TcpNoDelay, &true).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixListener;
+
+    use nix::sys::socket::{getsockopt, sockopt};
+
+    use super::*;
+
+    #[test]
+    fn tcp_listeners_hand_nodelay_to_accepted_sockets() {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let dir = std::env::temp_dir().join(format!("echo-mux-nodelay-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let unix = UnixListener::bind(&dir).unwrap();
+        let listeners = [
+            Listener::inherited(OwnedFd::from(tcp)),
+            Listener::inherited(OwnedFd::from(unix)),
+        ];
+        let mut backend = crate::reactor::open(crate::reactor::BackendKind::Poll).unwrap();
+        let nodelay = register(backend.as_mut(), &listeners, None).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        assert_eq!(nodelay, [cfg!(target_os = "linux"), false]);
+        if !cfg!(target_os = "linux") {
+            return;
+        }
+        assert!(getsockopt(&listeners[0], sockopt::TcpNoDelay).unwrap());
+        // What the per-connection setsockopt is skipped for: the kernel's copy.
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let (stream, _) = sys::accept(listeners[0].fd()).unwrap();
+        assert!(getsockopt(&stream, sockopt::TcpNoDelay).unwrap());
+    }
 }

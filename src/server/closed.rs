@@ -62,14 +62,15 @@ impl fmt::Display for Who {
 }
 
 impl Server {
-    /// Close the connection in `slot` (if still open): deregister it, give its source's
+    /// Close the connection in `slot` (if still open): take it off the poller, give its source's
     /// count back, and log it.
     pub(super) fn close(&mut self, slot: usize, end: End) {
         let Some(mut conn) = self.conns.remove(slot) else {
             return;
         };
-        // Deregister before close (see the Backend contract).
-        if let Err(e) = conn.deregister(self.backend.as_mut(), Source::Conn(slot).into()) {
+        // Before the close (see the Backend contract): epoll leaves it to the close itself.
+        let token = Source::Conn(slot).into();
+        if let Err(e) = conn.deregister_for_close(self.backend.as_mut(), token) {
             debug!("deregistering fd {}: {}", conn.fd(), Plain(&e));
         }
         if let Some(source) = conn.source {

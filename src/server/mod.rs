@@ -114,10 +114,10 @@ impl Server {
             .map_err(fatal)?;
         let (datagram, listeners): (Vec<_>, Vec<_>) =
             listeners.into_iter().partition(Listener::is_datagram);
-        accept::register(backend.as_mut(), &listeners, config.keepalive)?;
-        let udp = udp::Udp::new(backend.as_mut(), datagram)?;
+        let nodelay = accept::register(backend.as_mut(), &listeners, config.keepalive)?;
+        let udp = udp::Udp::new(backend.as_mut(), datagram, config.udp_loop_detect)?;
         let now = Instant::now();
-        let mut gate = accept::Gate::new(listeners.len());
+        let mut gate = accept::Gate::new(nodelay);
         gate.trusted = crate::proxy::Trusted::new(&config.proxy_from);
         Ok(Server {
             backend,
@@ -151,6 +151,7 @@ impl Server {
     /// Serve until a signal's drain is done. Only a failing backend is an error.
     pub fn run(mut self) -> Result<(), Error> {
         self.status.ready(self.now, &mut self.timers);
+        crate::pidfile::publish();
         let mut events = Vec::with_capacity(1024);
         loop {
             wait(

@@ -76,18 +76,13 @@ impl Server {
 
     /// The header named `source` (or kept the peer): decide for that client as accept.rs
     /// decides for a direct one, then answer what came with the header.
-    fn header_done(
-        &mut self,
-        slot: usize,
-        source: Option<std::net::SocketAddr>,
-        rest: Range<usize>,
-    ) {
+    fn header_done(&mut self, slot: usize, source: Option<SocketAddr>, rest: Range<usize>) {
         let Some(conn) = self.conns.at(slot) else {
             return;
         };
         let (balancer, id) = (conn.peer, conn.id);
         // Shown and counted as SPEC §10 says: an IPv4-mapped client as its IPv4 address.
-        let folded = source.map(|a| SocketAddr::new(crate::access::cidr::fold(a.ip()), a.port()));
+        let folded = source.map(crate::access::cidr::fold_socket);
         let peer = folded.map_or(balancer, Peer::Ip);
         debug!("conn {id}: PROXY header from {balancer}: client {peer}");
         let ip = peer.ip();
@@ -134,7 +129,9 @@ impl Server {
     /// Close a connection that was never served: no count to give back, no closed line.
     fn discard(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.remove(slot) {
-            if let Err(e) = conn.deregister(self.backend.as_mut(), Source::Conn(slot).into()) {
+            if let Err(e) =
+                conn.deregister_for_close(self.backend.as_mut(), Source::Conn(slot).into())
+            {
                 debug!(
                     "deregistering fd {}: {}",
                     conn.fd(),

@@ -17,12 +17,18 @@ pub(super) struct Udp {
     sockets: Vec<UdpSocket>,
     areas: udp::Areas,
     guard: udp::Guard,
+    /// `None` with `--udp-loop-detect off` (or no UDP socket).
+    loops: Option<udp::Loops>,
 }
 
 impl Udp {
     /// Serve the datagram `listeners`: each is registered for reading and logged; loop
     /// protection knows all of their addresses.
-    pub(super) fn new(backend: &mut dyn Backend, listeners: Vec<Listener>) -> Result<Udp, Error> {
+    pub(super) fn new(
+        backend: &mut dyn Backend,
+        listeners: Vec<Listener>,
+        loop_detect: bool,
+    ) -> Result<Udp, Error> {
         let name = backend.name();
         let mut sockets = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
@@ -47,6 +53,7 @@ impl Udp {
         }
         Ok(Udp {
             guard: udp::Guard::new(sockets.iter().map(UdpSocket::local)),
+            loops: (loop_detect && !sockets.is_empty()).then(udp::Loops::new),
             sockets,
             areas: udp::Areas::default(),
         })
@@ -116,6 +123,7 @@ impl Server {
             clock: &mut self.clock,
             stats: &mut self.stats,
             guard: &mut u.guard,
+            loops: u.loops.as_mut(),
             access: self.config.access.is_active().then_some(&self.access),
             refusals: &mut self.gate.refusals,
             refusal_flush: None,
@@ -132,7 +140,11 @@ impl Server {
             let token = Source::Udp(i).into();
             match sock.set_interest(self.backend.as_mut(), token, sock.registered, wanted) {
                 Ok(()) => sock.registered = wanted,
-                Err(e) => warn!("cannot update poller interest for {}: {e}", sock.label()),
+                Err(e) => warn!(
+                    "cannot update poller interest for {}: {}",
+                    sock.label(),
+                    crate::error::Plain(&e)
+                ),
             }
         }
         out

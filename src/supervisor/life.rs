@@ -41,7 +41,7 @@ impl Supervisor {
             self.collect_refusals(k);
             self.refusals_seen[k - 1] = Default::default();
             self.region.retire(k);
-            self.forget_sources(k, pid, ended);
+            self.forget_sources(k);
             if self.stopping {
                 match ended {
                     Ended::Exited(0) => info!("worker {k} (pid {pid}) exited"),
@@ -128,11 +128,6 @@ impl Ended {
         } else {
             Ended::Other(status)
         }
-    }
-
-    /// A clean exit: the drain released every connection.
-    pub(super) fn is_clean(self) -> bool {
-        self == Ended::Exited(0)
     }
 }
 
@@ -318,8 +313,6 @@ mod tests {
             let got = Ended::from_raw(raw);
             assert_eq!((got, got.to_string().as_str()), (want, text), "{raw:#x}");
         }
-        assert!(Ended::Exited(0).is_clean());
-        assert!(!Ended::Exited(1).is_clean());
     }
 
     /// A real child killed by a real-time signal (left at its default action) is reaped

@@ -41,9 +41,7 @@ impl Listeners {
             datagram: false,
         };
         if let Some(fds) = inherited {
-            crate::adopting(config, fds.len());
-            for fd in fds {
-                let mut l = Listener::inherited(fd);
+            for mut l in crate::listen::adopt(fds, config) {
                 l.set_shared();
                 all.datagram |= l.is_datagram();
                 all.shared.push(l);

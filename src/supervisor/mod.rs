@@ -82,9 +82,6 @@ struct Supervisor {
     /// The per-source table in `region`'s extra block, when a per-source limit is set
     /// (SPEC §10: the limits hold for the daemon as a whole).
     table: Option<SourceTable>,
-    /// Who left the table to be reset (a worker that died with connections open), until
-    /// [`Supervisor::reset_table`] could take its lock.
-    table_dirty: Option<String>,
     seats: Vec<Seat>,
     /// The refusal log for the whole daemon (SPEC §10), fed from the workers' slots.
     refusals: crate::refusal::RefusalLog,
@@ -132,7 +129,7 @@ impl Supervisor {
         if config.backend.resolve() == BackendKind::Select {
             listeners.select_can_watch(signals.fd())?;
         }
-        let (region, table) = sources::map_region(n, config.access.limits)?;
+        let (region, table) = sources::map_region(n, &config.access)?;
         let name = config.backend.resolve().name();
         let mut backend = crate::server::open_backend(config.backend)?;
         let children =
@@ -161,8 +158,8 @@ impl Supervisor {
             timers.add(now + every, Tick::Watchdog(every));
         }
         info!(
-            "starting {n} workers (backend {name}, {} listening sockets)",
-            listeners.len()
+            "starting {n} workers (backend {name}, {})",
+            crate::listen::sockets(listeners.len(), "listening")
         );
         let seats = (0..n)
             .map(|_| Seat {
@@ -180,7 +177,6 @@ impl Supervisor {
             listeners,
             region,
             table,
-            table_dirty: None,
             refusals: Default::default(),
             refusals_seen: vec![Default::default(); n],
             seats,
@@ -235,7 +231,6 @@ impl Supervisor {
             Tick::Spawn(_) => {}
             Tick::Check => {
                 self.reap();
-                self.reset_table(0);
                 self.check_heartbeats();
                 self.report_status();
                 self.timers.add(self.now + CHECK_EVERY, Tick::Check);
@@ -244,6 +239,7 @@ impl Supervisor {
                 if self.region.slots().iter().all(|s| s.is_ready()) {
                     self.ready_sent = true;
                     info!("all {} workers are accepting", self.seats.len());
+                    crate::pidfile::publish();
                     if let Some(n) = &self.notifier {
                         n.notify(&format!("READY=1\n{}", self.status_text()));
                         self.status_sent = Some(self.status_key());
@@ -310,7 +306,7 @@ impl Supervisor {
         } = self;
         drop((backend, signals, children, notifier));
         // The lists are read-only: each worker compiles its own. The table is shared.
-        let access = Access::with_table(&config.access, table.and_then(|t| t.share()));
+        let access = Access::with_table(&config.access, table.map(|t| t.for_worker(k)));
         WorkerStart {
             access,
             config,

@@ -1,7 +1,7 @@
 //! Socket addresses and pktinfo control messages, between their C and Rust forms.
 
 use std::mem::{size_of, zeroed};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
 use super::batch::CTRL_WORDS;
 
@@ -26,14 +26,6 @@ pub enum Local {
 }
 
 impl Local {
-    /// The destination address in the datagram's header.
-    pub fn header_dst(&self) -> IpAddr {
-        match *self {
-            Local::V4(addr) => IpAddr::V4(addr),
-            Local::V6 { addr, .. } => IpAddr::V6(addr),
-        }
-    }
-
     /// True when the datagram was sent to a multicast or the limited broadcast address. (A
     /// subnet's broadcast address cannot be told from its number; a reply from it fails in
     /// the kernel, which refuses a non-local source address, and is counted as dropped.)

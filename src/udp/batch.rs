@@ -38,11 +38,11 @@ pub const SLOT: usize = 64 * 1024;
 pub(super) const CTRL_WORDS: usize = 8;
 /// Stamp mode's reply around the payload: `Echo=>` payload ` at ` ctime `\n`.
 pub const PREFIX: &[u8] = b"Echo=>";
-const AT: &[u8] = b" at ";
+pub(super) const AT: &[u8] = b" at ";
 const NL: &[u8] = b"\n";
 /// Bytes a stamp reply adds to its payload (the ctime text is always 24 bytes).
 pub const STAMP_EXTRA: usize = PREFIX.len() + AT.len() + CTIME_LEN + NL.len();
-const CTIME_LEN: usize = 24;
+pub(super) const CTIME_LEN: usize = 24;
 
 /// Set once the kernel said ENOSYS to a batch call: use one call per datagram from then on.
 static NO_MMSG: AtomicBool = AtomicBool::new(false);
@@ -173,6 +173,22 @@ pub struct Reply<'a> {
     pub from: Option<Local>,
     /// The bytes (raw mode) or the line (stamp mode).
     pub payload: &'a [u8],
+    /// In raw mode, what loop detection records once this reply is sent (the
+    /// [`super::loops::Verdict`] key); 0 when detection is off.
+    pub loop_key: u64,
+}
+
+impl Reply<'static> {
+    /// A placeholder, to fill fixed-size arrays of replies without allocating.
+    pub const NONE: Reply<'static> = Reply {
+        to: SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
+        from: None,
+        payload: &[],
+        loop_key: 0,
+    };
 }
 
 /// The send side: headers, gather lists, addresses and control space for one batch.
@@ -232,6 +248,11 @@ pub struct Outgoing<'a, 'p> {
 }
 
 impl<'p> Outgoing<'_, 'p> {
+    /// The time text every reply of this batch carries (stamp mode).
+    pub fn time(&self) -> Option<[u8; CTIME_LEN]> {
+        self.stamp.then_some(*self.area.time)
+    }
+
     /// Replies in the batch.
     pub fn len(&self) -> usize {
         self.n

@@ -4,7 +4,8 @@
 //! A spoofed datagram "from" another echo-like service (or from ourselves) would otherwise
 //! start a ping-pong that never ends: echo answers chargen answers echo… So no answer goes to
 //! the well-known ports of the services that answer anything (0, 7 echo, 13 daytime,
-//! 19 chargen, 37 time), nor to one of our own UDP listener addresses, nor to a source that
+//! 19 chargen, 37 time), nor to a port one of our own UDP listeners uses (on any address: the
+//! same service on another host), nor to a source that
 //! cannot be a unicast peer. A datagram sent to a multicast or the limited broadcast address
 //! is not answered either (the Fraggle amplification), where pktinfo tells us (wildcard
 //! listeners); a reply to a subnet broadcast would leave from that address, which the kernel
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info};
 
 use super::addr::Local;
+use crate::access::{fold, fold_socket};
 
 /// Source ports that never get an answer.
 pub const LOOP_PORTS: [u16; 5] = [0, 7, 13, 19, 37];
@@ -28,7 +30,7 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 pub enum Refusal {
     /// From a port of a service that answers anything.
     Port(u16),
-    /// From one of our own listener addresses.
+    /// From a port one of our own listeners uses (on any address).
     Ours,
     /// From an address no reply can go to (unspecified, multicast, broadcast).
     BadSource,
@@ -40,17 +42,17 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Refusal::Port(p) => write!(f, "source port {p}"),
-            Refusal::Ours => f.write_str("one of our own addresses"),
+            Refusal::Ours => f.write_str("the port of one of our own listeners"),
             Refusal::BadSource => f.write_str("not a unicast source"),
             Refusal::NotUnicast => f.write_str("sent to a broadcast or multicast address"),
         }
     }
 }
 
-/// Our UDP listener addresses, and the log pacing.
+/// Our UDP listeners' ports, and the log pacing.
 #[derive(Default, Debug)]
 pub struct Guard {
-    own: Vec<SocketAddr>,
+    own: Vec<u16>,
     logged: Option<Instant>,
     unlogged: u64,
 }
@@ -59,17 +61,14 @@ impl Guard {
     /// A guard for a daemon whose UDP sockets are bound to `own`.
     pub fn new(own: impl IntoIterator<Item = SocketAddr>) -> Guard {
         Guard {
-            own: own
-                .into_iter()
-                .map(|a| SocketAddr::new(canonical(a.ip()), a.port()))
-                .collect(),
+            own: own.into_iter().map(|a| a.port()).collect(),
             ..Guard::default()
         }
     }
 
     /// Why a datagram from `from` (sent to `local`, when known) must not be answered.
     pub fn check(&self, from: SocketAddr, local: Option<Local>) -> Option<Refusal> {
-        let ip = canonical(from.ip());
+        let ip = fold(from.ip());
         if LOOP_PORTS.contains(&from.port()) {
             return Some(Refusal::Port(from.port()));
         }
@@ -83,22 +82,17 @@ impl Guard {
         if local.is_some_and(|l| l.not_unicast()) {
             return Some(Refusal::NotUnicast);
         }
-        // Our own address: a listener's exact address; for a wildcard listener, its port on
-        // an address that is certainly local (loopback, the address this datagram was sent
-        // to, or the address of another of our listeners).
-        let dst = local.map(|l| canonical(l.header_dst()));
-        let local_ip = |ip: IpAddr| {
-            ip.is_loopback() || Some(ip) == dst || self.own.iter().any(|o| o.ip() == ip)
-        };
-        let ours = self.own.iter().any(|o| {
-            o.port() == from.port() && (o.ip() == ip || (o.ip().is_unspecified() && local_ip(ip)))
-        });
+        // One of our own listeners' ports, whatever the address (FreeBSD inetd's check_loop):
+        // the same service on another host, or ourselves on another of our addresses, would
+        // answer our reply, and two such daemons would ping-pong forever.
+        let ours = self.own.contains(&from.port());
         ours.then_some(Refusal::Ours)
     }
 
     /// Log a refused datagram: at debug every time, at info at most once a second with the
     /// number refused since the last such line.
     pub fn note(&mut self, from: SocketAddr, why: Refusal, now: Instant) {
+        let from = fold_socket(from);
         debug!("udp: not answering {from}: {why}");
         self.unlogged += 1;
         if self.logged.is_some_and(|t| now < t + LOG_EVERY) {
@@ -113,14 +107,6 @@ impl Guard {
         info!("loop protection: not answering {what}, e.g. from {from} ({why})");
         self.logged = Some(now);
         self.unlogged = 0;
-    }
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is its IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
     }
 }
 
@@ -157,34 +143,28 @@ mod tests {
     }
 
     #[test]
-    fn our_own_addresses_are_refused() {
+    fn our_own_ports_are_refused_on_any_address() {
         let g = Guard::new([sa("127.0.0.1:5000"), sa("0.0.0.0:6000"), sa("[::]:7000")]);
         assert_eq!(g.check(sa("127.0.0.1:5000"), None), Some(Refusal::Ours));
         assert_eq!(
             g.check(sa("[::ffff:127.0.0.1]:5000"), None),
             Some(Refusal::Ours)
         );
-        assert_eq!(
-            g.check(sa("127.0.0.2:5000"), None),
-            None,
-            "another host's port"
-        );
-        assert_eq!(g.check(sa("127.0.0.9:6000"), None), Some(Refusal::Ours));
-        assert_eq!(g.check(sa("[::1]:7000"), None), Some(Refusal::Ours));
+        // Another host's service on our port (FreeBSD inetd's check_loop).
+        assert_eq!(g.check(sa("127.0.0.2:5000"), None), Some(Refusal::Ours));
+        assert_eq!(g.check(sa("192.0.2.7:6000"), None), Some(Refusal::Ours));
+        assert_eq!(g.check(sa("[2001:db8::1]:7000"), None), Some(Refusal::Ours));
+        assert_eq!(g.check(sa("192.0.2.7:7000"), None), Some(Refusal::Ours));
         let to = |ip: [u8; 4]| Local::V4(ip.into());
-        // A wildcard listener's port on the address the datagram was sent to is ours.
-        assert_eq!(
-            g.check(sa("192.0.2.7:6000"), Some(to([192, 0, 2, 7]))),
-            Some(Refusal::Ours)
-        );
         assert_eq!(
             g.check(sa("192.0.2.7:6000"), Some(to([192, 0, 2, 8]))),
-            None
+            Some(Refusal::Ours)
         );
         assert_eq!(
             g.check(sa("192.0.2.7:6001"), Some(to([192, 0, 2, 7]))),
             None
         );
+        assert_eq!(g.check(sa("127.0.0.1:5001"), None), None);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //!
 //! The hot path, with no delay and nothing queued: one `recvmmsg` fills up to 64 datagrams
 //! into the worker's shared receive area ([`batch::RecvArea`]); each is checked by the loop
-//! protection ([`guard`]) and answered straight from that area with one `sendmmsg`, stamp
-//! replies gathered around the payload without a copy. Only what the kernel refuses is copied
-//! into the queue. A short batch means the socket is drained: back to the poller.
+//! protection ([`guard`]) and the loop detection ([`loops`]) and answered straight from that
+//! area with one `sendmmsg`, stamp replies gathered around the payload without a copy. Only
+//! what the kernel refuses is copied into the queue, into buffers reused from sent replies.
+//! A short batch means the socket is drained: back to the poller. Nothing on this path
+//! allocates once the areas exist (tests.rs counts).
 
 use std::collections::VecDeque;
 use std::io;
@@ -32,14 +34,19 @@ use crate::server::Stats;
 pub mod addr;
 pub mod batch;
 pub mod guard;
+pub mod loops;
 mod reply;
 
 use addr::Local;
 use batch::{RecvArea, SendArea, BATCH};
 pub use guard::Guard;
+pub use loops::Loops;
 
-/// The largest reply sent (SPEC §9): the largest UDP payload over IPv4.
+/// The largest reply sent over IPv4 (SPEC §9): 65,535 less the IPv4 and UDP headers.
 pub const MAX_REPLY: usize = 65_507;
+/// The largest reply sent over IPv6: 65,535 (the payload length field) less the UDP header;
+/// larger ones would need jumbograms.
+pub const MAX_REPLY_V6: usize = 65_527;
 /// Batches read per readiness event at most, so one busy socket cannot starve the others
 /// (level-triggered: the rest is reported on the next turn).
 const READ_BATCHES: usize = 8;
@@ -48,6 +55,11 @@ const NOBUFS_RETRY: Duration = Duration::from_millis(5);
 /// What one queued datagram costs beyond its reply bytes (entry and allocator overhead),
 /// charged to `--max-buffer` so a flood of tiny datagrams stays within it too.
 const QUEUED_OVERHEAD: usize = std::mem::size_of::<Queued>() + 32;
+/// Payload buffers of sent queued replies kept for the next ones (so a steady `--delay`
+/// allocates nothing): at most this many per socket, …
+const SPARE_BUFFERS: usize = 64;
+/// … of at most this capacity each (larger ones are freed).
+const SPARE_CAPACITY: usize = 2048;
 
 /// The worker's shared batch areas (one of each, for all UDP sockets).
 #[derive(Default)]
@@ -72,6 +84,8 @@ pub struct Ctx<'a> {
     pub stats: &'a mut Stats,
     /// Loop protection.
     pub guard: &'a mut Guard,
+    /// Loop detection (`--udp-loop-detect`), or `None` when it is off.
+    pub loops: Option<&'a mut Loops>,
     /// `--allow`/`--deny` and `--rate-per-source` (SPEC §10), or `None` when no list or
     /// limit is set: then a datagram costs no check at all.
     pub access: Option<&'a Access>,
@@ -89,10 +103,14 @@ impl Ctx<'_> {
         let Some(access) = self.access else {
             return true;
         };
-        let Err(reason) = access.datagram(from.ip().to_canonical(), self.now) else {
+        let Err(reason) = access.datagram(crate::access::fold(from.ip()), self.now) else {
             return true;
         };
-        debug!("udp: datagram from {from} refused ({})", reason.name());
+        debug!(
+            "udp: datagram from {} refused ({})",
+            crate::access::fold_socket(from),
+            reason.name()
+        );
         self.stats.refused(reason);
         if let Some(at) = self.refusals.refused_datagram(reason, from, self.now) {
             self.refusal_flush = Some(at);
@@ -124,6 +142,15 @@ pub fn bind(addr: &SocketAddr, reuseport: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// The largest reply that may go to `to`: an IPv4 peer (a v4-mapped one on a dual-stack
+/// socket included) takes an IPv4 datagram.
+fn max_reply(to: SocketAddr) -> usize {
+    match to {
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_none() => MAX_REPLY_V6,
+        _ => MAX_REPLY,
+    }
+}
+
 /// A reply waiting: held until `due` (`--delay`), or refused by the kernel for now.
 struct Queued {
     due: Instant,
@@ -131,6 +158,8 @@ struct Queued {
     from: Option<Local>,
     /// The payload (raw mode) or the line (stamp mode, stamped when sent).
     payload: Vec<u8>,
+    /// The raw reply's loop detection key ([`batch::Reply::loop_key`]).
+    loop_key: u64,
 }
 
 /// Why sending stopped.
@@ -147,6 +176,8 @@ pub struct UdpSocket {
     listener: Listener,
     local: SocketAddr,
     queue: VecDeque<Queued>,
+    /// Emptied payload buffers for the queue to reuse ([`SPARE_BUFFERS`]).
+    spare: Vec<Vec<u8>>,
     /// Reply bytes queued, plus [`QUEUED_OVERHEAD`] each.
     pending: usize,
     /// Not read: the queue reached `--max-buffer` (until it falls to half).
@@ -192,6 +223,7 @@ impl UdpSocket {
             listener,
             local,
             queue: VecDeque::new(),
+            spare: Vec::new(),
             pending: 0,
             paused: false,
             stopped: false,
@@ -273,7 +305,7 @@ impl UdpSocket {
                     Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH) => continue,
                     Some(libc::EAGAIN) => break,
                     _ => {
-                        debug!("{}: recvmmsg: {e}", self.label());
+                        debug!("{}: recvmmsg: {}", self.label(), crate::error::Plain(&e));
                         break;
                     }
                 },

@@ -6,8 +6,12 @@ use std::time::Instant;
 
 use log::debug;
 
-use super::batch::{RecvArea, Reply, SendArea, BATCH, STAMP_EXTRA};
-use super::{Blocked, Ctx, Queued, UdpSocket, MAX_REPLY, NOBUFS_RETRY, QUEUED_OVERHEAD};
+use super::batch::{RecvArea, Reply, SendArea, AT, BATCH, CTIME_LEN, PREFIX, STAMP_EXTRA};
+use super::loops::{Fold, Verdict};
+use super::{
+    max_reply, Blocked, Ctx, Queued, UdpSocket, NOBUFS_RETRY, QUEUED_OVERHEAD, SPARE_BUFFERS,
+    SPARE_CAPACITY,
+};
 use crate::config::Mode;
 use crate::timer::later;
 
@@ -22,8 +26,10 @@ impl UdpSocket {
         ctx: &mut Ctx<'_>,
     ) {
         let direct = ctx.delay.is_zero() && self.queue.is_empty() && self.blocked.is_none();
-        let mut replies = Vec::with_capacity(if direct { n } else { 0 });
-        for i in 0..n {
+        // On the stack, not the heap: a batch never holds more than BATCH datagrams.
+        let mut replies = [Reply::NONE; BATCH];
+        let mut direct_n = 0;
+        for i in 0..n.min(BATCH) {
             let d = recv.get(i);
             ctx.stats.datagram_in(d.data.len());
             let Some(to) = d.from else {
@@ -45,13 +51,24 @@ impl UdpSocket {
                 ctx.stats.dropped(1);
                 continue;
             }
+            let mut loop_key = 0;
+            if let Some(loops) = ctx.loops.as_deref_mut() {
+                match loops.check(to, d.data, ctx.now) {
+                    Verdict::Answer { key } => loop_key = key,
+                    Verdict::Silent => {
+                        ctx.stats.dropped(1);
+                        continue;
+                    }
+                }
+            }
             let payload = match ctx.mode {
                 Mode::Raw => d.data,
                 Mode::Stamp => strip_line_end(d.data),
             };
-            if reply_len(payload.len(), ctx.mode) > MAX_REPLY {
+            let max = max_reply(to);
+            if reply_len(payload.len(), ctx.mode) > max {
                 debug!(
-                    "{}: the reply to {to} would exceed {MAX_REPLY} bytes: dropped",
+                    "{}: the reply to {to} would exceed {max} bytes: dropped",
                     self.label()
                 );
                 ctx.stats.dropped(1);
@@ -61,15 +78,18 @@ impl UdpSocket {
                 to,
                 from: d.local,
                 payload,
+                loop_key,
             };
             if direct {
-                replies.push(reply);
+                replies[direct_n] = reply;
+                direct_n += 1;
             } else {
                 self.enqueue(later(ctx.now, ctx.delay), &reply, ctx);
             }
         }
-        if !replies.is_empty() {
-            let done = self.transmit(&replies, send, ctx);
+        if direct_n > 0 {
+            let replies = &replies[..direct_n];
+            let done = self.transmit(replies, send, ctx);
             for r in &replies[done..] {
                 self.enqueue(ctx.now, r, ctx);
             }
@@ -91,11 +111,15 @@ impl UdpSocket {
             self.paused = true;
             return;
         }
+        let mut payload = self.spare.pop().unwrap_or_default();
+        payload.clear();
+        payload.extend_from_slice(r.payload);
         self.queue.push_back(Queued {
             due,
             to: r.to,
             from: r.from,
-            payload: r.payload.to_vec(),
+            payload,
+            loop_key: r.loop_key,
         });
         self.pending += cost;
         if self.pending >= ctx.max_buffer {
@@ -116,21 +140,22 @@ impl UdpSocket {
             if due == 0 {
                 break;
             }
-            let replies: Vec<Reply<'_>> = self
-                .queue
-                .iter()
-                .take(due)
-                .map(|q| Reply {
+            let mut replies = [Reply::NONE; BATCH];
+            for (r, q) in replies.iter_mut().zip(self.queue.iter().take(due)) {
+                *r = Reply {
                     to: q.to,
                     from: q.from,
                     payload: &q.payload,
-                })
-                .collect();
-            let (done, blocked) = transmit(self.fd(), &replies, send, ctx);
-            drop(replies);
+                    loop_key: q.loop_key,
+                };
+            }
+            let (done, blocked) = transmit(self.fd(), &replies[..due], send, ctx);
             self.blocked = blocked;
             for q in self.queue.drain(..done) {
                 self.pending -= reply_len(q.payload.len(), ctx.mode) + QUEUED_OVERHEAD;
+                if self.spare.len() < SPARE_BUFFERS && q.payload.capacity() <= SPARE_CAPACITY {
+                    self.spare.push(q.payload);
+                }
             }
         }
         if self.paused && self.pending <= ctx.max_buffer / 2 {
@@ -158,6 +183,9 @@ pub(super) fn transmit(
     for chunk in replies.chunks(BATCH) {
         let ctime = stamp.then(|| ctx.clock.ctime());
         let mut out = send.start(ctime);
+        // The time text exactly as the replies carry it, for their hashes.
+        let time = out.time();
+        let mut loops = ctx.loops.as_deref_mut();
         for r in chunk {
             out.push(r);
         }
@@ -168,6 +196,14 @@ pub(super) fn transmit(
                 Ok(k) => {
                     for i in at..at + k {
                         ctx.stats.datagram_out(out.sent_len(i));
+                    }
+                    if let Some(loops) = &mut loops {
+                        for r in &chunk[at..at + k] {
+                            match &time {
+                                None => loops.sent_key(r.loop_key),
+                                Some(t) => loops.sent(r.to, stamp_hash(r.payload, t)),
+                            }
+                        }
                     }
                     at += k;
                     refused_once = false;
@@ -182,7 +218,11 @@ pub(super) fn transmit(
                     // by this call instead of sending: try the same reply once more.
                     Some(libc::ECONNREFUSED) if !refused_once => refused_once = true,
                     _ => {
-                        debug!("udp: reply to {} failed: {e}", chunk[at].to);
+                        debug!(
+                            "udp: reply to {} failed: {}",
+                            chunk[at].to,
+                            crate::error::Plain(&e)
+                        );
                         ctx.stats.dropped(1);
                         at += 1;
                         refused_once = false;
@@ -193,6 +233,17 @@ pub(super) fn transmit(
         done += at;
     }
     (done, None)
+}
+
+/// [`super::loops::hash`] of the stamp reply to `payload` less its `\n`:
+/// `Echo=><payload> at <ctime>`, hashed as the pieces it is sent in.
+fn stamp_hash(payload: &[u8], ctime: &[u8; CTIME_LEN]) -> u64 {
+    let mut f = Fold::new();
+    f.write(PREFIX);
+    f.write(payload);
+    f.write(AT);
+    f.write(ctime);
+    f.finish()
 }
 
 /// Stamp mode's payload: the datagram less one trailing `\n` (and a `\r` before it).

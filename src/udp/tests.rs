@@ -12,6 +12,7 @@ struct Rig {
     clock: Clock,
     stats: Stats,
     guard: Guard,
+    loops: Option<Loops>,
     access: Option<crate::access::Access>,
     refusals: RefusalLog,
     flush_asked: bool,
@@ -33,6 +34,7 @@ impl Rig {
             clock: Clock::default(),
             stats: Stats::new(Instant::now()),
             guard,
+            loops: Some(Loops::new()),
             access: None,
             refusals: RefusalLog::default(),
             flush_asked: false,
@@ -56,6 +58,7 @@ impl Rig {
             clock: &mut self.clock,
             stats: &mut self.stats,
             guard: &mut self.guard,
+            loops: self.loops.as_mut(),
             access: self.access.as_ref(),
             refusals: &mut self.refusals,
             refusal_flush: None,
@@ -431,8 +434,9 @@ fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
         allow: vec![],
         deny: vec![Cidr::parse("127.0.0.1/32").unwrap()],
         limits: Limits::default(),
+        source_table: 0,
     };
-    rig.access = Some(Access::new(&policy, Instant::now()));
+    rig.access = Some(Access::new(&policy, Instant::now()).unwrap());
     denied.send(b"no").unwrap();
     rig.readable(Instant::now());
     assert_eq!(recv(&denied), None, "a denied source is not answered");
@@ -448,7 +452,7 @@ fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
         ..Policy::default()
     };
     let now = Instant::now();
-    rig.access = Some(Access::new(&policy, now));
+    rig.access = Some(Access::new(&policy, now).unwrap());
     for i in 0..5u8 {
         denied.send(&[i]).unwrap();
     }
@@ -461,4 +465,105 @@ fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
         rig.refusals_pending(),
         "a flush of the refusal log was asked for"
     );
+}
+
+/// Heap allocations made by this thread, counted by the test binary's allocator.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local!(static ALLOCS: Cell<u64> = const { Cell::new(0) });
+
+    // SAFETY: every call is passed on to the system allocator unchanged; the count is a
+    // const-initialised thread-local Cell, which never allocates.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: the caller's promises about `l` are passed on as they are.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: `p` came from this allocator, that is from System, with `l`.
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: as for alloc.
+            unsafe { System.alloc_zeroed(l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+            let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: as for dealloc, and `new` is the caller's valid size.
+            unsafe { System.realloc(p, l, new) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Allocations so far on this thread.
+    pub fn allocations() -> u64 {
+        ALLOCS.with(Cell::get)
+    }
+}
+
+#[test]
+fn answering_allocates_nothing_in_the_steady_state() {
+    let before = counting::allocations();
+    drop(std::hint::black_box(vec![1u8]));
+    assert_eq!(counting::allocations(), before + 1, "the counter counts");
+    for mode in [Mode::Raw, Mode::Stamp] {
+        let mut rig = Rig::new("127.0.0.1:0");
+        rig.mode = mode;
+        let p = rig.peer();
+        let mut buf = vec![0u8; 70_000];
+        let mut round = |rig: &mut Rig, seq: u32| -> u64 {
+            for i in 0..BATCH as u32 {
+                p.send(&(seq * 1000 + i).to_be_bytes().repeat(16)).unwrap();
+            }
+            let before = counting::allocations();
+            rig.readable(Instant::now());
+            let made = counting::allocations() - before;
+            for _ in 0..BATCH {
+                p.recv(&mut buf).expect("a reply");
+            }
+            made
+        };
+        // The first round allocates the receive area.
+        round(&mut rig, 0);
+        let made: u64 = (1..50).map(|seq| round(&mut rig, seq)).sum();
+        assert_eq!(made, 0, "{mode:?}: allocations in 49 batches of {BATCH}");
+        assert_eq!(rig.totals().datagrams_out, 50 * BATCH as u64);
+    }
+}
+
+#[test]
+fn delayed_replies_allocate_nothing_in_the_steady_state() {
+    let mut rig = Rig::new("127.0.0.1:0");
+    rig.delay = Duration::from_millis(10);
+    let p = rig.peer();
+    let mut buf = vec![0u8; 70_000];
+    let t0 = Instant::now();
+    let mut round = |rig: &mut Rig, seq: u32| -> u64 {
+        for i in 0..BATCH as u32 {
+            p.send(&(seq * 1000 + i).to_be_bytes().repeat(16)).unwrap();
+        }
+        let now = t0 + Duration::from_millis(u64::from(seq) * 20);
+        let due = now + rig.delay;
+        let before = counting::allocations();
+        rig.readable(now);
+        assert_eq!(rig.sock.queued(), BATCH, "held");
+        rig.with(due, |s, a, c| s.on_timer(due, a, c));
+        let made = counting::allocations() - before;
+        for _ in 0..BATCH {
+            p.recv(&mut buf).expect("a reply");
+        }
+        made
+    };
+    // The first round allocates the receive area, the queue and the payload buffers.
+    round(&mut rig, 0);
+    let made: u64 = (1..30).map(|seq| round(&mut rig, seq)).sum();
+    assert_eq!(made, 0, "allocations in 29 held batches of {BATCH}");
 }

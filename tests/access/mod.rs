@@ -4,10 +4,13 @@
 //! 127.0.0.3, … before it connects (the whole of 127.0.0.0/8 is local on Linux).
 
 mod bench;
+mod early;
 mod limits;
 mod lists;
 mod logs;
 mod sockets;
+// The per-source table: two buckets, --source-table, eviction, `table full` (issue 15).
+mod table;
 
 use std::io::{self};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};

@@ -4,6 +4,8 @@
 
 mod inherited;
 mod messages;
+mod socket_mode;
+mod wording;
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};

@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use echo_mux::error::Plain;
+
 fn main() -> ExitCode {
     let root = xtask::repo_root();
     let task = std::env::args().nth(1);
@@ -15,7 +17,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("xtask: cannot write {}/: {e}", xtask::DIST);
+                eprintln!("xtask: cannot write {}/: {}", xtask::DIST, Plain(&e));
                 ExitCode::FAILURE
             }
         },
@@ -35,7 +37,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
             Err(e) => {
-                eprintln!("xtask: cannot read {}/: {e}", xtask::DIST);
+                eprintln!("xtask: cannot read {}/: {}", xtask::DIST, Plain(&e));
                 ExitCode::FAILURE
             }
         },

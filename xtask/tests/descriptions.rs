@@ -210,7 +210,9 @@ fn man_page_sections_each_say_what_they_must() {
                 "udp:",
                 // Loop protection: the ports, our own addresses, broadcast and multicast.
                 "0, 7, 13, 19 or 37",
-                "own UDP addresses",
+                "own UDP listeners",
+                "udp\\-loop\\-detect",
+                "65,527",
                 "broadcast",
                 "multicast",
                 "dropped",

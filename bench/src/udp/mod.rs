@@ -18,6 +18,7 @@ use polling::{Event, PollMode, Poller};
 use crate::args::{Config, Target};
 use crate::driver::{self, Load, Meter, Outcome};
 use crate::sock::{is_transient, resolve_inet};
+use echo_mux::error::Plain;
 use sender::{Fate, Payloads, Reply, Sender, State};
 
 struct Datagrams<'a> {
@@ -41,7 +42,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         return Err("--udp needs HOST:PORT".into());
     };
     let server = resolve_inet(addr)?;
-    let poller = Poller::new().map_err(|e| format!("cannot create poller: {e}"))?;
+    let poller = Poller::new().map_err(|e| format!("cannot create poller: {}", Plain(&e)))?;
     let senders = (0..cfg.connections)
         .map(|i| {
             let sock = open(server).map_err(|e| {
@@ -64,7 +65,7 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
         deadlines: VecDeque::new(),
     };
     load.register()
-        .map_err(|e| format!("cannot register with poller: {e}"))?;
+        .map_err(|e| format!("cannot register with poller: {}", Plain(&e)))?;
     driver::drive(&mut load, cfg)
 }
 
@@ -256,7 +257,7 @@ impl Datagrams<'_> {
     /// A socket error other than "not now": the socket is closed and counted.
     fn fail(&mut self, m: &mut Meter, i: usize, e: io::Error) {
         m.errors.closed += 1;
-        m.note_error(|| format!("socket {}: {e}", i + 1));
+        m.note_error(|| format!("socket {}: {}", i + 1, Plain(&e)));
         self.open -= 1;
         if let Some(sock) = self.senders[i].sock.take() {
             let _ = self.poller.delete(&sock);

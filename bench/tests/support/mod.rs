@@ -1,5 +1,8 @@
-//! Servers and runners for the UDP tool tests: the C reference `udpecho-mmsg` compiled with gcc
-//! into a temp dir (per server, removed when it stops), a faulty UDP echo server in a thread, and time-bounded runs of the tools.
+//! Servers and runners for the tool tests: the C peers `udp-echo-mmsg` and `tcp-echo-epoll`
+//! (bench/peers/, compiled with gcc into a temp dir per server, removed when it stops), a
+//! faulty UDP echo server in a thread, and time-bounded runs of the tools. Each test binary
+//! uses a part of it.
+#![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -14,18 +17,9 @@ use std::time::{Duration, Instant};
 
 pub const BENCH: &str = env!("CARGO_BIN_EXE_echo-mux-bench");
 
-/// The C reference's source: `$REFERENCE_DIR/udpecho-mmsg.c` when set (as for
-/// scripts/vs-reference.sh), else the copy of `../shared/reference/udpecho-mmsg.c` kept beside
-/// these tests so that they run on a clean clone.
-fn reference_source() -> PathBuf {
-    match std::env::var_os("REFERENCE_DIR") {
-        Some(dir) => PathBuf::from(dir).join("udpecho-mmsg.c"),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference/udpecho-mmsg.c"),
-    }
-}
-
-/// Compiles `udpecho-mmsg` (gcc -O2) into a new temp dir; returns the dir and the binary.
-fn compile_reference() -> (PathBuf, PathBuf) {
+/// Compiles the C peer `bench/peers/NAME.c` (gcc -O2) into a new temp dir; returns the dir
+/// and the binary.
+fn compile_peer(name: &str) -> (PathBuf, PathBuf) {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "echo-mux-bench-test-{}-{}",
@@ -33,8 +27,8 @@ fn compile_reference() -> (PathBuf, PathBuf) {
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let bin = dir.join("udpecho-mmsg");
-    let src = reference_source();
+    let bin = dir.join(name);
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("peers/{name}.c"));
     let out = Command::new("gcc")
         .args(["-O2", "-o"])
         .arg(&bin)
@@ -50,59 +44,84 @@ fn compile_reference() -> (PathBuf, PathBuf) {
     (dir, bin)
 }
 
-/// A running `udpecho-mmsg` on 127.0.0.1; SIGTERM and reaped on drop, its temp dir removed.
+/// A running C peer (bench/peers/) on 127.0.0.1; SIGTERM and reaped on drop, its temp dir
+/// removed.
 pub struct Reference {
     child: Child,
     pub port: u16,
     lines: Receiver<String>,
     dir: PathBuf,
+    /// The counter its SIGTERM stats line gives, `datagrams` or `connections`.
+    counter: &'static str,
 }
 
 impl Reference {
-    /// Starts it on a free port (found by binding port 0; retried if another process takes the
-    /// port first).
+    /// `udp-echo-mmsg`; [`Reference::stop`] returns the datagrams it echoed.
     pub fn start() -> Reference {
-        let (dir, bin) = compile_reference();
-        for _ in 0..10 {
-            let port = free_udp_port();
-            let mut child = Command::new(&bin)
-                .arg(port.to_string())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("cannot start udpecho-mmsg");
-            let lines = stderr_lines(&mut child);
-            let started = lines
-                .recv_timeout(Duration::from_secs(10))
-                .is_ok_and(|l| l.contains("listening on"));
-            if started {
-                return Reference {
-                    child,
-                    port,
-                    lines,
-                    dir,
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-        panic!("udpecho-mmsg did not start on any of 10 free ports");
+        Reference::peer("udp-echo-mmsg", "datagrams")
     }
 
-    /// Stops it and returns its `datagrams=` counter (datagrams it echoed).
+    /// `tcp-echo-epoll`; [`Reference::stop`] returns the connections it accepted.
+    pub fn tcp() -> Reference {
+        Reference::peer("tcp-echo-epoll", "connections")
+    }
+
+    /// Compiles and starts peer `name` on port 0, reading the port it was given from its
+    /// `listening on` line.
+    fn peer(name: &str, counter: &'static str) -> Reference {
+        let (dir, bin) = compile_peer(name);
+        let mut child = Command::new(&bin)
+            .arg("0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let lines = stderr_lines(&mut child);
+        let line = lines.recv_timeout(Duration::from_secs(10));
+        let port = line.as_deref().ok().and_then(|l| {
+            let rest = l.split("listening on 127.0.0.1:").nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        });
+        match port {
+            Some(port) => Reference {
+                child,
+                port,
+                lines,
+                dir,
+                counter,
+            },
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(&dir);
+                panic!("{name} did not start: {line:?}");
+            }
+        }
+    }
+
+    /// Stops it and returns the counter of its SIGTERM stats line (`datagrams=N` it echoed, or
+    /// `connections=N` it accepted).
     pub fn stop(mut self) -> u64 {
         self.terminate();
         let stats = self
             .lines
             .recv_timeout(Duration::from_secs(10))
-            .expect("udpecho-mmsg printed no stats line on SIGTERM");
+            .expect("the peer printed no stats line on SIGTERM");
+        let key = format!("{}=", self.counter);
         stats
             .split_whitespace()
-            .find_map(|f| f.strip_prefix("datagrams="))
+            .find_map(|f| f.strip_prefix(key.as_str()))
             .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no datagrams= in {stats:?}"))
+            .unwrap_or_else(|| panic!("no {key} in {stats:?}"))
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn terminate(&mut self) {
@@ -138,11 +157,6 @@ fn stderr_lines(child: &mut Child) -> Receiver<String> {
         }
     });
     rx
-}
-
-fn free_udp_port() -> u16 {
-    let s = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    s.local_addr().expect("local addr").port()
 }
 
 /// What a faulty server does to every `nth` datagram it receives (counting from 1); the

@@ -14,6 +14,7 @@ mod svg;
 use std::process::ExitCode;
 
 use csv::parse_csv;
+use echo_mux::error::Plain;
 use svg::render;
 
 fn main() -> ExitCode {
@@ -55,7 +56,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let rows = match std::fs::read_to_string(csv)
-        .map_err(|e| format!("cannot read {csv}: {e}"))
+        .map_err(|e| format!("cannot read {csv}: {}", Plain(&e)))
         .and_then(|t| parse_csv(&t).map_err(|e| format!("{csv}: {e}")))
     {
         Ok(r) => r,
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
         }
     };
     if let Err(e) = std::fs::write(svg, render(&rows, &title, &subtitle)) {
-        eprintln!("echo-mux-plot: cannot write {svg}: {e}");
+        eprintln!("echo-mux-plot: cannot write {svg}: {}", Plain(&e));
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS
