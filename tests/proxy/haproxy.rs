@@ -309,11 +309,11 @@ fn haproxy_clients_keep_their_addresses(backend: &'static str) {
         }
         let denied = stat(&a, "denied") + stat(&b, "denied");
         let limited = stat(&a, "limited") + stat(&b, "limited");
-        if (denied, limited) != (1, 5) {
-            h.fail(
-                &a,
-                &format!("want denied=1 limited=5 over both, got {denied} {limited}"),
-            );
+        // One refusal per client (its fifth connection); a health check from 127.0.0.1 may
+        // add one on a machine so loaded that three checks are open at once.
+        if denied != 1 || limited < 5 {
+            let got = format!("got denied={denied} limited={limited}");
+            h.fail(&a, &format!("want denied=1 limited>=5 over both, {got}"));
         }
         // Each client by name in the closed lines, with the port it connected from.
         for (source, conns) in held {
