@@ -111,7 +111,7 @@ ok "control: $pkg $version $arch, Depends: $(field Depends)"
 
 # The packaged units are systemd/ itself, byte for byte: one source (SPEC §11).
 dpkg-deb -x "$deb" "$work/root"
-for unit in echo-mux.service echo-mux.socket; do
+for unit in echo-mux.service echo-mux.socket echo-mux-metrics.socket; do
     cmp -s "systemd/$unit" "$work/root/usr/lib/systemd/system/$unit" || fail "packaged $unit differs from systemd/$unit"
 done
 grep -qx 'ExecStart=/usr/bin/echo-mux --backend epoll --workers auto' "$work/root/usr/lib/systemd/system/echo-mux.service" ||
@@ -151,7 +151,8 @@ out=$(/usr/bin/echo-mux --version) || fail "/usr/bin/echo-mux --version failed"
 [ "$out" = "echo-mux $version" ] || fail "/usr/bin/echo-mux --version printed '$out'"
 ok "/usr/bin/echo-mux --version: $out"
 
-out=$(systemd-analyze verify /usr/lib/systemd/system/echo-mux.socket /usr/lib/systemd/system/echo-mux.service 2>&1) ||
+out=$(systemd-analyze verify /usr/lib/systemd/system/echo-mux.socket /usr/lib/systemd/system/echo-mux-metrics.socket \
+    /usr/lib/systemd/system/echo-mux.service 2>&1) ||
     fail "systemd-analyze verify failed: $out"
 [ -z "$out" ] || fail "systemd-analyze verify is not clean: $out"
 ok "systemd-analyze verify on the installed units: clean (Documentation=man:echo-mux(8) resolves)"

@@ -18,13 +18,14 @@ Options:
   --binary PATH    install this echo-mux binary instead of building one (implies --no-build)
   --no-build       do not run cargo; install target/release/echo-mux as it is
   --uninstall      stop and disable the units (when systemd runs), then remove exactly the
-                   three files an install with the same --prefix/--destdir/--unitdir made
+                   four files an install with the same --prefix/--destdir/--unitdir made
   -h, --help       show this help
 
 Installed files:
   $DESTDIR$PREFIX/bin/echo-mux
   $DESTDIR$UNITDIR/echo-mux.service    (ExecStart= points at $PREFIX/bin/echo-mux)
   $DESTDIR$UNITDIR/echo-mux.socket
+  $DESTDIR$UNITDIR/echo-mux-metrics.socket   (started by echo-mux.socket: GET /metrics, /status)
 EOF
 }
 
@@ -74,7 +75,7 @@ destdir=${destdir%/}
 
 bin_path=$prefix/bin/echo-mux
 bin_dest=$destdir$bin_path
-units=(echo-mux.service echo-mux.socket)
+units=(echo-mux.service echo-mux.socket echo-mux-metrics.socket)
 
 # systemctl only for a live install on a machine booted with systemd.
 if [ -z "$destdir" ] && [ -d /run/systemd/system ]; then
@@ -90,7 +91,7 @@ if [ "$action" = uninstall ]; then
         systemctl stop echo-mux.service || echo "echo-mux.service was not running"
         echo "stopped and disabled echo-mux.socket and echo-mux.service"
     fi
-    for f in "$bin_dest" "$destdir$unitdir/echo-mux.service" "$destdir$unitdir/echo-mux.socket"; do
+    for f in "$bin_dest" "${units[@]/#/$destdir$unitdir/}"; do
         if [ -e "$f" ] || [ -L "$f" ]; then
             rm -f -- "$f"
             echo "removed $f"

@@ -8,7 +8,9 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueHint};
 use log::LevelFilter;
 
 use crate::access::{keepalive, Cidr, MAX_SOURCES, MIN_SOURCES};
-use crate::config::{parse_duration, parse_listen, parse_size, parse_socket_mode, Config, Mode};
+use crate::config::{
+    parse_duration, parse_listen, parse_size, parse_socket_mode, Config, ListenAddr, Mode,
+};
 use crate::error::{Cut, Error};
 use crate::reactor::BackendKind;
 
@@ -78,10 +80,55 @@ impl TypedValueParser for Choices {
 
 /// What the command line asks for.
 pub enum Command {
-    /// Run the daemon (boxed: a `Config` is far larger than the other variant).
+    /// Run the daemon.
     Run(Box<Config>, LevelFilter),
     /// Print this text on stdout and exit 0 (`--help`, `--version`).
     Print(String),
+    /// `echo-mux status [ADDR] [--json]`: ask a running daemon (SPEC §12).
+    Status {
+        /// Its `--metrics` address.
+        addr: ListenAddr,
+        /// Print `/status` as it is.
+        json: bool,
+    },
+}
+
+/// Where `echo-mux status` looks without an address: the packaged units' metrics socket.
+pub const DEFAULT_METRICS: &str = "127.0.0.1:50008";
+
+/// `echo-mux status`: parsed on its own, before the daemon's options, rather than as a clap
+/// subcommand: with one, clap_complete's fish script cannot complete `--backend <TAB>`
+/// (its argparse check fails on the missing value), and the daemon's command line would
+/// take a positional word it never needs.
+#[derive(Parser, Debug)]
+#[command(
+    name = "echo-mux status",
+    version,
+    about = "Print the live counters of a running echo-mux (from its --metrics address): totals, then one row per worker"
+)]
+struct StatusArgs {
+    /// The daemon's --metrics address: HOST:PORT or unix:/path [default: 127.0.0.1:50008, the packaged units']
+    #[arg(value_name = "ADDR", value_hint = ValueHint::Other)]
+    addr: Option<String>,
+    /// Print the /status JSON object as the daemon sent it
+    #[arg(long)]
+    json: bool,
+}
+
+/// `echo-mux status [ADDR] [--json]` (argv without the program name and `status`).
+fn parse_status(argv: Vec<std::ffi::OsString>) -> Result<Command, Error> {
+    let argv = std::iter::once("echo-mux status".into()).chain(argv);
+    let args = match StatusArgs::try_parse_from(argv) {
+        Ok(args) => args,
+        Err(e) => return clap_error(e),
+    };
+    let text = args.addr.as_deref().unwrap_or(DEFAULT_METRICS);
+    let addr = parse_metrics(text)
+        .map_err(|why| Error::Usage(format!("invalid value '{text}' for '[ADDR]': {why}")))?;
+    Ok(Command::Status {
+        addr,
+        json: args.json,
+    })
 }
 
 #[derive(Parser, Debug)]
@@ -91,6 +138,7 @@ pub enum Command {
     about = DESCRIPTION,
     after_help = "DUR: 250ms, 5s, 1.5s, 2m or a bare number of seconds.  BYTES: 4096, 64KiB, 1MiB, 1GiB.\n\
                   Signals: SIGTERM/SIGINT drain and exit 0, SIGUSR1 logs a stats line, SIGHUP is ignored.\n\
+                  echo-mux status [ADDR] [--json]: the live counters of a running echo-mux (see status --help).\n\
                   RUST_LOG overrides -v/-q."
 )]
 // The number-valued options take values that start with '-' (`--delay -1`), so that their
@@ -242,6 +290,9 @@ struct Args {
         hide_possible_values = true
     )]
     log_format: String,
+    /// Serve /metrics (Prometheus text) and /status (JSON) over HTTP on HOST:PORT or unix:/path
+    #[arg(long, value_name = "ADDR", value_hint = ValueHint::Other)]
+    metrics: Option<String>,
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = ArgAction::Count)]
     verbose: u8,
@@ -269,6 +320,10 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    if argv.get(1).is_some_and(|a| a == "status") {
+        return parse_status(argv[2..].to_vec());
+    }
     // Matches first, then the struct: whether a value was typed or is the default
     // (`--max-clients`) is known only to the matches.
     let matches = match command().try_get_matches_from(argv) {
@@ -280,6 +335,9 @@ where
         Err(e) => return clap_error(e),
     };
     let mut config = Config::default();
+    if let Some(s) = &args.metrics {
+        config.metrics = Some(parse_metrics(s).map_err(|why| invalid(s, "metrics", why))?);
+    }
     if !args.listen.is_empty() {
         config.listen = Vec::with_capacity(args.listen.len());
         config.listen_given = true;
@@ -362,6 +420,18 @@ where
         _ => LevelFilter::Error,
     };
     Ok(Command::Run(Box::new(config), level))
+}
+
+/// `--metrics ADDR` (and `status [ADDR]`): a stream address, TCP or unix.
+fn parse_metrics(s: &str) -> Result<ListenAddr, String> {
+    match parse_listen(s) {
+        Ok(ListenAddr::Udp(_)) => {
+            Err("expected HOST:PORT or unix:/path (HTTP needs a stream)".into())
+        }
+        Ok(addr) => Ok(addr),
+        Err(why) if why.starts_with("expected") => Err("expected HOST:PORT or unix:/path".into()),
+        Err(why) => Err(why),
+    }
 }
 
 /// SPEC §10's options (and `--socket-mode`, §1).
@@ -557,8 +627,30 @@ mod tests {
         match parse(std::iter::once("echo-mux").chain(args.iter().copied())) {
             Ok(Command::Run(c, _)) => *c,
             Ok(Command::Print(_)) => panic!("{args:?}: printed"),
+            Ok(Command::Status { .. }) => panic!("{args:?}: status"),
             Err(e) => panic!("{args:?}: {e}"),
         }
+    }
+
+    #[test]
+    fn metrics_and_status_addresses() {
+        let c = config(&["--metrics", "127.0.0.1:0"]);
+        assert_eq!(c.metrics, Some(ListenAddr::Tcp(([127, 0, 0, 1], 0).into())));
+        assert_eq!(config(&[]).metrics, None);
+        let msg = usage(&["--metrics", "udp:127.0.0.1:9"]);
+        assert!(msg.contains("'udp:127.0.0.1:9' for '--metrics'"), "{msg}");
+        let status = |args: &[&str]| match parse(args.iter().copied()) {
+            Ok(Command::Status { addr, json }) => (addr.to_string(), json),
+            _ => panic!("{args:?}: not status"),
+        };
+        assert_eq!(
+            status(&["echo-mux", "status"]),
+            (DEFAULT_METRICS.to_string(), false)
+        );
+        assert_eq!(
+            status(&["echo-mux", "status", "unix:/run/m.sock", "--json"]),
+            ("unix:/run/m.sock".to_string(), true)
+        );
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct Config {
     pub pid_file: Option<PathBuf>,
     /// `--log-format` (SPEC §12).
     pub log_format: crate::logging::Format,
+    /// `--metrics`: where to serve /metrics and /status (SPEC §12); `None` = nowhere (unless
+    /// socket activation hands in a socket named `metrics`).
+    pub metrics: Option<ListenAddr>,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             udp_loop_detect: true,
             pid_file: None,
             log_format: crate::logging::Format::Text,
+            metrics: None,
         }
     }
 }

@@ -23,9 +23,13 @@
 //!  timer.rs       deadline heap: --delay, --idle-timeout, drain deadline, accept pause, watchdog
 //!  pidfile.rs     --pid-file: prepared at start, renamed into place with READY=1, removed at exit
 //!  systemd.rs     sd_notify (READY/STATUS/STOPPING/WATCHDOG) and LISTEN_FDS socket activation
+//!  metrics/       --metrics: HTTP/1.1 on the same loop (httparse heads, 8 KiB / 5 s, 64
+//!                 connections), /metrics (Prometheus text) and /status (JSON) from one View
+//!  status.rs      `echo-mux status [ADDR] [--json]`: GET /status, printed as a table
 //!
 //!  --workers N > 1: supervisor/ binds every listener, forks N of the above (each its own
-//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in
+//!     poller), reaps and replaces them; shared.rs is the MAP_SHARED region they count in;
+//!     the supervisor serves --metrics from it (workers render nothing)
 //! ```
 //!
 //! The seam is [`reactor::Backend`]: its doc comment is the contract every backend keeps.
@@ -44,6 +48,7 @@ mod echo;
 pub mod error;
 pub mod listen;
 pub mod logging;
+mod metrics;
 pub mod pidfile;
 pub mod proxy;
 pub mod reactor;
@@ -51,6 +56,7 @@ mod refusal;
 mod server;
 pub mod shared;
 mod signal;
+pub mod status;
 pub mod supervisor;
 pub mod sys;
 pub mod systemd;
@@ -71,7 +77,7 @@ use signal::Signals;
 /// it, never a kill that leaves it behind.
 pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
-    let inherited = systemd::listen_fds()?;
+    let (inherited, metrics_fd) = metrics::split_inherited(systemd::listen_fds_named()?);
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     if let Some(path) = &config.pid_file {
         pidfile::prepare(path)?;
@@ -84,8 +90,9 @@ pub fn run(config: Config) -> Result<(), Error> {
         let listeners = inherited.as_ref().map_or(config.listen.len(), Vec::len);
         warn_select_capacity(&config, listeners);
     }
+    let http = metrics::open(&config, metrics_fd)?;
     if config.workers > 1 {
-        return supervisor::run(config, inherited, signals);
+        return supervisor::run(config, inherited, signals, http);
     }
     let kind = config.backend.resolve();
     let backend = server::open_backend(config.backend)?;
@@ -103,7 +110,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     let notifier = systemd::Notifier::from_env();
     let access = access::Access::new(&config.access, std::time::Instant::now())
         .map_err(|e| Error::io("cannot map the per-source table", e))?;
-    server::Server::new(backend, config, access, listeners, signals, notifier)?.run()
+    server::Server::new(backend, config, access, listeners, signals, notifier)?
+        .with_metrics(http)?
+        .run()
 }
 
 /// Descriptors a select process holds besides its connections and listeners (stdio, the

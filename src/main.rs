@@ -10,6 +10,11 @@ use echo_mux::logging;
 fn main() -> ExitCode {
     match cli::parse(std::env::args_os()) {
         Ok(Command::Print(text)) => print(&text),
+        // SPEC §12: the counters of a running daemon; none answering is one line, exit 1.
+        Ok(Command::Status { addr, json }) => match echo_mux::status::run(&addr, json) {
+            Ok(text) => print(&text),
+            Err(e) => fail(&e),
+        },
         Ok(Command::Run(config, level)) => {
             logging::init(level, config.log_format);
             let outcome = echo_mux::run(*config);

@@ -60,10 +60,33 @@ pub enum Counter {
     Denied,
     /// Refused by a per-source limit.
     Limited,
+    /// Refused over `--max-clients` (also in `Rejected`).
+    MaxClients,
+    /// Of `Limited`: a new source refused because its part of the per-source table holds
+    /// only sources with open connections (`table full`).
+    TableFull,
+    /// Refused because the backend cannot watch the descriptor (select's FD_SETSIZE; also
+    /// in `Rejected`).
+    BackendLimit,
+    /// Refused because a `--proxy-from` peer's PROXY header was bad or late (SPEC §14; also
+    /// in `Rejected`).
+    Proxy,
+    /// Of `Dropped`: from a service port or one of our own addresses (loop protection).
+    DropLoopPort,
+    /// Of `Dropped`: a source found echoing our replies back (loop detection).
+    DropLoopDetected,
+    /// Of `Dropped`: from or to an address no reply may go to (broadcast, multicast, …).
+    DropBadAddress,
+    /// Of `Dropped`: truncated, or a reply longer than UDP allows.
+    DropOversize,
+    /// Of `Dropped`: the socket's reply queue was at `--max-buffer`.
+    DropQueueFull,
+    /// Of `Dropped`: any other reason (send errors, the drain's deadline, no sender).
+    DropOther,
 }
 
 /// How many [`Counter`]s there are.
-pub const COUNTERS: usize = 10;
+pub const COUNTERS: usize = 20;
 
 impl Counter {
     /// Every counter, in slot order.
@@ -78,6 +101,16 @@ impl Counter {
         Counter::Dropped,
         Counter::Denied,
         Counter::Limited,
+        Counter::MaxClients,
+        Counter::TableFull,
+        Counter::BackendLimit,
+        Counter::Proxy,
+        Counter::DropLoopPort,
+        Counter::DropLoopDetected,
+        Counter::DropBadAddress,
+        Counter::DropOversize,
+        Counter::DropQueueFull,
+        Counter::DropOther,
     ];
 }
 
@@ -175,7 +208,8 @@ impl Snapshot {
         self.0[c as usize]
     }
 
-    fn add(&mut self, other: &Snapshot) {
+    /// Add `other`'s counts into this one (a worker number's earlier generations, say).
+    pub fn add(&mut self, other: &Snapshot) {
         for (a, b) in self.0.iter_mut().zip(other.0) {
             *a = a.wrapping_add(b);
         }

@@ -162,6 +162,22 @@ pub fn listen_fds() -> Result<Option<Vec<OwnedFd>>, Error> {
     Ok(Some(taken))
 }
 
+/// [`listen_fds`] with each descriptor's name from `LISTEN_FDNAMES` (the socket unit's
+/// `FileDescriptorName=`; empty when systemd passed none), so that the `metrics` socket can
+/// be told from the echo listeners (SPEC §12).
+pub fn listen_fds_named() -> Result<Option<Vec<(OwnedFd, String)>>, Error> {
+    let names = env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let Some(fds) = listen_fds()? else {
+        return Ok(None);
+    };
+    let mut names = names.split(':').map(str::to_owned);
+    Ok(Some(
+        fds.into_iter()
+            .map(|fd| (fd, names.next().unwrap_or_default()))
+            .collect(),
+    ))
+}
+
 /// The decision behind [`listen_fds`]: how many descriptors are ours, on explicit values.
 fn listen_count(pid: Option<&str>, fds: Option<&str>, me: u32) -> Result<Option<usize>, Error> {
     let invalid = |var: &str, value: &str, expected: &str| {

@@ -25,6 +25,9 @@ fn units_for(dir: &TempDir, bin: &str) -> (PathBuf, PathBuf) {
     let sock = dir.join("echo-mux.socket");
     std::fs::write(&svc, rewritten.join("\n") + "\n").unwrap();
     std::fs::copy(format!("{ROOT}/systemd/echo-mux.socket"), &sock).unwrap();
+    // Pulled in by echo-mux.socket and named in the service's Sockets=.
+    let metrics = dir.join("echo-mux-metrics.socket");
+    std::fs::copy(format!("{ROOT}/systemd/echo-mux-metrics.socket"), metrics).unwrap();
     (svc, sock)
 }
 
@@ -34,7 +37,12 @@ fn units_pass_systemd_analyze_verify() {
     let (svc, sock) = units_for(&dir, BIN);
     let out = run_tool(
         "systemd-analyze",
-        &["verify", sock.to_str().unwrap(), svc.to_str().unwrap()],
+        &[
+            "verify",
+            sock.to_str().unwrap(),
+            dir.join("echo-mux-metrics.socket").to_str().unwrap(),
+            svc.to_str().unwrap(),
+        ],
     );
     assert!(
         out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
@@ -116,6 +124,7 @@ fn install_script_installs_and_uninstalls_exactly_its_files() {
     assert_eq!(
         files_below(dest.path()),
         [
+            "etc/systemd/system/echo-mux-metrics.socket",
             "etc/systemd/system/echo-mux.service",
             "etc/systemd/system/echo-mux.socket",
             "opt/echo-mux-test/bin/echo-mux",
@@ -156,7 +165,7 @@ fn install_script_installs_and_uninstalls_exactly_its_files() {
         "{}",
         out.describe()
     );
-    assert_eq!(out.stdout.matches("removed ").count(), 3);
+    assert_eq!(out.stdout.matches("removed ").count(), 4);
 }
 
 #[test]

@@ -24,6 +24,7 @@ off\t'answer every datagram'"
 complete -c echo-mux -l pid-file -d 'Write the pid (the supervisor\'s with --workers) to PATH once listening; removed at exit' -r -F
 complete -c echo-mux -l log-format -d 'Log line format: text, or json (one object per line: ts, level, msg, fields)' -r -f -a "text\t'[timestamp LEVEL] message; <N>message when stderr is the journal'
 json\t'one JSON object per line: ts, level, msg and the line\'s fields'"
+complete -c echo-mux -l metrics -d 'Serve /metrics (Prometheus text) and /status (JSON) over HTTP on HOST:PORT or unix:/path' -r -f
 complete -c echo-mux -l log-connections -d 'One info line per closed connection: peer, duration, bytes in and out, reason'
 complete -c echo-mux -s v -l verbose -d 'More logging (-v debug, -vv trace)'
 complete -c echo-mux -s q -l quiet -d 'Less logging (-q warn, -qq error)'

@@ -24,12 +24,13 @@ pub use crate::timer::later;
 use closed::End;
 use source::Source;
 pub use stats::Stats;
-pub(crate) use stats::{Line, Totals};
+pub(crate) use stats::{DropReason, Line, Totals};
 
 mod accept;
 mod closed;
 mod conns;
 mod drain;
+mod metrics;
 mod proxied;
 mod signals;
 mod source;
@@ -67,6 +68,7 @@ enum Timer {
         index: usize,
         at: Instant,
     },
+    Http,
     /// A `--proxy-from` peer's header is due (SPEC §14).
     Header {
         slot: usize,
@@ -92,6 +94,8 @@ pub struct Server {
     now: Instant,
     draining: bool,
     udp: udp::Udp,
+    /// `--metrics` (see `metrics.rs`).
+    http: Option<crate::metrics::Http>,
 }
 
 impl Server {
@@ -135,6 +139,7 @@ impl Server {
             now,
             draining: false,
             udp,
+            http: None,
         })
     }
 
@@ -188,6 +193,7 @@ impl Server {
                 self.accept(i);
             }
             Source::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
+            Source::Http => self.on_http(ev.token),
             Source::Conn(slot) if self.header_pending(slot) => self.on_header(slot),
             Source::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
@@ -289,6 +295,7 @@ impl Server {
                 .timers
                 .add(later(self.now, HEARTBEAT), Timer::Heartbeat),
             Timer::Udp { index, at } => self.on_udp_timer(index, at),
+            Timer::Http => self.on_http_timer(),
             Timer::Header { slot, id } => self.header_deadline(slot, id),
         }
     }

@@ -4,6 +4,8 @@
 use crate::reactor::Token;
 
 const LISTENER_BASE: usize = 1;
+/// The metrics listener and its connections (`crate::metrics::TOKENS` of them).
+pub(super) const HTTP_BASE: usize = 1 << 14;
 const UDP_BASE: usize = 1 << 15;
 const CONN_BASE: usize = 1 << 16;
 
@@ -13,12 +15,15 @@ pub(super) enum Source {
     Listener(usize),
     Udp(usize),
     Conn(usize),
+    /// `--metrics`: the listener or one of its connections.
+    Http,
 }
 
 impl From<Token> for Source {
     fn from(t: Token) -> Source {
         match t.0 {
             0 => Source::Signal,
+            n if (HTTP_BASE..HTTP_BASE + crate::metrics::TOKENS).contains(&n) => Source::Http,
             n if n < UDP_BASE => Source::Listener(n - LISTENER_BASE),
             n if n < CONN_BASE => Source::Udp(n - UDP_BASE),
             n => Source::Conn(n - CONN_BASE),
@@ -33,6 +38,7 @@ impl From<Source> for Token {
             Source::Listener(i) => LISTENER_BASE + i,
             Source::Udp(i) => UDP_BASE + i,
             Source::Conn(i) => CONN_BASE + i,
+            Source::Http => HTTP_BASE,
         })
     }
 }
@@ -51,8 +57,11 @@ mod tests {
             Source::Udp(CONN_BASE - UDP_BASE - 1),
             Source::Conn(0),
             Source::Conn(1 << 20),
+            Source::Http,
         ] {
             assert_eq!(Source::from(Token::from(s)), s);
         }
+        let last_http = Token(HTTP_BASE + crate::metrics::TOKENS - 1);
+        assert_eq!(Source::from(last_http), Source::Http);
     }
 }

@@ -39,6 +39,47 @@ pub struct Totals {
     /// UDP datagrams not answered (loop protection, too large, over the cap, send errors,
     /// cut off by the drain deadline).
     pub dropped: u64,
+    /// Of `rejected`: over `--max-clients`.
+    pub max_clients: u64,
+    /// Of `limited`: a new source refused because the per-source table had no room.
+    pub table_full: u64,
+    /// Of `rejected`: a descriptor the backend cannot watch (select's FD_SETSIZE).
+    pub backend_limit: u64,
+    /// Of `rejected`: a `--proxy-from` peer's PROXY header was bad or late.
+    pub proxy: u64,
+    /// `dropped` by reason, in [`DropReason::ALL`]'s order.
+    pub dropped_by: [u64; DropReason::ALL.len()],
+}
+
+/// Why a datagram was not answered (the `reason` of the dropped-datagrams metric).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DropReason {
+    LoopPort,
+    LoopDetected,
+    BadAddress,
+    Oversize,
+    QueueFull,
+    Other,
+}
+
+impl DropReason {
+    /// Every reason, with its counter and its label value.
+    pub const ALL: [(DropReason, Counter, &'static str); 6] = [
+        (DropReason::LoopPort, Counter::DropLoopPort, "loop-port"),
+        (
+            DropReason::LoopDetected,
+            Counter::DropLoopDetected,
+            "loop-detected",
+        ),
+        (
+            DropReason::BadAddress,
+            Counter::DropBadAddress,
+            "bad-address",
+        ),
+        (DropReason::Oversize, Counter::DropOversize, "oversize"),
+        (DropReason::QueueFull, Counter::DropQueueFull, "queue-full"),
+        (DropReason::Other, Counter::DropOther, "other"),
+    ];
 }
 
 impl From<&Snapshot> for Totals {
@@ -53,6 +94,11 @@ impl From<&Snapshot> for Totals {
             datagrams_in: s.get(Counter::DatagramsIn),
             datagrams_out: s.get(Counter::DatagramsOut),
             dropped: s.get(Counter::Dropped),
+            max_clients: s.get(Counter::MaxClients),
+            table_full: s.get(Counter::TableFull),
+            backend_limit: s.get(Counter::BackendLimit),
+            proxy: s.get(Counter::Proxy),
+            dropped_by: DropReason::ALL.map(|(_, c, _)| s.get(c)),
         }
     }
 }
@@ -100,18 +146,25 @@ impl Stats {
         self.slot.add(Counter::BytesOut, n as u64);
     }
 
-    /// `n` datagrams were not answered.
+    /// `n` datagrams were not answered (reason `other`).
     pub fn dropped(&mut self, n: usize) {
+        self.dropped_because(DropReason::Other, n);
+    }
+
+    /// `n` datagrams were not answered, for `reason`.
+    pub fn dropped_because(&mut self, reason: DropReason, n: usize) {
         self.slot.add(Counter::Dropped, n as u64);
+        self.slot.add(DropReason::ALL[reason as usize].1, n as u64);
     }
 
     pub fn accepted(&mut self) {
         self.slot.add(Counter::Accepted, 1);
     }
 
-    /// A connection was accepted and closed at once.
+    /// A connection was accepted and closed at once because the backend cannot watch it.
     pub fn rejected(&mut self) {
         self.slot.add(Counter::Rejected, 1);
+        self.slot.add(Counter::BackendLimit, 1);
     }
 
     /// End of a loop turn: publish the open count and, in a worker, the heartbeat.
@@ -127,11 +180,16 @@ impl Stats {
     /// `limited` as the reason says (SPEC §10).
     pub fn refused(&mut self, reason: crate::refusal::Reason) {
         use crate::refusal::Reason;
-        self.rejected();
+        self.slot.add(Counter::Rejected, 1);
         match reason {
-            Reason::MaxClients | Reason::Proxy => {}
+            Reason::MaxClients => self.slot.add(Counter::MaxClients, 1),
+            Reason::Proxy => self.slot.add(Counter::Proxy, 1),
             Reason::Denied => self.denied(),
-            Reason::MaxPerSource | Reason::RatePerSource | Reason::SourcesFull => self.limited(),
+            Reason::MaxPerSource | Reason::RatePerSource => self.limited(),
+            Reason::SourcesFull => {
+                self.limited();
+                self.slot.add(Counter::TableFull, 1);
+            }
         }
     }
 
@@ -273,6 +331,37 @@ mod tests {
         assert!(
             line.ends_with(" rejected=3 bytes_in=4096 bytes_out=4000 uptime=0s denied=1 limited=1")
         );
+    }
+
+    /// Every refusal and drop is counted once under its reason, and the reasons add up to
+    /// the stats line's `rejected` and `dropped`.
+    #[test]
+    fn reasons_add_up_to_rejected_and_dropped() {
+        use crate::refusal::Reason;
+        let mut s = Stats::new(Instant::now());
+        for r in [
+            Reason::MaxClients,
+            Reason::Denied,
+            Reason::RatePerSource,
+            Reason::SourcesFull,
+            Reason::Proxy,
+        ] {
+            s.refused(r);
+        }
+        s.rejected();
+        s.dropped(2);
+        s.dropped_because(DropReason::LoopPort, 1);
+        s.dropped_because(DropReason::QueueFull, 3);
+        s.dropped_because(DropReason::LoopDetected, 4);
+        let t = s.snapshot();
+        assert_eq!(t.rejected, 6);
+        assert_eq!(
+            t.max_clients + t.denied + t.limited + t.backend_limit + t.proxy,
+            6
+        );
+        assert_eq!((t.limited, t.table_full), (2, 1));
+        assert_eq!(t.dropped, 10);
+        assert_eq!(t.dropped_by, [1, 4, 0, 0, 3, 2]);
     }
 
     /// Every optional field, in SPEC §5's order, as the supervisor's totals line shows them.

@@ -40,7 +40,7 @@ impl Supervisor {
             self.seats[k - 1].pid = None;
             self.collect_refusals(k);
             self.refusals_seen[k - 1] = Default::default();
-            self.region.retire(k);
+            self.generations.retire(self.region, k);
             self.forget_sources(k);
             if self.stopping {
                 match ended {

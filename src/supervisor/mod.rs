@@ -27,6 +27,7 @@ use nix::unistd::Pid;
 use crate::access::{Access, SourceTable};
 use crate::config::Config;
 use crate::error::Error;
+use crate::metrics::{Generations, Http};
 use crate::reactor::{Backend, BackendKind, Interest, Token};
 use crate::shared::Region;
 use crate::signal::{Request, Signals};
@@ -35,6 +36,7 @@ use crate::timer::Timers;
 
 mod life;
 mod listeners;
+mod metrics;
 mod report;
 mod sources;
 mod spawn;
@@ -53,6 +55,8 @@ const READY_POLL: Duration = Duration::from_millis(10);
 
 const SIGNALS: Token = Token(0);
 const CHILDREN: Token = Token(1);
+/// `--metrics`: the listener, then its connections (`crate::metrics::TOKENS` tokens).
+const HTTP_BASE: usize = 2;
 
 #[derive(Clone, Copy, Debug)]
 enum Tick {
@@ -61,6 +65,7 @@ enum Tick {
     Refusals,
     Ready,
     Watchdog(Duration),
+    Http,
 }
 
 /// One worker number's history.
@@ -98,6 +103,10 @@ struct Supervisor {
     stopping: bool,
     ready_sent: bool,
     status_sent: Option<(u64, usize)>,
+    /// `--metrics`, served here from the shared counters (see `metrics.rs`).
+    http: Option<Http>,
+    /// Each worker number's earlier generations and restarts, for the per-worker series.
+    generations: Generations,
 }
 
 /// What [`Supervisor::serve`] ended as: the supervisor done, or a freshly forked worker.
@@ -109,8 +118,14 @@ enum Role {
 /// Run the supervisor and its `config.workers` workers until a shutdown completes. In each
 /// forked worker this never returns: the worker exits the process when its drain is done.
 /// `inherited` and `signals` come from `run()`, which takes them first (see its docs).
-pub fn run(config: Config, inherited: Option<Vec<OwnedFd>>, signals: Signals) -> Result<(), Error> {
+pub(crate) fn run(
+    config: Config,
+    inherited: Option<Vec<OwnedFd>>,
+    signals: Signals,
+    http: Option<Http>,
+) -> Result<(), Error> {
     let mut sup = Supervisor::start(config, inherited, signals)?;
+    sup.serve_metrics(http)?;
     match sup.serve()? {
         Role::Done => Ok(()),
         Role::Worker(k, mask) => spawn::worker_main(sup.into_worker(k, mask)),
@@ -189,6 +204,8 @@ impl Supervisor {
             stopping: false,
             ready_sent: false,
             status_sent: None,
+            http: None,
+            generations: Generations::new(n),
         })
     }
 
@@ -202,6 +219,7 @@ impl Supervisor {
             for ev in &events {
                 match ev.token {
                     SIGNALS => self.on_signals(),
+                    t if self.http.as_ref().is_some_and(|h| h.owns(t)) => self.on_http(t),
                     _ => {
                         self.children.drain();
                         self.reap();
@@ -255,6 +273,7 @@ impl Supervisor {
                 }
                 self.timers.add(self.now + every, Tick::Watchdog(every));
             }
+            Tick::Http => self.on_http_timer(),
         }
         Ok(None)
     }
@@ -271,6 +290,7 @@ impl Supervisor {
             }
             Ok((Forked::Parent(pid), _)) => {
                 info!("worker {k} started (pid {pid})");
+                self.generations.spawned(k);
                 let seat = &mut self.seats[k - 1];
                 (seat.pid, seat.wedged) = (Some(pid), false);
                 seat.life.started(self.now);
@@ -302,9 +322,13 @@ impl Supervisor {
             listeners,
             region,
             table,
+            http,
             ..
         } = self;
         drop((backend, signals, children, notifier));
+        if let Some(mut http) = http {
+            http.disown();
+        }
         // The lists are read-only: each worker compiles its own. The table is shared.
         let access = Access::with_table(&config.access, table.map(|t| t.for_worker(k)));
         WorkerStart {

@@ -7,12 +7,14 @@ use std::time::Instant;
 use log::debug;
 
 use super::batch::{RecvArea, Reply, SendArea, AT, BATCH, CTIME_LEN, PREFIX, STAMP_EXTRA};
+use super::guard::Refusal;
 use super::loops::{Fold, Verdict};
 use super::{
     max_reply, Blocked, Ctx, Queued, UdpSocket, NOBUFS_RETRY, QUEUED_OVERHEAD, SPARE_BUFFERS,
     SPARE_CAPACITY,
 };
 use crate::config::Mode;
+use crate::server::DropReason;
 use crate::timer::later;
 
 impl UdpSocket {
@@ -43,12 +45,16 @@ impl UdpSocket {
             }
             if d.truncated {
                 debug!("{}: datagram from {to} truncated: dropped", self.label());
-                ctx.stats.dropped(1);
+                ctx.stats.dropped_because(DropReason::Oversize, 1);
                 continue;
             }
             if let Some(why) = ctx.guard.check(to, d.local) {
                 ctx.guard.note(to, why, ctx.now);
-                ctx.stats.dropped(1);
+                let reason = match why {
+                    Refusal::Port(_) | Refusal::Ours => DropReason::LoopPort,
+                    Refusal::BadSource | Refusal::NotUnicast => DropReason::BadAddress,
+                };
+                ctx.stats.dropped_because(reason, 1);
                 continue;
             }
             let mut loop_key = 0;
@@ -56,7 +62,7 @@ impl UdpSocket {
                 match loops.check(to, d.data, ctx.now) {
                     Verdict::Answer { key } => loop_key = key,
                     Verdict::Silent => {
-                        ctx.stats.dropped(1);
+                        ctx.stats.dropped_because(DropReason::LoopDetected, 1);
                         continue;
                     }
                 }
@@ -71,7 +77,7 @@ impl UdpSocket {
                     "{}: the reply to {to} would exceed {max} bytes: dropped",
                     self.label()
                 );
-                ctx.stats.dropped(1);
+                ctx.stats.dropped_because(DropReason::Oversize, 1);
                 continue;
             }
             let reply = Reply {
@@ -107,7 +113,7 @@ impl UdpSocket {
                 self.pending,
                 r.to
             );
-            ctx.stats.dropped(1);
+            ctx.stats.dropped_because(DropReason::QueueFull, 1);
             self.paused = true;
             return;
         }

@@ -253,7 +253,14 @@ for_each_backend!(bad_headers_are_refused_with_nothing_echoed);
 /// (not denied or limited), and the refusal log says `proxy`. So is a peer that closes
 /// before its header is complete.
 fn bad_headers_are_refused_with_nothing_echoed(backend: &'static str) {
-    let args = ["--proxy-from", "127.0.0.1", "--deny", "192.0.2.99"];
+    let args = [
+        "--proxy-from",
+        "127.0.0.1",
+        "--deny",
+        "192.0.2.99",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
     let Some(d) = Daemon::spawn(backend, &args) else {
         return;
     };
@@ -282,6 +289,10 @@ fn bad_headers_are_refused_with_nothing_echoed(backend: &'static str) {
         ));
     }
     d.expect_line(mark, "(proxy), e.g. from 127.0.0.1", IO_TIMEOUT);
+    // The metrics name the reason too (SPEC §12).
+    let label = "echo_mux_connections_rejected_total{reason=\"proxy\"}";
+    let addr = crate::metrics::metrics_addr(&d);
+    crate::metrics::scrape_until(&addr, |m| m.get(label) == Some(&(n as f64)));
     if !d.serves_new_client_via(&v1(sock("192.0.2.8:9"))) {
         d.fail("a good header after the bad ones was not served");
     }

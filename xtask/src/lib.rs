@@ -20,8 +20,9 @@ pub const DIST: &str = "dist";
 /// Hand-written man page text, in this order after clap's OPTIONS. The first fragment goes on
 /// with DESCRIPTION's text, so it is placed before OPTIONS.
 const DESCRIPTION: &str = include_str!("../man/description.roff");
-const AFTER_OPTIONS: [&str; 7] = [
+const AFTER_OPTIONS: [&str; 8] = [
     include_str!("../man/udp.roff"),
+    include_str!("../man/metrics.roff"),
     include_str!("../man/signals.roff"),
     include_str!("../man/exit-status.roff"),
     include_str!("../man/environment.roff"),

@@ -139,6 +139,7 @@ fn man_page_has_the_sections_and_every_option() {
             "DESCRIPTION",
             "OPTIONS",
             "UDP",
+            "METRICS AND STATUS",
             "SIGNALS",
             "EXIT STATUS",
             "ENVIRONMENT",
