@@ -2,7 +2,7 @@
 //! and the soft RLIMIT_NOFILE raised at start.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::util::client::{self, outcome, ping, Outcome};
 use crate::util::Daemon;
@@ -117,10 +117,18 @@ fn select_closes_descriptors_beyond_fd_setsize() {
             served.len()
         ));
     }
-    let warned = d
-        .stderr_since(mark)
-        .lines()
-        .any(|l| l.to_ascii_lowercase().contains("warn") && l.contains("select"));
+    // The warning may still be on its way through the pipe: wait for it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let warned = loop {
+        let warned = d
+            .stderr_since(mark)
+            .lines()
+            .any(|l| l.to_ascii_lowercase().contains("warn") && l.contains("select"));
+        if warned || Instant::now() >= deadline {
+            break warned;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     if !warned {
         d.fail("no warning mentioning select for the connections over FD_SETSIZE");
     }

@@ -35,7 +35,10 @@ fn max_clients_rejects_the_sixth(backend: &'static str) {
         ping(s, b"still")
             .unwrap_or_else(|e| d.fail(&format!("one of the first five after the 6th: {e}")));
     }
-    let st = d.stats();
+    let st = d.stats_until(|st| {
+        st.get("rejected").map(String::as_str) == Some("1")
+            && st.get("open").map(String::as_str) == Some("5")
+    });
     if st.get("rejected").map(String::as_str) != Some("1")
         || st.get("open").map(String::as_str) != Some("5")
     {

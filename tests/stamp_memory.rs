@@ -104,7 +104,7 @@ fn drain_release_stays_within_max_buffer(backend: &'static str) {
     let before = peak_rss(&d, Duration::from_millis(1500));
     let mark = d.mark();
     d.signal(Signal::SIGTERM);
-    d.expect_line(mark, "draining", Duration::from_secs(5));
+    d.expect_line(mark, "draining", Duration::from_secs(15));
     let after = peak_rss(&d, Duration::from_millis(1000));
     stop(socks, writers);
     let peak = before.max(after);

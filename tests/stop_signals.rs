@@ -12,7 +12,7 @@ use crate::util::Daemon;
 /// Wait until the daemon is stopped (state `T` in /proc/PID/stat), so that signals sent now
 /// are all pending when it continues, and its handlers run before its loop turns again.
 fn wait_stopped(d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", d.pid())).unwrap_or_default();
         let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
@@ -41,7 +41,7 @@ fn sigterm_and_sigint_in_one_turn_are_one_request(backend: &'static str) {
     d.signal(Signal::SIGTERM);
     d.signal(Signal::SIGINT);
     d.signal(Signal::SIGCONT);
-    d.expect_line(mark, "draining 1 connection", Duration::from_secs(5));
+    d.expect_line(mark, "draining 1 connection", Duration::from_secs(15));
     thread::sleep(Duration::from_millis(300));
     if !d.is_running() {
         d.fail("two stop signals in one turn ended the drain at once");

@@ -70,7 +70,7 @@ fn udp_echo_ipv4_and_ipv6(backend: &'static str) {
         }
     }
     let want = if v6 { "12" } else { "6" };
-    let stats = d.stats();
+    let stats = d.stats_until(|s| s["datagrams_in"] == want && s["datagrams_out"] == want);
     if stats["datagrams_in"] != want || stats["datagrams_out"] != want || stats["dropped"] != "0" {
         d.fail(&format!(
             "want {want} datagrams in and out, none dropped: {stats:?}"
@@ -124,8 +124,8 @@ fn udp_2000_random_datagrams_from_20_sockets(backend: &'static str) {
     if !errors.is_empty() {
         d.fail(&format!("seed {seed}: {errors:?}"));
     }
-    let stats = d.stats();
     let n = (SOCKETS * EACH).to_string();
+    let stats = d.stats_until(|s| s["datagrams_in"] == n && s["datagrams_out"] == n);
     if stats["datagrams_in"] != n
         || stats["datagrams_out"] != n
         || stats["bytes_in"] != stats["bytes_out"]
@@ -220,11 +220,13 @@ fn udp_no_answer_to_service_ports(backend: &'static str) {
             d.fail(&format!("source port {port} was answered: {back:?}"));
         }
     }
-    let stats = d.stats();
+    let stats = d.stats_until(|s| s["dropped"] == "2" && s["datagrams_in"] == "3");
     if stats["dropped"] != "2" || stats["datagrams_in"] != "3" {
         d.fail(&format!("want 3 in, 2 dropped: {stats:?}"));
     }
-    if !d.stderr().contains("loop protection: not answering") {
+    if d.wait_line(0, "loop protection: not answering", Duration::from_secs(15))
+        .is_none()
+    {
         d.fail("no info line about loop protection");
     }
 }

@@ -64,7 +64,6 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
     if burst(&two, to, 5) != 5 {
         d.fail("an allowed source was not answered five times");
     }
-    let s = d.stats();
     let want = [
         ("datagrams_in", 10),
         ("datagrams_out", 5),
@@ -73,6 +72,8 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
         ("limited", 0),
         ("rejected", 5),
     ];
+    // A denied datagram has no reply to wait for: wait for its count.
+    let s = d.stats_until(|s| want.iter().all(|&(key, v)| num(s, key) == v));
     for (key, v) in want {
         if num(&s, key) != v {
             d.fail(&format!("want {key}={v} in {s:?}"));
@@ -81,12 +82,12 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
     d.expect_line(
         0,
         "refused 1 datagram in the last 1s (denied), e.g. from 127.0.0.3",
-        Duration::from_secs(3),
+        PATIENCE,
     );
     d.expect_line(
         0,
         "refused 4 datagrams in the last 1s (denied), e.g. from 127.0.0.3",
-        Duration::from_secs(3),
+        PATIENCE,
     );
 
     let Some(d) = Daemon::spawn(
@@ -102,7 +103,7 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
             d.fail(&format!("{source}: {got} answers, want {want}"));
         }
     }
-    let s = d.stats();
+    let s = d.stats_until(|s| (num(s, "denied"), num(s, "datagrams_out")) == (6, 3));
     if (num(&s, "denied"), num(&s, "datagrams_out")) != (6, 3) {
         d.fail(&format!("want denied=6 datagrams_out=3 in {s:?}"));
     }
@@ -156,12 +157,16 @@ fn udp_rate_per_source(backend: &'static str) {
     if burst(&sender("127.0.0.3"), to, 10) != 10 {
         d.fail("another source was limited too");
     }
-    let s = d.stats();
     let limited = (70 - got - after_tcp) as u64;
+    let out = (got + after_tcp + 10) as u64;
+    let s = d.stats_until(|s| {
+        num(s, "limited") == limited
+            && num(s, "rejected") == limited
+            && num(s, "datagrams_out") == out
+    });
     if num(&s, "limited") != limited || num(&s, "rejected") != limited {
         d.fail(&format!("want limited=rejected={limited} in {s:?}"));
     }
-    let out = (got + after_tcp + 10) as u64;
     if num(&s, "datagrams_out") != out || num(&s, "dropped") != 0 {
         d.fail(&format!("want datagrams_out={out} dropped=0 in {s:?}"));
     }

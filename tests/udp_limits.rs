@@ -87,15 +87,19 @@ fn udp_flood_stays_within_max_buffer(backend: &'static str) {
             "RSS grew by {grew} bytes under a flood; --max-buffer is {CAP}"
         ));
     }
-    // The flooded socket recovers once the flood is over.
-    thread::sleep(Duration::from_millis(600));
+    // The flooded socket recovers once the flood is over. What the flood left in the kernel's
+    // queue drains at the daemon's pace (a loaded machine's), and while that queue is full
+    // the kernel drops a new datagram: ask again until answered, bounded.
     let c = client("127.0.0.1:0", REPLY_WAIT);
-    c.send_to(b"after", flooded).unwrap();
     let mut answered = false;
-    while let Some((back, _)) = recv(&c) {
-        if back == b"after" {
-            answered = true;
-            break;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answered && Instant::now() < deadline {
+        c.send_to(b"after", flooded).unwrap();
+        while let Some((back, _)) = recv(&c) {
+            if back == b"after" {
+                answered = true;
+                break;
+            }
         }
     }
     if !answered {
@@ -126,7 +130,7 @@ fn udp_sigterm_sends_held_replies(backend: &'static str) {
             c
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while d.stats()["datagrams_in"] != "10" {
         if Instant::now() > deadline {
             d.fail("the daemon did not receive the ten datagrams");
@@ -160,12 +164,12 @@ impl Activated {
     }
 }
 
-/// The exit status if the child exits within 5 s (polled through /proc-free waitpid).
+/// The exit status if the child exits within 20 s (polled through /proc-free waitpid).
 fn wait_child(p: &Activated) -> Option<std::process::ExitStatus> {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     use std::os::unix::process::ExitStatusExt;
     let pid = Pid::from_raw(p.child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => return Some(ExitStatusExt::from_raw(code << 8)),
@@ -193,7 +197,7 @@ fn udp_socket_activation(backend: &'static str) {
         let args = ["--backend", backend, "--listen", "127.0.0.1:0"];
         let p = Activated::udp("udp-activate", backend, &args);
         let port = p.port;
-        if !p.wait_for("as 3.", Duration::from_secs(5)) {
+        if !p.wait_for("as 3.", crate::util::START_TIMEOUT) {
             if p.stderr().contains("already in use") {
                 continue;
             }
@@ -208,14 +212,14 @@ fn udp_socket_activation(backend: &'static str) {
             other => fail(&format!("reply {other:?}")),
         }
         let want = format!("listening on udp:127.0.0.1:{port} (backend {backend})");
-        if !p.wait_for(&want, REPLY_WAIT) || !p.stderr().contains("1 inherited") {
+        if !p.wait_for(&want, REPLY_WAIT) || !p.wait_for("1 inherited", REPLY_WAIT) {
             fail(&format!("no line {want:?} after one inherited socket"));
         }
         kill(Pid::from_raw(p.child.id() as i32), Signal::SIGTERM).unwrap();
         match wait_child(&p) {
             Some(st) if st.success() => return,
             Some(st) => fail(&format!("exit {st} after SIGTERM")),
-            None => fail("still running 5 s after SIGTERM"),
+            None => fail("still running 20 s after SIGTERM"),
         }
     }
     panic!("no free UDP port in 5 attempts");

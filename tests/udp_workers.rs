@@ -150,6 +150,24 @@ impl Activated {
         kill(Pid::from_raw(pid), Signal::SIGUSR1).unwrap();
         parse_stats(&self.wait_line(mark, needle, PATIENCE))
     }
+
+    /// [`Activated::stats`] again (every 50 ms, up to [`PATIENCE`]) until `ok` holds: the
+    /// stats that matched, or the last ones seen.
+    fn stats_until(
+        &self,
+        pid: i32,
+        needle: &str,
+        ok: impl Fn(&HashMap<String, u64>) -> bool,
+    ) -> HashMap<String, u64> {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let st = self.stats(pid, needle);
+            if ok(&st) || Instant::now() >= deadline {
+                return st;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Is `pid` stopped (state T)?
@@ -230,9 +248,10 @@ fn udp_socket_activation_with_two_workers(backend: &'static str) {
             sent += 1;
         }
         kill(Pid::from_raw(workers[stop]), Signal::SIGCONT).unwrap();
-        let w = a.stats(
+        let w = a.stats_until(
             workers[serving],
             &format!("worker {}: stats: ", serving + 1),
+            |w| field(w, "datagrams_in") >= 10,
         );
         if field(&w, "datagrams_in") < 10 {
             a.fail(&format!(
@@ -245,18 +264,13 @@ fn udp_socket_activation_with_two_workers(backend: &'static str) {
         exchange(c, to, format!("all {i}").as_bytes()).unwrap_or_else(|e| a.fail(&e));
         sent += 1;
     }
-    // A worker counts a reply just after sendmmsg returns, so the client may hold the last
-    // reply a moment before the totals show it: wait for them.
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let t = a.stats(a.pid(), "supervisor: stats: ");
-        if field(&t, "datagrams_in") == sent && field(&t, "datagrams_out") == sent {
-            break;
-        }
-        if Instant::now() > deadline {
-            a.fail(&format!("want {sent} datagrams in and out: {t:?}"));
-        }
-        thread::sleep(Duration::from_millis(50));
+    // The totals are what the workers have published: the last reply's count lands a moment
+    // after the reply itself.
+    let t = a.stats_until(a.pid(), "supervisor: stats: ", |t| {
+        field(t, "datagrams_in") == sent && field(t, "datagrams_out") == sent
+    });
+    if field(&t, "datagrams_in") != sent || field(&t, "datagrams_out") != sent {
+        a.fail(&format!("want {sent} datagrams in and out: {t:?}"));
     }
     // kill -9 worker 1: the shared socket is still served by worker 2 at once, and by the
     // replacement once it runs.
@@ -268,7 +282,9 @@ fn udp_socket_activation_with_two_workers(backend: &'static str) {
     a.wait_line(mark, "worker 1: listening on", PATIENCE);
     let replacement = a.worker_pid(1);
     kill(Pid::from_raw(workers[1]), Signal::SIGSTOP).unwrap();
+    let t0 = Instant::now();
     while !stopped(workers[1]) {
+        assert!(t0.elapsed() < PATIENCE, "{} did not stop", workers[1]);
         thread::sleep(Duration::from_millis(5));
     }
     let answered = exchange(&senders[0], to, b"replacement");

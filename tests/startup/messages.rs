@@ -93,7 +93,7 @@ fn drain_line_and_warnings_read_like_the_startup_errors(backend: &'static str) {
         };
         let mark = d.mark();
         d.signal(Signal::SIGTERM);
-        let line = d.expect_line(mark, "draining", Duration::from_secs(5));
+        let line = d.expect_line(mark, "draining", Duration::from_secs(15));
         assert!(line.contains(want), "want {want:?} in {line:?}");
         d.wait_exit(Duration::from_secs(10));
     }

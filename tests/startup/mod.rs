@@ -132,7 +132,7 @@ fn the_longest_durations_work(backend: &'static str) {
     assert!(d.stats().contains_key("open"));
     let mark = d.mark();
     d.signal(Signal::SIGTERM);
-    d.expect_line(mark, "draining", Duration::from_secs(5));
+    d.expect_line(mark, "draining", Duration::from_secs(15));
     // The drain releases the held reply at once.
     let mut got = [0u8; 4];
     s.read_exact(&mut got)
@@ -162,7 +162,7 @@ fn sigterm_while_listeners_are_bound_leaves_no_socket_file(backend: &'static str
     let line = format!("{BIN} --backend {backend} --listen {unix} (+300 × --listen 127.0.0.1:0)");
     let child = cmd.spawn().unwrap();
     let pid = Pid::from_raw(child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::util::START_TIMEOUT;
     while !sock.0.exists() && Instant::now() < deadline {
         std::hint::spin_loop();
     }

@@ -9,6 +9,10 @@ use nix::sys::signal::Signal;
 
 use super::Daemon;
 
+/// Longest wait for the stats to show a value a test expects: generous, since the wait
+/// ends as soon as they do.
+pub const STATS_PATIENCE: Duration = Duration::from_secs(20);
+
 impl Daemon {
     /// Send SIGUSR1 and parse the `stats:` line it produces into `key -> value`.
     pub fn stats(&self) -> HashMap<String, String> {
@@ -22,6 +26,25 @@ impl Daemon {
                 None => self.fail(&format!("stats field {kv:?} is not key=value in {line:?}")),
             })
             .collect()
+    }
+
+    /// Ask for the stats (every 50 ms, up to [`STATS_PATIENCE`]) until `ok` holds for them:
+    /// the stats that matched, or the last ones seen when none did. A counter lands a moment
+    /// after the client saw the byte or datagram it counts (a supervisor's totals are summed
+    /// from what the workers publish), so a test waits for the values it wants and then
+    /// asserts on what it got, never on one read.
+    pub fn stats_until(
+        &self,
+        ok: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> HashMap<String, String> {
+        let deadline = Instant::now() + STATS_PATIENCE;
+        loop {
+            let st = self.stats();
+            if ok(&st) || Instant::now() >= deadline {
+                return st;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Poll the stats (every 100 ms, up to `within`) until `key` is `want`; the last stats

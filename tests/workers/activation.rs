@@ -181,8 +181,18 @@ fn socket_activation_with_two_workers() {
         p.seen.retain(|l| !l.contains("stats: "));
     }
     assert_eq!(children(p.pid()).len(), 2);
-    kill(Pid::from_raw(p.pid()), Signal::SIGUSR1).unwrap();
-    let line = p.wait_line("supervisor: stats: ");
+    // The totals are what the workers have published: ask again until the counts land.
+    let deadline = Instant::now() + PATIENCE;
+    let line = loop {
+        kill(Pid::from_raw(p.pid()), Signal::SIGUSR1).unwrap();
+        let line = p.wait_line("supervisor: stats: ");
+        let done = line.contains(" accepted=30 ") && line.contains(" bytes_in=150000 ");
+        if done || Instant::now() >= deadline {
+            break line;
+        }
+        p.seen.retain(|l| !l.contains("stats: "));
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         line.contains(" accepted=30 ") && line.contains(" bytes_in=150000 "),
         "{line}"
@@ -246,7 +256,16 @@ fn only_the_supervisor_notifies_systemd() {
     let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     echo_exact(&s, fresh_seed(), 100, false).unwrap();
-    recv_for(Duration::from_millis(1500), &mut got);
+    // The status follows the connection count within a watchdog period or so: wait for it
+    // (and for two keep-alives), bounded.
+    let count =
+        |got: &[(i32, String)], want: &str| got.iter().filter(|(_, t)| t.contains(want)).count();
+    let deadline = Instant::now() + PATIENCE;
+    while (count(&got, "STATUS=1 connections, 3 workers") == 0 || count(&got, "WATCHDOG=1") < 2)
+        && Instant::now() < deadline
+    {
+        recv_for(Duration::from_millis(100), &mut got);
+    }
     drop(s);
     p.terminate();
     recv_for(Duration::from_millis(100), &mut got);
@@ -256,7 +275,7 @@ fn only_the_supervisor_notifies_systemd() {
         got.iter().all(|(pid, _)| *pid == sup),
         "a worker notified: {all}"
     );
-    let count = |want: &str| got.iter().filter(|(_, t)| t.contains(want)).count();
+    let count = |want: &str| count(&got, want);
     assert_eq!(count("READY=1"), 1, "{all}");
     assert!(
         got[0]

@@ -252,7 +252,7 @@ fn readme_starts_with_the_two_commands_ci_runs() {
         commands[0]
     );
     assert_eq!(
-        commands[1], "cargo test --locked",
+        commands[1], "cargo test --locked --no-fail-fast",
         "the second runs the tests"
     );
     // .ci/run runs exactly that test command, on a line of its own.

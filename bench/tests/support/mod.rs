@@ -124,15 +124,24 @@ impl Reference {
         self.child.id()
     }
 
+    /// SIGTERM until it exits (it prints its stats line first), SIGKILL after 10 s. The
+    /// reference looks at its signal flags when epoll_wait() returns: a SIGTERM that lands
+    /// between two waits (while it still sends the last replies, which a loaded machine can
+    /// stretch) is only seen at the next wake-up, and an idle server has none. So one signal
+    /// is not enough: it is sent again every 200 ms (each interrupts a wait; a repeat is
+    /// harmless), bounded by the deadline.
     fn terminate(&mut self) {
         use nix::sys::signal::{kill, Signal};
         use nix::unistd::Pid;
-        if let Ok(None) = self.child.try_wait() {
-            let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        }
+        let pid = Pid::from_raw(self.child.id() as i32);
         let deadline = Instant::now() + Duration::from_secs(10);
         while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+            // Not reaped yet, so the pid is still this child's.
+            let _ = kill(pid, Signal::SIGTERM);
+            let again = Instant::now() + Duration::from_millis(200);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < again {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
