@@ -253,6 +253,10 @@ struct Args {
     /// One info line per closed connection: peer, duration, bytes in and out, reason
     #[arg(long)]
     log_connections: bool,
+    /// TCP peers in CIDR (repeatable, e.g. a load balancer) must begin each connection with a
+    /// PROXY protocol header (v1 or v2); the client it names is the source for everything
+    #[arg(long, value_name = "CIDR", allow_hyphen_values = true, value_hint = ValueHint::Other)]
+    proxy_from: Vec<String>,
     /// Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]
     #[arg(long, value_name = "MODE", allow_hyphen_values = true, value_hint = ValueHint::Other)]
     socket_mode: Option<String>,
@@ -441,6 +445,7 @@ fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
     };
     config.access.allow = cidrs(&args.allow, "allow")?;
     config.access.deny = cidrs(&args.deny, "deny")?;
+    config.proxy_from = cidrs(&args.proxy_from, "proxy-from")?;
     let count = |s: &String, flag| {
         s.trim()
             .parse::<u32>()
@@ -765,6 +770,10 @@ mod tests {
         assert_eq!(c.keepalive, Some(std::time::Duration::from_secs(90)));
         assert!(c.log_connections);
         assert_eq!(c.socket_mode, Some(0o660));
+        assert!(c.proxy_from.is_empty());
+        let p = config(&["--proxy-from", "10.0.0.0/8", "--proxy-from", "::1"]);
+        assert_eq!(p.proxy_from.len(), 2);
+        assert_eq!(p.proxy_from[1].to_string(), "::1/128");
         let d = config(&[]);
         assert!(!d.access.is_active() && !d.log_connections && d.socket_mode.is_none());
         assert_eq!(d.keepalive, Some(std::time::Duration::from_secs(300)));
@@ -798,6 +807,10 @@ mod tests {
         assert!(usage(&["--deny", "10.1.2.3/8"]).contains("did you mean 10.0.0.0/8?"));
         assert!(usage(&["--max-per-source", "-1"]).contains("'--max-per-source'"));
         assert!(usage(&["--rate-per-source", "x"]).contains("'--rate-per-source'"));
+        assert_eq!(
+            usage(&["--proxy-from", "10.0.0.0/33"]),
+            "invalid value '10.0.0.0/33' for '--proxy-from': a prefix length of /33 is longer than 32 bits"
+        );
         assert!(usage(&["--keepalive", "10h"]).contains("at most 32767s"));
         assert!(usage(&["--socket-mode", "0980"])
             .starts_with("invalid value '0980' for '--socket-mode'"));

@@ -47,6 +47,8 @@ pub struct Config {
     pub keepalive: Option<Duration>,
     /// One info line per closed connection.
     pub log_connections: bool,
+    /// `--proxy-from`: TCP peers that must begin with a PROXY header (SPEC §14).
+    pub proxy_from: Vec<crate::policy::access::Cidr>,
     /// Permissions of unix socket files we create; `None` leaves them to the umask.
     pub socket_mode: Option<u32>,
     /// Worker processes (SPEC §8); 1 = no supervisor, `auto` already resolved.
@@ -78,6 +80,7 @@ impl Default for Config {
             access: crate::policy::access::Policy::default(),
             keepalive: Some(Duration::from_secs(300)),
             log_connections: false,
+            proxy_from: Vec::new(),
             socket_mode: None,
             workers: 1,
             udp_loop_detect: true,

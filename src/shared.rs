@@ -70,6 +70,9 @@ pub enum Counter {
     /// Refused because the backend cannot watch the descriptor (select's FD_SETSIZE; also
     /// in `Rejected`).
     BackendLimit,
+    /// Refused because a `--proxy-from` peer's PROXY header was bad or late (SPEC §14; also
+    /// in `Rejected`).
+    Proxy,
     /// Of `Dropped`: from a service port or one of our own addresses (loop protection).
     DropLoopPort,
     /// Of `Dropped`: a source found echoing our replies back (loop detection).
@@ -85,7 +88,7 @@ pub enum Counter {
 }
 
 /// How many [`Counter`]s there are.
-pub const COUNTERS: usize = 19;
+pub const COUNTERS: usize = 20;
 
 impl Counter {
     /// Every counter, in slot order.
@@ -103,6 +106,7 @@ impl Counter {
         Counter::MaxClients,
         Counter::TableFull,
         Counter::BackendLimit,
+        Counter::Proxy,
         Counter::DropLoopPort,
         Counter::DropLoopDetected,
         Counter::DropBadAddress,

@@ -45,6 +45,8 @@ pub struct Totals {
     pub table_full: u64,
     /// Of `rejected`: a descriptor the backend cannot watch (select's FD_SETSIZE).
     pub backend_limit: u64,
+    /// Of `rejected`: a `--proxy-from` peer's PROXY header was bad or late.
+    pub proxy: u64,
     /// `dropped` by reason, in [`DropReason::ALL`]'s order.
     pub dropped_by: [u64; DropReason::ALL.len()],
 }
@@ -95,6 +97,7 @@ impl From<&Snapshot> for Totals {
             max_clients: s.get(Counter::MaxClients),
             table_full: s.get(Counter::TableFull),
             backend_limit: s.get(Counter::BackendLimit),
+            proxy: s.get(Counter::Proxy),
             dropped_by: DropReason::ALL.map(|(_, c, _)| s.get(c)),
         }
     }
@@ -180,6 +183,7 @@ impl Stats {
         self.slot.add(Counter::Rejected, 1);
         match reason {
             Reason::MaxClients => self.slot.add(Counter::MaxClients, 1),
+            Reason::Proxy => self.slot.add(Counter::Proxy, 1),
             Reason::Denied => self.denied(),
             Reason::MaxPerSource | Reason::RatePerSource => self.limited(),
             Reason::SourcesFull => {
@@ -340,6 +344,7 @@ mod tests {
             Reason::Denied,
             Reason::RatePerSource,
             Reason::SourcesFull,
+            Reason::Proxy,
         ] {
             s.refused(r);
         }
@@ -349,8 +354,11 @@ mod tests {
         s.dropped_because(DropReason::QueueFull, 3);
         s.dropped_because(DropReason::LoopDetected, 4);
         let t = s.snapshot();
-        assert_eq!(t.rejected, 5);
-        assert_eq!(t.max_clients + t.denied + t.limited + t.backend_limit, 5);
+        assert_eq!(t.rejected, 6);
+        assert_eq!(
+            t.max_clients + t.denied + t.limited + t.backend_limit + t.proxy,
+            6
+        );
         assert_eq!((t.limited, t.table_full), (2, 1));
         assert_eq!(t.dropped, 10);
         assert_eq!(t.dropped_by, [1, 4, 0, 0, 3, 2]);

@@ -122,3 +122,7 @@ mod hammer_udp;
 // --metrics and `echo-mux status` (SPEC §12): values equal to the stats line, the HTTP
 // limits under bad input, promtool, a real Prometheus server, status with workers.
 mod metrics;
+
+// The PROXY protocol (SPEC §14, issue 19): --proxy-from with headers the tests write, then
+// behind a real HAProxy (send-proxy and send-proxy-v2, health checks, an instance stopped).
+mod proxy;

@@ -108,6 +108,12 @@ pub struct Cli {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub server_pid: Option<u32>,
 
+    /// Begin every TCP connection with a PROXY protocol header, v1 or v2, naming the
+    /// connection's own address as the client (as a load balancer would: for an echo-mux
+    /// started with --proxy-from).
+    #[arg(long, value_name = "v1|v2", value_parser = parse_proxy)]
+    pub proxy_header: Option<ProxyHeader>,
+
     /// Print the result as one JSON line on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -138,6 +144,23 @@ pub struct Config {
     pub server_pid: Option<u32>,
     /// Draw the live progress line (stderr is a terminal and --no-progress was not given).
     pub progress: bool,
+    /// Begin each TCP connection with this PROXY header.
+    pub proxy_header: Option<ProxyHeader>,
+}
+
+/// `--proxy-header`: which PROXY protocol version to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyHeader {
+    V1,
+    V2,
+}
+
+fn parse_proxy(s: &str) -> Result<ProxyHeader, String> {
+    match s {
+        "v1" => Ok(ProxyHeader::V1),
+        "v2" => Ok(ProxyHeader::V2),
+        _ => Err("expected v1 or v2".into()),
+    }
 }
 
 impl Cli {
@@ -170,6 +193,7 @@ impl Cli {
             churn: self.churn,
             server_pid: self.server_pid,
             progress: !self.no_progress && std::io::stderr().is_terminal(),
+            proxy_header: self.proxy_header,
         })
     }
 
@@ -206,6 +230,11 @@ impl Cli {
         }
         if self.idle != 0 {
             return Err("'--idle' does not apply to '--udp' (there are no connections)".into());
+        }
+        if self.proxy_header.is_some() {
+            return Err(
+                "'--proxy-header' does not apply to '--udp' (PROXY headers begin streams)".into(),
+            );
         }
         if self.reply_timeout.is_zero() {
             return Err("'--reply-timeout' must be more than 0".into());

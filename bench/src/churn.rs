@@ -202,6 +202,12 @@ impl Churn<'_> {
         {
             return self.fail(m, key, format!("cannot connect: {}", Plain(&e)));
         }
+        if let Some(version) = self.cfg.proxy_header {
+            if let Err(e) = send_header(sock, version) {
+                let why = format!("cannot send the PROXY header: {}", Plain(&e));
+                return self.end_cycle(m, key, Some(why));
+            }
+        }
         self.slots[key].phase = Phase::Echoing;
         self.send(m, key);
     }
@@ -310,6 +316,19 @@ impl Churn<'_> {
         m.errors.closed += 1;
         m.settled_badly();
         self.open -= 1;
+    }
+}
+
+/// `--proxy-header`: the header goes out in a write of its own, as a balancer sends it at
+/// connect, before the client's data. A fresh connection's send buffer takes it whole.
+fn send_header(sock: &Sock, version: crate::args::ProxyHeader) -> io::Result<()> {
+    let Sock::Tcp(tcp) = sock else {
+        return Ok(());
+    };
+    let header = crate::sock::proxy_header(version, tcp.local_addr()?, tcp.peer_addr()?);
+    match sock.write(&header)? {
+        n if n == header.len() => Ok(()),
+        _ => Err(io::ErrorKind::WriteZero.into()),
     }
 }
 

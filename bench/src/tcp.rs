@@ -69,8 +69,16 @@ pub fn run(cfg: &Config) -> Result<Outcome, String> {
     // Idle connections first, so that the active ones get the higher descriptors (this is what
     // makes poll and select pay for them).
     let (target, timeout) = (&cfg.target, cfg.connect_timeout);
-    let idle = connect_all(&dest, target, timeout, cfg.idle, Role::Idle)?;
-    let active = connect_all(&dest, target, timeout, cfg.connections, Role::Active)?;
+    let header = cfg.proxy_header;
+    let idle = connect_all(&dest, target, timeout, cfg.idle, Role::Idle, header)?;
+    let active = connect_all(
+        &dest,
+        target,
+        timeout,
+        cfg.connections,
+        Role::Active,
+        header,
+    )?;
     let mut load = Streams {
         poller,
         open: active.len(),

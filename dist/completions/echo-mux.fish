@@ -16,6 +16,7 @@ complete -c echo-mux -l max-per-source -d 'TCP connections open at once from one
 complete -c echo-mux -l rate-per-source -d 'New TCP connections and UDP datagrams per second from one source (burst N); 0 = no limit' -r -f
 complete -c echo-mux -l source-table -d 'Sources the per-source table has room for; when full, entries with no open connection are evicted, least recently seen first [default: max(65536, max-clients × workers)]' -r
 complete -c echo-mux -l keepalive -d 'TCP keepalive: first probe after DUR of silence, then 3 probes 10 s apart; 0 = off' -r -f
+complete -c echo-mux -l proxy-from -d 'TCP peers in CIDR (repeatable, e.g. a load balancer) must begin each connection with a PROXY protocol header (v1 or v2); the client it names is the source for everything' -r -f
 complete -c echo-mux -l socket-mode -d 'Octal permissions of unix socket files echo-mux creates, e.g. 0660 [default: umask]' -r -f
 complete -c echo-mux -l workers -d 'Worker processes, each its own reactor, under a supervisor; auto = CPUs this process may run on' -r -f -a "auto\t'one worker per CPU this process may run on'"
 complete -c echo-mux -l udp-loop-detect -d 'UDP: stop answering a source that keeps sending our replies back (an echo loop): on or off' -r -f -a "on\t'detect echo loops'

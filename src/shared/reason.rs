@@ -15,10 +15,13 @@ pub enum Reason {
     /// A new source while every slot it could use holds a source with connections open
     /// (SPEC §10: `table full`, counted as `limited`).
     SourcesFull,
+    /// A `--proxy-from` peer whose PROXY header was missing, malformed, too long or not
+    /// complete in time (SPEC §14).
+    Proxy,
 }
 
 /// How many [`Reason`]s there are.
-pub const REASONS: usize = 5;
+pub const REASONS: usize = 6;
 
 impl Reason {
     /// Every reason, each at its own index (`reason as usize`).
@@ -28,6 +31,7 @@ impl Reason {
         Reason::MaxPerSource,
         Reason::RatePerSource,
         Reason::SourcesFull,
+        Reason::Proxy,
     ];
 
     /// The name in the log line: the option's name, or `denied`.
@@ -38,6 +42,7 @@ impl Reason {
             Reason::MaxPerSource => "max-per-source",
             Reason::RatePerSource => "rate-per-source",
             Reason::SourcesFull => "table full",
+            Reason::Proxy => "proxy",
         }
     }
 }

@@ -65,6 +65,8 @@ pub(super) struct Gate {
     pub(super) refusals: RefusalLog,
     /// Per listener: the sockets accepted from it have TCP_NODELAY already (see `register`).
     nodelay: Vec<bool>,
+    /// `--proxy-from`: peers whose connections wait for a PROXY header (proxied.rs).
+    pub(super) trusted: crate::proxy::Trusted,
 }
 
 impl Gate {
@@ -80,6 +82,7 @@ impl Gate {
             refused_by_backend: 0,
             refusal_log: Pacer::new(REFUSAL_LOG_EVERY),
             refusals: RefusalLog::default(),
+            trusted: crate::proxy::Trusted::default(),
         }
     }
 
@@ -153,8 +156,12 @@ impl Server {
             // SPEC §10, before anything is spent on the peer: the lists, --max-clients, then
             // the per-source limits (so a connection refused for any other reason spends no
             // token). Refused connections are closed with nothing sent (dropping `stream`).
+            // A --proxy-from peer is only held to --max-clients here: the rest is decided
+            // for the client its header names, once it is complete (proxied.rs).
             let ip = peer.ip();
-            if ip.is_some_and(|ip| !self.access.allows(ip)) {
+            let trusted = ip.is_some_and(|ip| self.gate.trusted.trusts(ip));
+            let checked = if trusted { None } else { ip };
+            if checked.is_some_and(|ip| !self.access.allows(ip)) {
                 self.refuse(Reason::Denied, peer);
                 continue;
             }
@@ -163,7 +170,7 @@ impl Server {
                 self.refuse(Reason::MaxClients, peer);
                 continue;
             }
-            let source = match ip.map(|ip| self.access.admit(ip, self.now)) {
+            let source = match checked.map(|ip| self.access.admit(ip, self.now)) {
                 Some(Err(reason)) => {
                     self.refuse(reason, peer);
                     continue;
@@ -186,6 +193,11 @@ impl Server {
                 self.stats.rejected();
                 let name = self.backend.name();
                 self.gate.refused_by_backend(name, fd, &e, self.now);
+                continue;
+            }
+            if trusted {
+                debug!("conn {id} (fd {fd}) from {peer}: waiting for its PROXY header");
+                self.await_header(slot);
                 continue;
             }
             self.stats.accepted();

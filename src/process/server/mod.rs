@@ -31,6 +31,7 @@ mod closed;
 mod conns;
 mod drain;
 mod metrics;
+mod proxied;
 mod signals;
 mod status;
 mod token;
@@ -46,16 +47,30 @@ const SCRATCH: usize = 64 * 1024;
 /// What a timer entry asks for; checked for staleness when it pops.
 #[derive(Clone, Copy, Debug)]
 enum Timer {
-    Idle { slot: usize, id: u64 },
-    Delay { slot: usize, id: u64 },
+    Idle {
+        slot: usize,
+        id: u64,
+    },
+    Delay {
+        slot: usize,
+        id: u64,
+    },
     Shutdown,
     AcceptResume,
     Status,
     Watchdog,
     Refusals,
     Heartbeat,
-    Udp { index: usize, at: Instant },
+    Udp {
+        index: usize,
+        at: Instant,
+    },
     Http,
+    /// A `--proxy-from` peer's header is due (SPEC §14).
+    Header {
+        slot: usize,
+        id: u64,
+    },
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -103,7 +118,8 @@ impl Server {
         let nodelay = accept::register(backend.as_mut(), &listeners, config.keepalive)?;
         let udp = udp::Udp::new(backend.as_mut(), datagram, config.udp_loop_detect)?;
         let now = Instant::now();
-        let gate = accept::Gate::new(nodelay);
+        let mut gate = accept::Gate::new(nodelay);
+        gate.trusted = crate::proxy::Trusted::new(&config.proxy_from);
         Ok(Server {
             backend,
             access,
@@ -167,6 +183,7 @@ impl Server {
             }
             Target::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
             Target::Http => self.on_http(ev.token),
+            Target::Conn(slot) if self.header_pending(slot) => self.on_header(slot),
             Target::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
                 self.with_conn(slot, |conn, scratch, ctx| {
@@ -268,6 +285,7 @@ impl Server {
                 .add(later(self.now, HEARTBEAT), Timer::Heartbeat),
             Timer::Udp { index, at } => self.on_udp_timer(index, at),
             Timer::Http => self.on_http_timer(),
+            Timer::Header { slot, id } => self.header_deadline(slot, id),
         }
     }
 
@@ -280,7 +298,9 @@ impl Server {
         }
         let conns = &self.conns;
         self.timers.retain(|t| match *t {
-            Timer::Idle { slot, id } | Timer::Delay { slot, id } => conns.is_live(slot, id),
+            Timer::Idle { slot, id } | Timer::Delay { slot, id } | Timer::Header { slot, id } => {
+                conns.is_live(slot, id)
+            }
             _ => true,
         });
     }

@@ -18,8 +18,10 @@ use crate::serve::echo::{Clock, Stamper};
 use crate::stats::Stats;
 use crate::sys;
 
+mod header;
 mod held;
 
+pub use header::HeaderRead;
 use held::{HeldInput, STAMP_GROWTH};
 
 /// Bytes read from one connection per readiness event at most, so that one fast sender
@@ -80,6 +82,9 @@ pub struct Conn {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub failure: Option<Failure>,
+    /// A `--proxy-from` peer's PROXY header, while it is pending (SPEC §14): boxed, so
+    /// every other connection pays one pointer for it.
+    header: Option<Box<crate::proxy::Parser>>,
 }
 
 /// How a peer's I/O failed, for the `--log-connections` reason.
@@ -110,6 +115,7 @@ impl Conn {
             bytes_in: 0,
             bytes_out: 0,
             failure: None,
+            header: None,
         }
     }
 
@@ -223,12 +229,8 @@ impl Conn {
                     }
                 }
                 Ok(n) => {
-                    ctx.stats.add_in(n);
-                    self.bytes_in += n as u64;
-                    self.last_active = ctx.now;
-                    self.ingest(&scratch[..n], ctx)?;
+                    self.received(&scratch[..n], ctx)?;
                     budget -= n;
-                    self.update_pause(ctx.max_buffer);
                     if n < want {
                         break; // drained for now; level-triggered wakes us for the rest
                     }
@@ -238,6 +240,16 @@ impl Conn {
                 Err(e) => return Err(Failed("read", e)),
             }
         }
+        Ok(())
+    }
+
+    /// Bytes the client sent: count them and answer them (now, or held for `--delay`).
+    fn received(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> Result<(), Failed> {
+        ctx.stats.add_in(data.len());
+        self.bytes_in += data.len() as u64;
+        self.last_active = ctx.now;
+        self.ingest(data, ctx)?;
+        self.update_pause(ctx.max_buffer);
         Ok(())
     }
 

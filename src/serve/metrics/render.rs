@@ -53,12 +53,13 @@ type Reason = (&'static str, fn(&Totals) -> u64);
 
 /// The reasons a connection (or datagram) was refused, as `reason` label values. One more
 /// reason is one more line here.
-const REJECTED: [Reason; 5] = [
+const REJECTED: [Reason; 6] = [
     ("max-clients", |t| t.max_clients),
     ("denied", |t| t.denied),
     ("limited", |t| t.limited - t.table_full),
     ("table-full", |t| t.table_full),
     ("backend-limit", |t| t.backend_limit),
+    ("proxy", |t| t.proxy),
 ];
 
 /// The answer to a GET of `page`.

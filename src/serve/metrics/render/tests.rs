@@ -18,7 +18,7 @@ fn view() -> View {
         open: 3,
         totals: Totals {
             accepted: 10,
-            rejected: 7,
+            rejected: 8,
             bytes_in: 4096,
             bytes_out: 4000,
             denied: 2,
@@ -29,6 +29,7 @@ fn view() -> View {
             max_clients: 3,
             table_full: 1,
             backend_limit: 1,
+            proxy: 1,
             dropped_by: [0, 0, 0, 0, 0, 1],
         },
         reloads: 0,
@@ -102,8 +103,12 @@ fn every_family_has_help_and_type_and_the_stats_line_counters() {
         .map(|(_, n)| n)
         .sum();
     assert_eq!(
-        rejected, 7.0,
+        rejected, 8.0,
         "the reasons add up to the stats line's rejected"
+    );
+    assert_eq!(
+        v["echo_mux_connections_rejected_total{reason=\"proxy\"}"], 1.0,
+        "a bad PROXY header is a reason of its own (SPEC §12)"
     );
     assert_eq!(
         v["echo_mux_connections_rejected_total{reason=\"max-clients\"}"],
@@ -159,6 +164,7 @@ fn status_is_one_json_object_with_totals_and_workers() {
     assert_eq!(j["pid"], 42);
     assert_eq!(j["totals"]["accepted"], 10);
     assert_eq!(j["totals"]["rejected_by_reason"]["denied"], 2);
+    assert_eq!(j["totals"]["rejected_by_reason"]["proxy"], 1);
     assert_eq!(j["workers"][0]["pid"], 77);
     assert_eq!(j["workers"][0]["restarts"], 2);
     assert_eq!(j["workers"][0]["last_turn_seconds"], 0.25);
