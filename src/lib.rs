@@ -36,7 +36,6 @@ pub mod net;
 pub mod pidfile;
 pub mod policy;
 pub mod process;
-pub mod proxy;
 pub(crate) mod serve;
 pub mod shared;
 mod stats;

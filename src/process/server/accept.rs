@@ -66,7 +66,7 @@ pub(super) struct Gate {
     /// Per listener: the sockets accepted from it have TCP_NODELAY already (see `register`).
     nodelay: Vec<bool>,
     /// `--proxy-from`: peers whose connections wait for a PROXY header (proxied.rs).
-    pub(super) trusted: crate::proxy::Trusted,
+    pub(super) trusted: crate::policy::proxy::Trusted,
 }
 
 impl Gate {
@@ -82,7 +82,7 @@ impl Gate {
             refused_by_backend: 0,
             refusal_log: Pacer::new(REFUSAL_LOG_EVERY),
             refusals: RefusalLog::default(),
-            trusted: crate::proxy::Trusted::default(),
+            trusted: crate::policy::proxy::Trusted::default(),
         }
     }
 

@@ -119,7 +119,7 @@ impl Server {
         let udp = udp::Udp::new(backend.as_mut(), datagram, config.udp_loop_detect)?;
         let now = Instant::now();
         let mut gate = accept::Gate::new(nodelay);
-        gate.trusted = crate::proxy::Trusted::new(&config.proxy_from);
+        gate.trusted = crate::policy::proxy::Trusted::new(&config.proxy_from);
         Ok(Server {
             backend,
             access,

@@ -26,7 +26,7 @@ use log::debug;
 
 use super::{later, Server, Target, Timer};
 use crate::net::addr::Peer;
-use crate::proxy::TIMEOUT;
+use crate::policy::proxy::TIMEOUT;
 use crate::serve::conn::{Ctx, HeaderRead};
 use crate::shared::Reason;
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use super::{Conn, Ctx, Step};
-use crate::proxy::{Invalid, Progress};
+use crate::policy::proxy::{Invalid, Progress};
 use crate::sys;
 
 /// A read while the header is pending takes at least this much, whatever `--max-buffer`

@@ -84,7 +84,7 @@ pub struct Conn {
     pub failure: Option<Failure>,
     /// A `--proxy-from` peer's PROXY header, while it is pending (SPEC §14): boxed, so
     /// every other connection pays one pointer for it.
-    header: Option<Box<crate::proxy::Parser>>,
+    header: Option<Box<crate::policy::proxy::Parser>>,
 }
 
 /// How a peer's I/O failed, for the `--log-connections` reason.
