@@ -7,12 +7,13 @@
 //!  main.rs ─ cli.rs ─► Config ─► run()   (status.rs: the `echo-mux status` client)
 //!  process/    the two process shapes, each the loop core plus its own duties
 //!     server/      the serving loop (one process, or one worker): dispatch by token.rs's
-//!                  Target; accept.rs, conns.rs, closed.rs, drain.rs, signals.rs, status.rs,
-//!                  udp.rs, metrics.rs
+//!                  Target; accept.rs, proxied.rs, conns.rs, closed.rs, drain.rs,
+//!                  signals.rs, status.rs, udp.rs, metrics.rs
 //!     supervisor/  --workers N: bind once, fork, reap, replace; serves --metrics for all
 //!  config.rs   the validated configuration, handing each layer its part
 //!  serve/      conn/ (stream echo), udp/ (datagram echo), metrics/ (HTTP), echo.rs, buffer.rs
-//!  policy/     access/ (--allow/--deny, the per-source table), refusal.rs (one line a second)
+//!  policy/     access/ (--allow/--deny, the per-source table), proxy/ (PROXY header trust
+//!              and parser), refusal.rs (one line a second)
 //!  stats.rs    Stats, Totals, the SIGUSR1 Line; shared/ the MAP_SHARED ledgers of workers
 //!  net/        addr.rs (one canonical form), listen/ (bind, activation, groups), keepalive.rs
 //!  event/      reactor/ (epoll | poll | select), turn.rs (the loop skeleton), wait.rs,
