@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::sys::socket::{getsockopt, sockopt, AddressFamily, SockType, SockaddrLike};
 
-use super::{local_label, sockets, Listener};
+use super::{local_label, sockets, Endpoint};
 use crate::error::Error;
 
 /// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
@@ -129,18 +129,18 @@ fn adopt(raw: RawFd, announced: usize) -> Result<OwnedFd, Error> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-impl Listener {
+impl Endpoint {
     /// Adopt a socket handed in by systemd (already listening, already non-blocking), or a
     /// UDP socket from `ListenDatagram=`. Its path, if any, is never unlinked: it belongs to
     /// the socket unit.
-    pub fn inherited(fd: OwnedFd) -> Listener {
+    pub fn inherited(fd: OwnedFd) -> Endpoint {
         let datagram = nix::sys::socket::getsockopt(&fd, sockopt::SockType)
             .is_ok_and(|t| t == SockType::Datagram);
         let mut label = local_label(&fd).unwrap_or_else(|| format!("fd {}", fd.as_raw_fd()));
         if datagram {
             label.insert_str(0, "udp:");
         }
-        Listener {
+        Endpoint {
             fd,
             label,
             datagram,
@@ -155,7 +155,7 @@ impl Listener {
 /// their files' permissions are the socket unit's `SocketMode=`, so `--socket-mode` does not
 /// apply. The one place that decides this and says so, for one process and for the
 /// supervisor of `--workers` alike.
-pub fn activated(fds: Vec<OwnedFd>, listen_given: bool, socket_mode: Option<u32>) -> Vec<Listener> {
+pub fn activated(fds: Vec<OwnedFd>, listen_given: bool, socket_mode: Option<u32>) -> Vec<Endpoint> {
     let ignored = if listen_given {
         "; --listen is ignored"
     } else {
@@ -168,7 +168,7 @@ pub fn activated(fds: Vec<OwnedFd>, listen_given: bool, socket_mode: Option<u32>
     if socket_mode.is_some() {
         log::warn!("--socket-mode is ignored: the socket unit's SocketMode= applies");
     }
-    fds.into_iter().map(Listener::inherited).collect()
+    fds.into_iter().map(Endpoint::inherited).collect()
 }
 
 #[cfg(test)]

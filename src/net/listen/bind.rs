@@ -13,14 +13,14 @@ use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, UnixAddr,
 };
 
-use super::{file_identity, local_label, Listener, BACKLOG};
+use super::{file_identity, local_label, Endpoint, BACKLOG};
 use crate::error::Error;
 use crate::net::addr::ListenAddr;
 
-impl Listener {
+impl Endpoint {
     /// Bind and listen on `addr`.
-    pub fn bind(addr: &ListenAddr) -> Result<Listener, Error> {
-        Listener::bind_with(addr, false, None)
+    pub fn bind(addr: &ListenAddr) -> Result<Endpoint, Error> {
+        Endpoint::bind_with(addr, false, None)
     }
 
     /// Bind and listen on `addr`, with SO_REUSEPORT if asked (TCP and UDP; a unix socket
@@ -32,7 +32,7 @@ impl Listener {
         addr: &ListenAddr,
         reuseport: bool,
         socket_mode: Option<u32>,
-    ) -> Result<Listener, Error> {
+    ) -> Result<Endpoint, Error> {
         let fail = |source: io::Error| Error::Listen {
             addr: addr.to_string(),
             source,
@@ -56,7 +56,7 @@ impl Listener {
                 let storage = SockaddrStorage::from(*sa);
                 bind_listen(&fd, &storage).map_err(fail)?;
                 let label = local_label(&fd).unwrap_or_else(|| sa.to_string());
-                Ok(Listener {
+                Ok(Endpoint {
                     fd,
                     label,
                     datagram: false,
@@ -68,7 +68,7 @@ impl Listener {
             ListenAddr::Udp(sa) => {
                 let fd = datagram_socket(sa, reuseport).map_err(fail)?;
                 let label = local_label(&fd).unwrap_or_else(|| sa.to_string());
-                Ok(Listener {
+                Ok(Endpoint {
                     fd,
                     label: format!("udp:{label}"),
                     datagram: true,
@@ -84,7 +84,7 @@ impl Listener {
                 bind_with_mode(&fd, &ua, socket_mode).map_err(fail)?;
                 listen(&fd).map_err(fail)?;
                 let identity = file_identity(path).map_err(fail)?;
-                Ok(Listener {
+                Ok(Endpoint {
                     fd,
                     label: addr.to_string(),
                     datagram: false,

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::os::fd::{OwnedFd, RawFd};
 
 use super::activation::activated;
-use super::{select_can_watch, Listener};
+use super::{select_can_watch, Endpoint};
 use crate::error::Error;
 use crate::net::addr::ListenAddr;
 
@@ -30,36 +30,36 @@ pub struct Wanted<'a> {
 }
 
 /// One process's sockets: systemd's, or each `--listen` address bound once.
-pub fn open(wanted: &Wanted<'_>, inherited: Option<Vec<OwnedFd>>) -> Result<Vec<Listener>, Error> {
+pub fn open(wanted: &Wanted<'_>, inherited: Option<Vec<OwnedFd>>) -> Result<Vec<Endpoint>, Error> {
     match inherited {
         Some(fds) => Ok(activated(fds, wanted.given, wanted.socket_mode)),
         None => wanted
             .listen
             .iter()
-            .map(|addr| Listener::bind_with(addr, false, wanted.socket_mode))
+            .map(|addr| Endpoint::bind_with(addr, false, wanted.socket_mode))
             .collect(),
     }
 }
 
 /// Every listening socket of the daemon, sorted by who serves it.
-pub struct Listeners {
+pub struct Endpoints {
     /// `own[k - 1]`: worker K's socket of each SO_REUSEPORT group.
-    own: Vec<Vec<Listener>>,
+    own: Vec<Vec<Endpoint>>,
     /// Served by every worker.
-    shared: Vec<Listener>,
-    /// Is one of them a UDP socket? (Kept after [`Listeners::close`], for the stats line.)
+    shared: Vec<Endpoint>,
+    /// Is one of them a UDP socket? (Kept after [`Endpoints::close`], for the stats line.)
     datagram: bool,
 }
 
-impl Listeners {
+impl Endpoints {
     /// Adopt systemd's sockets, or bind `--listen` for `workers` workers. Any failure is
     /// returned before a single worker exists (SPEC §8: errors exit as §2, before any fork).
     pub fn open(
         wanted: &Wanted<'_>,
         workers: usize,
         inherited: Option<Vec<OwnedFd>>,
-    ) -> Result<Listeners, Error> {
-        let mut all = Listeners {
+    ) -> Result<Endpoints, Error> {
+        let mut all = Endpoints {
             own: (0..workers).map(|_| Vec::new()).collect(),
             shared: Vec::new(),
             datagram: false,
@@ -80,15 +80,15 @@ impl Listeners {
                     (*sa, ListenAddr::Udp)
                 }
                 ListenAddr::Unix(_) => {
-                    let mut l = Listener::bind_with(addr, false, wanted.socket_mode)?;
+                    let mut l = Endpoint::bind_with(addr, false, wanted.socket_mode)?;
                     l.set_shared();
                     all.shared.push(l);
                     continue;
                 }
             };
             // TCP and UDP alike: one SO_REUSEPORT socket per worker.
-            let bind = |sa, reuseport| Listener::bind_with(&kind(sa), reuseport, None);
-            let local = |l: &Listener| {
+            let bind = |sa, reuseport| Endpoint::bind_with(&kind(sa), reuseport, None);
+            let local = |l: &Endpoint| {
                 l.local_ip_addr()
                     .ok_or_else(|| io::Error::other("not an IP socket"))
             };
@@ -103,7 +103,7 @@ impl Listeners {
     /// In a freshly forked worker K: its own sockets and the shared ones. The copies of the
     /// other workers' sockets are closed here (the supervisor keeps its own), and no copy in
     /// a worker will ever remove a socket file: that is the supervisor's job.
-    pub fn for_worker(self, k: usize) -> Vec<Listener> {
+    pub fn for_worker(self, k: usize) -> Vec<Endpoint> {
         let mut mine = Vec::new();
         for (i, group) in self.own.into_iter().enumerate() {
             for mut l in group {

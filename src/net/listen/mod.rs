@@ -19,8 +19,9 @@ pub mod group;
 /// the kernel caps it at net.core.somaxconn).
 pub const BACKLOG: i32 = 4096;
 
-/// A listening, non-blocking socket (or a bound UDP socket) and what to show for it in logs.
-pub struct Listener {
+/// An address echo-mux serves on: a listening, non-blocking stream socket or a bound UDP
+/// socket, and what to show for it in logs.
+pub struct Endpoint {
     fd: OwnedFd,
     label: String,
     /// A UDP socket (served by `udp/`), not a stream listener.
@@ -33,7 +34,7 @@ pub struct Listener {
     shared: bool,
 }
 
-impl Listener {
+impl Endpoint {
     /// The IP address this socket is bound to (`None` for a unix socket).
     pub fn local_ip_addr(&self) -> Option<SocketAddr> {
         to_socket_addr(&getsockname(self.fd()).ok()?)
@@ -41,7 +42,7 @@ impl Listener {
 
     /// Mark this listener as one socket that several worker processes wait on (inherited
     /// and unix listeners under `--workers`): it is registered exclusively (see
-    /// [`Listener::set_interest`]).
+    /// [`Endpoint::set_interest`]).
     pub fn set_shared(&mut self) {
         self.shared = true;
     }
@@ -99,13 +100,13 @@ impl Listener {
     }
 }
 
-impl AsFd for Listener {
+impl AsFd for Endpoint {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
 
-impl Drop for Listener {
+impl Drop for Endpoint {
     fn drop(&mut self) {
         let Some((path, identity)) = &self.owned_path else {
             return;
@@ -137,7 +138,7 @@ pub fn sockets(n: usize, kind: &str) -> String {
 
 /// select(2) cannot watch a descriptor >= FD_SETSIZE. Clients beyond it are refused one by
 /// one (SPEC §4), but a listener or the signal pipe there is fatal: say which and why.
-pub fn select_can_watch(listeners: &[Listener], signal_pipe: RawFd) -> Result<(), Error> {
+pub fn select_can_watch(listeners: &[Endpoint], signal_pipe: RawFd) -> Result<(), Error> {
     let limit = libc::FD_SETSIZE;
     let why = || {
         io::Error::new(

@@ -17,7 +17,7 @@ use crate::event::reactor::{Backend, Interest};
 use crate::net::addr::fold_socket;
 use crate::net::addr::Peer;
 use crate::net::keepalive;
-use crate::net::listen::Listener;
+use crate::net::listen::Endpoint;
 use crate::policy::refusal::RefusalLog;
 use crate::shared::Reason;
 use crate::sys;
@@ -88,7 +88,7 @@ impl Gate {
 
     /// An accept from `listener` worked: a shortage or a failure burst that has been quiet
     /// for a while is over.
-    fn accepted(&mut self, listener: &Listener, index: usize, now: Instant) {
+    fn accepted(&mut self, listener: &Endpoint, index: usize, now: Instant) {
         let over = |last: Option<Instant>| last.is_some_and(|t| now >= later(t, QUIET));
         if over(self.shortage) {
             self.shortage = None;
@@ -124,7 +124,7 @@ impl Server {
     /// Accept up to a batch of connections from listener `index`.
     pub(super) fn accept(&mut self, index: usize) -> Backlog {
         let listener = self.listeners.get(index).and_then(Option::as_ref);
-        let Some(fd) = listener.map(Listener::fd) else {
+        let Some(fd) = listener.map(Endpoint::fd) else {
             return Backlog::Empty;
         };
         for _ in 0..ACCEPT_BATCH {
@@ -326,7 +326,7 @@ impl Server {
 /// per listener, whether TCP_NODELAY is on it (then no connection needs its own setsockopt).
 pub(super) fn register(
     backend: &mut dyn Backend,
-    listeners: &[Listener],
+    listeners: &[Endpoint],
     keepalive: Option<Duration>,
 ) -> Result<Vec<bool>, Error> {
     let name = backend.name();
@@ -351,7 +351,7 @@ pub(super) fn register(
 /// one call at start replaces a setsockopt per connection (issue 15: a short connection's
 /// system calls). False, and set per connection as before, for unix listeners, on other
 /// systems, or if the call fails.
-fn nodelay_on_listener(l: &Listener) -> bool {
+fn nodelay_on_listener(l: &Endpoint) -> bool {
     use nix::sys::socket::{getsockname, setsockopt, sockopt};
     use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage};
     if !cfg!(target_os = "linux") {
@@ -381,8 +381,8 @@ mod tests {
         let _ = std::fs::remove_file(&dir);
         let unix = UnixListener::bind(&dir).unwrap();
         let listeners = [
-            Listener::inherited(OwnedFd::from(tcp)),
-            Listener::inherited(OwnedFd::from(unix)),
+            Endpoint::inherited(OwnedFd::from(tcp)),
+            Endpoint::inherited(OwnedFd::from(unix)),
         ];
         let mut backend =
             crate::event::reactor::open(crate::event::reactor::BackendKind::Poll).unwrap();

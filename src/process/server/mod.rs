@@ -15,7 +15,7 @@ use crate::event::reactor::{Backend, Event, Interest};
 use crate::event::signal::Signals;
 use crate::event::timer::Timers;
 use crate::event::turn;
-use crate::net::listen::Listener;
+use crate::net::listen::Endpoint;
 use crate::policy::access::Access;
 use crate::serve::conn::{Conn, Ctx, Step};
 use crate::serve::echo::Clock;
@@ -77,7 +77,7 @@ enum Timer {
 pub struct Server {
     backend: Box<dyn Backend>,
     config: Config,
-    listeners: Vec<Option<Listener>>,
+    listeners: Vec<Option<Endpoint>>,
     gate: accept::Gate,
     conns: conns::Conns,
     timers: Timers<Timer>,
@@ -103,7 +103,7 @@ impl Server {
         mut backend: Box<dyn Backend>,
         config: Config,
         access: Access,
-        listeners: Vec<Listener>,
+        listeners: Vec<Endpoint>,
         signals: Signals,
         notifier: Option<Notifier>,
     ) -> Result<Server, Error> {
@@ -114,7 +114,7 @@ impl Server {
             .set_interest(signals.fd(), token, Interest::NONE, Interest::READ)
             .map_err(fatal)?;
         let (datagram, listeners): (Vec<_>, Vec<_>) =
-            listeners.into_iter().partition(Listener::is_datagram);
+            listeners.into_iter().partition(Endpoint::is_datagram);
         let nodelay = accept::register(backend.as_mut(), &listeners, config.keepalive)?;
         let udp = udp::Udp::new(backend.as_mut(), datagram, config.udp_loop_detect)?;
         let now = Instant::now();

@@ -9,7 +9,7 @@ use super::{Server, Target, Timer};
 use crate::error::Error;
 use crate::event::interest;
 use crate::event::reactor::{Backend, Interest};
-use crate::net::listen::Listener;
+use crate::net::listen::Endpoint;
 use crate::serve::udp::{self, UdpSocket};
 
 /// The UDP sockets of one worker and what they share.
@@ -27,13 +27,13 @@ impl Udp {
     /// protection knows all of their addresses.
     pub(super) fn new(
         backend: &mut dyn Backend,
-        listeners: Vec<Listener>,
+        listeners: Vec<Endpoint>,
         loop_detect: bool,
     ) -> Result<Udp, Error> {
         let name = backend.name();
         let mut sockets = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
-            let fail = |l: &Listener, source| Error::Listen {
+            let fail = |l: &Endpoint, source| Error::Listen {
                 addr: l.label().to_string(),
                 source,
             };

@@ -41,7 +41,7 @@ mod report;
 mod sources;
 mod spawn;
 
-use crate::net::listen::group::Listeners;
+use crate::net::listen::group::Endpoints;
 use spawn::{Forked, WorkerStart};
 
 /// A worker whose loop has not turned for this long is wedged.
@@ -78,7 +78,7 @@ struct Supervisor {
     backend: Box<dyn Backend>,
     signals: Signals,
     notifier: Option<Notifier>,
-    listeners: Listeners,
+    listeners: Endpoints,
     region: &'static Region,
     /// The per-source table in `region`'s extra block, when a per-source limit is set
     /// (SPEC §10: the limits hold for the daemon as a whole).
@@ -136,7 +136,7 @@ impl Supervisor {
     ) -> Result<Supervisor, Error> {
         let n = config.workers;
         crate::logging::set_prefix("supervisor: ".into());
-        let listeners = Listeners::open(&config.wanted(), n, inherited)?;
+        let listeners = Endpoints::open(&config.wanted(), n, inherited)?;
         if config.backend.resolve() == BackendKind::Select {
             listeners.select_can_watch(signals.fd())?;
         }

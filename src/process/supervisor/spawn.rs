@@ -9,7 +9,7 @@ use nix::unistd::Pid;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::signal::Signals;
-use crate::net::listen::Listener;
+use crate::net::listen::Endpoint;
 use crate::policy::access::Access;
 use crate::process::server;
 use crate::shared::Seat;
@@ -84,7 +84,7 @@ pub(super) struct WorkerStart {
     pub config: Config,
     /// `--allow`/`--deny` and a handle on the per-source table the workers share.
     pub access: Access,
-    pub listeners: Vec<Listener>,
+    pub listeners: Vec<Endpoint>,
     pub seat: Seat,
     /// The signal mask from before the fork, restored once the worker's handlers are in.
     pub mask: SigSet,

@@ -24,7 +24,7 @@ use crate::error::{Error, Plain};
 use crate::event::interest;
 use crate::event::reactor::{Backend, Interest, Token};
 use crate::net::addr::ListenAddr;
-use crate::net::listen::Listener;
+use crate::net::listen::Endpoint;
 
 mod exchange;
 mod render;
@@ -69,8 +69,8 @@ pub fn open(
     inherited: Option<OwnedFd>,
 ) -> Result<Option<Http>, Error> {
     let listener = match (inherited, addr) {
-        (Some(fd), _) => Listener::inherited(fd),
-        (None, Some(addr)) => Listener::bind_with(addr, false, socket_mode)?,
+        (Some(fd), _) => Endpoint::inherited(fd),
+        (None, Some(addr)) => Endpoint::bind_with(addr, false, socket_mode)?,
         (None, None) => return Ok(None),
     };
     Ok(Some(Http::new(listener)))
@@ -78,7 +78,7 @@ pub fn open(
 
 /// The metrics listener and its connections.
 pub struct Http {
-    listener: Listener,
+    listener: Endpoint,
     base: usize,
     exchanges: Vec<Option<Exchange>>,
     /// The earliest deadline a timer was asked for and has not fired yet.
@@ -89,7 +89,7 @@ pub struct Http {
 
 impl Http {
     /// Take `listener` (bound for `--metrics` or handed in as `metrics` by systemd).
-    pub fn new(listener: Listener) -> Http {
+    pub fn new(listener: Endpoint) -> Http {
         Http {
             listener,
             base: 0,

@@ -22,7 +22,7 @@ use nix::sys::socket::{getsockname, setsockopt, sockopt, SockaddrStorage};
 
 use crate::event::reactor::Interest;
 use crate::net::addr::to_socket_addr;
-use crate::net::listen::Listener;
+use crate::net::listen::Endpoint;
 use crate::policy::access::Access;
 use crate::policy::refusal::RefusalLog;
 use crate::serve::echo::Clock;
@@ -148,7 +148,7 @@ enum Blocked {
 
 /// One UDP socket and its reply queue.
 pub struct UdpSocket {
-    listener: Listener,
+    listener: Endpoint,
     local: SocketAddr,
     queue: VecDeque<Queued>,
     /// Emptied payload buffers for the queue to reuse ([`SPARE_BUFFERS`]).
@@ -169,7 +169,7 @@ pub struct UdpSocket {
 impl UdpSocket {
     /// Serve the datagram socket `listener`. A wildcard address turns pktinfo on, so that
     /// replies leave from the address each datagram was sent to.
-    pub fn new(listener: Listener) -> io::Result<UdpSocket> {
+    pub fn new(listener: Endpoint) -> io::Result<UdpSocket> {
         let fd = listener.fd();
         let local: SockaddrStorage = getsockname(fd)?;
         let Some(local) = to_socket_addr(&local) else {
@@ -210,7 +210,7 @@ impl UdpSocket {
     }
 
     /// Make `backend`'s interest `new`, given it was `old` (exclusively for a socket the
-    /// workers share, see [`Listener::set_interest`]).
+    /// workers share, see [`Endpoint::set_interest`]).
     pub fn set_interest(
         &self,
         backend: &mut dyn crate::event::reactor::Backend,

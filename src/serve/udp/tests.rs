@@ -24,7 +24,7 @@ struct Rig {
 impl Rig {
     fn new(addr: &str) -> Rig {
         let addr: SocketAddr = addr.parse().unwrap();
-        let listener = Listener::bind(&ListenAddr::Udp(addr)).unwrap();
+        let listener = Endpoint::bind(&ListenAddr::Udp(addr)).unwrap();
         assert!(listener.is_datagram());
         let sock = UdpSocket::new(listener).unwrap();
         let guard = Guard::new([sock.local()]);
@@ -299,7 +299,7 @@ fn a_dual_stack_wildcard_answers_ipv4_from_the_address_asked() {
     };
     let port = dual.local_addr().unwrap().port();
     dual.set_nonblocking(true).unwrap();
-    let sock = UdpSocket::new(Listener::inherited(OwnedFd::from(dual))).unwrap();
+    let sock = UdpSocket::new(Endpoint::inherited(OwnedFd::from(dual))).unwrap();
     let mut rig = Rig::new("127.0.0.1:0");
     rig.guard = Guard::new([sock.local()]);
     rig.sock = sock;
@@ -320,7 +320,7 @@ fn a_dual_stack_wildcard_answers_ipv4_from_the_address_asked() {
 
 #[test]
 fn ipv6_echo() {
-    let Ok(listener) = Listener::bind(&ListenAddr::Udp("[::1]:0".parse().unwrap())) else {
+    let Ok(listener) = Endpoint::bind(&ListenAddr::Udp("[::1]:0".parse().unwrap())) else {
         eprintln!("note: no IPv6 loopback here");
         return;
     };
