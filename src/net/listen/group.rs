@@ -134,7 +134,7 @@ impl Endpoints {
     }
 
     /// How many sockets the supervisor holds.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.own.iter().map(Vec::len).sum::<usize>() + self.shared.len()
     }
 
