@@ -1,5 +1,8 @@
-//! The loop core every process shape turns on: the readiness seam with its three backends,
-//! the deadline queue, the signals that reach the loop through a pipe, and one turn's wait.
+//! The loop core every process shape turns on: the readiness seam with its three backends
+//! (`reactor`), the turn skeleton (`turn`) and its wait (`wait`), the deadline queue
+//! (`timer`), the signals that reach the loop through one pipe (`signal`), the
+//! wanted-versus-registered sync of poller interest (`interest`) and the `Pacer` that keeps
+//! a line to one per period (`pacer`).
 
 pub(crate) mod interest;
 pub(crate) mod pacer;
