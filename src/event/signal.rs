@@ -95,6 +95,11 @@ pub fn all_handled() -> impl Iterator<Item = libc::c_int> {
     handled().iter().map(|&(sig, _)| sig)
 }
 
+/// The one info line for a stray signal's first arrival (SPEC §5).
+pub fn stray_line(name: &str) -> String {
+    format!("{name} received and ignored (logged the first time only)")
+}
+
 /// A signal's name: `SIGKILL`, `SIGRTMIN+6` for a real-time one, `signal 99` otherwise.
 pub fn name(sig: libc::c_int) -> String {
     let (min, max) = (libc::SIGRTMIN(), libc::SIGRTMAX());

@@ -37,8 +37,6 @@ mod status;
 mod token;
 mod udp;
 
-pub(crate) use signals::stray_line;
-
 /// A worker's loop turns at least this often, so its supervisor sees it alive.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// The shared read buffer every connection reads through.

@@ -4,12 +4,7 @@ use log::info;
 
 use super::{connections, Server};
 use crate::event::reactor::Interest;
-use crate::event::signal::Request;
-
-/// The one info line for a stray signal's first arrival (SPEC §5).
-pub(crate) fn stray_line(name: &str) -> String {
-    format!("{name} received and ignored (logged the first time only)")
-}
+use crate::event::signal::{stray_line, Request};
 
 impl Server {
     /// What the signal pipe brought: SIGTERM/SIGINT start the drain (a second one ends it),

@@ -315,7 +315,7 @@ impl Supervisor {
                     info!("SIGHUP received and ignored: there is no configuration to reload")
                 }
                 Request::Quit => self.quit(),
-                Request::Stray(name) => info!("{}", crate::process::server::stray_line(name)),
+                Request::Stray(name) => info!("{}", crate::event::signal::stray_line(name)),
                 Request::Children => self.reap(),
             }
         }
