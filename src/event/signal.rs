@@ -95,6 +95,9 @@ pub fn all_handled() -> impl Iterator<Item = libc::c_int> {
     handled().iter().map(|&(sig, _)| sig)
 }
 
+/// The info line for SIGHUP, which every process shape logs and ignores (SPEC §5).
+pub const HANGUP_LINE: &str = "SIGHUP received and ignored: there is no configuration to reload";
+
 /// The one info line for a stray signal's first arrival (SPEC §5).
 pub fn stray_line(name: &str) -> String {
     format!("{name} received and ignored (logged the first time only)")

@@ -4,7 +4,7 @@ use log::info;
 
 use super::{connections, Server};
 use crate::event::reactor::Interest;
-use crate::event::signal::{stray_line, Request};
+use crate::event::signal::{stray_line, Request, HANGUP_LINE};
 
 impl Server {
     /// What the signal pipe brought: SIGTERM/SIGINT start the drain (a second one ends it),
@@ -26,7 +26,7 @@ impl Server {
                     info!("{line}");
                 }
                 Request::Hangup => {
-                    info!("SIGHUP received and ignored: there is no configuration to reload")
+                    info!("{HANGUP_LINE}")
                 }
                 Request::Quit => self.quit(),
                 Request::Stray(name) => info!("{}", stray_line(name)),

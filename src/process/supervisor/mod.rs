@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::reactor::{Backend, BackendKind, Event, Interest, Token};
-use crate::event::signal::{Request, Signals};
+use crate::event::signal::{Request, Signals, HANGUP_LINE};
 use crate::event::timer::Timers;
 use crate::event::turn;
 use crate::policy::access::{Access, SourceTable};
@@ -312,7 +312,7 @@ impl Supervisor {
                 Request::Terminate(name) => self.terminate(name),
                 Request::Stats => info!("{}", self.stats_line()),
                 Request::Hangup => {
-                    info!("SIGHUP received and ignored: there is no configuration to reload")
+                    info!("{HANGUP_LINE}")
                 }
                 Request::Quit => self.quit(),
                 Request::Stray(name) => info!("{}", crate::event::signal::stray_line(name)),
