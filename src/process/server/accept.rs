@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use super::{connections, later, Server, Target, Timer};
+use super::{connections, Server, Target, Timer};
 use crate::duration::Human;
 use crate::error::{Error, Plain};
 use crate::event::interest;
 use crate::event::pacer::Pacer;
 use crate::event::reactor::{Backend, Interest};
+use crate::event::timer::later;
 use crate::net::addr::fold_socket;
 use crate::net::addr::Peer;
 use crate::net::keepalive;

@@ -4,9 +4,10 @@
 use log::{info, warn};
 
 use super::accept::{Backlog, ACCEPT_BATCH};
-use super::{connections, later, End, Server, Timer};
+use super::{connections, End, Server, Timer};
 use crate::duration::Human;
 use crate::event::reactor::Interest;
+use crate::event::timer::later;
 
 impl Server {
     /// Listeners closed at once, held replies released, every connection served until its

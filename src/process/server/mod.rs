@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::{Error, Plain};
 use crate::event::reactor::{Backend, Event, Interest};
 use crate::event::signal::Signals;
-use crate::event::timer::Timers;
+use crate::event::timer::{later, Timers};
 use crate::event::turn;
 use crate::net::listen::Endpoint;
 use crate::policy::access::Access;
@@ -22,7 +22,6 @@ use crate::serve::echo::Clock;
 use crate::stats::Stats;
 use crate::systemd::Notifier;
 
-pub use crate::event::timer::later;
 use closed::End;
 use token::Target;
 

@@ -24,7 +24,8 @@ use std::ops::Range;
 
 use log::debug;
 
-use super::{later, Server, Target, Timer};
+use super::{Server, Target, Timer};
+use crate::event::timer::later;
 use crate::net::addr::Peer;
 use crate::policy::proxy::TIMEOUT;
 use crate::serve::conn::{Ctx, HeaderRead};

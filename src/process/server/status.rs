@@ -3,8 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::{later, Timer};
+use super::Timer;
 use crate::event::pacer::Pacer;
+use crate::event::timer::later;
 use crate::event::timer::Timers;
 use crate::systemd::Notifier;
 
