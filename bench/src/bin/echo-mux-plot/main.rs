@@ -9,6 +9,7 @@
 mod csv;
 mod panel;
 mod scale;
+mod series;
 mod svg;
 
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::csv::Row;
 use crate::scale::{esc, fmt_count, fmt_us, nice_step, trim};
-use crate::svg::{marker, COLORS};
+use crate::series::{marker, COLORS};
 
 /// One metric (a row of panels).
 pub struct Metric {

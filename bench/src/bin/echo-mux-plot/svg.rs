@@ -1,15 +1,12 @@
 //! The drawing: a header, a legend, and a grid of panels (one row per metric, one column per
-//! active-connection count; see `panel.rs`), with the markers both use.
+//! active-connection count; see `panel.rs`).
 
 use std::fmt::Write as _;
 
 use crate::csv::Row;
 use crate::panel::{Panel, CELL_H, CELL_W, LEGEND_H, METRICS, ML, MT};
 use crate::scale::{esc, log_range, nice_step, wrap};
-
-pub const COLORS: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-];
+use crate::series::{marker, COLORS};
 
 /// Sizes of the whole picture.
 struct Page {
@@ -147,43 +144,4 @@ fn legend(s: &mut String, page: &Page, backends: &[String], errors: bool) {
             ly + 4.5
         );
     }
-}
-
-/// Draws backend `i`'s marker (circle, square, triangle, diamond, ...) at (x, y).
-pub fn marker(s: &mut String, i: usize, x: f64, y: f64, color: &str, hollow: bool) {
-    let fill = if hollow { "white" } else { color };
-    let _ = match i % 4 {
-        0 => writeln!(
-            s,
-            r#"<circle cx="{x:.1}" cy="{y:.1}" r="4.5" fill="{fill}" stroke="{color}" stroke-width="1.5"/>"#
-        ),
-        1 => writeln!(
-            s,
-            r#"<rect x="{:.1}" y="{:.1}" width="8" height="8" fill="{fill}" stroke="{color}" stroke-width="1.5"/>"#,
-            x - 4.0,
-            y - 4.0
-        ),
-        2 => writeln!(
-            s,
-            r#"<polygon points="{:.1},{:.1} {:.1},{:.1} {:.1},{:.1}" fill="{fill}" stroke="{color}" stroke-width="1.5"/>"#,
-            x,
-            y - 5.5,
-            x - 5.0,
-            y + 4.0,
-            x + 5.0,
-            y + 4.0
-        ),
-        _ => writeln!(
-            s,
-            r#"<polygon points="{:.1},{:.1} {:.1},{:.1} {:.1},{:.1} {:.1},{:.1}" fill="{fill}" stroke="{color}" stroke-width="1.5"/>"#,
-            x,
-            y - 5.5,
-            x + 5.5,
-            y,
-            x,
-            y + 5.5,
-            x - 5.5,
-            y
-        ),
-    };
 }
