@@ -42,20 +42,15 @@ impl Supervisor {
                 ..View::default()
             }
         };
-        http.on_event(self.backend.as_mut(), token, now, &mut view);
-        self.arm_http();
-    }
-
-    /// The metrics timer fired.
-    pub(super) fn on_http_timer(&mut self) {
-        if let Some(http) = self.http.as_mut() {
-            http.on_timer(self.backend.as_mut(), self.now);
-            self.arm_http();
+        if let Some(at) = http.on_event(self.backend.as_mut(), token, now, &mut view) {
+            self.timers.add(at, Tick::Http);
         }
     }
 
-    fn arm_http(&mut self) {
-        if let Some(at) = self.http.as_mut().and_then(Http::timer_wanted) {
+    /// The metrics timer fired: 408s and closes of what is past its deadline.
+    pub(super) fn on_http_timer(&mut self) {
+        let (backend, now) = (self.backend.as_mut(), self.now);
+        if let Some(at) = self.http.as_mut().and_then(|h| h.on_timer(backend, now)) {
             self.timers.add(at, Tick::Http);
         }
     }

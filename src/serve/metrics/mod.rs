@@ -12,8 +12,8 @@
 //!   builds on demand: nothing is computed per echo event.
 //!
 //! The owner gives it a block of tokens (`base` for the listener, `base + 1 + i` for
-//! connection `i`) and forwards their events; [`Http::timer_wanted`] says when to call
-//! [`Http::on_timer`].
+//! connection `i`) and forwards their events; each of [`Http::on_event`] and
+//! [`Http::on_timer`] returns when to call `on_timer` next.
 
 use std::os::fd::OwnedFd;
 use std::time::Instant;
@@ -133,7 +133,20 @@ impl Http {
     }
 
     /// An event for one of our tokens. `view` is called only to answer a complete request.
+    /// Returns when the owner should call [`Http::on_timer`] next, unless a timer it already
+    /// set covers that.
     pub fn on_event(
+        &mut self,
+        backend: &mut dyn Backend,
+        token: Token,
+        now: Instant,
+        view: &mut dyn FnMut() -> View,
+    ) -> Option<Instant> {
+        self.handle(backend, token, now, view);
+        self.timer_wanted()
+    }
+
+    fn handle(
         &mut self,
         backend: &mut dyn Backend,
         token: Token,
@@ -161,8 +174,9 @@ impl Http {
         self.settle(backend, i, step);
     }
 
-    /// Time passed: answer 408 or close what is past its deadline.
-    pub fn on_timer(&mut self, backend: &mut dyn Backend, now: Instant) {
+    /// Time passed: answer 408 or close what is past its deadline. Returns when to call it
+    /// next, as [`Http::on_event`] does.
+    pub fn on_timer(&mut self, backend: &mut dyn Backend, now: Instant) -> Option<Instant> {
         if self.armed.is_some_and(|a| a <= now) {
             self.armed = None;
         }
@@ -175,11 +189,12 @@ impl Http {
                 self.settle(backend, i, step);
             }
         }
+        self.timer_wanted()
     }
 
     /// When the owner should call [`Http::on_timer`] next, if no timer it already set for an
     /// earlier time covers it (timers are lazy: a stale one firing finds nothing to do).
-    pub fn timer_wanted(&mut self) -> Option<Instant> {
+    fn timer_wanted(&mut self) -> Option<Instant> {
         let next = self
             .exchanges
             .iter()
