@@ -238,8 +238,25 @@ impl SourceTable {
     /// A new TCP connection from `source`: may it be served? Admitted with a ticket when
     /// `--max-per-source` is set: it counts as open until [`SourceTable::release`].
     pub fn admit(&self, source: SourceKey, now: Instant) -> Verdict {
+        self.enter(source, now, Door::Connect)
+    }
+
+    /// A datagram from `source` (only `--rate-per-source` applies, from the UDP bucket).
+    pub fn admit_datagram(&self, source: SourceKey, now: Instant) -> Verdict {
+        if self.interval_ns == 0 {
+            return Verdict::Admitted(None);
+        }
+        self.enter(source, now, Door::Datagram)
+    }
+
+    /// Admission through `door`: find or claim the source's slot, count a connection (with
+    /// `--max-per-source`), take a token from the door's bucket, and check that the slot was
+    /// not evicted meanwhile. A few lost races in a row leave the decision to the caller's
+    /// side: served uncounted, and counted as `undecided`.
+    fn enter(&self, source: SourceKey, now: Instant, door: Door) -> Verdict {
         let key = encode(source);
         let now = self.ns(now);
+        let counts = door == Door::Connect && self.counts_open();
         for _ in 0..ATTEMPTS {
             let (at, ver) = match self.find_or_claim(key, now) {
                 Found::Live(at, ver) => (at, ver),
@@ -248,7 +265,7 @@ impl SourceTable {
             };
             let slot = self.slot(at);
             slot.seen.store(now, SeqCst);
-            let counted = if self.counts_open() {
+            let counted = if counts {
                 match self.reserve(at, key) {
                     Some(true) => true,
                     Some(false) => return Verdict::OverMax,
@@ -257,7 +274,11 @@ impl SourceTable {
             } else {
                 false
             };
-            if !take(&slot.tcp, now, self.interval_ns, self.burst_ns) {
+            let bucket = match door {
+                Door::Connect => &slot.tcp,
+                Door::Datagram => &slot.udp,
+            };
+            if !take(bucket, now, self.interval_ns, self.burst_ns) {
                 if counted {
                     self.lower(at);
                 }
@@ -278,32 +299,6 @@ impl SourceTable {
         }
         self.header().undecided.fetch_add(1, SeqCst);
         log::debug!("per-source table: an admission decided without it (contention)");
-        Verdict::Admitted(None)
-    }
-
-    /// A datagram from `source` (only `--rate-per-source` applies, from the UDP bucket).
-    pub fn admit_datagram(&self, source: SourceKey, now: Instant) -> Verdict {
-        if self.interval_ns == 0 {
-            return Verdict::Admitted(None);
-        }
-        let key = encode(source);
-        let now = self.ns(now);
-        for _ in 0..ATTEMPTS {
-            let (at, ver) = match self.find_or_claim(key, now) {
-                Found::Live(at, ver) => (at, ver),
-                Found::Full => return Verdict::Full,
-                Found::Undecided => break,
-            };
-            let slot = self.slot(at);
-            slot.seen.store(now, SeqCst);
-            if !take(&slot.udp, now, self.interval_ns, self.burst_ns) {
-                return Verdict::OverRate;
-            }
-            if slot.state.load(SeqCst) == word(LIVE, 0, 0, ver) {
-                return Verdict::Admitted(None);
-            }
-        }
-        self.header().undecided.fetch_add(1, SeqCst);
         Verdict::Admitted(None)
     }
 
@@ -666,6 +661,14 @@ impl SourceTable {
         let state = &self.slot(claim.at).state;
         let _ = state.compare_exchange(claim.word, freed, SeqCst, SeqCst);
     }
+}
+
+/// Which of a source's two buckets an admission draws on (forged datagrams must not spend
+/// a client's connects).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Door {
+    Connect,
+    Datagram,
 }
 
 /// GCRA: take a token from the bucket whose theoretical arrival time is in `tat`.
