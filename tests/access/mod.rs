@@ -13,42 +13,15 @@ mod sockets;
 mod table;
 
 use std::io::{self};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::OwnedFd;
+use std::net::{Ipv4Addr, TcpStream};
 use std::time::Duration;
 
-use nix::sys::socket::{
-    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
-};
-
-use crate::util::client::{outcome, ping, Outcome, IO_TIMEOUT};
+use crate::util::client::{outcome, ping, Outcome};
 use crate::util::Daemon;
 
 /// A client connected from `source` (e.g. 127.0.0.2) to the daemon's first TCP address.
 pub(super) fn connect_from(d: &Daemon, source: Ipv4Addr) -> io::Result<TcpStream> {
-    crate::util::lift_nofile();
-    let fd: OwnedFd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // Pick the port at connect time, per destination: thousands of binds to port 0 on one
-    // source address would otherwise run out of ports while earlier ones sit in TIME_WAIT.
-    setsockopt(&fd, sockopt::IpBindAddressNoPort, &true)?;
-    bind(
-        std::os::fd::AsRawFd::as_raw_fd(&fd),
-        &SockaddrIn::from(SocketAddrV4::new(source, 0)),
-    )?;
-    let SocketAddr::V4(to) = d.addr() else {
-        panic!("the daemon listens on IPv6")
-    };
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(to))?;
-    let s = TcpStream::from(fd);
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
-    s.set_nodelay(true)?;
-    Ok(s)
+    crate::util::client::connect_from(source, d.addr())
 }
 
 pub(super) fn ip(s: &str) -> Ipv4Addr {

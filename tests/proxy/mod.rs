@@ -7,43 +7,15 @@
 mod haproxy;
 mod workers;
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
-
-use nix::sys::socket::{
-    bind, connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
-};
 
 use crate::util::client::{outcome, ping, Outcome, IO_TIMEOUT};
 use crate::util::Daemon;
 
-/// A client connected from `source` (a loopback address such as 127.0.0.3) to `to`.
-pub(crate) fn connect_from(source: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStream> {
-    crate::util::lift_nofile();
-    let fd: OwnedFd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    setsockopt(&fd, sockopt::IpBindAddressNoPort, &true)?;
-    bind(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(SocketAddrV4::new(source, 0)),
-    )?;
-    let SocketAddr::V4(to) = to else {
-        panic!("{to} is not IPv4")
-    };
-    connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
-    let s = TcpStream::from(fd);
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
-    s.set_nodelay(true)?;
-    Ok(s)
-}
+pub(crate) use crate::util::client::connect_from;
 
 /// A v1 header naming `client` (the destination is made up: nothing reads it).
 fn v1(client: SocketAddr) -> Vec<u8> {

@@ -4,11 +4,16 @@
 //! against what the writer sent without either side keeping it in memory.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::socket::{
+    bind, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+};
 
 /// Read and write timeout on every test socket: a stuck daemon fails the test, never hangs it.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -274,4 +279,31 @@ pub fn read_line(mut s: impl Read) -> Result<Vec<u8>, String> {
         }
     }
     Ok(line)
+}
+
+/// A client connected from `source` (a loopback address such as 127.0.0.3) to `to`.
+pub fn connect_from(source: Ipv4Addr, to: SocketAddr) -> io::Result<TcpStream> {
+    super::lift_nofile();
+    let fd: OwnedFd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // Pick the port at connect time, per destination: thousands of binds to port 0 on one
+    // source address would otherwise run out of ports while earlier ones sit in TIME_WAIT.
+    setsockopt(&fd, sockopt::IpBindAddressNoPort, &true)?;
+    bind(
+        fd.as_raw_fd(),
+        &SockaddrIn::from(SocketAddrV4::new(source, 0)),
+    )?;
+    let SocketAddr::V4(to) = to else {
+        panic!("{to} is not IPv4")
+    };
+    nix::sys::socket::connect(fd.as_raw_fd(), &SockaddrIn::from(to))?;
+    let s = TcpStream::from(fd);
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    Ok(s)
 }
