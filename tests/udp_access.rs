@@ -5,13 +5,14 @@
 //! for the whole daemon. Sources are loopback addresses the sender binds (127.0.0.2, .3, …).
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::thread;
 use std::time::Duration;
 
 use crate::access::{connect_from, ip};
 use crate::udp::recv;
 use crate::util::client::ping;
+use crate::util::datagrams::burst;
 use crate::util::Daemon;
 use crate::workers::pool::{Pool, PATIENCE};
 
@@ -22,20 +23,6 @@ fn sender(source: &str) -> UdpSocket {
     let s = UdpSocket::bind((ip(source), 0)).unwrap();
     s.set_read_timeout(Some(SILENCE)).unwrap();
     s
-}
-
-/// Send `n` datagrams from `s` at once, then count the exact replies that come back.
-fn burst(s: &UdpSocket, to: SocketAddr, n: usize) -> usize {
-    for i in 0..n {
-        s.send_to(format!("burst {i}").as_bytes(), to).unwrap();
-    }
-    let mut answered = 0;
-    while let Some((back, from)) = recv(s) {
-        assert_eq!(from, to);
-        assert!(back.starts_with(b"burst "), "{back:?}");
-        answered += 1;
-    }
-    answered
 }
 
 fn num(stats: &HashMap<String, String>, key: &str) -> u64 {
@@ -58,10 +45,10 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
     };
     let to = d.udp_addr();
     let (two, three) = (sender("127.0.0.2"), sender("127.0.0.3"));
-    if burst(&three, to, 5) != 0 {
+    if burst(&d, &three, to, 5, "burst ") != 0 {
         d.fail("a denied source was answered");
     }
-    if burst(&two, to, 5) != 5 {
+    if burst(&d, &two, to, 5, "burst ") != 5 {
         d.fail("an allowed source was not answered five times");
     }
     let want = [
@@ -98,7 +85,7 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
     };
     let to = d.udp_addr();
     for (source, want) in [("127.0.0.2", 3), ("127.0.0.3", 0), ("127.0.0.1", 0)] {
-        let got = burst(&sender(source), to, 3);
+        let got = burst(&d, &sender(source), to, 3, "burst ");
         if got != want {
             d.fail(&format!("{source}: {got} answers, want {want}"));
         }
@@ -142,7 +129,7 @@ fn udp_rate_per_source(backend: &'static str) {
             c
         })
         .collect();
-    let after_tcp = burst(&two, to, 10);
+    let after_tcp = burst(&d, &two, to, 10, "burst ");
     if after_tcp != 10 {
         d.fail(&format!(
             "{after_tcp} of 10 datagrams answered after 20 TCP connects: the TCP tokens are not theirs"
@@ -150,11 +137,11 @@ fn udp_rate_per_source(backend: &'static str) {
     }
     drop(conns);
     thread::sleep(Duration::from_millis(1100));
-    let got = burst(&two, to, 60);
+    let got = burst(&d, &two, to, 60, "burst ");
     if !(20..=25).contains(&got) {
         d.fail(&format!("a burst of 60 at 20/s got {got} answers"));
     }
-    if burst(&sender("127.0.0.3"), to, 10) != 10 {
+    if burst(&d, &sender("127.0.0.3"), to, 10, "burst ") != 10 {
         d.fail("another source was limited too");
     }
     let limited = (70 - got - after_tcp) as u64;
@@ -176,7 +163,7 @@ fn udp_rate_per_source(backend: &'static str) {
         PATIENCE,
     );
     thread::sleep(Duration::from_millis(1100));
-    let again = burst(&two, to, 10);
+    let again = burst(&d, &two, to, 10, "burst ");
     if again != 10 {
         d.fail(&format!("after a second: {again} of 10 answered"));
     }

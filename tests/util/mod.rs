@@ -20,6 +20,7 @@ mod activated;
 pub mod client;
 mod command;
 mod daemon;
+pub mod datagrams;
 mod launch;
 mod probe;
 mod spawn;
