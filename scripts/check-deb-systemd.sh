@@ -3,9 +3,11 @@
 # (CI, containers): scripts/check-deb.sh calls this after its own checks. It makes the
 # scripts believe systemd runs (/run/systemd/system exists, for a few seconds) and records what
 # they ask of systemctl: install must start echo-mux.socket and not the socket-activated
-# service, a reinstall (upgrade) must restart without stopping first, removal must stop both
-# units, purge must forget the enablement. The fake systemctl answers is-enabled the way
-# systemd would from the links deb-systemd-helper made, and is-active with "inactive".
+# service; a reinstall (upgrade) must neither stop nor restart any unit, and must reload
+# echo-mux.service (after daemon-reload) when it runs, and leave it alone when it does not;
+# removal must stop the units, purge must forget the enablement. The fake systemctl answers
+# is-enabled the way systemd would from the links deb-systemd-helper made, and is-active
+# from a list of the units each step pretends are running ($work/active).
 # Offline calls (--root=/: deb-systemd-helper's `systemctl preset`) go to the real systemctl,
 # which needs no running systemd for them. Root only; the package must not be installed.
 set -euo pipefail
@@ -66,7 +68,7 @@ case " \$* " in
             echo-mux.socket) [ -L $wants ] && { echo enabled; exit 0; }; echo disabled; exit 1 ;;
             echo-mux.service) echo indirect; exit 0 ;;
         esac; echo disabled; exit 1 ;;
-    *" is-active "*) exit 3 ;;
+    *" is-active "*) grep -qx "\$last" "$work/active" && exit 0; exit 3 ;;
 esac
 exit 0
 EOF
@@ -82,6 +84,8 @@ chmod 0755 "$work/bin/systemctl" "$work/bin/deb-systemd-invoke"
 export PATH="$work/bin:$PATH"
 # Run one dpkg action and keep what it asked of systemctl in $calls.
 calls=
+: >"$work/active"
+running() { printf '%s\n' "$@" >"$work/active"; }
 under_systemd() {
     : >"$work/systemctl.log"
     dpkg "$@" >"$work/dpkg-emulated" 2>&1 || { cat "$work/dpkg-emulated" >&2; fail "dpkg $* under emulated systemd failed"; }
@@ -97,10 +101,27 @@ called ' daemon-reload' || says "install did not reload systemd"
 called ' start .*echo-mux.socket' || says "install did not start echo-mux.socket"
 called ' start .*echo-mux.service' && says "install started echo-mux.service (socket-activated: it waits for a connection)"
 ok "emulated systemd, install: daemon-reload, start echo-mux.socket (the service waits for a connection) [systemctl $(shown)]"
+# An upgrade while the sockets listen but the service waits for its first connection: the
+# next connection starts the new binary; nothing to stop, restart or reload.
+running echo-mux.socket echo-mux-metrics.socket
 under_systemd -i "$deb"
-called ' restart .*echo-mux.socket' || says "upgrade did not restart echo-mux.socket"
-called ' stop ' && says "upgrade stopped a unit before restarting it"
-ok "emulated systemd, upgrade: restart echo-mux.socket (and echo-mux.service whenever it runs), no stop [systemctl $(shown)]"
+called ' daemon-reload' || says "upgrade did not reload systemd"
+called ' stop ' && says "upgrade stopped a unit"
+called 'restart' && says "upgrade restarted a unit (a restarted socket takes the service down with it)"
+called '^reload ' && says "upgrade reloaded echo-mux.service, which was not running"
+ok "emulated systemd, upgrade with the service idle: daemon-reload, no stop, no restart, no reload [systemctl $(shown)]"
+# An upgrade while echo-mux.service runs: reloaded in place (SIGHUP through ExecReload=), after
+# systemd has read the new unit files; never stopped or restarted, so no connection drops.
+running echo-mux.socket echo-mux-metrics.socket echo-mux.service
+under_systemd -i "$deb"
+called '^reload echo-mux\.service$' || says "upgrade did not reload the running echo-mux.service"
+called ' stop ' && says "upgrade stopped a unit"
+called 'restart' && says "upgrade restarted a unit"
+first_reload=$(grep -n -m1 ' daemon-reload' <<<"$calls" | cut -d: -f1)
+service_reload=$(grep -n -m1 '^reload echo-mux\.service$' <<<"$calls" | cut -d: -f1)
+[ "$first_reload" -lt "$service_reload" ] || says "upgrade reloaded echo-mux.service before systemd read the new units"
+ok "emulated systemd, upgrade with the service running: daemon-reload, then reload echo-mux.service; no stop, no restart [systemctl $(shown)]"
+running echo-mux.socket echo-mux-metrics.socket
 under_systemd -r "$pkg"
 # (echo-mux-metrics.socket, a unit the package ships without [Install], is stopped too.)
 called '^stop \(echo-mux-metrics\.socket \)\{0,1\}echo-mux\.service echo-mux\.socket$' ||

@@ -282,6 +282,14 @@ struct Args {
     /// Write the pid (the supervisor's with --workers) to PATH once listening; removed at exit
     #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
     pid_file: Option<std::path::PathBuf>,
+    /// After binding every listener, switch to USER (name or uid) and its primary group,
+    /// supplementary groups dropped (needs root; a port below 1024 stays bound)
+    #[arg(long, value_name = "USER", value_hint = ValueHint::Username)]
+    user: Option<String>,
+    /// After binding, switch to GROUP (name or gid) instead of the user's primary group;
+    /// alone, only the group changes
+    #[arg(long, value_name = "GROUP", value_hint = ValueHint::Other)]
+    group: Option<String>,
     /// Log line format: text, or json (one object per line: ts, level, msg, fields)
     #[arg(
         long,
@@ -410,6 +418,7 @@ where
         other => return Err(invalid(other, "log-format", "expected text or json")),
     };
     config.pid_file = args.pid_file.clone();
+    config.privileges = crate::privilege::resolve(args.user.as_deref(), args.group.as_deref())?;
 
     config.check().map_err(Error::Usage)?;
 

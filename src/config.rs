@@ -57,6 +57,9 @@ pub struct Config {
     pub udp_loop_detect: bool,
     /// `--pid-file` (SPEC §12): where the (supervisor's) pid goes once listening.
     pub pid_file: Option<PathBuf>,
+    /// `--user`/`--group` (SPEC §13): who to become once every listener is bound; `None`
+    /// = stay as started.
+    pub privileges: Option<crate::privilege::Target>,
     /// `--log-format` (SPEC §12).
     pub log_format: crate::logging::Format,
     /// `--metrics`: where to serve /metrics and /status (SPEC §12); `None` = nowhere (unless
@@ -85,6 +88,7 @@ impl Default for Config {
             workers: 1,
             udp_loop_detect: true,
             pid_file: None,
+            privileges: None,
             log_format: crate::logging::Format::Text,
             metrics: None,
         }

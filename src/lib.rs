@@ -18,7 +18,7 @@
 //!  net/        addr.rs (one canonical form), listen/ (bind, activation, groups), keepalive.rs
 //!  event/      reactor/ (epoll | poll | select), turn.rs (the loop skeleton), wait.rs,
 //!              timer.rs, signal.rs (one self-pipe), pacer.rs
-//!  ground      logging/, systemd.rs, pidfile.rs, sys.rs, error.rs, duration.rs
+//!  ground      logging/, systemd.rs, pidfile.rs, privilege.rs, sys.rs, error.rs, duration.rs
 //! ```
 //!
 //! The seam is [`event::reactor::Backend`]: its doc comment is the contract every backend
@@ -36,6 +36,7 @@ pub mod logging;
 pub mod net;
 pub mod pidfile;
 pub mod policy;
+pub mod privilege;
 pub mod process;
 pub(crate) mod serve;
 pub mod shared;
@@ -57,6 +58,9 @@ use event::signal::Signals;
 /// it, never a kill that leaves it behind.
 pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
+    if let Some(target) = &config.privileges {
+        privilege::check(target)?;
+    }
     let (inherited, metrics_fd) =
         serve::metrics::split_inherited(net::listen::activation::listen_fds_named()?);
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
@@ -81,6 +85,11 @@ pub fn run(config: Config) -> Result<(), Error> {
     if kind == BackendKind::Select {
         net::listen::select_can_watch(&listeners, signals.fd())?;
     }
+    let files = listeners
+        .iter()
+        .filter_map(net::listen::Endpoint::socket_file);
+    let files = files.chain(http.as_ref().and_then(serve::metrics::Http::socket_file));
+    privilege::after_binding(config.privileges.as_ref(), files)?;
     let notifier = systemd::Notifier::from_env();
     let access = policy::access::Access::new(&config.access, std::time::Instant::now())
         .map_err(|e| Error::io("cannot map the per-source table", e))?;

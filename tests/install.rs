@@ -181,3 +181,49 @@ fn install_script_refuses_bad_usage() {
     let help = install_sh(&["--help"]);
     assert!(help.stdout.contains("--uninstall"));
 }
+
+/// `systemctl reload echo-mux` (and the package's upgrade) is SIGHUP to the main process:
+/// the unit's `ExecReload=` line, with `$MAINPID` as systemd fills it in, run against a
+/// process that says which signal it got. `Type=notify` with `NotifyAccess=main` covers
+/// the reload's RELOADING=1/READY=1, since the main pid does not change.
+#[test]
+fn reload_is_sighup_to_the_main_pid() {
+    let unit = std::fs::read_to_string(format!("{ROOT}/systemd/echo-mux.service")).unwrap();
+    let setting = |key: &str| -> Vec<String> {
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(setting("Type"), ["notify"]);
+    assert_eq!(setting("NotifyAccess"), ["main"]);
+    let reload = setting("ExecReload");
+    let [line] = reload.as_slice() else {
+        panic!("want exactly one ExecReload= line, got {reload:?}");
+    };
+    // A stand-in main process: it prints the name of the first signal it gets and exits.
+    let mut main = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "trap 'echo HUP; exit 0' HUP; trap 'echo TERM; exit 0' TERM; echo up; \
+             while :; do sleep 0.05; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(main.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    assert_eq!(first, "up\n");
+    let command = line.replace("$MAINPID", &main.id().to_string());
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let run = run_tool(words[0], &words[1..]);
+    assert!(run.status.success(), "ExecReload failed:{}", run.describe());
+    let mut got = String::new();
+    std::io::BufRead::read_line(&mut out, &mut got).unwrap();
+    let (status, _) = crate::util::wait_or_kill(&mut main, std::time::Duration::from_secs(10));
+    assert_eq!(
+        got, "HUP\n",
+        "ExecReload={line} sent another signal ({status})"
+    );
+}

@@ -126,3 +126,7 @@ mod metrics;
 // The PROXY protocol (SPEC §14, issue 19): --proxy-from with headers the tests write, then
 // behind a real HAProxy (send-proxy and send-proxy-v2, health checks, an instance stopped).
 mod proxy;
+
+// --user/--group (issue 18): bind as root, serve as the user (every worker too), usage and
+// runtime errors, a start as the target already (a reload's new image).
+mod privilege;

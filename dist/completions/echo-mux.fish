@@ -22,6 +22,8 @@ complete -c echo-mux -l workers -d 'Worker processes, each its own reactor, unde
 complete -c echo-mux -l udp-loop-detect -d 'UDP: stop answering a source that keeps sending our replies back (an echo loop): on or off' -r -f -a "on\t'detect echo loops'
 off\t'answer every datagram'"
 complete -c echo-mux -l pid-file -d 'Write the pid (the supervisor\'s with --workers) to PATH once listening; removed at exit' -r -F
+complete -c echo-mux -l user -d 'After binding every listener, switch to USER (name or uid) and its primary group, supplementary groups dropped (needs root; a port below 1024 stays bound)' -r -f -a "(__fish_complete_users)"
+complete -c echo-mux -l group -d 'After binding, switch to GROUP (name or gid) instead of the user\'s primary group; alone, only the group changes' -r -f
 complete -c echo-mux -l log-format -d 'Log line format: text, or json (one object per line: ts, level, msg, fields)' -r -f -a "text\t'[timestamp LEVEL] message; <N>message when stderr is the journal'
 json\t'one JSON object per line: ts, level, msg and the line\'s fields'"
 complete -c echo-mux -l metrics -d 'Serve /metrics (Prometheus text) and /status (JSON) over HTTP on HOST:PORT or unix:/path' -r -f

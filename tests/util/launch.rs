@@ -107,6 +107,11 @@ impl Builder {
             cmd.env(k, v);
             shown = format!("{k}={v} {shown}");
         }
+        if let Some((uid, gid)) = self.run_as {
+            // std drops the supplementary groups too when it sets the user id as root.
+            cmd.uid(uid).gid(gid);
+            shown = format!("(as uid {uid} gid {gid}) {shown}");
+        }
         if let Some((soft, hard)) = self.nofile {
             let set = move || {
                 use nix::sys::resource::{setrlimit, Resource};

@@ -13,6 +13,7 @@ pub struct Builder {
     pub(super) env: Vec<(String, String)>,
     pub(super) via: Via,
     pub(super) listeners: Option<usize>,
+    pub(super) run_as: Option<(u32, u32)>,
 }
 
 /// Where the daemon's listeners come from.
@@ -35,6 +36,7 @@ impl Builder {
             env: Vec::new(),
             via: Via::Options,
             listeners: None,
+            run_as: None,
         }
     }
 
@@ -89,6 +91,13 @@ impl Builder {
     /// `spawn` waits for one listening line per descriptor.
     pub fn inherit(mut self, fds: Vec<OwnedFd>) -> Self {
         self.via = Via::Inherited(fds);
+        self
+    }
+
+    /// Start the daemon as user `uid` and group `gid`, without supplementary groups (the
+    /// test must be root).
+    pub fn run_as(mut self, uid: u32, gid: u32) -> Self {
+        self.run_as = Some((uid, gid));
         self
     }
 

@@ -255,3 +255,39 @@ fn copyright_is_machine_readable() {
         );
     }
 }
+
+/// SPEC §11: an upgrade reloads the running daemon instead of restarting it. cargo-deb must
+/// neither stop (prerm) nor restart (postinst) a unit on upgrade — a restarted
+/// echo-mux.socket takes echo-mux.service down with it (Requires=) — and debian/postinst
+/// reloads a running service after its snippets (which do the daemon-reload). The behaviour
+/// itself is replayed by scripts/check-deb-systemd.sh on the built package.
+#[test]
+fn an_upgrade_reloads_instead_of_restarting() {
+    let units = &deb_metadata()["systemd-units"];
+    assert_eq!(units["restart-after-upgrade"].as_bool(), Some(false));
+    assert_eq!(units["stop-on-upgrade"].as_bool(), Some(false));
+    let postinst = read("debian/postinst");
+    assert_eq!(postinst.matches("#DEBHELPER#").count(), 1, "{postinst}");
+    let snippets = postinst.find("#DEBHELPER#").unwrap();
+    let reload = postinst
+        .find("deb-systemd-invoke reload echo-mux.service")
+        .expect("debian/postinst does not reload echo-mux.service");
+    assert!(
+        snippets < reload,
+        "the reload must follow the snippets' daemon-reload"
+    );
+    let code: Vec<&str> = postinst
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    assert!(
+        !code.iter().any(|l| l.contains("restart")),
+        "debian/postinst restarts something:\n{postinst}"
+    );
+    let check = Command::new("sh")
+        .args(["-n", "debian/postinst"])
+        .current_dir(repo_root())
+        .status()
+        .unwrap();
+    assert!(check.success(), "debian/postinst is not valid sh");
+}

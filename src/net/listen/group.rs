@@ -133,6 +133,11 @@ impl Endpoints {
         self.datagram
     }
 
+    /// The unix socket files the supervisor created.
+    pub fn socket_files(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.shared.iter().filter_map(Endpoint::socket_file)
+    }
+
     /// How many sockets the supervisor holds.
     pub(crate) fn len(&self) -> usize {
         self.own.iter().map(Vec::len).sum::<usize>() + self.shared.len()

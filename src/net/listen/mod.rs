@@ -79,6 +79,11 @@ impl Endpoint {
         backend.add_exclusive(self.fd(), token, new)
     }
 
+    /// The unix socket file this listener created (and removes again), if any.
+    pub fn socket_file(&self) -> Option<&Path> {
+        self.owned_path.as_ref().map(|(path, _)| path.as_path())
+    }
+
     /// Handed in by systemd rather than bound here.
     pub fn is_inherited(&self) -> bool {
         self.inherited

@@ -122,6 +122,10 @@ pub(crate) fn run(
 ) -> Result<(), Error> {
     let mut sup = Supervisor::start(config, inherited, signals)?;
     sup.serve_metrics(http)?;
+    // SPEC §13: every socket is bound; the workers are forked as the user already.
+    let files = sup.listeners.socket_files();
+    let files = files.chain(sup.http.as_ref().and_then(Http::socket_file));
+    crate::privilege::after_binding(sup.config.privileges.as_ref(), files)?;
     match sup.serve()? {
         Role::Done => Ok(()),
         Role::Worker(k, mask) => spawn::worker_main(sup.into_worker(k, mask)),

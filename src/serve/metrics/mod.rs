@@ -101,6 +101,11 @@ impl Http {
         }
     }
 
+    /// The unix socket file the listener created, if any.
+    pub fn socket_file(&self) -> Option<&std::path::Path> {
+        self.listener.socket_file()
+    }
+
     /// Register the listener under tokens from `base` on, and log where it listens.
     pub fn register(&mut self, backend: &mut dyn Backend, base: usize) -> Result<(), Error> {
         self.base = base;
