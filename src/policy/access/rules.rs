@@ -73,18 +73,56 @@ struct Entry<T> {
     deny: bool,
 }
 
+/// Entries per block of the index: 16 addresses are one cache line for IPv4, four for IPv6.
+const FAN: usize = 16;
+
 /// One family's decisions: `first` from address 0, flipping at every address in `cuts`.
+///
+/// A lookup counts the cuts at or below an address. A binary search over a million cuts
+/// would take about 21 dependent steps, most of them cache misses; instead `index` holds
+/// every 16th cut, every 16th of those, and so on up to at most 16, and each level is read
+/// as one block of 16 whose entries are compared all at once (independent loads, no branch
+/// per entry), so a lookup costs one block per level: 6 levels for 2,000,000 cuts.
 #[derive(Clone, PartialEq, Eq)]
 struct Ranges<T> {
     first: Action,
     cuts: Vec<T>,
+    index: Vec<Vec<T>>, // index[0]: every FAN-th cut; index[i + 1]: every FAN-th of index[i]
 }
 
 impl<T: Word> Ranges<T> {
     fn decide(&self, addr: T) -> Action {
-        match self.cuts.partition_point(|&c| c <= addr) % 2 {
+        match self.count(addr) % 2 {
             0 => self.first,
             _ => self.first.other(),
+        }
+    }
+
+    /// How many cuts are at or below `addr`.
+    fn count(&self, addr: T) -> usize {
+        // Top down: `k` is the last entry at or below `addr` in the level above, so in this
+        // level it is block `k` that holds the last one (block k's first entry is that entry,
+        // the next block's first is above `addr`).
+        let mut k = 0;
+        for level in self.index.iter().rev().chain(std::iter::once(&self.cuts)) {
+            let from = k * FAN;
+            let block = &level[from..level.len().min(from + FAN)];
+            let below = block.iter().filter(|&&c| c <= addr).count();
+            if below == 0 {
+                return 0; // only at the top: below the first cut
+            }
+            k = from + below - 1;
+        }
+        k + 1
+    }
+
+    fn build_index(&mut self) {
+        self.index.clear();
+        let mut level = &self.cuts;
+        while level.len() > FAN {
+            let up: Vec<T> = level.iter().step_by(FAN).copied().collect();
+            self.index.push(up);
+            level = self.index.last().expect("just pushed");
         }
     }
 
@@ -122,6 +160,7 @@ impl<T: Word> Ranges<T> {
         let mut out = Ranges {
             first: fallback,
             cuts: Vec::new(),
+            index: Vec::new(),
         };
         let mut open: Vec<(T, Action)> = Vec::new(); // (last address, decision)
         let mut i = 0;
@@ -156,11 +195,14 @@ impl<T: Word> Ranges<T> {
             }
         }
         out.cuts.shrink_to_fit();
+        out.build_index();
         out
     }
 
     fn heap_bytes(&self) -> usize {
-        self.cuts.capacity() * std::mem::size_of::<T>()
+        let index: usize = self.index.iter().map(Vec::capacity).sum();
+        (self.cuts.capacity() + index) * std::mem::size_of::<T>()
+            + self.index.capacity() * std::mem::size_of::<Vec<T>>()
     }
 }
 

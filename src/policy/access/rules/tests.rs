@@ -270,6 +270,37 @@ fn agrees_with_a_scan_of_every_prefix_on_random_lists() {
     }
 }
 
+#[test]
+fn the_index_counts_as_a_binary_search_would() {
+    let mut rng = XorShift(0x1234_5678_9abc_def1);
+    for n in [0usize, 1, 15, 16, 17, 255, 256, 257, 4097, 70_000] {
+        let allow = workload(&mut rng, n, false, true);
+        let deny = workload(&mut rng, n / 3, false, false);
+        let Some(r) = Rules::new(&allow, &deny) else {
+            assert_eq!(n, 0);
+            continue;
+        };
+        let cuts = &r.v4.cuts;
+        let mut addrs: Vec<u32> = (0..2000).map(|_| rng.next() as u32).collect();
+        for &c in cuts.iter().step_by(7) {
+            addrs.extend([c.wrapping_sub(1), c, c.wrapping_add(1)]);
+        }
+        addrs.extend([0, u32::MAX]);
+        for a in addrs {
+            assert_eq!(
+                r.v4.count(a),
+                cuts.partition_point(|&c| c <= a),
+                "{n}: {a:#x}"
+            );
+        }
+        let levels = r.v4.index.len();
+        assert!(
+            r.v4.index.last().is_none_or(|top| top.len() <= FAN),
+            "{levels}"
+        );
+    }
+}
+
 /// Random prefixes and addresses for the measurements below.
 fn workload(rng: &mut XorShift, n: usize, v6: bool, mixed: bool) -> Vec<Cidr> {
     (0..n)
