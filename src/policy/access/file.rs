@@ -220,4 +220,49 @@ mod tests {
             "{e}"
         );
     }
+
+    /// Reading and compiling a file of 1,000,000 lines: IPv4 /32s, and IPv6 prefixes of mixed
+    /// lengths. Run it alone, in release:
+    /// `cargo test --release --lib access::file::tests::parse_cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark: prints the time to read and compile a 1,000,000-line file"]
+    fn parse_cost() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for v6 in [false, true] {
+            let mut text = String::with_capacity(40 << 20);
+            for _ in 0..1_000_000 {
+                if v6 {
+                    let len = [48u8, 64, 128, 128][(next() % 4) as usize];
+                    let random = (u128::from(next()) << 64) | u128::from(next());
+                    let addr = ((0x2001u128 << 112) | (random >> 16))
+                        & crate::policy::access::cidr::mask(len, 128);
+                    text.push_str(&format!("{}/{len}\n", std::net::Ipv6Addr::from(addr)));
+                } else {
+                    text.push_str(&format!("{}\n", std::net::Ipv4Addr::from(next() as u32)));
+                }
+            }
+            let t = Temp::new(if v6 { "cost6" } else { "cost4" }, text.as_bytes());
+            let start = std::time::Instant::now();
+            let mut lists = Lists::default();
+            read(&t.0, Action::Allow, &mut lists).unwrap();
+            let read_in = start.elapsed();
+            let rules = lists.build().unwrap();
+            let total = start.elapsed();
+            println!(
+                "1,000,000 {} lines ({} MB): read {:.0} ms, compiled {:.0} ms, total {:.0} ms; {:.1} bytes per entry kept",
+                if v6 { "IPv6 /48, /64 and /128" } else { "IPv4 /32" },
+                text.len() / 1_000_000,
+                read_in.as_secs_f64() * 1e3,
+                (total - read_in).as_secs_f64() * 1e3,
+                total.as_secs_f64() * 1e3,
+                rules.heap_bytes() as f64 / 1e6,
+            );
+        }
+    }
 }

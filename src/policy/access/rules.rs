@@ -245,11 +245,6 @@ impl Lists {
         }
     }
 
-    /// Prefixes added so far.
-    pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len()
-    }
-
     /// Nothing added and no list given.
     pub fn is_empty(&self) -> bool {
         !self.allow && !self.deny

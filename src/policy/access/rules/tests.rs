@@ -184,7 +184,7 @@ fn random_cidr(rng: &mut XorShift) -> Cidr {
     let corner = [0x0a00_0000u32, 0x7f00_0000, 0xffff_ff00, 0][(r % 4) as usize];
     if r & 0x30 == 0 {
         let v4 = corner ^ (rng.next() as u32 & 0xff);
-        let len = if rng.next() % 10 == 0 {
+        let len = if rng.next().is_multiple_of(10) {
             (rng.next() % 25) as u8
         } else {
             24 + (rng.next() % 9) as u8
@@ -196,7 +196,7 @@ fn random_cidr(rng: &mut XorShift) -> Cidr {
     } else {
         let top = [0x2001_0db8u128 << 96, u128::MAX << 16, 0][(r % 3) as usize];
         let v6 = top ^ (rng.wide() & 0xff);
-        let len = if rng.next() % 10 == 0 {
+        let len = if rng.next().is_multiple_of(10) {
             (rng.next() % 121) as u8
         } else {
             120 + (rng.next() % 9) as u8
@@ -307,7 +307,7 @@ fn workload(rng: &mut XorShift, n: usize, v6: bool, mixed: bool) -> Vec<Cidr> {
         .map(|_| {
             if v6 {
                 let len = if mixed {
-                    [32u8, 48, 56, 64, 128][(rng.next() % 5) as usize]
+                    [48u8, 64, 64, 128, 128][(rng.next() % 5) as usize]
                 } else {
                     128
                 };
@@ -317,7 +317,7 @@ fn workload(rng: &mut XorShift, n: usize, v6: bool, mixed: bool) -> Vec<Cidr> {
                 }
             } else {
                 let len = if mixed {
-                    [32u8, 32, 28, 24, 16][(rng.next() % 5) as usize]
+                    [32u8, 32, 30, 28, 24][(rng.next() % 5) as usize]
                 } else {
                     32
                 };
