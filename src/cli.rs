@@ -454,14 +454,11 @@ fn access_lists(args: &Args) -> Result<Option<Rules>, Error> {
             lists.add(Cidr::parse(s).map_err(|why| invalid(s, flag, why))?, action);
         }
     }
-    for (paths, action, flag) in [
-        (&args.allow_file, Action::Allow, "allow-file"),
-        (&args.deny_file, Action::Deny, "deny-file"),
+    for (paths, action) in [
+        (&args.allow_file, Action::Allow),
+        (&args.deny_file, Action::Deny),
     ] {
         for path in paths {
-            if path.as_os_str().is_empty() {
-                return Err(invalid("", flag, "expected the path of a file"));
-            }
             access::file::read(path, action, &mut lists).map_err(Error::Usage)?;
         }
     }
@@ -849,7 +846,7 @@ mod tests {
         );
         assert_eq!(
             usage(&["--allow-file", ""]),
-            "invalid value '' for '--allow-file': expected the path of a file"
+            "missing value for '--allow-file' (see --help)"
         );
         assert_eq!(
             usage(&["--deny-file", "/nonexistent/echo-mux.deny"]),
