@@ -12,8 +12,9 @@ use crate::error::{Cut, Error};
 use crate::event::reactor::BackendKind;
 use crate::net::addr::{parse_listen, ListenAddr};
 use crate::net::keepalive;
-use crate::policy::access::{Cidr, MAX_SOURCES, MIN_SOURCES};
+use crate::policy::access::{self, Action, Cidr, Lists, Rules, MAX_SOURCES, MIN_SOURCES};
 use crate::serve::echo::Mode;
+use std::sync::Arc;
 
 /// What echo-mux is, in one line: `--help`'s first line and the man page's NAME. It is
 /// Cargo.toml's `description` (also the package's short description), so the two cannot
@@ -219,6 +220,12 @@ struct Args {
     /// Refuse peers in CIDR (repeatable): connections closed at once, datagrams dropped
     #[arg(long, value_name = "CIDR", allow_hyphen_values = true, value_hint = ValueHint::Other)]
     deny: Vec<String>,
+    /// Serve peers in the CIDRs listed in PATH (repeatable), as --allow: one per line, # comments
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    allow_file: Vec<std::path::PathBuf>,
+    /// Refuse peers in the CIDRs listed in PATH (repeatable), as --deny: one per line, # comments
+    #[arg(long, value_name = "PATH", value_hint = ValueHint::FilePath)]
+    deny_file: Vec<std::path::PathBuf>,
     /// TCP connections open at once from one source (IPv4 address or IPv6 /64); 0 = no limit
     #[arg(
         long,
@@ -444,6 +451,29 @@ fn parse_metrics(s: &str) -> Result<ListenAddr, String> {
     }
 }
 
+/// `--allow`, `--deny`, `--allow-file`, `--deny-file`: one set of lists, whichever way each
+/// prefix came (the files are read here, so that checking a command line reads them too).
+fn access_lists(args: &Args) -> Result<Option<Rules>, Error> {
+    let mut lists = Lists::default();
+    for (values, action, flag) in [
+        (&args.allow, Action::Allow, "allow"),
+        (&args.deny, Action::Deny, "deny"),
+    ] {
+        for s in values {
+            lists.add(Cidr::parse(s).map_err(|why| invalid(s, flag, why))?, action);
+        }
+    }
+    for (paths, action) in [
+        (&args.allow_file, Action::Allow),
+        (&args.deny_file, Action::Deny),
+    ] {
+        for path in paths {
+            access::file::read(path, action, &mut lists).map_err(Error::Usage)?;
+        }
+    }
+    Ok(lists.build())
+}
+
 /// SPEC §10's options (and `--socket-mode`, §1).
 fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
     let cidrs = |values: &[String], flag| {
@@ -452,8 +482,7 @@ fn access_options(args: &Args, config: &mut Config) -> Result<(), Error> {
             .map(|s| Cidr::parse(s).map_err(|why| invalid(s, flag, why)))
             .collect::<Result<Vec<_>, _>>()
     };
-    config.access.allow = cidrs(&args.allow, "allow")?;
-    config.access.deny = cidrs(&args.deny, "deny")?;
+    config.access.lists = access_lists(args)?.map(Arc::new);
     config.proxy_from = cidrs(&args.proxy_from, "proxy-from")?;
     let count = |s: &String, flag| {
         s.trim()
@@ -772,8 +801,12 @@ mod tests {
             "--socket-mode",
             "0660",
         ]);
-        assert_eq!(c.access.allow.len(), 2);
-        assert_eq!(c.access.deny[0].to_string(), "10.1.0.0/16");
+        let lists = c.access.lists.as_deref().expect("lists given");
+        let decide = |ip: &str| lists.decide(ip.parse().unwrap());
+        assert_eq!(decide("10.2.0.1"), Action::Allow);
+        assert_eq!(decide("2001:db8::1"), Action::Allow);
+        assert_eq!(decide("10.1.0.1"), Action::Deny);
+        assert_eq!(decide("11.0.0.1"), Action::Deny);
         assert_eq!(c.access.limits.max_per_source, 3);
         assert_eq!(c.access.limits.rate_per_source, 20);
         assert_eq!(c.keepalive, Some(std::time::Duration::from_secs(90)));
@@ -816,6 +849,18 @@ mod tests {
         assert!(usage(&["--deny", "10.1.2.3/8"]).contains("did you mean 10.0.0.0/8?"));
         assert!(usage(&["--max-per-source", "-1"]).contains("'--max-per-source'"));
         assert!(usage(&["--rate-per-source", "x"]).contains("'--rate-per-source'"));
+        assert_eq!(
+            usage(&["--allow-file", "/nonexistent/echo-mux.allow"]),
+            "/nonexistent/echo-mux.allow: no such file or directory"
+        );
+        assert_eq!(
+            usage(&["--allow-file", ""]),
+            "missing value for '--allow-file' (see --help)"
+        );
+        assert_eq!(
+            usage(&["--deny-file", "/nonexistent/echo-mux.deny"]),
+            "/nonexistent/echo-mux.deny: no such file or directory"
+        );
         assert_eq!(
             usage(&["--proxy-from", "10.0.0.0/33"]),
             "invalid value '10.0.0.0/33' for '--proxy-from': a prefix length of /33 is longer than 32 bits"

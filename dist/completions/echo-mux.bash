@@ -23,7 +23,7 @@ _echo__mux() {
 
     case "${cmd}" in
         echo__mux)
-            opts="-l -b -v -q -h -V --listen --backend --mode --delay --max-clients --max-buffer --idle-timeout --shutdown-timeout --allow --deny --max-per-source --rate-per-source --source-table --keepalive --log-connections --proxy-from --socket-mode --workers --udp-loop-detect --pid-file --user --group --log-format --metrics --verbose --quiet --help --version"
+            opts="-l -b -v -q -h -V --listen --backend --mode --delay --max-clients --max-buffer --idle-timeout --shutdown-timeout --allow --deny --allow-file --deny-file --max-per-source --rate-per-source --source-table --keepalive --log-connections --proxy-from --socket-mode --workers --udp-loop-detect --pid-file --user --group --log-format --metrics --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -101,6 +101,36 @@ _echo__mux() {
                     COMPREPLY=("${cur}")
                     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
                         compopt -o nospace
+                    fi
+                    return 0
+                    ;;
+                --allow-file)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
+                    return 0
+                    ;;
+                --deny-file)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
                     fi
                     return 0
                     ;;

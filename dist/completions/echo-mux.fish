@@ -12,6 +12,8 @@ complete -c echo-mux -l idle-timeout -d 'Close a connection with no traffic eith
 complete -c echo-mux -l shutdown-timeout -d 'Longest graceful drain on SIGTERM/SIGINT; 0 = close everything at once' -r -f
 complete -c echo-mux -l allow -d 'Serve peers in CIDR (repeatable); the longest matching prefix decides, a tie denies; with any --allow, a peer that matches nothing is refused' -r -f
 complete -c echo-mux -l deny -d 'Refuse peers in CIDR (repeatable): connections closed at once, datagrams dropped' -r -f
+complete -c echo-mux -l allow-file -d 'Serve peers in the CIDRs listed in PATH (repeatable), as --allow: one per line, # comments' -r -F
+complete -c echo-mux -l deny-file -d 'Refuse peers in the CIDRs listed in PATH (repeatable), as --deny: one per line, # comments' -r -F
 complete -c echo-mux -l max-per-source -d 'TCP connections open at once from one source (IPv4 address or IPv6 /64); 0 = no limit' -r -f
 complete -c echo-mux -l rate-per-source -d 'New TCP connections and UDP datagrams per second from one source (burst N); 0 = no limit' -r -f
 complete -c echo-mux -l source-table -d 'Sources the per-source table has room for; when full, entries with no open connection are evicted, least recently seen first [default: max(65536, max-clients × workers)]' -r

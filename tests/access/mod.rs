@@ -5,6 +5,8 @@
 
 mod bench;
 mod early;
+// --allow-file/--deny-file (issue 18).
+mod files;
 mod limits;
 mod lists;
 mod logs;

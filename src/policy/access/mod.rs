@@ -1,8 +1,9 @@
 //! Who is served (SPEC §10): `--allow`/`--deny` lists and the per-source limits.
 //!
-//! Checked at accept, before anything is spent on the peer: first the lists ([`rules`], a
-//! prefix table), then the per-source limits ([`table`], a lock-free block of shared memory
-//! that `--workers` share). Unix-socket peers have no source and are never checked.
+//! Checked at accept, before anything is spent on the peer: first the lists ([`rules`], sorted
+//! ranges compiled from the command line and the [`file`]s), then the per-source limits
+//! ([`table`], a lock-free block of shared memory that `--workers` share). Unix-socket peers
+//! have no source and are never checked.
 //!
 //! ```text
 //!  accept4 → peer IP ─► Access::allows ── no ───────────────► close, denied += 1
@@ -15,25 +16,26 @@
 //! ```
 
 pub mod cidr;
+pub mod file;
 pub mod rules;
 pub mod table;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::shared::Reason;
 
 pub use cidr::{Cidr, SourceKey};
-pub use rules::{Action, Rules};
+pub use rules::{Action, Lists, Rules};
 pub use table::{Limits, SourceTable, Ticket, Verdict, MAX_SOURCES, MIN_SOURCES};
 
 /// The access policy from the command line.
 #[derive(Clone, PartialEq, Eq, Default, Debug)]
 pub struct Policy {
-    /// `--allow` prefixes.
-    pub allow: Vec<Cidr>,
-    /// `--deny` prefixes.
-    pub deny: Vec<Cidr>,
+    /// `--allow`, `--deny`, `--allow-file` and `--deny-file`, compiled once (workers share
+    /// it); `None` when no list is given (everyone is served).
+    pub lists: Option<Arc<Rules>>,
     /// `--max-per-source`, `--rate-per-source`.
     pub limits: Limits,
     /// `--source-table`: sources the per-source table has room for (0: [`MIN_SOURCES`]).
@@ -54,13 +56,13 @@ impl Policy {
 impl Policy {
     /// Does anything here apply? (Then the stats line carries `denied=` and `limited=`.)
     pub fn is_active(&self) -> bool {
-        !self.allow.is_empty() || !self.deny.is_empty() || self.limits.any()
+        self.lists.is_some() || self.limits.any()
     }
 }
 
 /// The compiled policy: what the accept path (and the UDP receive path) asks.
 pub struct Access {
-    rules: Option<Rules>,
+    rules: Option<Arc<Rules>>,
     table: Option<SourceTable>,
 }
 
@@ -83,7 +85,7 @@ impl Access {
     /// Compile `policy` around a table the caller placed (e.g. in memory shared by workers).
     pub fn with_table(policy: &Policy, table: Option<SourceTable>) -> Access {
         Access {
-            rules: Rules::new(&policy.allow, &policy.deny),
+            rules: policy.lists.clone(),
             table,
         }
     }
@@ -159,10 +161,13 @@ mod tests {
     use super::*;
 
     fn policy(allow: &[&str], deny: &[&str], max: u32, rate: u32) -> Policy {
-        let p = |v: &[&str]| v.iter().map(|s| Cidr::parse(s).unwrap()).collect();
+        let p = |v: &[&str]| {
+            v.iter()
+                .map(|s| Cidr::parse(s).unwrap())
+                .collect::<Vec<_>>()
+        };
         Policy {
-            allow: p(allow),
-            deny: p(deny),
+            lists: Rules::new(&p(allow), &p(deny)).map(Arc::new),
             limits: Limits {
                 max_per_source: max,
                 rate_per_source: rate,

@@ -299,7 +299,7 @@ impl Supervisor {
         if let Some(mut http) = http {
             http.disown();
         }
-        // The lists are read-only: each worker compiles its own. The table is shared.
+        // The lists are read-only, compiled once before the fork. The table is shared.
         let access = Access::with_table(&config.access, table.map(|t| t.for_worker(k)));
         WorkerStart {
             access,

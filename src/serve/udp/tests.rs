@@ -427,12 +427,11 @@ fn errors_of_one_reply_drop_only_that_one_and_icmp_errors_are_ignored() {
 
 #[test]
 fn refused_datagrams_are_dropped_and_counted_apart_from_loop_protection() {
-    use crate::policy::access::{Access, Cidr, Limits, Policy};
+    use crate::policy::access::{Access, Cidr, Limits, Policy, Rules};
     let mut rig = Rig::new("127.0.0.1:0");
     let denied = rig.peer(); // from 127.0.0.1
     let policy = Policy {
-        allow: vec![],
-        deny: vec![Cidr::parse("127.0.0.1/32").unwrap()],
+        lists: Rules::new(&[], &[Cidr::parse("127.0.0.1/32").unwrap()]).map(Into::into),
         limits: Limits::default(),
         source_table: 0,
     };
