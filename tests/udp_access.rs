@@ -12,17 +12,15 @@ use std::time::Duration;
 use crate::access::{connect_from, ip};
 use crate::udp::recv;
 use crate::util::client::ping;
-use crate::util::datagrams::burst;
+use crate::util::datagrams::{self, burst};
 use crate::util::Daemon;
 use crate::workers::pool::{Pool, PATIENCE};
 
 /// How long a reply that should not come is waited for.
 const SILENCE: Duration = Duration::from_millis(400);
 
-fn sender(source: &str) -> UdpSocket {
-    let s = UdpSocket::bind((ip(source), 0)).unwrap();
-    s.set_read_timeout(Some(SILENCE)).unwrap();
-    s
+fn sender(d: &Daemon, source: &str) -> UdpSocket {
+    datagrams::sender(d, ip(source).into(), SILENCE)
 }
 
 fn num(stats: &HashMap<String, String>, key: &str) -> u64 {
@@ -44,7 +42,7 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
         return;
     };
     let to = d.udp_addr();
-    let (two, three) = (sender("127.0.0.2"), sender("127.0.0.3"));
+    let (two, three) = (sender(&d, "127.0.0.2"), sender(&d, "127.0.0.3"));
     if burst(&d, &three, to, 5, "burst ") != 0 {
         d.fail("a denied source was answered");
     }
@@ -85,7 +83,7 @@ fn udp_deny_and_allow_lists(backend: &'static str) {
     };
     let to = d.udp_addr();
     for (source, want) in [("127.0.0.2", 3), ("127.0.0.3", 0), ("127.0.0.1", 0)] {
-        let got = burst(&d, &sender(source), to, 3, "burst ");
+        let got = burst(&d, &sender(&d, source), to, 3, "burst ");
         if got != want {
             d.fail(&format!("{source}: {got} answers, want {want}"));
         }
@@ -116,7 +114,7 @@ fn udp_rate_per_source(backend: &'static str) {
         return;
     };
     let to = d.udp_addr();
-    let two = sender("127.0.0.2");
+    let two = sender(&d, "127.0.0.2");
     // Each connect is echoed once, so it has been accepted (and has spent its token).
     let conns: Vec<_> = (0..20)
         .map(|i| {
@@ -141,7 +139,7 @@ fn udp_rate_per_source(backend: &'static str) {
     if !(20..=25).contains(&got) {
         d.fail(&format!("a burst of 60 at 20/s got {got} answers"));
     }
-    if burst(&d, &sender("127.0.0.3"), to, 10, "burst ") != 10 {
+    if burst(&d, &sender(&d, "127.0.0.3"), to, 10, "burst ") != 10 {
         d.fail("another source was limited too");
     }
     let limited = (70 - got - after_tcp) as u64;
@@ -180,7 +178,7 @@ fn udp_rate_per_source_holds_across_workers(backend: &'static str) {
         return;
     };
     let to = p.d.udp_addr();
-    let senders: Vec<UdpSocket> = (0..32).map(|_| sender("127.0.0.2")).collect();
+    let senders: Vec<UdpSocket> = (0..32).map(|_| sender(&p.d, "127.0.0.2")).collect();
     for s in &senders {
         for i in 0..2 {
             s.send_to(format!("burst {i}").as_bytes(), to).unwrap();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{connect_from, ip, served, stat};
 use crate::util::client::{outcome, Outcome};
-use crate::util::datagrams::burst;
+use crate::util::datagrams::{self, burst};
 use crate::util::Daemon;
 
 /// How long a reply that should not come is waited for.
@@ -17,10 +17,8 @@ const SILENCE: Duration = Duration::from_millis(400);
 /// Longest wait for a log line.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-fn sender(source: &str) -> UdpSocket {
-    let s = UdpSocket::bind((ip(source), 0)).unwrap();
-    s.set_read_timeout(Some(SILENCE)).unwrap();
-    s
+fn sender(d: &Daemon, source: &str) -> UdpSocket {
+    datagrams::sender(d, ip(source).into(), SILENCE)
 }
 
 fn must_be_served(d: &Daemon, source: &str) -> TcpStream {
@@ -54,7 +52,7 @@ fn forged_datagrams_leave_the_tcp_budget_alone(backend: &'static str) {
     let Some(d) = Daemon::spawn(backend, &args) else {
         return;
     };
-    let got = burst(&d, &sender("127.0.0.60"), d.udp_addr(), 50, "d");
+    let got = burst(&d, &sender(&d, "127.0.0.60"), d.udp_addr(), 50, "d");
     if !(5..=8).contains(&got) {
         d.fail(&format!("a burst of 50 datagrams at 5/s got {got} answers"));
     }
@@ -102,7 +100,7 @@ fn a_tiny_table_full_of_idle_sources_refuses_nobody(backend: &'static str) {
     let to = d.udp_addr();
     for n in 0..300 {
         let source = format!("127.0.{}.{}", 2 + n / 200, 1 + n % 200);
-        let s = sender(&source);
+        let s = sender(&d, &source);
         // An answer that should come is waited for as long as a loaded machine may need.
         s.set_read_timeout(Some(PATIENCE)).unwrap();
         s.send_to(b"forged", to).unwrap();
@@ -126,7 +124,7 @@ fn a_tiny_table_full_of_idle_sources_refuses_nobody(backend: &'static str) {
         "refused 1 connection in the last 1s (table full), e.g. from 127.0.0.80",
         PATIENCE,
     );
-    if burst(&d, &sender("127.0.0.81"), to, 3, "d") != 0 {
+    if burst(&d, &sender(&d, "127.0.0.81"), to, 3, "d") != 0 {
         d.fail("a new source's datagrams were answered with the table full");
     }
     if stat(&d, "limited") != 4 {

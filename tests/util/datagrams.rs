@@ -7,7 +7,7 @@
 //! that count is looked for in a short silence.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use super::Daemon;
@@ -56,4 +56,22 @@ pub fn burst(d: &Daemon, s: &UdpSocket, to: SocketAddr, n: usize, tag: &str) -> 
         got += 1;
     }
     got as usize
+}
+
+/// A UDP socket on `source` with a port of the kernel's choice, but never the port of one of
+/// `d`'s UDP listeners: the daemon refuses such a source whatever its address (loop
+/// protection), and on another loopback address the kernel may well hand that port out.
+pub fn sender(d: &Daemon, source: IpAddr, wait: Duration) -> UdpSocket {
+    let ours: Vec<u16> = d.udp_addrs().iter().map(SocketAddr::port).collect();
+    // Colliding sockets stay open until the end, so the kernel cannot offer their port again.
+    let mut refused = Vec::new();
+    loop {
+        let s = UdpSocket::bind((source, 0))
+            .unwrap_or_else(|e| d.fail(&format!("bind {source}:0: {e}")));
+        if !ours.contains(&s.local_addr().unwrap().port()) {
+            s.set_read_timeout(Some(wait)).unwrap();
+            return s;
+        }
+        refused.push(s);
+    }
 }
