@@ -121,6 +121,15 @@ first_reload=$(grep -n -m1 ' daemon-reload' <<<"$calls" | cut -d: -f1)
 service_reload=$(grep -n -m1 '^reload echo-mux\.service$' <<<"$calls" | cut -d: -f1)
 [ "$first_reload" -lt "$service_reload" ] || says "upgrade reloaded echo-mux.service before systemd read the new units"
 ok "emulated systemd, upgrade with the service running: daemon-reload, then reload echo-mux.service; no stop, no restart [systemctl $(shown)]"
+# An upgrade from 0.2.0, whose daemon ignores SIGHUP: the installed postinst, replayed as
+# dpkg runs it for that upgrade, restarts the running service once instead.
+: >"$work/systemctl.log"
+sh "/var/lib/dpkg/info/$pkg.postinst" configure 0.2.0 >"$work/dpkg-emulated" 2>&1 ||
+    { cat "$work/dpkg-emulated" >&2; fail "postinst configure 0.2.0 failed"; }
+calls=$(cat "$work/systemctl.log")
+called ' restart echo-mux\.service$' || says "an upgrade from 0.2.0 did not restart echo-mux.service"
+called '^reload ' && says "an upgrade from 0.2.0 reloaded (its daemon ignores SIGHUP)"
+ok "emulated systemd, upgrade from 0.2.0 with the service running: restart echo-mux.service once [systemctl $(shown)]"
 running echo-mux.socket echo-mux-metrics.socket
 under_systemd -r "$pkg"
 # (echo-mux-metrics.socket, a unit the package ships without [Install], is stopped too.)
