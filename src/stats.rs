@@ -435,9 +435,9 @@ mod tests {
         assert_eq!(again.snapshot().bytes_in, 10);
         assert_eq!(again.reloads(), 1);
         let line = again
-            .line("poll", 0, t0 + Duration::from_secs(3))
+            .line("poll", 0, t0 + Duration::from_millis(3500))
             .to_string();
-        assert!(line.ends_with(" uptime=3s reloads=1"), "{line}");
+        assert!(line.ends_with(" uptime=3s worker=2 reloads=1"), "{line}");
     }
 
     /// Every optional field, in SPEC §5's order, as the supervisor's totals line shows them.
