@@ -127,3 +127,22 @@ fn the_closed_line_counts_the_whole_connection(backend: &'static str) {
         ));
     }
 }
+
+for_each_backend!(a_pending_proxy_header_is_finished_after_a_reload);
+fn a_pending_proxy_header_is_finished_after_a_reload(backend: &'static str) {
+    let args = ["--proxy-from", "127.0.0.1", "--log-connections"];
+    let Some(d) = Daemon::spawn(backend, &args) else {
+        return;
+    };
+    let mut s = d.connect();
+    let header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4242 50007\r\n";
+    s.write_all(&header[..10]).unwrap();
+    reload(&d);
+    s.write_all(&header[10..]).unwrap();
+    assert_eq!(ping(&mut s, b"hello\n").unwrap(), b"hello\n");
+    let mark = d.mark();
+    drop(s);
+    let line = d.expect_line(mark, "closed ", Duration::from_secs(20));
+    assert!(line.contains("closed 192.0.2.9:4242 after"), "{line}");
+    assert!(line.contains("in=6 out=6"), "{line}");
+}
