@@ -70,7 +70,7 @@ fn write_until(
         s.write_all(&buf[..n])
             .map_err(|e| format!("client {seed}: write after {at} bytes: {e}"))?;
         at += n as u64;
-        if k % 16 == 0 {
+        if k.is_multiple_of(16) {
             thread::sleep(Duration::from_millis(2));
         }
     }
