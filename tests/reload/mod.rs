@@ -3,6 +3,7 @@
 //! binary at the started path, and each refusal leaves the daemon serving as before.
 
 mod bench;
+mod notify;
 mod refusals;
 mod signals;
 mod stream;
