@@ -6,6 +6,7 @@ mod bench;
 mod notify;
 mod refusals;
 mod signals;
+mod sources;
 mod stream;
 mod timing;
 mod upgrade;

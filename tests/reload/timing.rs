@@ -41,18 +41,20 @@ fn held_replies_keep_their_due_time(backend: &'static str) {
     let sent = Instant::now();
     a.write_all(b"held\n").unwrap();
     c.write_all(b"half").unwrap();
-    let line = reload(&d);
-    assert!(
-        sent.elapsed() < DELAY,
-        "the reload took longer than the delay: {line}"
-    );
+    reload(&d);
+    // Under load a reload may outlast the delay; the reply is then due while it runs and
+    // may be late by that much.
+    let reloaded = sent.elapsed();
     b.write_all(b" end\n").unwrap();
     c.write_all(b" more\n").unwrap();
     let reply = read_line(&mut a).unwrap();
     let arrived = sent.elapsed();
-    eprintln!("held reply across a reload: due after {DELAY:?}, arrived after {arrived:?}");
+    eprintln!(
+        "held reply across a reload: due after {DELAY:?}, arrived after {arrived:?} \
+         (reload done after {reloaded:?})"
+    );
     assert_eq!(one_reply(&reply), b"held");
-    if arrived + EARLY < DELAY || arrived > DELAY + LATE {
+    if arrived + EARLY < DELAY || arrived > DELAY.max(reloaded) + LATE {
         d.fail(&format!(
             "held reply arrived after {arrived:?}, due after {DELAY:?}"
         ));
