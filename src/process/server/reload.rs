@@ -207,7 +207,8 @@ impl Server {
         w.section(tag::LOGS, |w| w.bytes(&crate::logging::pending()));
         self.save(&mut w, began);
         let (bytes, fds) = w.finish();
-        let e = crate::reload::exec::handover(origin, &bytes, &fds);
+        let signals = &self.signals;
+        let e = crate::reload::exec::handover(origin, &bytes, &fds, || signals.repost());
         self.status.reload_failed();
         error!(
             "reload refused: cannot execute {}: {}",
