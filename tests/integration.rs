@@ -130,3 +130,8 @@ mod proxy;
 // --user/--group (issue 18): bind as root, serve as the user (every worker too), usage and
 // runtime errors, a start as the target already (a reload's new image).
 mod privilege;
+
+// SIGHUP reloads the one-process daemon in place (SPEC §13, issue 18): 20 reloads under
+// streaming load lose no byte, held replies keep their due time, an upgraded binary takes
+// over, refusals change nothing, signals around a reload; the pause at 10,000 connections.
+mod reload;

@@ -31,7 +31,7 @@ pub enum Request {
     Terminate(&'static str),
     /// SIGUSR1
     Stats,
-    /// SIGHUP: logged and ignored (no configuration file to reload).
+    /// SIGHUP: reload in place (SPEC §13); a supervisor of `--workers` logs and ignores it.
     Hangup,
     /// SIGQUIT: immediate shutdown (SPEC §5): close everything, log it, exit 0.
     Quit,
@@ -95,8 +95,10 @@ pub fn all_handled() -> impl Iterator<Item = libc::c_int> {
     handled().iter().map(|&(sig, _)| sig)
 }
 
-/// The info line for SIGHUP, which every process shape logs and ignores (SPEC §5).
-pub const HANGUP_LINE: &str = "SIGHUP received and ignored: there is no configuration to reload";
+/// The info line for SIGHUP where it does not reload: the supervisor of `--workers` and its
+/// workers (the one-process daemon reloads, SPEC §13).
+pub const HANGUP_LINE: &str =
+    "SIGHUP received and ignored: reloading with --workers is not supported yet";
 
 /// The one info line for a stray signal's first arrival (SPEC §5).
 pub fn stray_line(name: &str) -> String {
@@ -220,6 +222,29 @@ impl Signals {
             requests.push(Request::Children);
         }
         requests
+    }
+
+    /// A reload's last step before its execve, with the handled signals blocked: a signal
+    /// whose handler ran since the loop last took its requests would die with this image.
+    /// Send each such signal to this process again: blocked, it stays pending across the
+    /// execve and reaches the new image's handlers once they are installed and unblocked
+    /// (or these ones again, if the execve fails).
+    pub fn repost(&self) {
+        let pending = self.pending.swap(0, Ordering::SeqCst);
+        let me = std::process::id() as libc::pid_t;
+        let mut again: Vec<libc::c_int> = handled()
+            .iter()
+            .enumerate()
+            .filter(|&(bit, _)| pending & (1 << bit) != 0)
+            .map(|(_, &(sig, _))| sig)
+            .collect();
+        if pending & CHILDREN != 0 {
+            again.push(libc::SIGCHLD);
+        }
+        for sig in again {
+            // SAFETY: kill(2) of our own pid with a valid signal number.
+            unsafe { libc::kill(me, sig) };
+        }
     }
 }
 

@@ -14,6 +14,8 @@ pub struct Builder {
     pub(super) via: Via,
     pub(super) listeners: Option<usize>,
     pub(super) run_as: Option<(u32, u32)>,
+    /// The binary to start instead of the one cargo built (a copy, a wrapper script).
+    pub(super) program: Option<String>,
 }
 
 /// Where the daemon's listeners come from.
@@ -37,12 +39,19 @@ impl Builder {
             via: Via::Options,
             listeners: None,
             run_as: None,
+            program: None,
         }
     }
 
     /// Add command-line arguments (after `--backend`).
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Start `path` instead of the binary cargo built (with the daemon's own options).
+    pub fn program(mut self, path: &std::path::Path) -> Self {
+        self.program = Some(path.to_string_lossy().into_owned());
         self
     }
 
