@@ -72,6 +72,13 @@ fn credentials(pid: i32) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
     (field("Uid:"), field("Gid:"), field("Groups:"))
 }
 
+/// A copy of the built binary in `dir` (under the temp dir, mode 755): what nobody can run
+/// and a reload can execute again as nobody, wherever the checkout is (a clone under /root,
+/// mode 700, is out of nobody's reach).
+fn reachable_binary(dir: &TempDir) -> std::path::PathBuf {
+    crate::reload::copy_binary(dir)
+}
+
 /// Process `pid` runs as nobody:nogroup in every id, with no supplementary group.
 fn runs_as_nobody(d: &Daemon, pid: i32, who: &str) {
     let (uid, gid, groups) = credentials(pid);
@@ -243,7 +250,9 @@ fn already_the_user_starts_without_privilege() {
     }
     let (user, group) = nobody_args();
     let sock = TempSock::new("already");
+    let bin = TempDir::new("already-bin");
     let Some(mut d) = Daemon::with("epoll")
+        .program(&reachable_binary(&bin))
         .args(&[
             "-l",
             "127.0.0.1:0",
@@ -263,6 +272,33 @@ fn already_the_user_starts_without_privilege() {
     assert_eq!(ping(d.connect(), b"again").unwrap(), b"again");
     if d.stderr().contains("running as user") {
         d.fail("switched again although it already ran as the user");
+    }
+    d.terminate(Duration::from_secs(10));
+}
+
+for_each_backend!(a_reload_after_the_switch_needs_no_privilege);
+/// Started as root with `--user nobody --group nogroup`, the daemon switches; a SIGHUP then
+/// runs the check child and the new image as nobody, which need no privilege: the reload
+/// completes, the connection opened before it goes on echoing, and every id is still nobody's.
+fn a_reload_after_the_switch_needs_no_privilege(backend: &'static str) {
+    if !is_root("a reload after the switch") {
+        return;
+    }
+    let (user, group) = nobody_args();
+    let bin = TempDir::new("reload-bin");
+    let Some(mut d) = Daemon::with(backend)
+        .program(&reachable_binary(&bin))
+        .args(&["-l", "127.0.0.1:0", "--user", &user, "--group", &group])
+        .spawn()
+    else {
+        return;
+    };
+    let c = d.connect();
+    assert_eq!(ping(&c, b"before").unwrap(), b"before");
+    crate::reload::reload(&d);
+    runs_as_nobody(&d, d.pid(), "the reloaded daemon");
+    if ping(&c, b"after").ok().as_deref() != Some(&b"after"[..]) {
+        d.fail("the connection opened before the reload stopped echoing");
     }
     d.terminate(Duration::from_secs(10));
 }
