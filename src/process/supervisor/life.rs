@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{Supervisor, Tick, CHECK_EVERY, WEDGED_AFTER};
+use super::{Supervisor, Tick, CHECK_EVERY, RELOAD_PATIENCE, WEDGED_AFTER};
 
 /// The supervisor's own check this late means the host, not a worker, stood still.
 const STALLED_AFTER: Duration = Duration::from_secs(2);
@@ -61,8 +61,9 @@ impl Supervisor {
         delay
     }
 
-    /// SIGKILL every worker whose loop has not turned for [`WEDGED_AFTER`]; the reap then
-    /// replaces it (or, in a shutdown, just collects it).
+    /// SIGKILL every worker whose loop has not turned for [`WEDGED_AFTER`] (for
+    /// [`RELOAD_PATIENCE`] from the start of a reload under way); the reap then replaces it
+    /// (or, in a shutdown, just collects it).
     ///
     /// A heartbeat is only evidence while the supervisor itself runs on time: when the whole
     /// host stalled (a VM paused or starved, every process stopped and continued), the
@@ -85,9 +86,15 @@ impl Supervisor {
             let Some(pid) = seat.pid.filter(|_| !seat.wedged) else {
                 continue;
             };
-            let beat = self.region.slots()[i].heartbeat_ms().max(from_ms);
-            let quiet = now_ms.saturating_sub(beat);
-            if quiet > WEDGED_AFTER.as_millis() as u64 {
+            let slot = &self.region.slots()[i];
+            // SPEC §13: a worker whose reload is under way has a loop that stands still
+            // while its new image starts; it gets RELOAD_PATIENCE from the reload's start.
+            let (beat, patience) = match slot.reloads().since_ms {
+                Some(since) => (slot.heartbeat_ms().max(since), RELOAD_PATIENCE),
+                None => (slot.heartbeat_ms(), WEDGED_AFTER),
+            };
+            let quiet = now_ms.saturating_sub(beat.max(from_ms));
+            if quiet > patience.as_millis() as u64 {
                 warn!(
                     "worker {} (pid {pid}) is wedged: no loop turn for {:.1}s; killing it",
                     i + 1,

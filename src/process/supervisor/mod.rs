@@ -46,6 +46,9 @@ use spawn::{Forked, WorkerStart};
 
 /// A worker whose loop has not turned for this long is wedged.
 const WEDGED_AFTER: Duration = Duration::from_secs(5);
+/// A worker's reload (its check child, the exec, the new image's start and adoption) that
+/// has not completed in this long is wedged: it is killed and replaced.
+const RELOAD_PATIENCE: Duration = Duration::from_secs(30);
 /// How often heartbeats, exits and the systemd status are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How often readiness is polled until every worker accepts.
