@@ -37,6 +37,7 @@ pub mod net;
 pub mod pidfile;
 pub mod policy;
 pub mod process;
+pub mod reload;
 pub(crate) mod serve;
 pub mod shared;
 mod stats;
