@@ -1,5 +1,6 @@
-//! The memory the supervisor and its workers share (SPEC §8): one anonymous `MAP_SHARED`
-//! mapping, made before the first fork, so every worker inherits the same pages.
+//! The memory the supervisor and its workers share (SPEC §8): one `MAP_SHARED` mapping of a
+//! memfd, made before the first fork, so every worker inherits the same pages (and a reload's
+//! new image maps them again from the descriptor: [`Region::adopt`]).
 //!
 //! ```text
 //!  Header (epoch, worker count)  │ retired ledger │ ledger 1 │ ledger 2 │ … │ ledger N │ extra region
@@ -281,6 +282,8 @@ pub struct Region {
     header: &'static Header,
     slots: &'static [Ledger],
     extra: Option<(NonNull<u8>, usize)>,
+    /// The memfd mapped (kept open so a reload can hand it over).
+    fd: std::os::fd::OwnedFd,
 }
 
 const PAGE: usize = 4096;
@@ -292,42 +295,82 @@ impl Region {
         let slots_at = size_of::<Header>();
         let extra_at = (slots_at + workers * size_of::<Ledger>()).next_multiple_of(PAGE);
         let len = extra_at + extra.next_multiple_of(PAGE);
-        // SAFETY: a fresh anonymous mapping (no fd, no fixed address): it aliases nothing of
-        // ours. MAP_SHARED is what makes it survive fork as the *same* pages.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let base = ptr.cast::<u8>();
+        // A memfd, not an anonymous mapping: MAP_SHARED makes it survive fork as the *same*
+        // pages, and its descriptor lets a reload's new image map them again (SPEC §13).
+        let (fd, base) = crate::sys::map_shared_memfd("echo-mux-shared", len, false)?;
+        let base = base.as_ptr();
         debug_assert_eq!(base as usize % align_of::<Header>(), 0);
-        // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for Header and Ledger),
-        // zero-filled by the kernel (all-zero atomics are valid), and never unmapped, so the
-        // references are good for 'static. The header's plain fields are written here, once,
-        // before any other process exists to read them.
-        let (header, slots) = unsafe {
+        // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for Header),
+        // zero-filled by the kernel, and nobody else can see it yet: the header's plain
+        // fields are written here, once, before any other process exists to read them.
+        unsafe {
             let header = base.cast::<Header>();
             std::ptr::addr_of_mut!((*header).epoch).write(Instant::now());
             std::ptr::addr_of_mut!((*header).workers).write(workers);
+        }
+        // SAFETY: as above; the header is written.
+        Ok(unsafe { Region::place(fd, base, len, workers, extra > 0) })
+    }
+
+    /// The region an earlier image of this process mapped from `fd` (handed over by a
+    /// reload): mapped again, header and ledgers as they are.
+    pub fn adopt(fd: std::os::fd::OwnedFd) -> io::Result<&'static Region> {
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+        let len = usize::try_from(crate::sys::file_len(&fd)?)
+            .map_err(|_| bad("shared region too large"))?;
+        if len < size_of::<Header>() || len % PAGE != 0 {
+            return Err(bad("shared region has the wrong size"));
+        }
+        let base = crate::sys::map_shared_fd(&fd, len, false)?.as_ptr();
+        // SAFETY: the mapping is at least a header long, page-aligned; the header was
+        // written by the image that made the region and is never written again.
+        let workers = unsafe { std::ptr::addr_of!((*base.cast::<Header>()).workers).read() };
+        let slots_at = size_of::<Header>();
+        let extra_at = workers
+            .checked_mul(size_of::<Ledger>())
+            .and_then(|n| n.checked_add(slots_at))
+            .map(|n| n.next_multiple_of(PAGE))
+            .filter(|&n| n <= len)
+            .ok_or_else(|| bad("shared region header names more workers than it holds"))?;
+        // SAFETY: as above; `extra_at <= len` was checked.
+        Ok(unsafe { Region::place(fd, base, len, workers, extra_at < len) })
+    }
+
+    /// The handles on a mapping of `len` bytes at `base` whose header is written.
+    ///
+    /// # Safety
+    /// `base` is a page-aligned, `len`-byte mapping that is never unmapped, with a header
+    /// naming `workers` and room for their ledgers.
+    unsafe fn place(
+        fd: std::os::fd::OwnedFd,
+        base: *mut u8,
+        len: usize,
+        workers: usize,
+        has_extra: bool,
+    ) -> &'static Region {
+        let slots_at = size_of::<Header>();
+        let extra_at = (slots_at + workers * size_of::<Ledger>()).next_multiple_of(PAGE);
+        // SAFETY: per this function's contract: aligned, in bounds, all-zero or written
+        // atomics are valid, never unmapped, so the references are good for 'static.
+        let (header, slots) = unsafe {
             let slots = std::slice::from_raw_parts(base.add(slots_at).cast::<Ledger>(), workers);
-            (&*header, slots)
+            (&*base.cast::<Header>(), slots)
         };
-        // SAFETY: `extra_at < len` whenever `extra > 0`, inside the mapping.
-        let extra = (extra > 0)
+        // SAFETY: `extra_at < len` whenever there is an extra block, inside the mapping.
+        let extra = has_extra
             .then(|| unsafe { (NonNull::new_unchecked(base.add(extra_at)), len - extra_at) });
-        Ok(Box::leak(Box::new(Region {
+        Box::leak(Box::new(Region {
             header,
             slots,
             extra,
-        })))
+            fd,
+        }))
+    }
+
+    /// The memfd behind the mapping, for a reload to hand over (close-on-exec otherwise).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.fd.as_fd()
     }
 
     /// How many worker slots there are.

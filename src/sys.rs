@@ -120,3 +120,62 @@ pub fn available_cpus() -> usize {
     // knows the larger sets.
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
+
+/// A new memfd of `len` bytes (sparse: pages cost memory only once touched), close-on-exec,
+/// mapped `MAP_SHARED`: the same pages for a process forked after this, and, through the
+/// descriptor, for the image a reload executes (SPEC §13). `noreserve` adds MAP_NORESERVE.
+pub fn map_shared_memfd(
+    name: &str,
+    len: usize,
+    noreserve: bool,
+) -> io::Result<(OwnedFd, std::ptr::NonNull<u8>)> {
+    let cname = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "memfd name has a NUL"))?;
+    // SAFETY: `cname` is a valid NUL-terminated string for the call.
+    let raw = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let size = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "mapping too large"))?;
+    // SAFETY: ftruncate on our own descriptor.
+    cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), size) })?;
+    let base = map_shared_fd(&fd, len, noreserve)?;
+    Ok((fd, base))
+}
+
+/// Map `len` bytes of the file behind `fd` (a memfd from [`map_shared_memfd`], perhaps
+/// handed over by a reload) `MAP_SHARED`, read and write. The mapping lives until unmapped.
+pub fn map_shared_fd(
+    fd: &OwnedFd,
+    len: usize,
+    noreserve: bool,
+) -> io::Result<std::ptr::NonNull<u8>> {
+    let mut flags = libc::MAP_SHARED;
+    if noreserve {
+        flags |= libc::MAP_NORESERVE;
+    }
+    // SAFETY: no fixed address: the kernel picks a range that aliases nothing of ours.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    std::ptr::NonNull::new(ptr.cast::<u8>()).ok_or_else(io::Error::last_os_error)
+}
+
+/// The size of the file behind `fd`.
+pub fn file_len(fd: &OwnedFd) -> io::Result<u64> {
+    // SAFETY: an all-zero `stat` is a valid value for fstat to fill.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is writable for the call.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.st_size as u64)
+}

@@ -119,3 +119,23 @@ fn a_worker_reload_is_seen_begun_then_completed_or_refused() {
         "a new worker starts at 0"
     );
 }
+
+#[test]
+fn a_region_adopted_from_its_memfd_is_the_same_memory() {
+    let r = Region::map(3, 10_000).unwrap();
+    r.seat(2).slot.add(Counter::Accepted, 7);
+    r.header.retired.add(Counter::BytesIn, 11);
+    let fd = r.fd().try_clone_to_owned().unwrap();
+    let again = Region::adopt(fd).unwrap();
+    assert_eq!(again.workers(), 3);
+    assert_eq!(again.header.epoch, r.header.epoch);
+    assert_eq!(again.totals().get(Counter::Accepted), 7);
+    assert_eq!(again.totals().get(Counter::BytesIn), 11);
+    assert_eq!(again.extra().unwrap().1, r.extra().unwrap().1);
+    again.seat(1).slot.add(Counter::Accepted, 1);
+    assert_eq!(
+        r.totals().get(Counter::Accepted),
+        8,
+        "one set of pages, two mappings"
+    );
+}

@@ -3,7 +3,7 @@
 //! datagrams, burst N each, refilled at N per second), for the daemon as a whole.
 //!
 //! **No lock** (SPEC §8: no worker's loop ever waits on another process). The table is one
-//! `MAP_SHARED` anonymous mapping made before any fork (`probe.rs` has the layout); every
+//! `MAP_SHARED` mapping of a memfd made before any fork (a reload hands the memfd over) (`probe.rs` has the layout); every
 //! operation is a bounded number of loads and compare-and-swaps, so a worker stopped or
 //! killed at any instruction holds up nobody:
 //!
@@ -113,6 +113,8 @@ pub struct Ticket {
 struct Map {
     base: NonNull<u8>,
     len: usize,
+    /// The memfd mapped, kept open so a reload can hand it over (SPEC §13).
+    fd: std::os::fd::OwnedFd,
 }
 
 // SAFETY: the mapping is only touched through atomics (see the module docs), from any thread.
@@ -176,23 +178,10 @@ impl SourceTable {
     ) -> std::io::Result<SourceTable> {
         let workers = workers.clamp(1, probe::MAX_WORKERS);
         let layout = Layout::new(cap.clamp(1, MAX_SOURCES), workers);
-        // SAFETY: a fresh anonymous mapping (no fd, no fixed address): it aliases nothing.
-        // MAP_SHARED makes a later fork share the same pages; MAP_NORESERVE because most of
-        // it is never touched.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                layout.len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(std::io::Error::last_os_error)?;
+        // A memfd mapped MAP_SHARED: a later fork shares the same pages, and a reload's new
+        // image maps them again from the descriptor; MAP_NORESERVE (and a sparse file)
+        // because most of it is never touched.
+        let (fd, base) = crate::sys::map_shared_memfd("echo-mux-sources", layout.len, true)?;
         use std::hash::BuildHasher;
         let random = std::collections::hash_map::RandomState::new();
         let n = u64::from(limits.rate_per_source);
@@ -202,6 +191,7 @@ impl SourceTable {
             map: Arc::new(Map {
                 base,
                 len: layout.len,
+                fd,
             }),
             layout,
             me: 0,
@@ -209,6 +199,64 @@ impl SourceTable {
             interval_ns,
             burst_ns: interval_ns * n.saturating_sub(1),
             seed: [random.hash_one(1u64), random.hash_one(2u64)],
+            epoch,
+        })
+    }
+
+    /// Write what a reload's new image needs to map this table again
+    /// ([`SourceTable::adopt`]): the memfd, the time origin and the hash seed.
+    pub fn save(&self, w: &mut crate::reload::state::Writer) {
+        use std::os::fd::AsRawFd;
+        w.fd(self.map.fd.as_raw_fd());
+        w.usize(self.map.len);
+        w.instant(self.epoch);
+        w.u64(self.seed[0]);
+        w.u64(self.seed[1]);
+    }
+
+    /// The table an earlier image saved with [`SourceTable::save`], for the same `limits`,
+    /// `cap` and `workers` (the command line does not change across a reload): the same
+    /// pages, origin and seed, so every source, count and bucket carries on. The handle is
+    /// worker 1's.
+    pub fn adopt(
+        limits: Limits,
+        cap: usize,
+        workers: usize,
+        r: &mut crate::reload::state::Reader<'_>,
+    ) -> Result<SourceTable, String> {
+        let workers = workers.clamp(1, probe::MAX_WORKERS);
+        let layout = Layout::new(cap.clamp(1, MAX_SOURCES), workers);
+        let fd = r.fd().map_err(|e| e.to_string())?;
+        let len = r.usize().map_err(|e| e.to_string())?;
+        let epoch = r.instant().map_err(|e| e.to_string())?;
+        let seed = [
+            r.u64().map_err(|e| e.to_string())?,
+            r.u64().map_err(|e| e.to_string())?,
+        ];
+        if len != layout.len {
+            return Err(format!(
+                "per-source table of {len} bytes handed over, {} expected",
+                layout.len
+            ));
+        }
+        let fd = crate::reload::state::adopt(fd)
+            .map_err(|e| format!("per-source table: {}", crate::error::Plain(&e)))?;
+        let base = crate::sys::map_shared_fd(&fd, len, true).map_err(|e| {
+            format!(
+                "cannot map the per-source table: {}",
+                crate::error::Plain(&e)
+            )
+        })?;
+        let n = u64::from(limits.rate_per_source);
+        let interval_ns = 1_000_000_000u64.checked_div(n).map_or(0, |i| i.max(1));
+        Ok(SourceTable {
+            map: Arc::new(Map { base, len, fd }),
+            layout,
+            me: 0,
+            limits,
+            interval_ns,
+            burst_ns: interval_ns * n.saturating_sub(1),
+            seed,
             epoch,
         })
     }

@@ -432,3 +432,44 @@ fn memory_at_cap() {
         );
     }
 }
+
+#[test]
+fn a_table_adopted_from_its_memfd_keeps_every_source() {
+    use crate::reload::state::{Reader, Writer};
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    let (t, now) = table(2, 0, 1024);
+    ticket(t.admit(v4(1), now));
+    ticket(t.admit(v4(1), now));
+    assert_eq!(t.admit(v4(1), now), Verdict::OverMax);
+    let mut w = Writer::new();
+    t.save(&mut w);
+    assert_eq!(w.fds(), &[t.map.fd.as_raw_fd()]);
+    // What save wrote, but naming a duplicate, so that the two handles own one each.
+    let dup = t.map.fd.try_clone().unwrap().into_raw_fd();
+    let mut w = Writer::new();
+    w.section(*b"SRCS", |w| {
+        w.fd(dup);
+        w.usize(t.map.len);
+        w.instant(t.epoch);
+        w.u64(t.seed[0]);
+        w.u64(t.seed[1]);
+    });
+    let (bytes, _) = w.finish();
+    let mut r = Reader::new(&bytes).unwrap();
+    let mut s = r.section(*b"SRCS").unwrap();
+    let again = SourceTable::adopt(t.limits(), 1024, 1, &mut s).unwrap();
+    s.done().unwrap();
+    assert_eq!(again.open(v4(1)), 2);
+    assert_eq!(
+        again.admit(v4(1), now),
+        Verdict::OverMax,
+        "counts carried over"
+    );
+    assert!(admitted(again.admit(v4(2), now)));
+    assert_eq!(t.open(v4(2)), 1, "one set of pages, two mappings");
+    let mut s = Reader::new(&bytes).unwrap().section(*b"SRCS").unwrap();
+    assert!(
+        SourceTable::adopt(t.limits(), 4096, 1, &mut s).is_err(),
+        "another size is refused"
+    );
+}
