@@ -305,7 +305,7 @@ struct Args {
 /// The clap definition behind `--help`: the man page and the shell completions are generated
 /// from it (`cargo xtask dist`), so they cannot drift from what the parser accepts.
 pub fn command() -> clap::Command {
-    Args::command()
+    Args::command().version(crate::version::version())
 }
 
 fn invalid(value: &str, flag: &str, why: impl std::fmt::Display) -> Error {

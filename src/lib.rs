@@ -44,6 +44,7 @@ mod stats;
 pub mod status;
 pub mod sys;
 pub mod systemd;
+pub mod version;
 
 use config::Config;
 use error::Error;
@@ -58,9 +59,17 @@ use event::signal::Signals;
 /// it, never a kill that leaves it behind.
 pub fn run(config: Config) -> Result<(), Error> {
     config.check().map_err(Error::Usage)?;
+    // A reload's new image (SPEC §13): the state's memfd is read and closed before anything
+    // else is opened.
+    let handed = reload::state::take_inherited()
+        .map_err(|e| Error::io("cannot read the state handed over by the reload", e))?;
+    if let Some(bytes) = handed {
+        return run_adopted(config, &bytes);
+    }
     let (inherited, metrics_fd) =
         serve::metrics::split_inherited(net::listen::activation::listen_fds_named()?);
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    reload::exec::unblock_signals();
     if let Some(path) = &config.pid_file {
         pidfile::prepare(path)?;
     }
@@ -88,6 +97,53 @@ pub fn run(config: Config) -> Result<(), Error> {
     process::server::Server::new(backend, config, access, listeners, signals, notifier)?
         .with_metrics(http)?
         .run()
+}
+
+/// The new image of a reload of the one-process daemon (SPEC §13): every descriptor and
+/// the state the old image handed over are adopted (no listener is bound again, the pid
+/// file stays as it is), the handlers installed and the signals the old image blocked
+/// before its execve unblocked; then the server serves on, `READY=1` said again.
+fn run_adopted(config: Config, bytes: &[u8]) -> Result<(), Error> {
+    reload::set_adopted();
+    let fail = |why: String| {
+        Error::io(
+            "cannot take over from the reload",
+            std::io::Error::other(why),
+        )
+    };
+    if config.workers > 1 {
+        return Err(fail(
+            "a reload state reached a supervisor of --workers, which does not reload yet".into(),
+        ));
+    }
+    let mut handed = process::server::Handed::read(bytes, &config.access).map_err(fail)?;
+    let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+    reload::exec::unblock_signals();
+    if let Some(path) = &config.pid_file {
+        pidfile::adopt(path);
+    }
+    if let Err(e) = sys::raise_nofile_limit() {
+        log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e));
+    }
+    let backend = crate::event::wait::open_backend(config.backend)?;
+    let listeners = std::mem::take(&mut handed.listeners);
+    if config.backend.resolve() == BackendKind::Select {
+        net::listen::select_can_watch(&listeners, signals.fd())?;
+    }
+    let notifier = systemd::Notifier::from_env();
+    let table = handed.table.take();
+    let access = match (table, config.access.limits.any()) {
+        (Some(table), _) => policy::access::Access::with_table(&config.access, Some(table)),
+        (None, _) => policy::access::Access::new(&config.access, std::time::Instant::now())
+            .map_err(|e| Error::io("cannot map the per-source table", e))?,
+    };
+    let http = handed.http.take();
+    let mut server =
+        process::server::Server::new(backend, config, access, listeners, signals, notifier)?
+            .with_metrics(http)?;
+    server.adopt(&mut handed).map_err(fail)?;
+    server.log_reloaded(&handed);
+    server.run()
 }
 
 /// Descriptors a select process holds besides its connections and listeners (stdio, the

@@ -184,6 +184,21 @@ pub fn flush(timeout: Option<Duration>) -> Option<Duration> {
     }
 }
 
+/// The lines queued and not yet written (a reload hands them to the new image, which
+/// writes them first: an execve must not lose what stderr had not taken yet).
+pub fn pending() -> Vec<u8> {
+    let mut q = stderr();
+    q.write_some();
+    q.bytes.iter().copied().collect()
+}
+
+/// Queue `bytes` (lines an earlier image of this process had not written yet).
+pub fn requeue(bytes: &[u8]) {
+    if !bytes.is_empty() {
+        stderr().push(bytes);
+    }
+}
+
 /// At exit: give pending lines up to a second to go out, then give up on them.
 pub fn finish() {
     let deadline = Instant::now() + EXIT_GRACE;

@@ -8,6 +8,13 @@ use echo_mux::error::{Error, Plain};
 use echo_mux::logging;
 
 fn main() -> ExitCode {
+    // SPEC §13: asked by a running daemon whether this binary can take over from it.
+    if let Some(asked) = std::env::var_os(echo_mux::reload::check::ENV) {
+        let (line, code) = echo_mux::reload::check::answer(&asked, cli::parse(std::env::args_os()));
+        let _ = writeln!(io::stdout(), "{line}");
+        return ExitCode::from(code);
+    }
+    echo_mux::reload::remember_origin(std::env::args_os().collect());
     match cli::parse(std::env::args_os()) {
         Ok(Command::Print(text)) => print(&text),
         // SPEC §12: the counters of a running daemon; none answering is one line, exit 1.

@@ -80,6 +80,17 @@ pub fn prepare(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// A reload's new image (same pid): the pid file the first image published is ours
+/// already; keep it as it is, and remove it at the real exit.
+pub fn adopt(path: &Path) {
+    *state() = Some(PidFile {
+        path: path.to_path_buf(),
+        temp: PathBuf::new(),
+        owner: std::process::id(),
+        published: true,
+    });
+}
+
 /// Every listener accepts: put the pid file in place (once; only in the process that
 /// prepared it). A failure now is logged and serving goes on.
 pub fn publish() {

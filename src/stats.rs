@@ -16,6 +16,8 @@ pub struct Stats {
     slot: &'static Ledger,
     seat: Option<Seat>,
     started: Instant,
+    /// Reloads (SIGHUP) this process went through (SPEC §13).
+    reloads: u64,
 }
 
 /// The counters at one moment; a supervisor can add up several of them.
@@ -110,6 +112,7 @@ impl Stats {
             slot: Ledger::private(),
             seat: None,
             started: now,
+            reloads: 0,
         }
     }
 
@@ -119,6 +122,7 @@ impl Stats {
             slot: seat.slot,
             seat: Some(seat),
             started: now,
+            reloads: 0,
         }
     }
 
@@ -207,6 +211,48 @@ impl Stats {
         Totals::from(&self.slot.snapshot())
     }
 
+    /// Reloads since the start.
+    pub fn reloads(&self) -> u64 {
+        self.reloads
+    }
+
+    /// Write the counters, the start and the reloads so far, for a reload's new image. The
+    /// open gauge is not written: the new image counts its connections itself.
+    pub fn save(&self, w: &mut crate::reload::state::Writer) {
+        let snap = self.slot.snapshot();
+        w.usize(Counter::ALL.len());
+        for c in Counter::ALL {
+            w.u64(snap.get(c));
+        }
+        w.instant(self.started);
+        w.u64(self.reloads);
+    }
+
+    /// Take over what [`Stats::save`] wrote, and count this reload: the counters go on
+    /// from where they were. A state from a release with fewer counters leaves the rest
+    /// at zero; one with more is an error.
+    pub fn restore(
+        &mut self,
+        r: &mut crate::reload::state::Reader<'_>,
+    ) -> crate::reload::state::Result<()> {
+        let n = r.count(8)?;
+        if n > Counter::ALL.len() {
+            return Err(crate::reload::state::Error(format!(
+                "section STAT: {n} counters, this build knows {}",
+                Counter::ALL.len()
+            )));
+        }
+        for c in &Counter::ALL[..n] {
+            let v = r.u64()?;
+            if *c != Counter::Open {
+                self.slot.set(*c, v);
+            }
+        }
+        self.started = r.instant()?;
+        self.reloads = r.u64()? + 1;
+        Ok(())
+    }
+
     pub fn uptime(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.started)
     }
@@ -216,6 +262,7 @@ impl Stats {
     pub fn line(&self, backend: &'static str, open: usize, now: Instant) -> Line {
         let mut line = Line::new(backend, open as u64, self.snapshot(), self.uptime(now));
         line.worker = self.seat.map(|s| s.number);
+        line.reloads = self.reloads;
         line
     }
 }
@@ -236,6 +283,8 @@ pub struct Line {
     worker: Option<usize>,
     access: bool,
     udp: bool,
+    /// `reloads=N` last, once there has been one (SPEC §13).
+    reloads: u64,
 }
 
 impl Line {
@@ -250,6 +299,7 @@ impl Line {
             worker: None,
             access: false,
             udp: false,
+            reloads: 0,
         }
     }
 
@@ -300,6 +350,9 @@ impl fmt::Display for Line {
         if self.udp {
             let (i, o, d) = (t.datagrams_in, t.datagrams_out, t.dropped);
             write!(f, " datagrams_in={i} datagrams_out={o} dropped={d}")?;
+        }
+        if self.reloads > 0 {
+            write!(f, " reloads={}", self.reloads)?;
         }
         Ok(())
     }
@@ -362,6 +415,29 @@ mod tests {
         assert_eq!((t.limited, t.table_full), (2, 1));
         assert_eq!(t.dropped, 10);
         assert_eq!(t.dropped_by, [1, 4, 0, 0, 3, 2]);
+    }
+
+    #[test]
+    fn counters_and_reloads_go_on_across_a_save_and_restore() {
+        use crate::reload::state::{Reader, Writer};
+        let t0 = Instant::now();
+        // A worker's seat, so that the two Stats do not share the private ledger.
+        let region = crate::shared::Region::map(2, 0).unwrap();
+        let mut s = Stats::for_worker(region.seat(1), t0);
+        s.accepted();
+        s.add_in(10);
+        let mut w = Writer::new();
+        s.save(&mut w);
+        let (bytes, _) = w.finish();
+        let mut again = Stats::for_worker(region.seat(2), t0 + Duration::from_secs(5));
+        again.restore(&mut Reader::new(&bytes).unwrap()).unwrap();
+        assert_eq!(again.snapshot().accepted, 1);
+        assert_eq!(again.snapshot().bytes_in, 10);
+        assert_eq!(again.reloads(), 1);
+        let line = again
+            .line("poll", 0, t0 + Duration::from_millis(3500))
+            .to_string();
+        assert!(line.ends_with(" uptime=3s worker=2 reloads=1"), "{line}");
     }
 
     /// Every optional field, in SPEC §5's order, as the supervisor's totals line shows them.

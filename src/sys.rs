@@ -179,3 +179,10 @@ pub fn file_len(fd: &OwnedFd) -> io::Result<u64> {
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
     Ok(st.st_size as u64)
 }
+
+/// `read(2)` into `buf` (a pipe); `Ok(0)` is end of file.
+pub fn read_fd(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable region of `buf.len()` bytes for the whole call.
+    let n = cvt(unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
+    Ok(n as usize)
+}

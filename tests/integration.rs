@@ -126,3 +126,8 @@ mod metrics;
 // The PROXY protocol (SPEC §14, issue 19): --proxy-from with headers the tests write, then
 // behind a real HAProxy (send-proxy and send-proxy-v2, health checks, an instance stopped).
 mod proxy;
+
+// SIGHUP reloads the one-process daemon in place (SPEC §13, issue 18): 20 reloads under
+// streaming load lose no byte, held replies keep their due time, an upgraded binary takes
+// over, refusals change nothing, signals around a reload; the pause at 10,000 connections.
+mod reload;

@@ -29,6 +29,19 @@ impl Stamper {
     /// Bytes held for an unfinished line (they count toward `--max-buffer`). A held-back
     /// trailing `\r` is not counted, so a partial line alone stays under the cap and can
     /// never pause reading (only reading can complete it).
+    /// The unfinished line and whether part of it was answered, for a reload's state.
+    pub fn to_parts(&self) -> (&[u8], bool) {
+        (&self.partial, self.continued)
+    }
+
+    /// A stamper [`Stamper::to_parts`] described.
+    pub fn from_parts(partial: &[u8], continued: bool) -> Stamper {
+        Stamper {
+            partial: partial.to_vec(),
+            continued,
+        }
+    }
+
     pub fn pending(&self) -> usize {
         self.partial.len() - usize::from(self.partial.last() == Some(&b'\r'))
     }

@@ -60,7 +60,8 @@ impl Builder {
     pub(super) fn command(&self, specs: &[String]) -> (Command, String) {
         super::lift_nofile();
         let args = self.daemon_args();
-        let mut shown = format!("{BIN} {}", args.join(" "));
+        let program = self.program.as_deref().unwrap_or(BIN);
+        let mut shown = format!("{program} {}", args.join(" "));
         let fresh = |program: &str| {
             let mut c = Command::new(program);
             for var in SCRUBBED {
@@ -71,7 +72,7 @@ impl Builder {
             c
         };
         let mut cmd = match &self.via {
-            Via::Options => fresh(BIN),
+            Via::Options => fresh(program),
             Via::Activator(_) => {
                 let mut c = fresh("systemd-socket-activate");
                 for s in specs {

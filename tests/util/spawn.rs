@@ -13,6 +13,8 @@ pub struct Builder {
     pub(super) env: Vec<(String, String)>,
     pub(super) via: Via,
     pub(super) listeners: Option<usize>,
+    /// The binary to start instead of the one cargo built (a copy, a wrapper script).
+    pub(super) program: Option<String>,
 }
 
 /// Where the daemon's listeners come from.
@@ -35,12 +37,19 @@ impl Builder {
             env: Vec::new(),
             via: Via::Options,
             listeners: None,
+            program: None,
         }
     }
 
     /// Add command-line arguments (after `--backend`).
     pub fn args(mut self, args: &[&str]) -> Self {
         self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// Start `path` instead of the binary cargo built (with the daemon's own options).
+    pub fn program(mut self, path: &std::path::Path) -> Self {
+        self.program = Some(path.to_string_lossy().into_owned());
         self
     }
 

@@ -187,3 +187,51 @@ fn local_label(fd: &OwnedFd) -> Option<String> {
         _ => Some("unix:(unnamed)".into()),
     }
 }
+
+impl Endpoint {
+    /// Write this endpoint for a reload's new image ([`Endpoint::adopt`]): the descriptor
+    /// (kept open across the execve) and everything it remembers, the socket file it must
+    /// remove at the end included. This image then execs without dropping it, so the file
+    /// stays.
+    pub fn save(&self, w: &mut crate::reload::state::Writer) {
+        use std::os::unix::ffi::OsStrExt;
+        w.fd(self.fd());
+        w.str(&self.label);
+        w.bool(self.datagram);
+        w.bool(self.inherited);
+        w.bool(self.shared);
+        w.bool(self.owned_path.is_some());
+        if let Some((path, (dev, ino))) = &self.owned_path {
+            w.bytes(path.as_os_str().as_bytes());
+            w.u64(*dev);
+            w.u64(*ino);
+        }
+    }
+
+    /// The endpoint an earlier image saved with [`Endpoint::save`].
+    pub fn adopt(r: &mut crate::reload::state::Reader<'_>) -> Result<Endpoint, String> {
+        use std::os::unix::ffi::OsStrExt;
+        let s = |e: crate::reload::state::Error| e.to_string();
+        let raw = r.fd().map_err(s)?;
+        let label = r.str().map_err(s)?.to_string();
+        let datagram = r.bool().map_err(s)?;
+        let inherited = r.bool().map_err(s)?;
+        let shared = r.bool().map_err(s)?;
+        let owned_path = if r.bool().map_err(s)? {
+            let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.bytes().map_err(s)?));
+            Some((path, (r.u64().map_err(s)?, r.u64().map_err(s)?)))
+        } else {
+            None
+        };
+        let fd = crate::reload::state::adopt(raw)
+            .map_err(|e| format!("listener {label} (fd {raw}): {}", Plain(&e)))?;
+        Ok(Endpoint {
+            fd,
+            label,
+            datagram,
+            owned_path,
+            inherited,
+            shared,
+        })
+    }
+}

@@ -109,6 +109,18 @@ pub struct Ticket {
     version: u32,
 }
 
+impl Ticket {
+    /// The ticket as two numbers, for a reload's state.
+    pub fn to_parts(self) -> (u32, u32) {
+        (self.slot, self.version)
+    }
+
+    /// A ticket [`Ticket::to_parts`] gave (from the same table, handed over).
+    pub fn from_parts(slot: u32, version: u32) -> Ticket {
+        Ticket { slot, version }
+    }
+}
+
 /// The mapping; unmapped when the last handle in this process goes.
 struct Map {
     base: NonNull<u8>,

@@ -398,3 +398,50 @@ impl Trusted {
             .is_some_and(|rules| rules.decide(peer) == Action::Allow)
     }
 }
+
+impl Parser {
+    /// Write a parser in the middle of a header, for a reload's new image.
+    pub fn save(&self, w: &mut crate::reload::state::Writer) {
+        w.bytes(&self.buf);
+        w.u32(u32::from(self.seen));
+        match self.kind {
+            Kind::Unknown => w.u8(0),
+            Kind::V1 => w.u8(1),
+            Kind::V2 {
+                total,
+                keep,
+                family,
+            } => {
+                w.u8(2);
+                w.u32(u32::from(total));
+                w.u8(keep);
+                w.u8(family);
+            }
+            Kind::Finished => w.u8(3),
+        }
+    }
+
+    /// A parser [`Parser::save`] wrote: it goes on where it was.
+    pub fn load(r: &mut crate::reload::state::Reader<'_>) -> crate::reload::state::Result<Parser> {
+        use crate::reload::state::Error;
+        let bytes = r.bytes()?;
+        let mut buf = [0u8; V1_MAX];
+        if bytes.len() != V1_MAX {
+            return Err(Error(format!("PROXY parser of {} bytes", bytes.len())));
+        }
+        buf.copy_from_slice(bytes);
+        let seen = u16::try_from(r.u32()?).map_err(|_| Error("PROXY parser position".into()))?;
+        let kind = match r.u8()? {
+            0 => Kind::Unknown,
+            1 => Kind::V1,
+            2 => Kind::V2 {
+                total: u16::try_from(r.u32()?).map_err(|_| Error("PROXY parser length".into()))?,
+                keep: r.u8()?,
+                family: r.u8()?,
+            },
+            3 => Kind::Finished,
+            k => return Err(Error(format!("PROXY parser state {k}"))),
+        };
+        Ok(Parser { buf, seen, kind })
+    }
+}

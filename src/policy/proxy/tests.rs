@@ -491,3 +491,24 @@ fn agrees_with_ppp_where_both_decide() {
         }
     }
 }
+
+#[test]
+fn a_parser_saved_halfway_through_a_header_goes_on_where_it_was() {
+    use crate::reload::state::{Reader, Writer};
+    let v1 = b"PROXY TCP4 192.0.2.1 192.0.2.2 1000 2000\r\nhello";
+    for cut in [3usize, 20] {
+        let mut p = Parser::new();
+        assert_eq!(p.feed(&v1[..cut]), Progress::Incomplete);
+        let mut w = Writer::new();
+        p.save(&mut w);
+        let (bytes, _) = w.finish();
+        let mut again = Parser::load(&mut Reader::new(&bytes).unwrap()).unwrap();
+        match again.feed(&v1[cut..]) {
+            Progress::Done(h) => {
+                assert_eq!(h.source, Some("192.0.2.1:1000".parse().unwrap()));
+                assert_eq!(&v1[cut..][h.consumed..], b"hello");
+            }
+            other => panic!("cut at {cut}: {other:?}"),
+        }
+    }
+}

@@ -343,7 +343,11 @@ pub(super) fn register(
         if let Err(e) = keepalive::apply_to_listener(l, keepalive) {
             warn!("cannot set TCP keepalive on {}: {}", l.label(), Plain(&e));
         }
-        info!("listening on {} (backend {name})", l.label());
+        if crate::reload::adopted() {
+            debug!("listening on {} (backend {name}, handed over)", l.label());
+        } else {
+            info!("listening on {} (backend {name})", l.label());
+        }
     }
     Ok(nodelay)
 }

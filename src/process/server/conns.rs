@@ -46,6 +46,29 @@ impl Conns {
         }
     }
 
+    /// Store a connection a reload handed over (its id kept); returns its slot.
+    pub(super) fn insert_adopted(&mut self, conn: Conn) -> usize {
+        self.next_id = self.next_id.max(conn.id + 1);
+        self.open += 1;
+        self.slots.push(Some(conn));
+        self.slots.len() - 1
+    }
+
+    /// The id the next connection gets (so ids stay unique across a reload).
+    pub(super) fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Continue numbering from `id` (a reload's new image).
+    pub(super) fn set_next_id(&mut self, id: u64) {
+        self.next_id = self.next_id.max(id);
+    }
+
+    /// Every live connection.
+    pub(super) fn live(&self) -> impl Iterator<Item = &Conn> {
+        self.slots.iter().filter_map(Option::as_ref)
+    }
+
     /// The connection in `slot`, whoever it is.
     pub(super) fn at(&mut self, slot: usize) -> Option<&mut Conn> {
         self.slots.get_mut(slot).and_then(Option::as_mut)

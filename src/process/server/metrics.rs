@@ -29,6 +29,7 @@ impl Server {
             uptime: stats.uptime(now),
             open,
             totals: stats.snapshot(),
+            reloads: stats.reloads(),
             ..View::default()
         };
         if let Some(at) = http.on_event(self.backend.as_mut(), token, now, &mut view) {

@@ -22,6 +22,8 @@ use crate::serve::echo::Clock;
 use crate::stats::Stats;
 use crate::systemd::Notifier;
 
+pub use reload::Handed;
+
 use closed::End;
 use token::Target;
 
@@ -31,6 +33,7 @@ mod conns;
 mod drain;
 mod metrics;
 mod proxied;
+mod reload;
 mod signals;
 mod status;
 mod token;
@@ -68,6 +71,8 @@ enum Timer {
         slot: usize,
         id: u64,
     },
+    /// The reload check's deadline, or a look for its exit (SPEC §13).
+    Reload,
 }
 
 /// The whole daemon state; see the module docs for one turn.
@@ -90,6 +95,10 @@ pub struct Server {
     udp: udp::Udp,
     /// `--metrics` (see `metrics.rs`).
     http: Option<crate::serve::metrics::Http>,
+    /// A reload waiting for its check (SIGHUP, `reload.rs`).
+    reloading: Option<reload::Reloading>,
+    /// A worker of `--workers` (its supervisor orders reloads, not SIGHUP to it).
+    worker: bool,
 }
 
 impl Server {
@@ -134,6 +143,8 @@ impl Server {
             draining: false,
             udp,
             http: None,
+            reloading: None,
+            worker: false,
         })
     }
 
@@ -141,6 +152,7 @@ impl Server {
     /// name it in the stats line, and turn the loop at least once a second (the heartbeat).
     pub fn worker(mut self, seat: crate::shared::Seat) -> Server {
         self.stats = Stats::for_worker(seat, self.now);
+        self.worker = true;
         // SPEC §10: the supervisor logs refusals for the whole daemon; a worker counts them.
         self.gate.refusals = crate::policy::refusal::RefusalLog::to_supervisor(seat.slot);
         self.timers.add(self.now, Timer::Heartbeat);
@@ -180,6 +192,7 @@ impl Server {
             }
             Target::Udp(i) => self.on_udp_event(i, ev.readable, ev.writable),
             Target::Http => self.on_http(ev.token),
+            Target::Reload => self.on_check_output(),
             Target::Conn(slot) if self.header_pending(slot) => self.on_header(slot),
             Target::Conn(slot) => {
                 let (readable, writable) = (ev.readable, ev.writable);
@@ -283,6 +296,7 @@ impl Server {
             Timer::Udp { index, at } => self.on_udp_timer(index, at),
             Timer::Http => self.on_http_timer(),
             Timer::Header { slot, id } => self.header_deadline(slot, id),
+            Timer::Reload => self.on_reload_timer(),
         }
     }
 

@@ -4,11 +4,11 @@ use log::info;
 
 use super::{connections, Server};
 use crate::event::reactor::Interest;
-use crate::event::signal::{stray_line, Request, HANGUP_LINE};
+use crate::event::signal::{stray_line, Request};
 
 impl Server {
     /// What the signal pipe brought: SIGTERM/SIGINT start the drain (a second one ends it),
-    /// SIGUSR1 logs the stats line (SPEC §5), SIGHUP is logged and ignored, SIGQUIT ends
+    /// SIGUSR1 logs the stats line (SPEC §5), SIGHUP reloads (`reload.rs`), SIGQUIT ends
     /// everything at once, a stray signal is logged the first time and ignored.
     pub(super) fn on_signals(&mut self) {
         for request in self.signals.take() {
@@ -16,7 +16,10 @@ impl Server {
                 Request::Terminate(name) if self.draining => {
                     self.cut_off(&format!("second {name}"));
                 }
-                Request::Terminate(name) => self.start_drain(name),
+                Request::Terminate(name) => {
+                    self.cancel_reload();
+                    self.start_drain(name)
+                }
                 Request::Stats => {
                     let line = self
                         .stats
@@ -25,9 +28,7 @@ impl Server {
                         .with_udp(self.udp.exists());
                     info!("{line}");
                 }
-                Request::Hangup => {
-                    info!("{HANGUP_LINE}")
-                }
+                Request::Hangup => self.on_hangup(),
                 Request::Quit => self.quit(),
                 Request::Stray(name) => info!("{}", stray_line(name)),
                 // Only a supervisor watches for SIGCHLD; a worker has no children.
@@ -41,6 +42,7 @@ impl Server {
     /// SIGQUIT (SPEC §5): immediate shutdown. Listeners closed (unix socket files removed),
     /// every connection closed, queued UDP replies dropped; the loop then ends with exit 0.
     fn quit(&mut self) {
+        self.cancel_reload();
         info!(
             "SIGQUIT received: closing {} and exiting now",
             connections(self.conns.open())

@@ -42,6 +42,17 @@ impl Status {
         }
     }
 
+    /// A reload is handing over (SPEC §13): `RELOADING=1` with the monotonic time.
+    pub(super) fn reloading(&self) {
+        let usec = crate::reload::state::monotonic_ns() / 1000;
+        self.notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+    }
+
+    /// The handover's execve failed: serving on as before.
+    pub(super) fn reload_failed(&self) {
+        self.notify("READY=1");
+    }
+
     pub(super) fn stopping(&self) {
         self.notify("STOPPING=1");
     }

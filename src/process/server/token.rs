@@ -6,6 +6,8 @@ use crate::event::reactor::Token;
 const LISTENER_BASE: usize = 1;
 /// The metrics listener and its connections (`crate::serve::metrics::TOKENS` of them).
 pub(super) const HTTP_BASE: usize = 1 << 14;
+/// The reload check's output pipe: right after the metrics tokens.
+const RELOAD: usize = HTTP_BASE + crate::serve::metrics::TOKENS;
 const UDP_BASE: usize = 1 << 15;
 const CONN_BASE: usize = 1 << 16;
 
@@ -17,12 +19,15 @@ pub(super) enum Target {
     Conn(usize),
     /// `--metrics`: the listener or one of its connections.
     Http,
+    /// The reload check's output pipe (SPEC §13).
+    Reload,
 }
 
 impl From<Token> for Target {
     fn from(t: Token) -> Target {
         match t.0 {
             0 => Target::Signal,
+            RELOAD => Target::Reload,
             n if (HTTP_BASE..HTTP_BASE + crate::serve::metrics::TOKENS).contains(&n) => {
                 Target::Http
             }
@@ -41,6 +46,7 @@ impl From<Target> for Token {
             Target::Udp(i) => UDP_BASE + i,
             Target::Conn(i) => CONN_BASE + i,
             Target::Http => HTTP_BASE,
+            Target::Reload => RELOAD,
         })
     }
 }
@@ -60,6 +66,7 @@ mod tests {
             Target::Conn(0),
             Target::Conn(1 << 20),
             Target::Http,
+            Target::Reload,
         ] {
             assert_eq!(Target::from(Token::from(s)), s);
         }

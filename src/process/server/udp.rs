@@ -43,7 +43,11 @@ impl Udp {
             let token = Target::Udp(i).into();
             l.set_interest(backend, token, Interest::NONE, Interest::READ)
                 .map_err(|e| fail(&l, e))?;
-            info!("listening on {} (backend {name})", l.label());
+            if crate::reload::adopted() {
+                log::debug!("listening on {} (backend {name}, handed over)", l.label());
+            } else {
+                info!("listening on {} (backend {name})", l.label());
+            }
             let label = l.label().to_string();
             let mut sock = UdpSocket::new(l).map_err(|source| Error::Listen {
                 addr: label,
@@ -108,7 +112,7 @@ impl Server {
     }
 
     /// Run a handler on UDP socket `i`, then queue its timer and bring its interest up to date.
-    fn with_udp<T>(
+    pub(super) fn with_udp<T>(
         &mut self,
         i: usize,
         f: impl FnOnce(&mut UdpSocket, &mut udp::Areas, &mut udp::Ctx<'_>) -> T,
@@ -150,5 +154,12 @@ impl Server {
             );
         }
         out
+    }
+}
+
+impl Udp {
+    /// The sockets, in token order.
+    pub(super) fn sockets(&self) -> &[UdpSocket] {
+        &self.sockets
     }
 }

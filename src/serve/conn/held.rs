@@ -88,6 +88,20 @@ impl HeldInput {
         Some(due)
     }
 
+    /// Every chunk with its due time and reply cost, in order, for a reload's state.
+    pub(super) fn chunks(&self) -> impl Iterator<Item = (std::time::Instant, &[u8], usize)> {
+        self.queue
+            .iter()
+            .map(|h| (h.due, h.bytes.as_slice(), h.cost))
+    }
+
+    /// Append a chunk [`HeldInput::chunks`] gave (in order): its due time and cost as they
+    /// were. No timer is armed for it yet.
+    pub(super) fn restore(&mut self, due: Instant, bytes: Vec<u8>, cost: usize) {
+        self.queue.push_back(Held { due, bytes, cost });
+        self.cost += cost + OVERHEAD;
+    }
+
     /// The queued timer fired.
     pub(super) fn timer_fired(&mut self) {
         self.timer_armed = false;

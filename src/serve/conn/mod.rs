@@ -18,6 +18,7 @@ use crate::serve::echo::{Clock, Stamper};
 use crate::stats::Stats;
 use crate::sys;
 
+mod handover;
 mod header;
 mod held;
 

@@ -115,14 +115,34 @@ impl Http {
                 addr: self.listener.label().to_string(),
                 source,
             })?;
-        info!(
-            "metrics on {}: GET /metrics, /status",
-            self.listener.label()
-        );
+        if crate::reload::adopted() {
+            debug!("metrics on {} (handed over)", self.listener.label());
+        } else {
+            info!(
+                "metrics on {}: GET /metrics, /status",
+                self.listener.label()
+            );
+        }
         Ok(())
     }
 
     /// Is `token` one of ours?
+    /// Write the listener and the start time for a reload's new image. Exchanges in
+    /// flight are not handed over: their connections close with the old image.
+    pub fn save(&self, w: &mut crate::reload::state::Writer) {
+        self.listener.save(w);
+        w.u64(self.start_time.to_bits());
+    }
+
+    /// The responder [`Http::save`] wrote, its listener adopted; not registered yet.
+    pub fn adopt(r: &mut crate::reload::state::Reader<'_>) -> Result<Http, String> {
+        let listener = Endpoint::adopt(r)?;
+        let start_time = f64::from_bits(r.u64().map_err(|e| e.to_string())?);
+        let mut http = Http::new(listener);
+        http.start_time = start_time;
+        Ok(http)
+    }
+
     pub fn owns(&self, token: Token) -> bool {
         (self.base..self.base + TOKENS).contains(&token.0)
     }

@@ -139,7 +139,7 @@ pub fn text(view: &View) -> String {
     )
     .sample(
         &[
-            ("version", env!("CARGO_PKG_VERSION")),
+            ("version", crate::version::version()),
             ("backend", view.backend),
         ],
         1,
@@ -329,7 +329,7 @@ pub fn status_json(view: &View) -> String {
         })
         .collect();
     json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": crate::version::version(),
         "backend": view.backend,
         "pid": view.pid,
         "start_time_seconds": view.start_time,

@@ -32,6 +32,7 @@ use crate::stats::Stats;
 pub mod addr;
 pub mod batch;
 pub mod guard;
+mod handover;
 pub mod loops;
 mod reply;
 

@@ -1,0 +1,72 @@
+//! SIGHUP reloads the one-process daemon in place (SPEC §13): every connection, held reply,
+//! partial line, UDP queue and counter survives, 20 reloads in a row, an upgrade of the
+//! binary at the started path, and each refusal leaves the daemon serving as before.
+
+mod bench;
+mod refusals;
+mod signals;
+mod stream;
+mod timing;
+mod upgrade;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::util::TempDir;
+use crate::util::{Daemon, BIN};
+
+/// Longest wait for one reload (the check child plus the execve), under two CPU hogs.
+pub const RELOAD_PATIENCE: Duration = Duration::from_secs(30);
+
+/// SIGHUP, then wait for the new image's `reloaded in` line; returns it.
+pub fn reload(d: &Daemon) -> String {
+    let mark = d.mark();
+    d.signal(Signal::SIGHUP);
+    d.expect_line(mark, "reloaded in ", RELOAD_PATIENCE)
+}
+
+/// SIGHUP, then wait for the `reload refused:` line; returns it, and fails the test if the
+/// daemon reloaded instead.
+pub fn refused(d: &Daemon) -> String {
+    let mark = d.mark();
+    d.signal(Signal::SIGHUP);
+    let line = d.expect_line(mark, "reload refused:", RELOAD_PATIENCE);
+    if d.stderr_since(mark).contains("reloaded in ") {
+        d.fail("a refused reload reloaded");
+    }
+    line
+}
+
+/// A copy of the built binary at `dir/echo-mux`, executable: a started path the test may
+/// replace, make non-executable or remove.
+pub fn copy_binary(dir: &TempDir) -> PathBuf {
+    let path = dir.join("echo-mux");
+    std::fs::copy(BIN, &path).unwrap_or_else(|e| panic!("copy {BIN}: {e}"));
+    path
+}
+
+/// Put `content` at `path` atomically (written beside it, then renamed over it), mode 755:
+/// what a package upgrade does to the file.
+pub fn replace(path: &Path, content: &[u8]) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A shell script that answers the check with `check` (shell code) and otherwise runs the
+/// real binary with the daemon's arguments.
+pub fn script(check: &str) -> Vec<u8> {
+    format!(
+        "#!/bin/sh\nif [ -n \"$ECHO_MUX_RELOAD_CHECK\" ]; then\n{check}\nfi\nexec {BIN} \"$@\"\n"
+    )
+    .into_bytes()
+}
+
+/// The stats field `key` as a number.
+pub fn stat(st: &std::collections::HashMap<String, String>, key: &str) -> u64 {
+    st.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
