@@ -25,13 +25,32 @@ impl Supervisor {
     /// Collect every exited child; never blocks. However a worker ended, it is reaped here,
     /// its seat forgets the pid (so it is never signalled again) and, outside a shutdown,
     /// its replacement is scheduled (SPEC §8).
+    ///
+    /// While a reload's check child runs, only the workers' pids are waited for: that child
+    /// is the check's to reap (its exit status is the answer).
     pub(super) fn reap(&mut self) {
+        let mut pids: Vec<libc::pid_t> = match self.checking {
+            Some(_) => self
+                .workers
+                .iter()
+                .filter_map(|s| s.pid.map(Pid::as_raw))
+                .collect(),
+            None => vec![-1],
+        };
         loop {
-            let (pid, ended) = match wait_child(-1) {
+            let Some(&which) = pids.last() else { return };
+            let (pid, ended) = match wait_child(which) {
                 Ok(Some(reaped)) => reaped,
+                Ok(None) | Err(Errno::ECHILD) if which != -1 => {
+                    pids.pop();
+                    continue;
+                }
                 Ok(None) | Err(Errno::ECHILD) => return,
                 Err(e) => return warn!("waitpid: {}", e.desc()),
             };
+            if which != -1 {
+                pids.pop();
+            }
             let Some(k) = self.workers.iter().position(|s| s.pid == Some(pid)) else {
                 debug!("reaped pid {pid}, not a worker");
                 continue;
@@ -57,6 +76,7 @@ impl Supervisor {
     /// Queue worker `k`'s replacement after its back-off; returns the delay.
     pub(super) fn schedule_restart(&mut self, k: usize) -> Duration {
         let delay = self.workers[k - 1].life.ended(self.now);
+        self.workers[k - 1].respawn_at = Some(self.now + delay);
         self.timers.add(self.now + delay, Tick::Spawn(k));
         delay
     }
@@ -181,6 +201,24 @@ impl Life {
             since: now,
             backoff: Backoff::default(),
         }
+    }
+
+    /// Write the start time and the back-off for a reload's new image.
+    pub(super) fn save(&self, w: &mut crate::reload::state::Writer) {
+        w.instant(self.since);
+        w.duration(self.backoff.0);
+    }
+
+    /// What [`Life::save`] wrote.
+    pub(super) fn adopt(
+        r: &mut crate::reload::state::Reader<'_>,
+    ) -> crate::reload::state::Result<Life> {
+        let since = r.instant()?;
+        let delay = r.duration()?.clamp(BACKOFF_MIN, BACKOFF_MAX);
+        Ok(Life {
+            since,
+            backoff: Backoff(delay),
+        })
     }
 
     /// A worker was forked at `now`.

@@ -1,0 +1,451 @@
+//! Reload with `--workers` (SIGHUP, issue 18): every worker in turn, then the supervisor, each
+//! keeping its pid and its connections; SIGHUP to one worker; SIGTERM during a reload; two
+//! SIGHUPs back to back; SIGHUP during a drain; a refused reload; a worker killed mid-reload.
+//! Every wait is for a log line, a stats field or a process state, with a deadline.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::util::client::{echo_exact, fresh_seed, ping};
+use crate::util::stream::Streams;
+use crate::util::{Daemon, TempDir, BIN};
+use crate::workers::pool::{children, is_gone, owner, Pool, PATIENCE};
+
+/// Longest wait for one whole reload (a check child and an exec per process, 4 workers and
+/// the supervisor, on a loaded 2-core machine).
+const RELOAD_PATIENCE: Duration = Duration::from_secs(60);
+/// The supervisor's line once its new image has adopted everything.
+const COMPLETE: &str = "supervisor: reload complete: ";
+/// The variable that puts the binary in check mode (src/reload/check.rs).
+const CHECK_ENV: &str = "ECHO_MUX_RELOAD_CHECK";
+
+fn signal(pid: i32, sig: Signal) {
+    kill(Pid::from_raw(pid), sig).unwrap_or_else(|e| panic!("kill {sig} {pid}: {e}"));
+}
+
+/// SIGHUP to the supervisor, and wait for its `reload complete` line; the line.
+fn reload(p: &Pool) -> String {
+    let mark = p.d.mark();
+    p.d.signal(Signal::SIGHUP);
+    p.d.expect_line(mark, COMPLETE, RELOAD_PATIENCE)
+}
+
+/// How many lines of the whole log contain `needle`.
+fn count(d: &Daemon, needle: &str) -> usize {
+    d.stderr().lines().filter(|l| l.contains(needle)).count()
+}
+
+/// The pids of every live child of `ppid`, sorted.
+fn live_children(ppid: i32) -> Vec<i32> {
+    let mut v: Vec<i32> = children(ppid)
+        .into_iter()
+        .filter(|&(_, st)| st != 'Z' && st != 'X')
+        .map(|(p, _)| p)
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Wait until `ok` holds for worker `k`'s own stats line.
+fn worker_stats_until(
+    p: &Pool,
+    k: usize,
+    ok: impl Fn(&HashMap<String, u64>) -> bool,
+) -> HashMap<String, u64> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = p.worker_stats(k);
+        if ok(&s) {
+            return s;
+        }
+        if Instant::now() > deadline {
+            p.d.fail(&format!("worker {k}'s stats never matched: last {s:?}"));
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A copy of the binary under test in a fresh directory, so a test can put something else
+/// at the path the daemon was started from. `path` is where the daemon starts from; `real`
+/// keeps the real binary.
+struct Binary {
+    dir: TempDir,
+    path: PathBuf,
+    real: PathBuf,
+}
+
+impl Binary {
+    fn new(tag: &str) -> Binary {
+        let dir = TempDir::new(tag);
+        let (path, real) = (dir.join("echo-mux"), dir.join("echo-mux.real"));
+        std::fs::copy(BIN, &real).unwrap();
+        std::fs::copy(BIN, &path).unwrap();
+        Binary { dir, path, real }
+    }
+
+    /// Replace the started path with a shell script: `check` runs in check mode, then the
+    /// real binary either way (unless `check` exits).
+    fn script(&self, check: &str) {
+        let tmp = self.dir.join("next");
+        let text = format!(
+            "#!/bin/sh\nif [ -n \"${CHECK_ENV}\" ]; then\n{check}\nfi\nexec {} \"$@\"\n",
+            self.real.display()
+        );
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+
+    fn start(&self, backend: &'static str, n: usize) -> Option<Pool> {
+        let n_arg = n.to_string();
+        let d = Daemon::with(backend)
+            .program(&self.path)
+            .args(&["--workers", &n_arg])
+            .expect_listeners(n)
+            .spawn()?;
+        d.expect_line(0, &format!("all {n} workers are accepting"), PATIENCE);
+        Some(Pool { d, n })
+    }
+}
+
+/// Clients (echoed once) until worker `k` serves one; that one.
+fn client_on(p: &Pool, k: usize) -> TcpStream {
+    let pids = p.worker_pids();
+    for _ in 0..200 {
+        let s = p.d.connect();
+        ping(&s, b"hello").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+        if owner(&s, &pids) == Some(pids[k - 1]) {
+            return s;
+        }
+    }
+    p.d.fail(&format!("200 connections did not reach worker {k}"))
+}
+
+/// The supervisor's pid, every worker's pid and the set of its live children are as before.
+fn same_processes(p: &Pool, workers: &[i32]) {
+    assert!(!is_gone(p.pid()), "the supervisor is gone");
+    assert_eq!(p.worker_pids(), workers, "a worker was replaced");
+    let mut sorted = workers.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(live_children(p.pid()), sorted, "the supervisor's children");
+}
+
+for_each_backend!(streams_survive_reloads_with_workers);
+/// `--workers 4`, six clients streaming varied sizes pipelined and one slow reader with
+/// output pending in its worker, across 10 reloads in a row: every byte back in order, no
+/// reset; the supervisor's and the workers' pids unchanged; `accepted` not reset;
+/// `reloads=10` in the totals and in every worker's own line.
+fn streams_survive_reloads_with_workers(backend: &'static str) {
+    const RELOADS: u64 = 10;
+    let Some(p) = Pool::start(backend, 4, &[]) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    let streams = Streams::start(p.d.addr(), 6, 1);
+    let mut took = Vec::new();
+    for _ in 0..RELOADS {
+        // Data is flowing before each reload.
+        let sent = streams.sent();
+        let deadline = Instant::now() + PATIENCE;
+        while streams.sent() < sent + 64 * 1024 {
+            assert!(Instant::now() < deadline, "the streams stalled");
+            thread::sleep(Duration::from_millis(5));
+        }
+        let line = reload(&p);
+        took.push(line);
+    }
+    let accepted = p.totals()["accepted"];
+    let total = streams.finish().unwrap_or_else(|e| p.d.fail(&e));
+    println!(
+        "{total} bytes echoed across {RELOADS} reloads; last: {:?}",
+        took.last()
+    );
+    same_processes(&p, &workers);
+    let t = p.totals_until(|t| t["open"] == 0);
+    assert!(t["accepted"] >= accepted && accepted >= 7, "{t:?}");
+    assert_eq!(t.get("reloads"), Some(&RELOADS), "{t:?}");
+    for k in 1..=4 {
+        let s = p.worker_stats(k);
+        assert_eq!(s.get("reloads"), Some(&RELOADS), "worker {k}: {s:?}");
+    }
+    let log = p.d.stderr();
+    assert!(
+        !log.contains("wedged"),
+        "a worker was judged wedged:\n{log}"
+    );
+    assert!(!log.contains("restarting"), "a worker was replaced:\n{log}");
+}
+
+for_each_backend!(hammer_passes_across_reloads_with_workers);
+/// `scripts/hammer.sh` (parallel netcat clients, SHA-256 compared) against `--workers 4`
+/// while the daemon reloads three times: 0 failures.
+fn hammer_passes_across_reloads_with_workers(backend: &'static str) {
+    let Some(p) = Pool::start(backend, 4, &[]) else {
+        return;
+    };
+    let port = p.d.addr().port().to_string();
+    let script = format!("{}/scripts/hammer.sh", env!("CARGO_MANIFEST_DIR"));
+    let mut hammer = std::process::Command::new("timeout")
+        .args(["--kill-after=5", "180", &script, "--port", &port])
+        .args(["--clients", "12", "--bytes", "200000", "--rounds", "6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reloads = 0;
+    while reloads < 3 {
+        reload(&p);
+        reloads += 1;
+    }
+    let out = hammer.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || !text.contains("72 passed, 0 failed") {
+        p.d.fail(&format!("hammer.sh failed ({}):\n{text}", out.status));
+    }
+}
+
+for_each_backend!(sighup_to_one_worker_reloads_it_alone);
+/// SIGHUP sent to worker 2 rather than the supervisor: worker 2 reloads itself alone (same
+/// pid, its connection goes on), the other worker and the supervisor do not.
+fn sighup_to_one_worker_reloads_it_alone(backend: &'static str) {
+    let Some(p) = Pool::start(backend, 2, &[]) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    let s = client_on(&p, 2);
+    let mark = p.d.mark();
+    signal(workers[1], Signal::SIGHUP);
+    worker_stats_until(&p, 2, |s| s.get("reloads") == Some(&1));
+    echo_exact(&s, fresh_seed(), 300_000, false).unwrap_or_else(|e| p.d.fail(&e));
+    same_processes(&p, &workers);
+    let w1 = p.worker_stats(1);
+    assert_eq!(w1.get("reloads").copied().unwrap_or(0), 0, "{w1:?}");
+    let t = p.totals();
+    assert_eq!(t.get("reloads").copied().unwrap_or(0), 0, "{t:?}");
+    assert!(!p.d.stderr_since(mark).contains(COMPLETE));
+}
+
+for_each_backend!(sigterm_during_a_workers_reload_drains_every_worker);
+/// SIGTERM to the supervisor while worker 1's reload waits for its (slow) check child:
+/// the reload stops, every worker drains (a client of each gets its echo), exit 0, and no
+/// worker is left behind.
+fn sigterm_during_a_workers_reload_drains_every_worker(backend: &'static str) {
+    let bin = Binary::new("reload-term");
+    let Some(mut p) = bin.start(backend, 2) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    let clients = [client_on(&p, 1), client_on(&p, 2)];
+    // Every check now takes a second: the supervisor's, then worker 1's.
+    bin.script("sleep 1");
+    p.d.signal(Signal::SIGHUP);
+    wait_for(&p, "worker 1's check child", || {
+        !live_children(workers[0]).is_empty()
+    });
+    let mark = p.d.mark();
+    p.d.signal(Signal::SIGTERM);
+    p.d.expect_line(mark, "during a reload", PATIENCE);
+    for s in &clients {
+        let mut w = s;
+        w.write_all(b"last words").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let got = crate::util::client::read_n(&mut &*s, 10, Instant::now()).0;
+        assert_eq!(got, b"last words", "a draining worker's client");
+    }
+    let status = p.d.wait_exit(RELOAD_PATIENCE);
+    assert_eq!(status.code(), Some(0), "{}", p.d.describe());
+    for pid in workers {
+        wait_for(&p, "every worker gone", || is_gone(pid));
+    }
+}
+
+for_each_backend!(sigterm_during_the_supervisors_check_drains_every_worker);
+/// SIGTERM while the supervisor's own check child runs: nothing was reloaded, the check is
+/// stopped, every worker drains and the daemon exits 0.
+fn sigterm_during_the_supervisors_check_drains_every_worker(backend: &'static str) {
+    let bin = Binary::new("check-term");
+    let Some(mut p) = bin.start(backend, 2) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    bin.script("sleep 30");
+    p.d.signal(Signal::SIGHUP);
+    wait_for(&p, "the supervisor's check child", || {
+        live_children(p.pid()).len() > workers.len()
+    });
+    let mark = p.d.mark();
+    p.d.signal(Signal::SIGTERM);
+    p.d.expect_line(mark, "during a reload's check", PATIENCE);
+    let status = p.d.wait_exit(RELOAD_PATIENCE);
+    assert_eq!(status.code(), Some(0), "{}", p.d.describe());
+    for pid in workers {
+        wait_for(&p, "every worker gone", || is_gone(pid));
+    }
+    assert_eq!(count(&p.d, "reloaded in"), 0, "no worker was reloaded");
+}
+
+for_each_backend!(two_sighups_back_to_back_are_two_reloads_one_at_a_time);
+/// A second SIGHUP while a reload runs queues one more: two `reload complete` lines, each
+/// worker reloaded exactly twice, one after the other (never two of one worker at once).
+fn two_sighups_back_to_back_are_two_reloads_one_at_a_time(backend: &'static str) {
+    let Some(p) = Pool::start(backend, 3, &[]) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    let s = p.d.connect();
+    ping(&s, b"before").unwrap();
+    let mark = p.d.mark();
+    p.d.signal(Signal::SIGHUP);
+    p.d.expect_line(mark, "reloading: 3 workers", RELOAD_PATIENCE);
+    p.d.signal(Signal::SIGHUP);
+    p.d.signal(Signal::SIGHUP);
+    p.d.expect_line(mark, "one more reload follows", PATIENCE);
+    let deadline = Instant::now() + 2 * RELOAD_PATIENCE;
+    while count(&p.d, COMPLETE) < 2 {
+        assert!(Instant::now() < deadline, "{}", p.d.describe());
+        thread::sleep(Duration::from_millis(20));
+    }
+    ping(&s, b"after").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    same_processes(&p, &workers);
+    let t = p.totals();
+    assert_eq!(t.get("reloads"), Some(&2), "{t:?}");
+    // The supervisor's lines show one worker at a time, each worker twice.
+    let log = p.d.stderr_since(mark);
+    let order: Vec<usize> = log
+        .lines()
+        .filter(|l| l.contains(" reloaded in "))
+        .filter_map(|l| {
+            l.split_once("supervisor: worker ")?
+                .1
+                .split_once(" (pid ")?
+                .0
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(order, [1, 2, 3, 1, 2, 3], "{log}");
+    for k in 1..=3 {
+        let s = p.worker_stats(k);
+        assert_eq!(s.get("reloads"), Some(&2), "worker {k}: {s:?}");
+    }
+}
+
+for_each_backend!(sighup_during_a_drain_is_refused);
+/// SIGHUP to the supervisor (and to a worker) during a drain: refused with one line; the
+/// held client is still echoed and the daemon exits 0 once it leaves.
+fn sighup_during_a_drain_is_refused(backend: &'static str) {
+    let Some(mut p) = Pool::start(backend, 2, &[]) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    let s = client_on(&p, 1);
+    let mark = p.d.mark();
+    p.d.signal(Signal::SIGTERM);
+    p.d.expect_line(mark, "stopping 2 workers", PATIENCE);
+    p.d.signal(Signal::SIGHUP);
+    p.d.expect_line(
+        mark,
+        "supervisor: reload refused: the daemon is shutting down",
+        PATIENCE,
+    );
+    signal(workers[0], Signal::SIGHUP);
+    p.d.expect_line(mark, "worker 1: reload refused", PATIENCE);
+    ping(&s, b"still here").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    drop(s);
+    let status = p.d.wait_exit(RELOAD_PATIENCE);
+    assert_eq!(status.code(), Some(0), "{}", p.d.describe());
+    assert_eq!(count(&p.d, "reload refused"), 2, "{}", p.d.describe());
+    assert_eq!(count(&p.d, "reloaded in"), 0);
+}
+
+for_each_backend!(a_refused_check_changes_nothing_with_workers);
+/// The binary at the started path now exits 1 in check mode: one `reload refused` line, no
+/// worker touched, every client served as before; the next good reload works.
+fn a_refused_check_changes_nothing_with_workers(backend: &'static str) {
+    let bin = Binary::new("refuse");
+    let Some(p) = bin.start(backend, 3) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    let streams = Streams::start(p.d.addr(), 4, 0);
+    bin.script("echo 'echo-mux: not today' >&2; exit 1");
+    let mark = p.d.mark();
+    p.d.signal(Signal::SIGHUP);
+    let line = p.d.expect_line(mark, "reload refused: ", RELOAD_PATIENCE);
+    assert!(line.contains("not today"), "{line}");
+    // The refusal is one line, and no worker was asked to reload.
+    ping(&p.d.connect(), b"new client").unwrap();
+    for k in 1..=3 {
+        let s = p.worker_stats(k);
+        assert_eq!(
+            s.get("reloads").copied().unwrap_or(0),
+            0,
+            "worker {k}: {s:?}"
+        );
+    }
+    let since = p.d.stderr_since(mark);
+    assert_eq!(since.matches("reload refused").count(), 1, "{since}");
+    assert!(
+        !since.contains("reloaded in") && !since.contains(COMPLETE),
+        "{since}"
+    );
+    same_processes(&p, &workers);
+    // With a good binary there again, the next reload goes through.
+    bin.script(":");
+    reload(&p);
+    streams.finish().unwrap_or_else(|e| p.d.fail(&e));
+    same_processes(&p, &workers);
+}
+
+for_each_backend!(a_worker_killed_during_its_reload_is_replaced);
+/// Worker 1 is killed with SIGKILL while its reload waits for its (slow) check child: it is
+/// replaced as usual, the reload goes on with the other workers and the supervisor, and
+/// says so; every worker serves afterwards.
+fn a_worker_killed_during_its_reload_is_replaced(backend: &'static str) {
+    let bin = Binary::new("reload-kill");
+    let Some(p) = bin.start(backend, 2) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    let other = client_on(&p, 2);
+    bin.script("sleep 1");
+    let mark = p.d.mark();
+    p.d.signal(Signal::SIGHUP);
+    wait_for(&p, "worker 1's check child", || {
+        !live_children(workers[0]).is_empty()
+    });
+    signal(workers[0], Signal::SIGKILL);
+    let line = p.d.expect_line(mark, COMPLETE, RELOAD_PATIENCE);
+    assert!(line.contains("1 replaced on the way"), "{line}");
+    p.d.expect_line(mark, "ended during its reload", PATIENCE);
+    let new = p.wait_replaced(1, mark, PATIENCE);
+    assert_ne!(new, workers[0]);
+    ping(&other, b"worker 2's client").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    assert_eq!(p.worker_pid(2), workers[1]);
+    let w2 = worker_stats_until(&p, 2, |s| s.get("reloads") == Some(&1));
+    assert_eq!(w2["worker"], 2);
+    assert!(p.d.serves_new_client());
+}
+
+/// Wait (with [`PATIENCE`]) for `ok`, failing with `what`.
+fn wait_for(p: &Pool, what: &str, ok: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !ok() {
+        if Instant::now() > deadline {
+            p.d.fail(&format!("never saw {what}"));
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+}
