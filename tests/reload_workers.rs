@@ -449,3 +449,99 @@ fn wait_for(p: &Pool, what: &str, ok: impl Fn() -> bool) {
         thread::sleep(Duration::from_millis(5));
     }
 }
+
+for_each_backend!(systemd_sees_reloading_then_ready_from_the_same_supervisor);
+/// With NOTIFY_SOCKET: a reload with workers is `RELOADING=1` with `MONOTONIC_USEC=` at
+/// its start and `READY=1` once the supervisor's new image is up (so its notify socket and
+/// watchdog settings went along); the main pid is the same process throughout, and the
+/// workers never got the variable.
+fn systemd_sees_reloading_then_ready_from_the_same_supervisor(backend: &'static str) {
+    let dir = TempDir::new("reload-notify");
+    let path = dir.join("notify");
+    let rx = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let Some(d) = Daemon::with(backend)
+        .args(&["--workers", "2"])
+        .notify_socket(&path.to_string_lossy())
+        .expect_listeners(2)
+        .spawn()
+    else {
+        return;
+    };
+    let p = Pool { d, n: 2 };
+    let mut got: Vec<String> = Vec::new();
+    let mut wait_for = |pred: &dyn Fn(&str) -> bool, what: &str| {
+        let deadline = Instant::now() + RELOAD_PATIENCE;
+        loop {
+            let mut buf = [0u8; 4096];
+            if let Ok(n) = rx.recv(&mut buf) {
+                let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                got.push(msg.clone());
+                if pred(&msg) {
+                    return msg;
+                }
+            }
+            if Instant::now() > deadline {
+                p.d.fail(&format!("no {what} on NOTIFY_SOCKET; got {got:?}"));
+            }
+        }
+    };
+    wait_for(&|m| m.lines().any(|l| l == "READY=1"), "first READY=1");
+    let supervisor = p.pid();
+    let workers = p.worker_pids();
+    p.d.signal(Signal::SIGHUP);
+    let reloading = wait_for(&|m| m.contains("RELOADING=1"), "RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading:?}");
+    wait_for(
+        &|m| m.lines().any(|l| l == "READY=1"),
+        "READY=1 after the reload",
+    );
+    p.d.expect_line(0, COMPLETE, PATIENCE);
+    assert_eq!(p.pid(), supervisor);
+    same_processes(&p, &workers);
+    for pid in workers {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let env = String::from_utf8_lossy(&env);
+        assert!(
+            !env.contains("NOTIFY_SOCKET="),
+            "worker {pid} has NOTIFY_SOCKET"
+        );
+    }
+}
+
+for_each_backend!(metrics_go_on_across_a_reload_with_workers);
+/// `--metrics` with workers: the supervisor's metrics listener is handed over (same address,
+/// never refused), the totals and per-worker series go on (not reset), the start time is
+/// the same, no worker counts a restart, and `echo_mux_reloads_total` is 1.
+fn metrics_go_on_across_a_reload_with_workers(backend: &'static str) {
+    let Some(p) = Pool::start(backend, 2, &["--metrics", "127.0.0.1:0"]) else {
+        return;
+    };
+    let addr = crate::metrics::metrics_addr(&p.d);
+    let held: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let s = p.d.connect();
+            ping(&s, b"counted").unwrap();
+            s
+        })
+        .collect();
+    let before =
+        crate::metrics::scrape_until(&addr, |m| m["echo_mux_connections_accepted_total"] == 8.0);
+    reload(&p);
+    let after = crate::metrics::scrape_until(&addr, |m| m["echo_mux_reloads_total"] == 1.0);
+    for key in [
+        "echo_mux_connections_accepted_total",
+        "echo_mux_connections_open",
+        "echo_mux_received_bytes_total",
+        "echo_mux_start_time_seconds",
+        "echo_mux_worker_restarts_total{worker=\"1\"}",
+        "echo_mux_worker_restarts_total{worker=\"2\"}",
+        "echo_mux_worker_connections_accepted_total{worker=\"1\"}",
+    ] {
+        assert_eq!(after.get(key), before.get(key), "{key}");
+    }
+    for s in &held {
+        ping(s, b"still").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    }
+}
