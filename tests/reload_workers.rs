@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -99,8 +99,15 @@ impl Binary {
             "#!/bin/sh\nif [ -n \"${CHECK_ENV}\" ]; then\n{check}\nfi\nexec {} \"$@\"\n",
             self.real.display()
         );
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o755)
+            .open(&tmp)
+            .unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        drop(file);
         std::fs::rename(&tmp, &self.path).unwrap();
     }
 
@@ -193,7 +200,7 @@ fn hammer_passes_across_reloads_with_workers(backend: &'static str) {
     };
     let port = p.d.addr().port().to_string();
     let script = format!("{}/scripts/hammer.sh", env!("CARGO_MANIFEST_DIR"));
-    let mut hammer = std::process::Command::new("timeout")
+    let hammer = std::process::Command::new("timeout")
         .args(["--kill-after=5", "180", &script, "--port", &port])
         .args(["--clients", "12", "--bytes", "200000", "--rounds", "6"])
         .stdout(std::process::Stdio::piped())
