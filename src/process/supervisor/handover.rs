@@ -229,3 +229,109 @@ impl WorkerShape {
 pub(crate) fn adopt_error(what: String) -> Error {
     Error::io("cannot adopt the reload state", std::io::Error::other(what))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shared::Counter;
+    use std::time::Duration;
+
+    /// A worker's section round-trips: the same number and supervisor, and the region
+    /// mapped again from its memfd is the same memory.
+    #[test]
+    fn a_worker_section_round_trips_onto_the_same_region() {
+        let region = Region::map(3, 0).unwrap();
+        region.seat(2).slot.add(Counter::Accepted, 5);
+        let shape = WorkerShape {
+            number: 2,
+            supervisor: Pid::from_raw(4242),
+            region,
+        };
+        let mut w = Writer::new();
+        state::Shape::Worker.write(&mut w);
+        shape.save(&mut w);
+        let (bytes, fds) = w.finish();
+        assert_eq!(fds, [region.fd().as_raw_fd()]);
+        // The new image adopts (and so owns) the descriptor: hand it a copy of ours.
+        let copy = region.fd().try_clone_to_owned().unwrap();
+        let bytes = with_fd(&bytes, fds[0], copy.as_raw_fd());
+        std::mem::forget(copy);
+        let mut r = Reader::new(&bytes).unwrap();
+        assert_eq!(state::Shape::read(&mut r).unwrap(), state::Shape::Worker);
+        let back = WorkerShape::adopt(&mut r).unwrap();
+        assert_eq!((back.number, back.supervisor), (2, Pid::from_raw(4242)));
+        assert_eq!(back.seat().slot.get(Counter::Accepted), 5);
+        back.seat().reload_completed();
+        assert_eq!(region.slots()[1].reloads().done, 1, "one set of pages");
+    }
+
+    #[test]
+    fn a_worker_number_outside_the_region_is_an_error() {
+        let region = Region::map(2, 0).unwrap();
+        let shape = WorkerShape {
+            number: 3,
+            supervisor: Pid::from_raw(1),
+            region,
+        };
+        let mut w = Writer::new();
+        shape.save(&mut w);
+        let (bytes, fds) = w.finish();
+        let copy = region.fd().try_clone_to_owned().unwrap();
+        let bytes = with_fd(&bytes, fds[0], copy.as_raw_fd());
+        std::mem::forget(copy);
+        let mut r = Reader::new(&bytes).unwrap();
+        let e = WorkerShape::adopt(&mut r).err().unwrap();
+        assert!(
+            e.contains("worker 3 of a shared region for 2 workers"),
+            "{e}"
+        );
+    }
+
+    /// The back-off and start time, and the per-worker history, come back as they were.
+    #[test]
+    fn life_and_generations_round_trip() {
+        let t = Instant::now();
+        let mut life = Life::new(t);
+        life.started(t + Duration::from_secs(1));
+        let first = life.ended(t + Duration::from_secs(2));
+        let mut g = Generations::new(2);
+        g.spawned(1);
+        g.spawned(2);
+        g.spawned(2);
+        let mut w = Writer::new();
+        life.save(&mut w);
+        g.save(&mut w);
+        let (bytes, _) = w.finish();
+        let mut r = Reader::new(&bytes).unwrap();
+        let mut back = Life::adopt(&mut r).unwrap();
+        let g2 = Generations::adopt(2, &mut r).unwrap();
+        assert!(r.is_empty());
+        // The next delay doubles from where the old image left it.
+        let mut orig = life;
+        let now = t + Duration::from_secs(3);
+        assert_eq!(back.ended(now), orig.ended(now));
+        assert_eq!(first, Duration::from_millis(100));
+        assert_eq!(format!("{g2:?}"), format!("{g:?}"));
+        let mut r = Reader::new(&bytes).unwrap();
+        Life::adopt(&mut r).unwrap();
+        assert!(
+            Generations::adopt(3, &mut r).is_err(),
+            "a worker count that changed"
+        );
+    }
+
+    /// `bytes` with the descriptor number `from` replaced by `to` (the state names its
+    /// descriptors by number, as the new image finds them).
+    fn with_fd(bytes: &[u8], from: i32, to: i32) -> Vec<u8> {
+        let (a, b) = ((from as u32).to_le_bytes(), (to as u32).to_le_bytes());
+        let mut out = bytes.to_vec();
+        let at = out
+            .windows(4)
+            .rposition(|w| w == a)
+            .expect("the descriptor is in the state");
+        out[at..at + 4].copy_from_slice(&b);
+        out
+    }
+
+    use std::os::fd::AsRawFd;
+}
