@@ -552,3 +552,44 @@ fn metrics_go_on_across_a_reload_with_workers(backend: &'static str) {
         ping(s, b"still").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
     }
 }
+
+for_each_backend!(the_per_source_table_goes_on_across_a_reload_with_workers);
+/// `--workers 2 --max-per-source 3`: three connections from 127.0.0.2 held across a reload
+/// still count (the fourth is refused after it), 127.0.0.3 is served, and once one of the
+/// three closes, 127.0.0.2 is served again: the workers' new images share the same table.
+fn the_per_source_table_goes_on_across_a_reload_with_workers(backend: &'static str) {
+    use crate::access::{connect_from, ip, served};
+    let Some(p) = Pool::start(backend, 2, &["--max-per-source", "3"]) else {
+        return;
+    };
+    let mut held: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let s = connect_from(&p.d, ip("127.0.0.2")).unwrap();
+            assert!(served(&p.d, &s), "one of the first three was refused");
+            s
+        })
+        .collect();
+    reload(&p);
+    for _ in 0..4 {
+        let s = connect_from(&p.d, ip("127.0.0.2")).unwrap();
+        assert!(
+            !served(&p.d, &s),
+            "a fourth connection was served after the reload"
+        );
+    }
+    let other = connect_from(&p.d, ip("127.0.0.3")).unwrap();
+    assert!(served(&p.d, &other));
+    for s in &held {
+        ping(s, b"held").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    }
+    drop(held.pop());
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let s = connect_from(&p.d, ip("127.0.0.2")).unwrap();
+        if served(&p.d, &s) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "127.0.0.2 is still refused");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
