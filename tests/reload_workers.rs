@@ -593,3 +593,38 @@ fn the_per_source_table_goes_on_across_a_reload_with_workers(backend: &'static s
         thread::sleep(Duration::from_millis(50));
     }
 }
+
+for_each_backend!(udp_is_answered_across_a_reload_with_workers);
+/// A UDP listener beside the TCP one under `--workers 2`: answered before and after a
+/// reload, and the datagram counters go on.
+fn udp_is_answered_across_a_reload_with_workers(backend: &'static str) {
+    let args = ["--listen", "127.0.0.1:0", "--listen", "udp:127.0.0.1:0"];
+    let Some(p) = Pool::start(backend, 2, &args) else {
+        return;
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let to = p.d.udp_addr();
+    let mut ask = |payload: &[u8]| {
+        let deadline = Instant::now() + PATIENCE;
+        let mut buf = [0u8; 2048];
+        loop {
+            sock.send_to(payload, to).unwrap();
+            // An earlier question's late second answer (after a resend) is skipped.
+            while let Ok(n) = sock.recv(&mut buf) {
+                if &buf[..n] == payload {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "no UDP answer");
+        }
+    };
+    ask(b"before");
+    let t = p.totals_until(|t| t["datagrams_out"] >= 1);
+    reload(&p);
+    ask(b"after");
+    let after = p.totals_until(|a| a["datagrams_out"] > t["datagrams_out"]);
+    assert!(after["datagrams_in"] > t["datagrams_in"], "{after:?}");
+    assert_eq!(after.get("reloads"), Some(&1), "{after:?}");
+}
