@@ -628,3 +628,25 @@ fn udp_is_answered_across_a_reload_with_workers(backend: &'static str) {
     assert!(after["datagrams_in"] > t["datagrams_in"], "{after:?}");
     assert_eq!(after.get("reloads"), Some(&1), "{after:?}");
 }
+
+for_each_backend!(a_unix_listener_is_kept_and_removed_at_the_end);
+/// A unix listener under `--workers 2`: a client connected before the reload is echoed after
+/// it, new clients are served, and the supervisor's new image still removes the socket file
+/// it created when it exits.
+fn a_unix_listener_is_kept_and_removed_at_the_end(backend: &'static str) {
+    let sock = crate::util::TempSock::new("reload-workers");
+    let listen = sock.listen_arg();
+    let Some(mut p) = Pool::start(backend, 2, &["--listen", &listen]) else {
+        return;
+    };
+    let before = p.d.connect_unix();
+    ping(&before, b"before").unwrap();
+    reload(&p);
+    ping(&before, b"after").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    ping(&p.d.connect_unix(), b"new").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    assert!(sock.0.exists());
+    drop(before);
+    p.d.signal(Signal::SIGTERM);
+    assert_eq!(p.d.wait_exit(RELOAD_PATIENCE).code(), Some(0));
+    assert!(!sock.0.exists(), "the socket file outlived the daemon");
+}
