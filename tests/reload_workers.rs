@@ -650,3 +650,34 @@ fn a_unix_listener_is_kept_and_removed_at_the_end(backend: &'static str) {
     assert_eq!(p.d.wait_exit(RELOAD_PATIENCE).code(), Some(0));
     assert!(!sock.0.exists(), "the socket file outlived the daemon");
 }
+
+for_each_backend!(an_inherited_listener_is_kept_across_a_reload_with_workers);
+/// A socket handed in by systemd (LISTEN_FDS), shared by both workers: kept across the
+/// reload (never closed, so nothing queued is lost), and both workers go on accepting on it.
+fn an_inherited_listener_is_kept_across_a_reload_with_workers(backend: &'static str) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let Some(d) = Daemon::with(backend)
+        .args(&["--workers", "2"])
+        .inherit(vec![std::os::fd::OwnedFd::from(l)])
+        .expect_listeners(2)
+        .spawn()
+    else {
+        return;
+    };
+    d.expect_line(0, "all 2 workers are accepting", PATIENCE);
+    let p = Pool { d, n: 2 };
+    let before = p.d.connect();
+    ping(&before, b"before").unwrap();
+    reload(&p);
+    ping(&before, b"after").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    let clients: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let s = p.d.connect();
+            ping(&s, b"new").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+            s
+        })
+        .collect();
+    let t = p.totals_until(|t| t["accepted"] == 21);
+    assert_eq!(t.get("reloads"), Some(&1), "{t:?}");
+    drop(clients);
+}
