@@ -94,9 +94,14 @@ impl Binary {
     /// Replace the started path with a shell script: `check` runs in check mode, then the
     /// real binary either way (unless `check` exits).
     fn script(&self, check: &str) {
+        self.script_with(check, ":");
+    }
+
+    /// [`Binary::script`], with `before` run first outside check mode (a slow start).
+    fn script_with(&self, check: &str, before: &str) {
         let tmp = self.dir.join("next");
         let text = format!(
-            "#!/bin/sh\nif [ -n \"${CHECK_ENV}\" ]; then\n{check}\nfi\nexec {} \"$@\"\n",
+            "#!/bin/sh\nif [ -n \"${CHECK_ENV}\" ]; then\n{check}\nelse\n{before}\nfi\nexec {} \"$@\"\n",
             self.real.display()
         );
         let _ = std::fs::remove_file(&tmp);
@@ -680,4 +685,29 @@ fn an_inherited_listener_is_kept_across_a_reload_with_workers(backend: &'static 
     let t = p.totals_until(|t| t["accepted"] == 21);
     assert_eq!(t.get("reloads"), Some(&1), "{t:?}");
     drop(clients);
+}
+
+/// A new image that takes 6 s to start (the binary at the started path sleeps before it
+/// executes the real one): longer than the 5 s after which a silent worker is wedged, but a
+/// worker whose reload is under way is not judged wedged; every worker and the supervisor
+/// come back with the same pids. (Backend-independent: the supervisor's judgement.)
+#[test]
+fn a_slow_new_image_is_not_judged_wedged() {
+    let _watchdog = crate::util::Watchdog::new(
+        "a_slow_new_image_is_not_judged_wedged",
+        crate::util::TEST_LIMIT,
+    );
+    let bin = Binary::new("reload-slow");
+    let Some(p) = bin.start("epoll", 2) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    let held = p.d.connect();
+    ping(&held, b"before").unwrap();
+    bin.script_with(":", "sleep 6");
+    let line = reload(&p);
+    assert!(!p.d.stderr().contains("wedged"), "{}", p.d.describe());
+    same_processes(&p, &workers);
+    ping(&held, b"after").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
+    println!("{line}");
 }
