@@ -138,7 +138,7 @@ fn parse_status(argv: Vec<std::ffi::OsString>) -> Result<Command, Error> {
     version,
     about = DESCRIPTION,
     after_help = "DUR: 250ms, 5s, 1.5s, 2m or a bare number of seconds.  BYTES: 4096, 64KiB, 1MiB, 1GiB.\n\
-                  Signals: SIGTERM/SIGINT drain and exit 0, SIGUSR1 logs a stats line, SIGHUP is ignored.\n\
+                  Signals: SIGTERM/SIGINT drain and exit 0, SIGUSR1 logs a stats line, SIGHUP reloads in place.\n\
                   echo-mux status [ADDR] [--json]: the live counters of a running echo-mux (see status --help).\n\
                   RUST_LOG overrides -v/-q."
 )]

@@ -488,23 +488,17 @@ pub fn adopt(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Set or clear FD_CLOEXEC on `fd`.
+/// Set or clear FD_CLOEXEC on `fd` (one fcntl: it is the only descriptor flag there is,
+/// so there is nothing to read first; with 10,000 connections a reload makes 20,000 of
+/// these calls). An `fd` that is not open is an error (EBADF).
 pub fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
+    let flags = if on { libc::FD_CLOEXEC } else { 0 };
     // SAFETY: fcntl on a number that may or may not be open: at worst EBADF.
-    let flags = crate::sys::cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
-    let want = if on {
-        flags | libc::FD_CLOEXEC
-    } else {
-        flags & !libc::FD_CLOEXEC
-    };
-    if want != flags {
-        // SAFETY: as above, on an fd just shown to be open.
-        crate::sys::cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, want) })?;
-    }
+    crate::sys::cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, flags) })?;
     Ok(())
 }
 
-/// A sealed-size anonymous file holding a state (memfd_create), close-on-exec until the
+/// An anonymous file holding a state (memfd_create), close-on-exec until the
 /// handover clears it.
 pub struct Memfd(OwnedFd);
 

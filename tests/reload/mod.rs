@@ -3,8 +3,10 @@
 //! binary at the started path, and each refusal leaves the daemon serving as before.
 
 mod bench;
+mod notify;
 mod refusals;
 mod signals;
+mod sources;
 mod stream;
 mod timing;
 mod upgrade;
@@ -50,10 +52,23 @@ pub fn copy_binary(dir: &TempDir) -> PathBuf {
 /// Put `content` at `path` atomically (written beside it, then renamed over it), mode 755:
 /// what a package upgrade does to the file.
 pub fn replace(path: &Path, content: &[u8]) {
-    use std::os::unix::fs::PermissionsExt;
+    replace_with_mode(path, content, 0o755);
+}
+
+/// [`replace`] with another file mode (0o644: not executable).
+pub fn replace_with_mode(path: &Path, content: &[u8], mode: u32) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("new");
-    std::fs::write(&tmp, content).unwrap();
-    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .unwrap();
+    f.write_all(content).unwrap();
+    drop(f);
     std::fs::rename(&tmp, path).unwrap();
 }
 

@@ -3,12 +3,11 @@
 //! that fails after a yes. Each is one `reload refused:` line; clients notice nothing, and
 //! a later reload with a good binary works.
 
-use super::{copy_binary, refused, reload, replace, script, stat};
+use super::{copy_binary, refused, reload, replace, replace_with_mode, script, stat};
 use crate::util::{Daemon, TempDir, BIN};
 
 for_each_backend!(every_refusal_leaves_the_daemon_serving);
 fn every_refusal_leaves_the_daemon_serving(backend: &'static str) {
-    use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("refusals");
     let path = copy_binary(&dir);
     let Some(d) = Daemon::with(backend).program(&path).spawn() else {
@@ -42,7 +41,7 @@ fn every_refusal_leaves_the_daemon_serving(backend: &'static str) {
     );
 
     // Not executable.
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    replace_with_mode(&path, &std::fs::read(BIN).unwrap(), 0o644);
     let line = refused(&d);
     assert!(
         line.contains(&format!("reload refused: {shown}: permission denied")),

@@ -42,6 +42,8 @@ fn read_all(mut s: TcpStream, seed: u64) -> Result<u64, String> {
         for (k, &b) in buf[..n].iter().enumerate() {
             let i = at + k as u64;
             if b != pat(seed, i) {
+                // Unblock the writer at once rather than at its timeout.
+                let _ = s.shutdown(Shutdown::Both);
                 return Err(format!("client {seed}: byte {i} is wrong"));
             }
         }
@@ -68,7 +70,7 @@ fn write_until(
         s.write_all(&buf[..n])
             .map_err(|e| format!("client {seed}: write after {at} bytes: {e}"))?;
         at += n as u64;
-        if k % 16 == 0 {
+        if k.is_multiple_of(16) {
             thread::sleep(Duration::from_millis(2));
         }
     }
@@ -82,6 +84,22 @@ fn twenty_reloads_lose_no_byte(backend: &'static str) {
     let Some(d) = Daemon::spawn(backend, &["--max-buffer", "256KiB"]) else {
         return;
     };
+    // The slow reader first: 48 MiB written, nothing read until the 10th reload. Its
+    // writer blocks once the kernel's buffers both ways are full and the daemon has paused
+    // it at --max-buffer with that much output pending, which the reloads then carry.
+    let slow_seed = 99;
+    let slow = d.connect();
+    slow.set_write_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    let slow_r = slow.try_clone().unwrap();
+    let slow_w = thread::spawn({
+        let stop = Arc::new(AtomicBool::new(true));
+        move || write_until(slow, slow_seed, stop, 48 << 20)
+    });
+    let st = d.stats_until(|st| stat(st, "bytes_in") >= stat(st, "bytes_out") + (256 << 10));
+    if stat(&st, "bytes_in") < stat(&st, "bytes_out") + (256 << 10) {
+        d.fail(&format!("no output pending for the slow reader: {st:?}"));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     let mut readers = Vec::new();
@@ -93,17 +111,6 @@ fn twenty_reloads_lose_no_byte(backend: &'static str) {
         writers.push(thread::spawn(move || write_until(s, c + 1, stop, 0)));
         readers.push(Some(thread::spawn(move || read_all(r, c + 1))));
     }
-    // The slow reader: 4 MiB written (its writer blocks once the daemon pauses it at
-    // --max-buffer and the kernel buffers are full), nothing read until the 10th reload.
-    let slow_seed = 99;
-    let slow = d.connect();
-    slow.set_write_timeout(Some(Duration::from_secs(120)))
-        .unwrap();
-    let slow_r = slow.try_clone().unwrap();
-    let slow_w = thread::spawn({
-        let stop = Arc::new(AtomicBool::new(true));
-        move || write_until(slow, slow_seed, stop, 4 << 20)
-    });
     let mut slow_reader = None;
     for i in 1..=RELOADS {
         let line = reload(&d);

@@ -41,18 +41,20 @@ fn held_replies_keep_their_due_time(backend: &'static str) {
     let sent = Instant::now();
     a.write_all(b"held\n").unwrap();
     c.write_all(b"half").unwrap();
-    let line = reload(&d);
-    assert!(
-        sent.elapsed() < DELAY,
-        "the reload took longer than the delay: {line}"
-    );
+    reload(&d);
+    // Under load a reload may outlast the delay; the reply is then due while it runs and
+    // may be late by that much.
+    let reloaded = sent.elapsed();
     b.write_all(b" end\n").unwrap();
     c.write_all(b" more\n").unwrap();
     let reply = read_line(&mut a).unwrap();
     let arrived = sent.elapsed();
-    eprintln!("held reply across a reload: due after {DELAY:?}, arrived after {arrived:?}");
+    eprintln!(
+        "held reply across a reload: due after {DELAY:?}, arrived after {arrived:?} \
+         (reload done after {reloaded:?})"
+    );
     assert_eq!(one_reply(&reply), b"held");
-    if arrived + EARLY < DELAY || arrived > DELAY + LATE {
+    if arrived + EARLY < DELAY || arrived > DELAY.max(reloaded) + LATE {
         d.fail(&format!(
             "held reply arrived after {arrived:?}, due after {DELAY:?}"
         ));
@@ -126,4 +128,23 @@ fn the_closed_line_counts_the_whole_connection(backend: &'static str) {
             "want in=150 out=150 and at least {before:?} in {line:?}"
         ));
     }
+}
+
+for_each_backend!(a_pending_proxy_header_is_finished_after_a_reload);
+fn a_pending_proxy_header_is_finished_after_a_reload(backend: &'static str) {
+    let args = ["--proxy-from", "127.0.0.1", "--log-connections"];
+    let Some(d) = Daemon::spawn(backend, &args) else {
+        return;
+    };
+    let mut s = d.connect();
+    let header = b"PROXY TCP4 192.0.2.9 192.0.2.1 4242 50007\r\n";
+    s.write_all(&header[..10]).unwrap();
+    reload(&d);
+    s.write_all(&header[10..]).unwrap();
+    assert_eq!(ping(&mut s, b"hello\n").unwrap(), b"hello\n");
+    let mark = d.mark();
+    drop(s);
+    let line = d.expect_line(mark, "closed ", Duration::from_secs(20));
+    assert!(line.contains("closed 192.0.2.9:4242 after"), "{line}");
+    assert!(line.contains("in=6 out=6"), "{line}");
 }

@@ -242,6 +242,8 @@ fn man_page_sections_each_say_what_they_must() {
                 "datagrams_in=",
                 "dropped=",
                 "denied or limited",
+                "reloads=",
+                "reload refused:",
             ],
         ),
         ("EXIT STATUS", &[".B 0", ".B 1", ".B 2"]),
