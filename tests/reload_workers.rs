@@ -86,8 +86,8 @@ impl Binary {
     fn new(tag: &str) -> Binary {
         let dir = TempDir::new(tag);
         let (path, real) = (dir.join("echo-mux"), dir.join("echo-mux.real"));
-        std::fs::copy(BIN, &real).unwrap();
-        std::fs::copy(BIN, &path).unwrap();
+        copy(std::path::Path::new(BIN), &real);
+        copy(std::path::Path::new(BIN), &path);
         Binary { dir, path, real }
     }
 
@@ -104,15 +104,18 @@ impl Binary {
             "#!/bin/sh\nif [ -n \"${CHECK_ENV}\" ]; then\n{check}\nelse\n{before}\nfi\nexec {} \"$@\"\n",
             self.real.display()
         );
-        let _ = std::fs::remove_file(&tmp);
+        let src = self.dir.join("next.src");
+        let _ = std::fs::remove_file(&src);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o755)
-            .open(&tmp)
+            .open(&src)
             .unwrap();
         file.write_all(text.as_bytes()).unwrap();
         drop(file);
+        let _ = std::fs::remove_file(&tmp);
+        copy(&src, &tmp);
         std::fs::rename(&tmp, &self.path).unwrap();
     }
 
@@ -126,6 +129,18 @@ impl Binary {
         d.expect_line(0, &format!("all {n} workers are accepting"), PATIENCE);
         Some(Pool { d, n })
     }
+}
+
+/// Copy `from` to `to` with cp(1), so that the new file is never open for writing in this
+/// test process: a child another test forks meanwhile would inherit that descriptor until its
+/// exec, and an execve of the file then fails with ETXTBSY ("text file busy").
+fn copy(from: &std::path::Path, to: &std::path::Path) {
+    let status = std::process::Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp {} {}", from.display(), to.display());
 }
 
 /// Clients (echoed once) until worker `k` serves one; that one.
