@@ -626,7 +626,7 @@ fn udp_is_answered_across_a_reload_with_workers(backend: &'static str) {
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
     let to = p.d.udp_addr();
-    let mut ask = |payload: &[u8]| {
+    let ask = |payload: &[u8]| {
         let deadline = Instant::now() + PATIENCE;
         let mut buf = [0u8; 2048];
         loop {
