@@ -307,7 +307,7 @@ fn sigterm_during_the_supervisors_check_drains_every_worker(backend: &'static st
         return;
     };
     let workers = p.worker_pids();
-    bin.script("sleep 30");
+    bin.script("exec sleep 30");
     p.d.signal(Signal::SIGHUP);
     wait_for(&p, "the supervisor's check child", || {
         live_children(p.pid()).len() > workers.len()
@@ -327,10 +327,14 @@ for_each_backend!(two_sighups_back_to_back_are_two_reloads_one_at_a_time);
 /// A second SIGHUP while a reload runs queues one more: two `reload complete` lines, each
 /// worker reloaded exactly twice, one after the other (never two of one worker at once).
 fn two_sighups_back_to_back_are_two_reloads_one_at_a_time(backend: &'static str) {
-    let Some(p) = Pool::start(backend, 3, &[]) else {
+    let bin = Binary::new("reload-twice");
+    let Some(p) = bin.start(backend, 3) else {
         return;
     };
     let workers = p.worker_pids();
+    // Every check takes half a second, so the second SIGHUP surely lands inside the first
+    // reload however late this thread runs.
+    bin.script("sleep 0.5");
     let s = p.d.connect();
     ping(&s, b"before").unwrap();
     let mark = p.d.mark();
