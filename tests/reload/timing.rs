@@ -148,3 +148,47 @@ fn a_pending_proxy_header_is_finished_after_a_reload(backend: &'static str) {
     assert!(line.contains("closed 192.0.2.9:4242 after"), "{line}");
     assert!(line.contains("in=6 out=6"), "{line}");
 }
+
+for_each_backend!(the_idle_clock_runs_on_across_a_reload);
+fn the_idle_clock_runs_on_across_a_reload(backend: &'static str) {
+    let Some(d) = Daemon::spawn(backend, &["--idle-timeout", "3s"]) else {
+        return;
+    };
+    let mut s = d.connect();
+    assert_eq!(ping(&mut s, b"x").unwrap(), b"x");
+    let quiet = Instant::now();
+    // Half the idle period passes, then the reload: the clock must not start again.
+    std::thread::sleep(Duration::from_millis(1500));
+    reload(&d);
+    let reloaded = quiet.elapsed();
+    let closed = crate::util::client::outcome(&s, Duration::from_secs(20));
+    let after = quiet.elapsed();
+    eprintln!("idle for 3s with a reload after 1.5s: closed after {after:?}");
+    assert_eq!(closed, crate::util::client::Outcome::Closed);
+    // Idle since the last byte: 3 s (or as soon as a slow reload is done). Restarted by
+    // the reload it would be 4.5 s.
+    let latest = Duration::from_secs(3).max(reloaded) + Duration::from_millis(1200);
+    if after + EARLY < Duration::from_secs(3) || after > latest {
+        d.fail(&format!("closed as idle after {after:?}, want about 3s"));
+    }
+}
+
+for_each_backend!(a_unix_listener_and_its_file_survive_a_reload);
+fn a_unix_listener_and_its_file_survive_a_reload(backend: &'static str) {
+    let sock = crate::util::TempSock::new("reload");
+    let Some(mut d) = Daemon::spawn(backend, &["--listen", &sock.listen_arg()]) else {
+        return;
+    };
+    let before = d.connect_unix();
+    d.expect_echo(&before, "before");
+    reload(&d);
+    assert!(sock.0.exists(), "the socket file is gone after the reload");
+    d.expect_echo(&before, "after");
+    d.expect_echo(d.connect_unix(), "a new client");
+    drop(before);
+    d.terminate(Duration::from_secs(20));
+    assert!(
+        !sock.0.exists(),
+        "the new image did not remove the socket file at exit"
+    );
+}

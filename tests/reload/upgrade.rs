@@ -68,3 +68,34 @@ fn an_upgraded_binary_takes_over_every_connection(backend: &'static str) {
     }
     d.expect_echo(d.connect(), "a new client");
 }
+
+for_each_backend!(metrics_show_the_reloads_and_the_new_build);
+fn metrics_show_the_reloads_and_the_new_build(backend: &'static str) {
+    use crate::metrics::{metrics_addr, scrape};
+    let dir = TempDir::new("upgrade-metrics");
+    let path = copy_binary(&dir);
+    let Some(d) = Daemon::with(backend)
+        .program(&path)
+        .args(&["--metrics", "127.0.0.1:0"])
+        .spawn()
+    else {
+        return;
+    };
+    let addr = metrics_addr(&d);
+    d.expect_echo(d.connect(), "before");
+    replace(&path, &stamped("metrics-test"));
+    reload(&d);
+    // The metrics listener was handed over: the same address answers, with the new build
+    // and the counters carried on.
+    let m = scrape(&addr);
+    let version = env!("CARGO_PKG_VERSION");
+    let info =
+        format!("echo_mux_build_info{{version=\"{version}+metrics-test\",backend=\"{backend}\"}}");
+    assert_eq!(m.get(&info), Some(&1.0), "{m:?}");
+    assert_eq!(m.get("echo_mux_reloads_total"), Some(&1.0), "{m:?}");
+    assert_eq!(
+        m.get("echo_mux_connections_accepted_total"),
+        Some(&1.0),
+        "{m:?}"
+    );
+}

@@ -439,3 +439,78 @@ impl<'a> Handed<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reload::state::VERSION;
+
+    /// A listening socket saved as an endpoint; the saving copy is forgotten, so that the
+    /// adopted one is the descriptor's only owner.
+    fn listener(w: &mut Writer) {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let e = Endpoint::inherited(std::os::fd::OwnedFd::from(tcp));
+        e.save(w);
+        std::mem::forget(e);
+    }
+
+    /// What a version 1 writer wrote: no shape, no log lines; the owners' sections.
+    fn v1_state() -> Vec<u8> {
+        let mut w = Writer::with_version(1);
+        w.section(tag::LOOP, |w| {
+            w.instant(Instant::now());
+            w.u64(41);
+        });
+        w.section(tag::LISTEN, |w| {
+            w.usize(1);
+            listener(w);
+        });
+        w.section(tag::HTTP, |w| w.bool(false));
+        w.section(tag::SOURCES, |w| w.bool(false));
+        w.section(tag::STAT, |w| w.usize(0));
+        w.finish().0
+    }
+
+    #[test]
+    fn a_version_1_state_is_read() {
+        let bytes = v1_state();
+        let policy = crate::policy::access::Policy::default();
+        let mut handed = Handed::read(&bytes, &policy).unwrap();
+        assert_eq!(handed.listeners.len(), 1);
+        assert!(handed.http.is_none() && handed.table.is_none());
+        assert_eq!(handed.next_id, 41);
+        assert_eq!(handed.rest.version(), 1);
+        // The server reads on from the counters.
+        handed.rest.section(tag::STAT).unwrap();
+    }
+
+    #[test]
+    fn a_current_state_needs_its_shape_and_log_sections() {
+        let mut w = Writer::new();
+        state::Shape::OneProcess.write(&mut w);
+        w.section(tag::LOGS, |w| w.bytes(b""));
+        w.section(tag::LOOP, |w| {
+            w.instant(Instant::now());
+            w.u64(0);
+        });
+        w.section(tag::LISTEN, |w| {
+            w.usize(1);
+            listener(w);
+        });
+        w.section(tag::HTTP, |w| w.bool(false));
+        w.section(tag::SOURCES, |w| w.bool(false));
+        let bytes = w.finish().0;
+        let policy = crate::policy::access::Policy::default();
+        let handed = Handed::read(&bytes, &policy).unwrap();
+        assert_eq!(handed.rest.version(), VERSION);
+        // A version 2 state written the version 1 way is refused, not misread.
+        let mut w = Writer::new();
+        w.section(tag::LOOP, |w| {
+            w.instant(Instant::now());
+            w.u64(0);
+        });
+        let bytes = w.finish().0;
+        let e = Handed::read(&bytes, &policy).err().unwrap();
+        assert!(e.contains("SHPE"), "{e}");
+    }
+}
