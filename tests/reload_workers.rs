@@ -653,26 +653,39 @@ fn udp_is_answered_across_a_reload_with_workers(backend: &'static str) {
     assert_eq!(after.get("reloads"), Some(&1), "{after:?}");
 }
 
-for_each_backend!(a_unix_listener_is_kept_and_removed_at_the_end);
-/// A unix listener under `--workers 2`: a client connected before the reload is echoed after
-/// it, new clients are served, and the supervisor's new image still removes the socket file
-/// it created when it exits.
-fn a_unix_listener_is_kept_and_removed_at_the_end(backend: &'static str) {
+for_each_backend!(a_unix_listener_and_the_pid_file_are_kept_then_removed_at_exit);
+/// A unix listener and `--pid-file` under `--workers 2`: a client connected before the
+/// reload is echoed after it, new clients are served, the pid file still names the
+/// supervisor, and the supervisor's new image removes both files when it exits.
+fn a_unix_listener_and_the_pid_file_are_kept_then_removed_at_exit(backend: &'static str) {
     let sock = crate::util::TempSock::new("reload-workers");
     let listen = sock.listen_arg();
-    let Some(mut p) = Pool::start(backend, 2, &["--listen", &listen]) else {
+    let dir = TempDir::new("reload-pid");
+    let pid_file = dir.join("echo-mux.pid");
+    let pid_arg = pid_file.to_string_lossy().into_owned();
+    let Some(mut p) = Pool::start(backend, 2, &["--listen", &listen, "--pid-file", &pid_arg])
+    else {
         return;
     };
+    let named = || std::fs::read_to_string(&pid_file).unwrap_or_default();
+    // Published right after the `all 2 workers are accepting` line.
+    wait_for(&p, "the pid file", || named().trim() == p.pid().to_string());
     let before = p.d.connect_unix();
     ping(&before, b"before").unwrap();
     reload(&p);
     ping(&before, b"after").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
     ping(&p.d.connect_unix(), b"new").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
     assert!(sock.0.exists());
+    assert_eq!(
+        named().trim(),
+        p.pid().to_string(),
+        "the pid file after the reload"
+    );
     drop(before);
     p.d.signal(Signal::SIGTERM);
     assert_eq!(p.d.wait_exit(RELOAD_PATIENCE).code(), Some(0));
     assert!(!sock.0.exists(), "the socket file outlived the daemon");
+    assert!(!pid_file.exists(), "the pid file outlived the daemon");
 }
 
 for_each_backend!(an_inherited_listener_is_kept_across_a_reload_with_workers);
