@@ -141,7 +141,16 @@ fn run_adopted(config: Config, bytes: &[u8]) -> Result<(), Error> {
     if let Err(e) = sys::raise_nofile_limit() {
         log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e));
     }
-    let backend = crate::event::wait::open_backend(config.backend)?;
+    // The old image's epoll instance, with every connection registered in it, when this
+    // image uses epoll too (the same command line: it does): nothing to register again.
+    let backend = match handed.epoll.take() {
+        #[cfg(target_os = "linux")]
+        Some(ep) if config.backend.resolve() == BackendKind::Epoll => {
+            handed.registered = true;
+            event::reactor::adopt_epoll(ep)
+        }
+        _ => crate::event::wait::open_backend(config.backend)?,
+    };
     let listeners = std::mem::take(&mut handed.listeners);
     if config.backend.resolve() == BackendKind::Select {
         net::listen::select_can_watch(&listeners, signals.fd())?;

@@ -44,6 +44,9 @@ pub struct Epoll {
     ep: OwnedFd,
     /// Reused by every wait; `MAX_EVENTS` entries.
     buf: Vec<libc::epoll_event>,
+    /// Handed over by a reload: a descriptor the caller registers may be in the set
+    /// already (a listener, a UDP socket), so an add that finds it there modifies it.
+    adopted: bool,
 }
 
 impl Epoll {
@@ -54,7 +57,21 @@ impl Epoll {
         // SAFETY: `fd` was just returned by epoll_create1 and is owned by nobody else.
         let ep = unsafe { OwnedFd::from_raw_fd(fd) };
         let buf = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
-        Ok(Epoll { ep, buf })
+        Ok(Epoll {
+            ep,
+            buf,
+            adopted: false,
+        })
+    }
+
+    /// The instance a reload handed over (see [`super::adopt_epoll`]).
+    pub fn adopt(ep: OwnedFd) -> Epoll {
+        let buf = vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        Epoll {
+            ep,
+            buf,
+            adopted: true,
+        }
     }
 }
 
@@ -92,8 +109,23 @@ impl Backend for Epoll {
         };
         // SAFETY: `ev` is a valid, initialised epoll_event that outlives the call; a bad
         // `fd` is reported by the kernel as EBADF.
-        cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) })?;
-        Ok(())
+        match cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) }) {
+            Err(e)
+                if self.adopted
+                    && op == libc::EPOLL_CTL_ADD
+                    && e.raw_os_error() == Some(libc::EEXIST) =>
+            {
+                let modify = libc::EPOLL_CTL_MOD;
+                // SAFETY: as above.
+                cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), modify, fd, &mut ev) })?;
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    fn handover_fd(&self) -> Option<RawFd> {
+        Some(self.ep.as_raw_fd())
     }
 
     fn add_exclusive(&mut self, fd: RawFd, token: Token, new: Interest) -> io::Result<()> {

@@ -166,6 +166,20 @@ pub trait Backend {
     /// Clear `events`, then fill it with the descriptors that are ready, waiting at most
     /// `timeout` (rounded up) for the first one.
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Option<Duration>) -> io::Result<()>;
+
+    /// A kernel object holding the registrations that a reload can hand to the new image
+    /// (epoll's instance), so that nothing need be registered again there. `None` for a
+    /// backend that keeps its registrations in this process's memory (poll, select).
+    fn handover_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// The epoll instance an earlier image of this process handed over (a reload): its
+/// registrations stay as they were; registering a descriptor it already holds updates it.
+#[cfg(target_os = "linux")]
+pub fn adopt_epoll(fd: std::os::fd::OwnedFd) -> Box<dyn Backend> {
+    Box::new(epoll::Epoll::adopt(fd))
 }
 
 /// Whether a descriptor is the only reference to its socket (see "Deregister before close" on

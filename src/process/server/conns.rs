@@ -46,12 +46,29 @@ impl Conns {
         }
     }
 
-    /// Store a connection a reload handed over (its id kept); returns its slot.
-    pub(super) fn insert_adopted(&mut self, conn: Conn) -> usize {
+    /// Store a connection a reload handed over (its id kept), in `slot` if given and free
+    /// (its token in a handed-over backend), else at the end; returns its slot. Call
+    /// [`Conns::adopted`] after the last one.
+    pub(super) fn insert_adopted(&mut self, slot: Option<usize>, conn: Conn) -> usize {
         self.next_id = self.next_id.max(conn.id + 1);
         self.open += 1;
-        self.slots.push(Some(conn));
-        self.slots.len() - 1
+        let slot = match slot {
+            Some(s) if self.slots.get(s).is_none_or(Option::is_none) => s,
+            _ => self.slots.len(),
+        };
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, || None);
+        }
+        self.slots[slot] = Some(conn);
+        slot
+    }
+
+    /// Every connection is adopted: the slots left empty between them are free.
+    pub(super) fn adopted(&mut self) {
+        self.free = (0..self.slots.len())
+            .rev()
+            .filter(|&s| self.slots[s].is_none())
+            .collect();
     }
 
     /// The id the next connection gets (so ids stay unique across a reload).
@@ -64,9 +81,12 @@ impl Conns {
         self.next_id = self.next_id.max(id);
     }
 
-    /// Every live connection.
-    pub(super) fn live(&self) -> impl Iterator<Item = &Conn> {
-        self.slots.iter().filter_map(Option::as_ref)
+    /// Every live connection, with its slot.
+    pub(super) fn live(&self) -> impl Iterator<Item = (usize, &Conn)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(s, c)| c.as_ref().map(|c| (s, c)))
     }
 
     /// The connection in `slot`, whoever it is.

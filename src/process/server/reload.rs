@@ -39,6 +39,8 @@ mod tag {
     pub const LOGS: Tag = *b"LOGS";
     /// The loop's own: when the handover began, the next connection id.
     pub const LOOP: Tag = *b"LOOP";
+    /// The backend's kernel object, if it has one (epoll), with its registrations.
+    pub const BACKEND: Tag = *b"BKND";
     /// Stream listeners, then UDP sockets.
     pub const LISTEN: Tag = *b"LSTN";
     /// The `--metrics` listener, if any.
@@ -244,6 +246,13 @@ impl Server {
             w.instant(began);
             w.u64(self.conns.next_id());
         });
+        w.section(tag::BACKEND, |w| {
+            let fd = self.backend.handover_fd();
+            w.bool(fd.is_some());
+            if let Some(fd) = fd {
+                w.fd(fd);
+            }
+        });
         w.section(tag::LISTEN, |w| {
             let stream: Vec<&Endpoint> = self.listeners.iter().flatten().collect();
             let udp = self.udp.sockets();
@@ -277,8 +286,8 @@ impl Server {
         });
         w.section(tag::CONNS, |w| {
             w.usize(self.conns.open());
-            for c in self.conns.live() {
-                c.save(w);
+            for (slot, c) in self.conns.live() {
+                c.save(slot, w);
             }
         });
     }
@@ -306,18 +315,22 @@ impl Server {
         let n = conns.count(8).map_err(s)?;
         self.conns.set_next_id(handed.next_id);
         for _ in 0..n {
-            let conn = Conn::load(&mut conns).map_err(s)?;
-            self.adopt_conn(conn);
+            let (slot, mut conn) = Conn::load(&mut conns).map_err(s)?;
+            if !handed.registered {
+                conn.forget_registration();
+            }
+            self.adopt_conn(slot, conn);
         }
+        self.conns.adopted();
         Ok(())
     }
 
     /// One adopted connection: into the slab, registered, its timers queued (a header's
     /// deadline counts from its accept; the idle timer checks the idle clock when it fires).
-    fn adopt_conn(&mut self, conn: Conn) {
+    fn adopt_conn(&mut self, slot: Option<usize>, conn: Conn) {
         let (id, header, opened) = (conn.id, conn.header_pending(), conn.opened);
         let last_active = conn.idle_since();
-        let slot = self.conns.insert_adopted(conn);
+        let slot = self.conns.insert_adopted(slot, conn);
         if header {
             let due = later(opened, crate::policy::proxy::TIMEOUT);
             self.timers.add(due, Timer::Header { slot, id });
@@ -369,6 +382,11 @@ pub struct Handed<'a> {
     pub table: Option<crate::policy::access::SourceTable>,
     /// A worker of `--workers`: who it is (its `WRKR` section).
     pub worker: Option<crate::process::supervisor::handover::WorkerShape>,
+    /// The old image's epoll instance, if it had one.
+    pub epoll: Option<std::os::fd::OwnedFd>,
+    /// The server's backend is the handed-over instance: the connections' registrations
+    /// in it stand (set by the caller once it chose the backend).
+    pub registered: bool,
     began: Instant,
     next_id: u64,
     size: usize,
@@ -401,6 +419,20 @@ impl<'a> Handed<'a> {
         let mut lp = r.section(tag::LOOP).map_err(s)?;
         let began = lp.instant().map_err(s)?;
         let next_id = lp.u64().map_err(s)?;
+        let epoll = if r.version() >= 2 {
+            let mut b = r.section(tag::BACKEND).map_err(s)?;
+            match b.bool().map_err(s)? {
+                true => {
+                    let raw = b.fd().map_err(s)?;
+                    let fd = state::adopt(raw)
+                        .map_err(|e| format!("epoll instance (fd {raw}): {}", Plain(&e)))?;
+                    Some(fd)
+                }
+                false => None,
+            }
+        } else {
+            None
+        };
         let mut ls = r.section(tag::LISTEN).map_err(s)?;
         let n = ls.count(4).map_err(s)?;
         let mut listeners = Vec::with_capacity(n);
@@ -432,6 +464,8 @@ impl<'a> Handed<'a> {
             http,
             table,
             worker,
+            epoll,
+            registered: false,
             began,
             next_id,
             size: bytes.len(),
@@ -493,6 +527,7 @@ mod tests {
             w.instant(Instant::now());
             w.u64(0);
         });
+        w.section(tag::BACKEND, |w| w.bool(false));
         w.section(tag::LISTEN, |w| {
             w.usize(1);
             listener(w);

@@ -14,9 +14,14 @@ use crate::serve::echo::Stamper;
 impl Conn {
     /// Write this connection: descriptor, id, unsent output, held input with due times,
     /// the partial stamp line, flags, idle clock, peer and ticket, `--log-connections`
-    /// counters and start, and a pending PROXY header with its parser.
-    pub fn save(&self, w: &mut Writer) {
+    /// counters and start, and a pending PROXY header with its parser; from version 2 on,
+    /// its slot (its token) and what the backend was told, for a backend whose
+    /// registrations are handed over too.
+    pub fn save(&self, slot: usize, w: &mut Writer) {
         w.fd(self.fd());
+        w.usize(slot);
+        w.bool(self.registered.read);
+        w.bool(self.registered.write);
         w.u64(self.id);
         w.bytes(self.out.as_slice());
         let held: Vec<_> = self.held.chunks().collect();
@@ -51,10 +56,19 @@ impl Conn {
         }
     }
 
-    /// The connection [`Conn::save`] wrote, its descriptor adopted. Not registered with any
-    /// backend yet; no timer armed.
-    pub fn load(r: &mut Reader<'_>) -> state::Result<Conn> {
+    /// The connection [`Conn::save`] wrote, its descriptor adopted, and its slot (`None` from
+    /// a version 1 state). Its registration is what the old image's backend held (nothing
+    /// from a version 1 state): see [`Conn::forget_registration`]. No timer armed.
+    pub fn load(r: &mut Reader<'_>) -> state::Result<(Option<usize>, Conn)> {
         let raw = r.fd()?;
+        let (slot, registered) = if r.version() >= 2 {
+            let slot = r.usize()?;
+            let read = r.bool()?;
+            let write = r.bool()?;
+            (Some(slot), Interest { read, write })
+        } else {
+            (None, Interest::NONE)
+        };
         let id = r.u64()?;
         let mut out = OutBuf::default();
         out.extend(r.bytes()?);
@@ -90,13 +104,13 @@ impl Conn {
                 crate::error::Plain(&e)
             ))
         })?;
-        Ok(Conn {
+        let conn = Conn {
             fd,
             id,
             out,
             held,
             stamper,
-            registered: Interest::NONE,
+            registered,
             write_blocked: false,
             read_closed,
             paused,
@@ -108,6 +122,13 @@ impl Conn {
             bytes_out,
             failure: None::<Failure>,
             header,
-        })
+        };
+        Ok((slot, conn))
+    }
+
+    /// The backend this connection is registered with is a new one (not the old image's,
+    /// handed over): it is registered with nothing yet.
+    pub fn forget_registration(&mut self) {
+        self.registered = Interest::NONE;
     }
 }
