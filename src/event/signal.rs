@@ -218,6 +218,29 @@ impl Signals {
         }
         requests
     }
+
+    /// A reload's last step before its execve, with the handled signals blocked: a signal
+    /// whose handler ran since the loop last took its requests would die with this image.
+    /// Send each such signal to this process again: blocked, it stays pending across the
+    /// execve and reaches the new image's handlers once they are installed and unblocked
+    /// (or these ones again, if the execve fails).
+    pub fn repost(&self) {
+        let pending = self.pending.swap(0, Ordering::SeqCst);
+        let me = std::process::id() as libc::pid_t;
+        let mut again: Vec<libc::c_int> = handled()
+            .iter()
+            .enumerate()
+            .filter(|&(bit, _)| pending & (1 << bit) != 0)
+            .map(|(_, &(sig, _))| sig)
+            .collect();
+        if pending & CHILDREN != 0 {
+            again.push(libc::SIGCHLD);
+        }
+        for sig in again {
+            // SAFETY: kill(2) of our own pid with a valid signal number.
+            unsafe { libc::kill(me, sig) };
+        }
+    }
 }
 
 /// The requests in `pending`, leaving out the stray signals already in `seen` (and adding

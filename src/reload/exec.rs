@@ -15,9 +15,11 @@ use std::os::unix::ffi::OsStrExt;
 use super::state::{self, Memfd};
 use super::Origin;
 
-/// Execute `origin` with `bytes` as its state and `fds` kept open. Returns only on failure,
-/// with every change undone.
-pub fn handover(origin: &Origin, bytes: &[u8], fds: &[RawFd]) -> io::Error {
+/// Execute `origin` with `bytes` as its state and `fds` kept open. `blocked` runs once the
+/// signals are blocked, right before the execve (to post again the signals this image's
+/// handlers took since the loop last looked). Returns only on failure, with every change
+/// undone.
+pub fn handover(origin: &Origin, bytes: &[u8], fds: &[RawFd], blocked: impl FnOnce()) -> io::Error {
     let memfd = match Memfd::with("echo-mux-state", bytes) {
         Ok(m) => m,
         Err(e) => return e,
@@ -61,6 +63,7 @@ pub fn handover(origin: &Origin, bytes: &[u8], fds: &[RawFd]) -> io::Error {
         cleared.push(fd);
     }
     let old_mask = block_signals();
+    blocked();
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();

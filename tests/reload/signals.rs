@@ -79,3 +79,25 @@ fn sighup_during_a_drain_is_refused(backend: &'static str) {
     let status = d.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status}");
 }
+
+for_each_backend!(sigterm_at_the_handover_is_a_clean_drain);
+/// SIGTERM sent the moment the handover begins lands before, during or after the execve:
+/// whichever, it is a drain that ends with exit 0, never a death by the signal's default
+/// action (the old image blocks the signals before the execve; the new one unblocks them
+/// once its handlers are installed).
+fn sigterm_at_the_handover_is_a_clean_drain(backend: &'static str) {
+    let Some(mut d) = Daemon::spawn(backend, &["-v"]) else {
+        return;
+    };
+    let client = d.connect();
+    d.expect_echo(&client, "before");
+    let mark = d.mark();
+    d.signal(Signal::SIGHUP);
+    d.expect_line(mark, "handing over", RELOAD_PATIENCE);
+    d.signal(Signal::SIGTERM);
+    d.expect_line(mark, "SIGTERM received: draining", RELOAD_PATIENCE);
+    d.expect_echo(&client, "during the drain");
+    drop(client);
+    let status = d.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "{status}");
+}

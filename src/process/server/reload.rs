@@ -230,7 +230,8 @@ impl Server {
         w.section(tag::LOGS, |w| w.bytes(&crate::logging::pending()));
         self.save(&mut w, began);
         let (bytes, fds) = w.finish();
-        let e = crate::reload::exec::handover(origin, &bytes, &fds);
+        let signals = &self.signals;
+        let e = crate::reload::exec::handover(origin, &bytes, &fds, || signals.repost());
         self.status.reload_failed();
         self.reload_refused_in_slot();
         error!(
@@ -330,7 +331,15 @@ impl Server {
     fn adopt_conn(&mut self, slot: Option<usize>, conn: Conn) {
         let (id, header, opened) = (conn.id, conn.header_pending(), conn.opened);
         let last_active = conn.idle_since();
+        let wanted = slot;
         let slot = self.conns.insert_adopted(slot, conn);
+        if wanted != Some(slot) {
+            // Not in the slot its token in a handed-over backend names: registered anew
+            // (an add that finds it there updates the token).
+            if let Some(c) = self.conns.at(slot) {
+                c.forget_registration();
+            }
+        }
         if header {
             let due = later(opened, crate::policy::proxy::TIMEOUT);
             self.timers.add(due, Timer::Header { slot, id });
