@@ -326,7 +326,12 @@ impl Supervisor {
         for (var, value) in &self.systemd_env {
             std::env::set_var(var, value);
         }
-        let e = crate::reload::exec::handover(crate::reload::origin(), &bytes, &fds);
+        // A signal taken since the loop last looked (a SIGTERM, a worker's SIGCHLD) is
+        // posted again once blocked, so the new image gets it.
+        let signals = &self.signals;
+        let e = crate::reload::exec::handover(crate::reload::origin(), &bytes, &fds, || {
+            signals.repost()
+        });
         for (var, _) in &self.systemd_env {
             std::env::remove_var(var);
         }
