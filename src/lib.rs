@@ -120,15 +120,31 @@ fn run_adopted(config: Config, bytes: &[u8]) -> Result<(), Error> {
             std::io::Error::other(why),
         )
     };
-    if config.workers > 1 {
-        return Err(fail(
-            "a reload state reached a supervisor of --workers, which does not reload yet".into(),
-        ));
+    // With --workers the supervisor's state is its own (`SUPV`); a worker's is the serving
+    // loop's with its worker section first.
+    let mut r = reload::state::Reader::new(bytes).map_err(|e| fail(e.to_string()))?;
+    if reload::state::Shape::read(&mut r).map_err(|e| fail(e.to_string()))?
+        == reload::state::Shape::Supervisor
+    {
+        let signals =
+            Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
+        if let Some(path) = &config.pid_file {
+            pidfile::adopt(path);
+        }
+        if let Err(e) = sys::raise_nofile_limit() {
+            log::warn!("cannot raise RLIMIT_NOFILE: {}", error::Plain(&e));
+        }
+        return process::supervisor::resume(config, &mut r, signals);
     }
     let mut handed = process::server::Handed::read(bytes, &config.access).map_err(fail)?;
+    let worker = handed.worker;
+    if let Some(w) = &worker {
+        crate::logging::set_prefix(format!("worker {}: ", w.number));
+        process::supervisor::rejoin(w);
+    }
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
     reload::exec::unblock_signals();
-    if let Some(path) = &config.pid_file {
+    if let (Some(path), None) = (&config.pid_file, &worker) {
         pidfile::adopt(path);
     }
     if let Err(e) = sys::raise_nofile_limit() {
@@ -159,8 +175,15 @@ fn run_adopted(config: Config, bytes: &[u8]) -> Result<(), Error> {
     let mut server =
         process::server::Server::new(backend, config, access, listeners, signals, notifier)?
             .with_metrics(http)?;
+    if let Some(w) = worker {
+        server = server.worker(w);
+    }
     server.adopt(&mut handed).map_err(fail)?;
     server.log_reloaded(&handed);
+    if let Some(w) = worker {
+        // The supervisor waits for this to move on to the next worker.
+        w.seat().reload_completed();
+    }
     server.run()
 }
 

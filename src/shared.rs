@@ -29,9 +29,11 @@
 
 mod reason;
 mod refusals;
+mod reloads;
 
 pub use reason::{Reason, REASONS};
 pub use refusals::Refusals;
+pub use reloads::Reloads;
 
 use std::io;
 use std::mem::{align_of, size_of};
@@ -128,6 +130,8 @@ pub struct Ledger {
     ready: AtomicU32,
     /// Refusals per reason (SPEC §10), for the supervisor's one line per reason a second.
     refusals: refusals::Cells,
+    /// The worker's reloads (SPEC §13): under way since, completed, refused.
+    reloads: reloads::Cells,
 }
 
 impl Ledger {
@@ -139,6 +143,7 @@ impl Ledger {
             heartbeat: AtomicU64::new(0),
             ready: AtomicU32::new(0),
             refusals: Default::default(),
+            reloads: Default::default(),
         }))
     }
 
@@ -191,6 +196,11 @@ impl Ledger {
         self.heartbeat.load(Relaxed)
     }
 
+    /// The worker's reloads (under way, completed, refused), from any process.
+    pub fn reloads(&self) -> Reloads {
+        self.reloads.read()
+    }
+
     fn reset(&self, heartbeat_ms: u64) {
         for c in &self.counts {
             c.store(0, Relaxed);
@@ -198,6 +208,7 @@ impl Ledger {
         self.ready.store(0, Relaxed);
         self.heartbeat.store(heartbeat_ms, Relaxed);
         self.refusals.reset();
+        self.reloads.reset();
     }
 }
 
@@ -240,6 +251,22 @@ impl Seat {
     /// The listeners are registered: the supervisor may count this worker as accepting.
     pub fn mark_ready(&self) {
         self.slot.ready.store(1, Relaxed);
+    }
+
+    /// This worker begins a reload at `now`: not wedged while its loop stands still.
+    pub fn reload_begins(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.slot.reloads.begin(ms);
+    }
+
+    /// This worker's new image has adopted everything: the reload is complete.
+    pub fn reload_completed(&self) {
+        self.slot.reloads.completed();
+    }
+
+    /// This worker's reload was refused; the old image serves on.
+    pub fn reload_refused(&self) {
+        self.slot.reloads.refused();
     }
 }
 

@@ -320,6 +320,12 @@ impl Line {
         self.udp = shown;
         self
     }
+
+    /// `reloads=N` (the supervisor's count of the daemon's reloads; 0 leaves it out).
+    pub fn with_reloads(mut self, n: u64) -> Line {
+        self.reloads = n;
+        self
+    }
 }
 
 /// The fields in SPEC §5's order: the fixed prefix, then `workers=`, `worker=`,

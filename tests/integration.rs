@@ -71,6 +71,9 @@ mod access;
 // Workers: the supervisor, SO_REUSEPORT spread, reaping and replacing, wedge detection,
 // signals forwarded, exact totals, socket activation and sd_notify with --workers.
 mod workers;
+// Reload with workers (issue 18): every worker in turn then the supervisor, streams and
+// hammer.sh across reloads, SIGHUP to one worker, SIGTERM/SIGHUP during a reload or a drain.
+mod reload_workers;
 
 // UDP echo: exact replies over IPv4/IPv6, stamp, loop protection, --delay, wildcard pktinfo.
 mod udp;

@@ -31,7 +31,7 @@ pub enum Request {
     Terminate(&'static str),
     /// SIGUSR1
     Stats,
-    /// SIGHUP: reload in place (SPEC §13); a supervisor of `--workers` logs and ignores it.
+    /// SIGHUP: reload in place (SPEC §13); with `--workers`, every worker in turn.
     Hangup,
     /// SIGQUIT: immediate shutdown (SPEC §5): close everything, log it, exit 0.
     Quit,
@@ -94,11 +94,6 @@ fn handled() -> &'static [(libc::c_int, Request)] {
 pub fn all_handled() -> impl Iterator<Item = libc::c_int> {
     handled().iter().map(|&(sig, _)| sig)
 }
-
-/// The info line for SIGHUP where it does not reload: the supervisor of `--workers` and its
-/// workers (the one-process daemon reloads, SPEC §13).
-pub const HANGUP_LINE: &str =
-    "SIGHUP received and ignored: reloading with --workers is not supported yet";
 
 /// The one info line for a stray signal's first arrival (SPEC §5).
 pub fn stray_line(name: &str) -> String {

@@ -614,6 +614,11 @@ pub fn take_inherited() -> io::Result<Option<Vec<u8>>> {
 pub enum Shape {
     /// The one-process daemon (no `--workers`).
     OneProcess,
+    /// A worker of `--workers`: the worker section (`WRKR`) follows, then the same
+    /// sections as the one-process daemon's.
+    Worker,
+    /// The supervisor of `--workers`: the log section, then the supervisor's (`SUPV`).
+    Supervisor,
 }
 
 /// The tag of the shape section.
@@ -624,6 +629,8 @@ impl Shape {
     pub fn write(self, w: &mut Writer) {
         w.section(SHAPE, |w| match self {
             Shape::OneProcess => w.u8(0),
+            Shape::Worker => w.u8(1),
+            Shape::Supervisor => w.u8(2),
         });
     }
 
@@ -635,6 +642,8 @@ impl Shape {
         let mut s = r.section(SHAPE)?;
         let shape = match s.u8()? {
             0 => Shape::OneProcess,
+            1 => Shape::Worker,
+            2 => Shape::Supervisor,
             k => return Err(Error(format!("section SHPE: unknown process shape {k}"))),
         };
         s.done()?;

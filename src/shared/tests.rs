@@ -75,6 +75,52 @@ fn heartbeats_are_milliseconds_since_the_epoch() {
 }
 
 #[test]
+fn a_worker_reload_is_seen_begun_then_completed_or_refused() {
+    let r = Region::map(2, 0).unwrap();
+    let now = Instant::now();
+    r.prepare(1, now);
+    let seat = r.seat(1);
+    assert_eq!(seat.slot.reloads(), Reloads::default());
+    seat.reload_begins(now + std::time::Duration::from_millis(2500));
+    let begun = seat.slot.reloads();
+    assert!(begun.since_ms.unwrap() >= 2500, "{begun:?}");
+    seat.reload_completed();
+    assert_eq!(
+        seat.slot.reloads(),
+        Reloads {
+            since_ms: None,
+            done: 1,
+            failed: 0
+        }
+    );
+    seat.reload_begins(now);
+    assert!(
+        seat.slot.reloads().since_ms.is_some(),
+        "the epoch's own millisecond still reads as under way"
+    );
+    seat.reload_refused();
+    assert_eq!(
+        seat.slot.reloads(),
+        Reloads {
+            since_ms: None,
+            done: 1,
+            failed: 1
+        }
+    );
+    assert_eq!(
+        r.slots()[1].reloads(),
+        Reloads::default(),
+        "slot 2 untouched"
+    );
+    r.prepare(1, now);
+    assert_eq!(
+        seat.slot.reloads(),
+        Reloads::default(),
+        "a new worker starts at 0"
+    );
+}
+
+#[test]
 fn a_region_adopted_from_its_memfd_is_the_same_memory() {
     let r = Region::map(3, 10_000).unwrap();
     r.seat(2).slot.add(Counter::Accepted, 7);

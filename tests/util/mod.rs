@@ -25,6 +25,7 @@ mod launch;
 mod probe;
 mod spawn;
 pub mod stamp;
+pub mod stream;
 mod temp;
 mod watchdog;
 

@@ -139,6 +139,16 @@ impl Backend for Epoll {
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 self.set_interest(fd, token, Interest::NONE, new)
             }
+            // A worker's handed-over instance has its shared listeners in it already, and an
+            // exclusive entry cannot be modified: take it out and add it again (level-
+            // triggered, so a connection queued meanwhile is reported by the next wait).
+            Err(e) if self.adopted && e.raw_os_error() == Some(libc::EEXIST) => {
+                let del = libc::EPOLL_CTL_DEL;
+                // SAFETY: as above.
+                cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), del, fd, &mut ev) })?;
+                // SAFETY: as above.
+                cvt(unsafe { libc::epoll_ctl(self.ep.as_raw_fd(), op, fd, &mut ev) }).map(drop)
+            }
             other => other.map(drop),
         }
     }

@@ -143,6 +143,52 @@ impl Endpoints {
         self.own.iter().map(Vec::len).sum::<usize>() + self.shared.len()
     }
 
+    /// Write every socket for a reload's new image ([`Endpoints::adopt`]): per worker its
+    /// own, then the shared ones.
+    pub fn save(&self, w: &mut crate::reload::state::Writer) {
+        w.usize(self.own.len());
+        for own in &self.own {
+            w.usize(own.len());
+            own.iter().for_each(|l| l.save(w));
+        }
+        w.usize(self.shared.len());
+        self.shared.iter().for_each(|l| l.save(w));
+        w.bool(self.datagram);
+    }
+
+    /// The sockets an earlier image of the supervisor of `workers` workers saved.
+    pub fn adopt(
+        workers: usize,
+        r: &mut crate::reload::state::Reader<'_>,
+    ) -> Result<Endpoints, String> {
+        let s = |e: crate::reload::state::Error| e.to_string();
+        let n = r.usize().map_err(s)?;
+        if n != workers {
+            return Err(format!(
+                "listeners of {n} workers handed over, {workers} expected"
+            ));
+        }
+        let mut own = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = r.count(1).map_err(s)?;
+            own.push(
+                (0..len)
+                    .map(|_| Endpoint::adopt(r))
+                    .collect::<Result<_, _>>()?,
+            );
+        }
+        let len = r.count(1).map_err(s)?;
+        let shared = (0..len)
+            .map(|_| Endpoint::adopt(r))
+            .collect::<Result<_, _>>()?;
+        let datagram = r.bool().map_err(s)?;
+        Ok(Endpoints {
+            own,
+            shared,
+            datagram,
+        })
+    }
+
     /// Close every socket (shutdown: new connects are refused) and remove the socket files
     /// the supervisor created.
     pub fn close(&mut self) {

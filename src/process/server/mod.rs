@@ -97,8 +97,9 @@ pub struct Server {
     http: Option<crate::serve::metrics::Http>,
     /// A reload waiting for its check (SIGHUP, `reload.rs`).
     reloading: Option<reload::Reloading>,
-    /// A worker of `--workers` (its supervisor orders reloads, not SIGHUP to it).
-    worker: bool,
+    /// A worker of `--workers`: its number, supervisor and shared region, which its reload
+    /// state carries (`WRKR`) so that the new image comes back as the same worker.
+    worker: Option<crate::process::supervisor::handover::WorkerShape>,
 }
 
 impl Server {
@@ -144,15 +145,16 @@ impl Server {
             udp,
             http: None,
             reloading: None,
-            worker: false,
+            worker: None,
         })
     }
 
     /// Serve as worker `seat.number` of a supervisor (SPEC §8): count into its shared slot,
     /// name it in the stats line, and turn the loop at least once a second (the heartbeat).
-    pub fn worker(mut self, seat: crate::shared::Seat) -> Server {
+    pub fn worker(mut self, shape: crate::process::supervisor::handover::WorkerShape) -> Server {
+        let seat = shape.seat();
         self.stats = Stats::for_worker(seat, self.now);
-        self.worker = true;
+        self.worker = Some(shape);
         // SPEC §10: the supervisor logs refusals for the whole daemon; a worker counts them.
         self.gate.refusals = crate::policy::refusal::RefusalLog::to_supervisor(seat.slot);
         self.timers.add(self.now, Timer::Heartbeat);

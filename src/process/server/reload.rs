@@ -65,11 +65,8 @@ pub(super) struct Reloading {
 impl Server {
     /// SIGHUP: start a reload, unless one is running (coalesced) or the drain has begun.
     pub(super) fn on_hangup(&mut self) {
-        if self.worker {
-            info!("{}", crate::event::signal::HANGUP_LINE);
-            return;
-        }
         if self.draining {
+            self.reload_refused_in_slot();
             error!("reload refused: draining");
             return;
         }
@@ -85,8 +82,15 @@ impl Server {
         );
         let check = match Check::start(origin, self.now) {
             Ok(c) => c,
-            Err(why) => return error!("reload refused: {why}"),
+            Err(why) => {
+                self.reload_refused_in_slot();
+                return error!("reload refused: {why}");
+            }
         };
+        // With --workers: the supervisor waits, and does not judge this worker wedged.
+        if let Some(w) = &self.worker {
+            w.seat().reload_begins(self.now);
+        }
         let registered = self
             .backend
             .set_interest(
@@ -128,6 +132,7 @@ impl Server {
         if self.now >= r.check.deadline {
             let secs = crate::reload::check::TIMEOUT.as_secs();
             self.cancel_reload();
+            self.reload_refused_in_slot();
             error!("reload refused: the check of the new binary did not answer within {secs}s");
             return;
         }
@@ -163,7 +168,10 @@ impl Server {
                     );
                 }
                 match verdict {
-                    Verdict::No(why) => error!("reload refused: {why}"),
+                    Verdict::No(why) => {
+                        self.reload_refused_in_slot();
+                        error!("reload refused: {why}")
+                    }
                     Verdict::Yes(line) => {
                         debug!("check: {line}");
                         self.handover();
@@ -186,6 +194,15 @@ impl Server {
             }
             debug!("stopping the reload check (pid {})", r.check.pid());
             r.check.kill();
+            self.reload_refused_in_slot();
+        }
+    }
+
+    /// With --workers: tell the supervisor (through the slot) that this reload will not
+    /// complete; the old image serves on.
+    fn reload_refused_in_slot(&self) {
+        if let Some(w) = &self.worker {
+            w.seat().reload_refused();
         }
     }
 
@@ -203,13 +220,20 @@ impl Server {
         // No log line between here and the execve: the lines stderr has not taken yet go
         // with the state, and the new image writes them before its own.
         let mut w = Writer::new();
-        state::Shape::OneProcess.write(&mut w);
+        match &self.worker {
+            Some(shape) => {
+                state::Shape::Worker.write(&mut w);
+                shape.save(&mut w);
+            }
+            None => state::Shape::OneProcess.write(&mut w),
+        }
         w.section(tag::LOGS, |w| w.bytes(&crate::logging::pending()));
         self.save(&mut w, began);
         let (bytes, fds) = w.finish();
         let signals = &self.signals;
         let e = crate::reload::exec::handover(origin, &bytes, &fds, || signals.repost());
         self.status.reload_failed();
+        self.reload_refused_in_slot();
         error!(
             "reload refused: cannot execute {}: {}",
             origin.path.display(),
@@ -362,8 +386,11 @@ pub struct Handed<'a> {
     pub listeners: Vec<Endpoint>,
     /// The `--metrics` responder, if there was one.
     pub http: Option<crate::serve::metrics::Http>,
-    /// The per-source table, if there was one, mapped again.
+    /// The per-source table, if there was one, mapped again (a worker's handle for a
+    /// worker).
     pub table: Option<crate::policy::access::SourceTable>,
+    /// A worker of `--workers`: who it is (its `WRKR` section).
+    pub worker: Option<crate::process::supervisor::handover::WorkerShape>,
     /// The old image's epoll instance, if it had one.
     pub epoll: Option<std::os::fd::OwnedFd>,
     /// The server's backend is the handed-over instance: the connections' registrations
@@ -384,9 +411,15 @@ impl<'a> Handed<'a> {
     ) -> Result<Handed<'a>, String> {
         let s = |e: state::Error| e.to_string();
         let mut r = Reader::new(bytes).map_err(s)?;
-        match state::Shape::read(&mut r).map_err(s)? {
-            state::Shape::OneProcess => {}
-        }
+        let worker = match state::Shape::read(&mut r).map_err(s)? {
+            state::Shape::OneProcess => None,
+            state::Shape::Worker => Some(crate::process::supervisor::handover::WorkerShape::adopt(
+                &mut r,
+            )?),
+            state::Shape::Supervisor => {
+                return Err("a supervisor's state handed to a serving loop".into())
+            }
+        };
         // Version 1 had no log section; from version 2 it follows the shape.
         if r.version() >= 2 {
             let mut logs = r.section(tag::LOGS).map_err(s)?;
@@ -423,12 +456,14 @@ impl<'a> Handed<'a> {
         };
         let mut t = r.section(tag::SOURCES).map_err(s)?;
         let table = if t.bool().map_err(s)? {
-            Some(crate::policy::access::SourceTable::adopt(
+            let (workers, number) = worker.map_or((1, 1), |w| (w.region.workers(), w.number));
+            let table = crate::policy::access::SourceTable::adopt(
                 policy.limits,
                 policy.table_size(),
-                1,
+                workers,
                 &mut t,
-            )?)
+            )?;
+            Some(table.for_worker(number))
         } else {
             None
         };
@@ -437,6 +472,7 @@ impl<'a> Handed<'a> {
             listeners,
             http,
             table,
+            worker,
             epoll,
             registered: false,
             began,

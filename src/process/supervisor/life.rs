@@ -8,7 +8,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{Supervisor, Tick, CHECK_EVERY, WEDGED_AFTER};
+use super::{Supervisor, Tick, CHECK_EVERY, RELOAD_PATIENCE, WEDGED_AFTER};
 
 /// The supervisor's own check this late means the host, not a worker, stood still.
 const STALLED_AFTER: Duration = Duration::from_secs(2);
@@ -25,13 +25,32 @@ impl Supervisor {
     /// Collect every exited child; never blocks. However a worker ended, it is reaped here,
     /// its seat forgets the pid (so it is never signalled again) and, outside a shutdown,
     /// its replacement is scheduled (SPEC §8).
+    ///
+    /// While a reload's check child runs, only the workers' pids are waited for: that child
+    /// is the check's to reap (its exit status is the answer).
     pub(super) fn reap(&mut self) {
+        let mut pids: Vec<libc::pid_t> = match self.checking {
+            Some(_) => self
+                .workers
+                .iter()
+                .filter_map(|s| s.pid.map(Pid::as_raw))
+                .collect(),
+            None => vec![-1],
+        };
         loop {
-            let (pid, ended) = match wait_child(-1) {
+            let Some(&which) = pids.last() else { return };
+            let (pid, ended) = match wait_child(which) {
                 Ok(Some(reaped)) => reaped,
+                Ok(None) | Err(Errno::ECHILD) if which != -1 => {
+                    pids.pop();
+                    continue;
+                }
                 Ok(None) | Err(Errno::ECHILD) => return,
                 Err(e) => return warn!("waitpid: {}", e.desc()),
             };
+            if which != -1 {
+                pids.pop();
+            }
             let Some(k) = self.workers.iter().position(|s| s.pid == Some(pid)) else {
                 debug!("reaped pid {pid}, not a worker");
                 continue;
@@ -57,12 +76,14 @@ impl Supervisor {
     /// Queue worker `k`'s replacement after its back-off; returns the delay.
     pub(super) fn schedule_restart(&mut self, k: usize) -> Duration {
         let delay = self.workers[k - 1].life.ended(self.now);
+        self.workers[k - 1].respawn_at = Some(self.now + delay);
         self.timers.add(self.now + delay, Tick::Spawn(k));
         delay
     }
 
-    /// SIGKILL every worker whose loop has not turned for [`WEDGED_AFTER`]; the reap then
-    /// replaces it (or, in a shutdown, just collects it).
+    /// SIGKILL every worker whose loop has not turned for [`WEDGED_AFTER`] (for
+    /// [`RELOAD_PATIENCE`] from the start of a reload under way); the reap then replaces it
+    /// (or, in a shutdown, just collects it).
     ///
     /// A heartbeat is only evidence while the supervisor itself runs on time: when the whole
     /// host stalled (a VM paused or starved, every process stopped and continued), the
@@ -85,9 +106,15 @@ impl Supervisor {
             let Some(pid) = seat.pid.filter(|_| !seat.wedged) else {
                 continue;
             };
-            let beat = self.region.slots()[i].heartbeat_ms().max(from_ms);
-            let quiet = now_ms.saturating_sub(beat);
-            if quiet > WEDGED_AFTER.as_millis() as u64 {
+            let slot = &self.region.slots()[i];
+            // SPEC §13: a worker whose reload is under way has a loop that stands still
+            // while its new image starts; it gets RELOAD_PATIENCE from the reload's start.
+            let (beat, patience) = match slot.reloads().since_ms {
+                Some(since) => (slot.heartbeat_ms().max(since), RELOAD_PATIENCE),
+                None => (slot.heartbeat_ms(), WEDGED_AFTER),
+            };
+            let quiet = now_ms.saturating_sub(beat.max(from_ms));
+            if quiet > patience.as_millis() as u64 {
                 warn!(
                     "worker {} (pid {pid}) is wedged: no loop turn for {:.1}s; killing it",
                     i + 1,
@@ -174,6 +201,24 @@ impl Life {
             since: now,
             backoff: Backoff::default(),
         }
+    }
+
+    /// Write the start time and the back-off for a reload's new image.
+    pub(super) fn save(&self, w: &mut crate::reload::state::Writer) {
+        w.instant(self.since);
+        w.duration(self.backoff.0);
+    }
+
+    /// What [`Life::save`] wrote.
+    pub(super) fn adopt(
+        r: &mut crate::reload::state::Reader<'_>,
+    ) -> crate::reload::state::Result<Life> {
+        let since = r.instant()?;
+        let delay = r.duration()?.clamp(BACKOFF_MIN, BACKOFF_MAX);
+        Ok(Life {
+            since,
+            backoff: Backoff(delay),
+        })
     }
 
     /// A worker was forked at `now`.

@@ -31,6 +31,7 @@ impl Supervisor {
             .collect();
         let backend_name = self.backend.name();
         let uptime = now.saturating_duration_since(self.started);
+        let reloads = self.reloads;
         let mut view = || {
             let t = region.totals();
             View {
@@ -39,6 +40,7 @@ impl Supervisor {
                 open: t.get(Counter::Open),
                 totals: Totals::from(&t),
                 workers: generations.views(region, &pids, now),
+                reloads,
                 ..View::default()
             }
         };

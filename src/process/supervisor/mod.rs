@@ -27,7 +27,7 @@ use nix::unistd::Pid;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::reactor::{Backend, BackendKind, Event, Interest, Token};
-use crate::event::signal::{Request, Signals, HANGUP_LINE};
+use crate::event::signal::{Request, Signals};
 use crate::event::timer::Timers;
 use crate::event::turn;
 use crate::policy::access::{Access, SourceTable};
@@ -35,17 +35,23 @@ use crate::serve::metrics::{Generations, Http};
 use crate::shared::Region;
 use crate::systemd::{self, Notifier};
 
+pub(crate) mod handover;
 mod life;
 mod metrics;
+mod reload;
 mod report;
 mod sources;
 mod spawn;
 
 use crate::net::listen::group::Endpoints;
+pub(crate) use spawn::rejoin;
 use spawn::{Forked, WorkerStart};
 
 /// A worker whose loop has not turned for this long is wedged.
 const WEDGED_AFTER: Duration = Duration::from_secs(5);
+/// A worker's reload (its check child, the exec, the new image's start and adoption) that
+/// has not completed in this long is wedged: it is killed and replaced.
+const RELOAD_PATIENCE: Duration = Duration::from_secs(30);
 /// How often heartbeats, exits and the systemd status are checked.
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// How often readiness is polled until every worker accepts.
@@ -63,6 +69,8 @@ enum Tick {
     Ready,
     Watchdog(Duration),
     Http,
+    /// A reload waits for a worker's (see `reload.rs`).
+    Reload,
 }
 
 /// One worker number's history.
@@ -71,6 +79,8 @@ struct Worker {
     life: life::Life,
     /// Killed by us for missing heartbeats.
     wedged: bool,
+    /// When its replacement is due, while it has none (handed over by a reload).
+    respawn_at: Option<Instant>,
 }
 
 struct Supervisor {
@@ -103,6 +113,15 @@ struct Supervisor {
     http: Option<Http>,
     /// Each worker number's earlier generations and restarts, for the per-worker series.
     generations: Generations,
+    /// The reload under way (SIGHUP, SPEC §13; see `reload.rs`): its check child, then the
+    /// workers one by one.
+    checking: Option<(crate::reload::check::Check, Instant)>,
+    reloading: Option<reload::Reloading>,
+    /// Reloads of the daemon completed since it started (the supervisor's own re-executions).
+    reloads: u64,
+    /// systemd's variables, taken out of the environment the workers inherit and put back
+    /// for the supervisor's new image at a reload.
+    systemd_env: Vec<(&'static str, std::ffi::OsString)>,
 }
 
 /// What [`Supervisor::serve`] ended as: the supervisor done, or a freshly forked worker.
@@ -132,7 +151,102 @@ pub(crate) fn run(
     }
 }
 
+/// The supervisor's new image after a reload (SPEC §13): adopt the `SUPV` section of the
+/// state in `r` (the shape section read already), finish the reload and serve on. Its workers
+/// are the same processes, still its children.
+pub(crate) fn resume(
+    config: Config,
+    r: &mut crate::reload::state::Reader<'_>,
+    signals: Signals,
+) -> Result<(), Error> {
+    crate::logging::set_prefix("supervisor: ".into());
+    let mut logs = r
+        .section(handover::LOGS)
+        .map_err(|e| handover::adopt_error(e.to_string()))?;
+    crate::logging::requeue(
+        logs.bytes()
+            .map_err(|e| handover::adopt_error(e.to_string()))?,
+    );
+    let adopted = handover::adopt(&config, r).map_err(handover::adopt_error)?;
+    let mut sup = Supervisor::resumed(config, adopted, signals)?;
+    match sup.serve()? {
+        Role::Done => Ok(()),
+        Role::Worker(k, mask) => spawn::worker_main(sup.into_worker(k, mask)),
+    }
+}
+
 impl Supervisor {
+    /// [`Supervisor::start`]'s twin for a reload's new image: everything from `adopted`.
+    fn resumed(
+        config: Config,
+        adopted: handover::Adopted,
+        mut signals: Signals,
+    ) -> Result<Supervisor, Error> {
+        let name = config.backend.resolve().name();
+        let mut backend = crate::event::wait::open_backend(config.backend)?;
+        signals
+            .watch_children()
+            .map_err(|e| Error::io("cannot install the SIGCHLD handler", e))?;
+        // Every handler is in: what arrived during the execve is delivered now.
+        crate::reload::exec::unblock_signals();
+        backend
+            .set_interest(signals.fd(), SIGNALS, Interest::NONE, Interest::READ)
+            .map_err(|source| Error::Backend { name, source })?;
+        let notifier = Notifier::from_env();
+        let watchdog = systemd::watchdog_interval();
+        let systemd_env = take_systemd_env();
+        let now = Instant::now();
+        let mut timers = Timers::default();
+        for (i, seat) in adopted.workers.iter().enumerate() {
+            if seat.pid.is_none() {
+                timers.add(seat.respawn_at.unwrap_or(now), Tick::Spawn(i + 1));
+            }
+        }
+        if !adopted.ready_sent {
+            timers.add(now + READY_POLL, Tick::Ready);
+        }
+        timers.add(now + CHECK_EVERY, Tick::Check);
+        timers.add(now + report::REFUSALS_EVERY, Tick::Refusals);
+        if let Some(every) = watchdog {
+            timers.add(now + every, Tick::Watchdog(every));
+        }
+        let n = adopted.workers.len();
+        let mut sup = Supervisor {
+            config,
+            backend,
+            signals,
+            notifier,
+            listeners: adopted.listeners,
+            region: adopted.region,
+            table: adopted.table,
+            refusals: Default::default(),
+            refusals_seen: adopted.refusals_seen,
+            workers: adopted.workers,
+            timers,
+            me: nix::unistd::getpid(),
+            started: adopted.started,
+            now,
+            last_check: now,
+            judged_from: adopted.judged_from,
+            stopping: false,
+            ready_sent: adopted.ready_sent,
+            status_sent: None,
+            http: None,
+            generations: adopted.generations,
+            checking: None,
+            reloading: None,
+            reloads: adopted.reloads,
+            systemd_env,
+        };
+        debug_assert_eq!(sup.workers.len(), n);
+        sup.serve_metrics(adopted.http)?;
+        // A worker that ended while this image was being executed: reaped (and replaced)
+        // now, before anything else looks at the table.
+        sup.reap();
+        sup.reload_completed(&adopted.reloading);
+        Ok(sup)
+    }
+
     fn start(
         config: Config,
         inherited: Option<Vec<OwnedFd>>,
@@ -157,9 +271,7 @@ impl Supervisor {
         // the workers inherit (sd_notify(3)'s unset_environment).
         let notifier = Notifier::from_env();
         let watchdog = systemd::watchdog_interval();
-        for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
-            std::env::remove_var(var);
-        }
+        let systemd_env = take_systemd_env();
         let now = Instant::now();
         let mut timers = Timers::default();
         for k in 1..=n {
@@ -180,6 +292,7 @@ impl Supervisor {
                 pid: None,
                 life: life::Life::new(now),
                 wedged: false,
+                respawn_at: None,
             })
             .collect();
         Ok(Supervisor {
@@ -204,6 +317,10 @@ impl Supervisor {
             status_sent: None,
             http: None,
             generations: Generations::new(n),
+            checking: None,
+            reloading: None,
+            reloads: 0,
+            systemd_env,
         })
     }
 
@@ -245,6 +362,7 @@ impl Supervisor {
                 self.timers.add(self.now + every, Tick::Watchdog(every));
             }
             Tick::Http => self.on_http_timer(),
+            Tick::Reload => self.on_reload_tick(),
         }
         Ok(None)
     }
@@ -263,14 +381,16 @@ impl Supervisor {
                 info!("worker {k} started (pid {pid})");
                 self.generations.spawned(k);
                 let seat = &mut self.workers[k - 1];
-                (seat.pid, seat.wedged) = (Some(pid), false);
+                (seat.pid, seat.wedged, seat.respawn_at) = (Some(pid), false, None);
                 seat.life.started(self.now);
+                self.forked_during_reload(k);
                 Ok(None)
             }
             Err(e) => {
                 // EAGAIN/ENOMEM: a failed start (SPEC §8): try again after the back-off,
                 // which keeps doubling; one warning per try.
                 let delay = self.workers[k - 1].life.fork_failed(self.now);
+                self.workers[k - 1].respawn_at = Some(self.now + delay);
                 self.timers.add(self.now + delay, Tick::Spawn(k));
                 warn!(
                     "cannot fork worker {k}: {}; retrying in {delay:?}",
@@ -293,6 +413,7 @@ impl Supervisor {
             region,
             table,
             http,
+            me,
             ..
         } = self;
         drop((backend, signals, notifier));
@@ -305,7 +426,11 @@ impl Supervisor {
             access,
             config,
             listeners: listeners.for_worker(k),
-            seat: region.seat(k),
+            shape: handover::WorkerShape {
+                number: k,
+                supervisor: me,
+                region,
+            },
             mask,
         }
     }
@@ -313,12 +438,16 @@ impl Supervisor {
     fn on_signals(&mut self) {
         for request in self.signals.take() {
             match request {
-                Request::Terminate(name) => self.terminate(name),
-                Request::Stats => info!("{}", self.stats_line()),
-                Request::Hangup => {
-                    info!("{HANGUP_LINE}")
+                Request::Terminate(name) => {
+                    self.abandon_reload(name);
+                    self.terminate(name)
                 }
-                Request::Quit => self.quit(),
+                Request::Stats => info!("{}", self.stats_line()),
+                Request::Hangup => self.on_hangup(),
+                Request::Quit => {
+                    self.abandon_reload("SIGQUIT");
+                    self.quit()
+                }
                 Request::Stray(name) => info!("{}", crate::event::signal::stray_line(name)),
                 Request::Children => self.reap(),
             }
@@ -419,4 +548,17 @@ impl turn::Duties for Supervisor {
         info!("all workers have exited");
         Some(Role::Done)
     }
+}
+
+/// systemd's variables: taken out of the environment (only the supervisor talks to systemd,
+/// sd_notify(3)'s unset_environment), kept to be put back for a reload's new image.
+fn take_systemd_env() -> Vec<(&'static str, std::ffi::OsString)> {
+    let mut kept = Vec::new();
+    for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
+        if let Some(value) = std::env::var_os(var) {
+            kept.push((var, value));
+        }
+        std::env::remove_var(var);
+    }
+    kept
 }

@@ -22,6 +22,7 @@ impl Supervisor {
             .with_workers(self.workers.len())
             .with_access(self.config.access.is_active())
             .with_udp(self.listeners.has_datagram())
+            .with_reloads(self.reloads)
             .to_string()
     }
 

@@ -6,13 +6,13 @@ use std::io::{self};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::Pid;
 
+use super::handover::WorkerShape;
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::signal::Signals;
 use crate::net::listen::Endpoint;
 use crate::policy::access::Access;
 use crate::process::server;
-use crate::shared::Seat;
 
 /// The signals whose handlers change hands at a fork: blocked from just before the fork
 /// until the child has installed its own handlers, so a SIGTERM (or a stray signal) sent to
@@ -79,13 +79,24 @@ pub(super) fn become_worker(supervisor: Pid) {
     }
 }
 
+/// A worker's new image after a reload: still the child of `w.supervisor`? (The parent-death
+/// signal survives the execve, so a supervisor that died meanwhile has taken us with it; if
+/// not, this worker ends as a worker of a dead supervisor does.)
+pub(crate) fn rejoin(w: &super::handover::WorkerShape) {
+    if nix::unistd::getppid() != w.supervisor {
+        // SAFETY: _exit ends this process at once; nothing of it is shared.
+        unsafe { libc::_exit(1) };
+    }
+}
+
 /// What a worker starts with: inherited from the supervisor, everything else let go of.
 pub(super) struct WorkerStart {
     pub config: Config,
     /// `--allow`/`--deny` and a handle on the per-source table the workers share.
     pub access: Access,
     pub listeners: Vec<Endpoint>,
-    pub seat: Seat,
+    /// Its number, its supervisor and the shared region (also what a reload hands over).
+    pub shape: WorkerShape,
     /// The signal mask from before the fork, restored once the worker's handlers are in.
     pub mask: SigSet,
 }
@@ -108,7 +119,7 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
         config,
         access,
         listeners,
-        seat,
+        shape,
         mask,
     } = start;
     let signals = Signals::install().map_err(|e| Error::io("cannot install signal handlers", e))?;
@@ -117,7 +128,7 @@ fn serve(start: WorkerStart) -> Result<(), Error> {
     // Built after the fork: an epoll instance is never shared between processes.
     let backend = crate::event::wait::open_backend(config.backend)?;
     let server =
-        server::Server::new(backend, config, access, listeners, signals, None)?.worker(seat);
-    seat.mark_ready();
+        server::Server::new(backend, config, access, listeners, signals, None)?.worker(shape);
+    shape.seat().mark_ready();
     server.run()
 }

@@ -23,6 +23,36 @@ impl Generations {
         }
     }
 
+    /// Write every worker number's earlier generations and starts for a reload's new image.
+    pub fn save(&self, w: &mut crate::reload::state::Writer) {
+        w.usize(self.retired.len());
+        for (retired, spawned) in self.retired.iter().zip(&self.spawned) {
+            retired.0.iter().for_each(|&c| w.u64(c));
+            w.u64(*spawned);
+        }
+    }
+
+    /// What [`Generations::save`] wrote, for `workers` workers.
+    pub fn adopt(
+        workers: usize,
+        r: &mut crate::reload::state::Reader<'_>,
+    ) -> crate::reload::state::Result<Generations> {
+        let n = r.usize()?;
+        if n != workers {
+            return Err(crate::reload::state::Error(format!(
+                "generations of {n} workers handed over, {workers} expected"
+            )));
+        }
+        let mut g = Generations::new(workers);
+        for i in 0..n {
+            for c in g.retired[i].0.iter_mut() {
+                *c = r.u64()?;
+            }
+            g.spawned[i] = r.u64()?;
+        }
+        Ok(g)
+    }
+
     /// Worker `number` was forked.
     pub fn spawned(&mut self, number: usize) {
         self.spawned[number - 1] += 1;
