@@ -388,7 +388,7 @@ fn sighup_during_a_drain_is_refused(backend: &'static str) {
     p.d.signal(Signal::SIGHUP);
     p.d.expect_line(
         mark,
-        "supervisor: reload refused: the daemon is shutting down",
+        "supervisor: reload refused: draining",
         PATIENCE,
     );
     signal(workers[0], Signal::SIGHUP);

@@ -85,7 +85,7 @@ impl Supervisor {
     /// SIGHUP to the supervisor.
     pub(super) fn on_hangup(&mut self) {
         if self.stopping {
-            return warn!("reload refused: the daemon is shutting down");
+            return error!("reload refused: draining");
         }
         if let Some(r) = self.reloading.as_mut() {
             if !r.again {
