@@ -386,11 +386,7 @@ fn sighup_during_a_drain_is_refused(backend: &'static str) {
     p.d.signal(Signal::SIGTERM);
     p.d.expect_line(mark, "stopping 2 workers", PATIENCE);
     p.d.signal(Signal::SIGHUP);
-    p.d.expect_line(
-        mark,
-        "supervisor: reload refused: draining",
-        PATIENCE,
-    );
+    p.d.expect_line(mark, "supervisor: reload refused: draining", PATIENCE);
     signal(workers[0], Signal::SIGHUP);
     p.d.expect_line(mark, "worker 1: reload refused", PATIENCE);
     ping(&s, b"still here").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
