@@ -202,15 +202,29 @@ fn reload_is_sighup_to_the_main_pid() {
         panic!("want exactly one ExecReload= line, got {reload:?}");
     };
     // A stand-in main process: it prints the name of the first signal it gets and exits.
-    let mut main = std::process::Command::new("sh")
+    // Its HUP and TERM start at their defaults whatever this process inherited (under
+    // `nohup`, SIGHUP is ignored, and a shell cannot trap a signal ignored on entry).
+    let mut stand_in = std::process::Command::new("sh");
+    stand_in
         .args([
             "-c",
             "trap 'echo HUP; exit 0' HUP; trap 'echo TERM; exit 0' TERM; echo up; \
              while :; do sleep 0.05; done",
         ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stdout(std::process::Stdio::piped());
+    let defaults = || {
+        for sig in [libc::SIGHUP, libc::SIGTERM] {
+            // SAFETY: signal(2) is async-signal-safe, so it may run between fork and exec;
+            // it only resets this child's disposition to the default.
+            if unsafe { libc::signal(sig, libc::SIG_DFL) } == libc::SIG_ERR {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    // SAFETY: the closure calls only signal(2), async-signal-safe, and allocates nothing.
+    unsafe { std::os::unix::process::CommandExt::pre_exec(&mut stand_in, defaults) };
+    let mut main = stand_in.spawn().unwrap();
     let mut out = std::io::BufReader::new(main.stdout.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut out, &mut first).unwrap();
@@ -219,9 +233,11 @@ fn reload_is_sighup_to_the_main_pid() {
     let words: Vec<&str> = command.split_whitespace().collect();
     let run = run_tool(words[0], &words[1..]);
     assert!(run.status.success(), "ExecReload failed:{}", run.describe());
+    // Bounded: a stand-in that the signal did not end is killed after 10 s, and its output
+    // then ends.
+    let (status, _) = crate::util::wait_or_kill(&mut main, std::time::Duration::from_secs(10));
     let mut got = String::new();
     std::io::BufRead::read_line(&mut out, &mut got).unwrap();
-    let (status, _) = crate::util::wait_or_kill(&mut main, std::time::Duration::from_secs(10));
     assert_eq!(
         got, "HUP\n",
         "ExecReload={line} sent another signal ({status})"
