@@ -3,6 +3,7 @@
 //! binary at the started path, and each refusal leaves the daemon serving as before.
 
 mod bench;
+mod busy;
 mod notify;
 mod refusals;
 mod signals;
@@ -42,11 +43,27 @@ pub fn refused(d: &Daemon) -> String {
 }
 
 /// A copy of the built binary at `dir/echo-mux`, executable: a started path the test may
-/// replace, make non-executable or remove.
+/// replace, make non-executable or remove. Made by cp(1) (see [`cp`]).
 pub fn copy_binary(dir: &TempDir) -> PathBuf {
     let path = dir.join("echo-mux");
-    std::fs::copy(BIN, &path).unwrap_or_else(|e| panic!("copy {BIN}: {e}"));
+    cp(Path::new(BIN), &path);
     path
+}
+
+/// Copy `from` to `to` (a new file) with cp(1), so that the file that will be executed is
+/// never open for writing in this test process. Tests run on several threads, each
+/// spawning processes: a child forked while this process held a descriptor open for
+/// writing to the file keeps a copy of it until its own exec (close-on-exec acts only
+/// then), and an execve of the file meanwhile fails with ETXTBSY ("text file busy"). Under
+/// load that window is wide: the daemon's check child or its execve failed that way, or the
+/// test's own spawn of the copy.
+fn cp(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap_or_else(|e| panic!("cp {} {}: {e}", from.display(), to.display()));
+    assert!(status.success(), "cp {} {}", from.display(), to.display());
 }
 
 /// Put `content` at `path` atomically (written beside it, then renamed over it), mode 755:
@@ -55,20 +72,18 @@ pub fn replace(path: &Path, content: &[u8]) {
     replace_with_mode(path, content, 0o755);
 }
 
-/// [`replace`] with another file mode (0o644: not executable).
+/// [`replace`] with another file mode (0o644: not executable). The content is written to a
+/// source file that is never executed, and the file renamed into place is a copy of it made
+/// by cp(1) (see [`cp`]: a file this process wrote could not be executed for a while).
 pub fn replace_with_mode(path: &Path, content: &[u8], mode: u32) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
+    let src = path.with_extension("src");
     let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&src);
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .unwrap();
-    f.write_all(content).unwrap();
-    drop(f);
+    std::fs::write(&src, content).unwrap();
+    cp(&src, &tmp);
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
 
