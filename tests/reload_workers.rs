@@ -519,6 +519,10 @@ fn systemd_sees_reloading_then_ready_from_the_same_supervisor(backend: &'static 
         }
     };
     wait_for(&|m| m.lines().any(|l| l == "READY=1"), "first READY=1");
+    // The datagram can overtake stderr: the test's reader of the pipe may not have taken
+    // the supervisor's `worker K started (pid P)` lines yet, which the worker pids are read
+    // from. The supervisor logs this line after them and before READY=1: wait for it.
+    p.d.expect_line(0, "all 2 workers are accepting", PATIENCE);
     let supervisor = p.pid();
     let workers = p.worker_pids();
     p.d.signal(Signal::SIGHUP);
