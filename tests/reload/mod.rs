@@ -45,8 +45,11 @@ pub fn refused(d: &Daemon) -> String {
 /// A copy of the built binary at `dir/echo-mux`, executable: a started path the test may
 /// replace, make non-executable or remove. Made by cp(1) (see [`cp`]).
 pub fn copy_binary(dir: &TempDir) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join("echo-mux");
     cp(Path::new(BIN), &path);
+    // Whatever the umask: the privilege tests run the copy as nobody.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
 
