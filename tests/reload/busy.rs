@@ -3,7 +3,7 @@
 //! cannot be executed: ETXTBSY. The reload is refused with one line naming it, the daemon
 //! serves on, and the next reload, once the file is complete, takes over. (This is what
 //! made `reload::upgrade` fail under load while the tests wrote the binaries themselves:
-//! see `cp` in `reload/mod.rs`.)
+//! see `install` in `reload/mod.rs`.)
 
 use std::fs::OpenOptions;
 
