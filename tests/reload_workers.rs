@@ -97,6 +97,26 @@ impl Binary {
         self.script_with(check, ":");
     }
 
+    /// The started path becomes a script whose first check (the supervisor's) says yes at
+    /// once and whose later checks (the workers') wait until [`Binary::open_gate`], at most
+    /// 20 s (the daemon gives a check 10 s). The test then acts while worker 1's reload is
+    /// surely under way, however late its thread runs, rather than within a sleep's length.
+    fn script_gated(&self) {
+        let (first, gate) = (self.dir.join("first-check"), self.dir.join("gate"));
+        let _ = std::fs::remove_file(&first);
+        let _ = std::fs::remove_file(&gate);
+        self.script(&format!(
+            "if [ -e {first} ]; then\n  n=0\n  while [ ! -e {gate} ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done\nelse\n  : > {first}\nfi",
+            first = first.display(),
+            gate = gate.display()
+        ));
+    }
+
+    /// Let every check of [`Binary::script_gated`] that waits (and every later one) answer.
+    fn open_gate(&self) {
+        std::fs::write(self.dir.join("gate"), b"").unwrap();
+    }
+
     /// [`Binary::script`], with `before` run first outside check mode (a slow start).
     fn script_with(&self, check: &str, before: &str) {
         let tmp = self.dir.join("next");
@@ -275,8 +295,8 @@ fn sigterm_during_a_workers_reload_drains_every_worker(backend: &'static str) {
     };
     let workers = p.worker_pids();
     let clients = [client_on(&p, 1), client_on(&p, 2)];
-    // Every check now takes a second: the supervisor's, then worker 1's.
-    bin.script("sleep 1");
+    // The supervisor's check says yes; worker 1's waits for the gate, which stays shut.
+    bin.script_gated();
     p.d.signal(Signal::SIGHUP);
     wait_for(&p, "worker 1's check child", || {
         !live_children(workers[0]).is_empty()
@@ -284,6 +304,7 @@ fn sigterm_during_a_workers_reload_drains_every_worker(backend: &'static str) {
     let mark = p.d.mark();
     p.d.signal(Signal::SIGTERM);
     p.d.expect_line(mark, "during a reload", PATIENCE);
+    bin.open_gate();
     for s in &clients {
         let mut w = s;
         w.write_all(b"last words").unwrap();
@@ -332,9 +353,9 @@ fn two_sighups_back_to_back_are_two_reloads_one_at_a_time(backend: &'static str)
         return;
     };
     let workers = p.worker_pids();
-    // Every check takes half a second, so the second SIGHUP surely lands inside the first
-    // reload however late this thread runs.
-    bin.script("sleep 0.5");
+    // Worker 1's check waits for the gate, so the second SIGHUP surely lands inside the
+    // first reload however late this thread runs.
+    bin.script_gated();
     let s = p.d.connect();
     ping(&s, b"before").unwrap();
     let mark = p.d.mark();
@@ -343,6 +364,7 @@ fn two_sighups_back_to_back_are_two_reloads_one_at_a_time(backend: &'static str)
     p.d.signal(Signal::SIGHUP);
     p.d.signal(Signal::SIGHUP);
     p.d.expect_line(mark, "one more reload follows", PATIENCE);
+    bin.open_gate();
     let deadline = Instant::now() + 2 * RELOAD_PATIENCE;
     while count(&p.d, COMPLETE) < 2 {
         assert!(Instant::now() < deadline, "{}", p.d.describe());
@@ -447,13 +469,16 @@ fn a_worker_killed_during_its_reload_is_replaced(backend: &'static str) {
     };
     let workers = p.worker_pids();
     let other = client_on(&p, 2);
-    bin.script("sleep 1");
+    // Worker 1's check waits for the gate: it is killed while its reload is surely under way.
+    bin.script_gated();
     let mark = p.d.mark();
     p.d.signal(Signal::SIGHUP);
     wait_for(&p, "worker 1's check child", || {
         !live_children(workers[0]).is_empty()
     });
     signal(workers[0], Signal::SIGKILL);
+    wait_for(&p, "worker 1 gone", || is_gone(workers[0]));
+    bin.open_gate();
     let line = p.d.expect_line(mark, COMPLETE, RELOAD_PATIENCE);
     assert!(line.contains("1 replaced on the way"), "{line}");
     p.d.expect_line(mark, "ended during its reload", PATIENCE);
@@ -515,6 +540,10 @@ fn systemd_sees_reloading_then_ready_from_the_same_supervisor(backend: &'static 
         }
     };
     wait_for(&|m| m.lines().any(|l| l == "READY=1"), "first READY=1");
+    // The datagram can overtake stderr: the test's reader of the pipe may not have taken
+    // the supervisor's `worker K started (pid P)` lines yet, which the worker pids are read
+    // from. The supervisor logs this line after them and before READY=1: wait for it.
+    p.d.expect_line(0, "all 2 workers are accepting", PATIENCE);
     let supervisor = p.pid();
     let workers = p.worker_pids();
     p.d.signal(Signal::SIGHUP);
@@ -713,6 +742,25 @@ fn an_inherited_listener_is_kept_across_a_reload_with_workers(backend: &'static 
     let t = p.totals_until(|t| t["accepted"] == 21);
     assert_eq!(t.get("reloads"), Some(&1), "{t:?}");
     drop(clients);
+}
+
+for_each_backend!(a_worker_replaced_after_a_reload_starts_as_any_worker);
+/// A worker that dies after a reload is replaced by the supervisor's new image: the
+/// replacement logs its `listening on` line as every worker's start does (it adopted
+/// nothing: a reload's new supervisor must not make its fresh workers' start quiet), and
+/// serves.
+fn a_worker_replaced_after_a_reload_starts_as_any_worker(backend: &'static str) {
+    let Some(p) = Pool::start(backend, 2, &[]) else {
+        return;
+    };
+    let workers = p.worker_pids();
+    reload(&p);
+    let mark = p.d.mark();
+    signal(workers[0], Signal::SIGKILL);
+    let new = p.wait_replaced(1, mark, PATIENCE);
+    assert_ne!(new, workers[0]);
+    let s = client_on(&p, 1);
+    ping(&s, b"the replacement").unwrap_or_else(|e| p.d.fail(&format!("ping: {e}")));
 }
 
 /// A new image that takes 6 s to start (the binary at the started path sleeps before it

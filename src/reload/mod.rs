@@ -64,3 +64,10 @@ pub fn adopted() -> bool {
 pub fn set_adopted() {
     ADOPTED.store(true, Ordering::Relaxed);
 }
+
+/// In a worker just forked by a supervisor: the worker starts afresh (it binds or inherits
+/// its listeners, adopts nothing), even when the supervisor's image is a reload's new one,
+/// so its start-up lines (`listening on`) are said as any worker's first start says them.
+pub fn forget_adopted() {
+    ADOPTED.store(false, Ordering::Relaxed);
+}

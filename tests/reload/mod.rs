@@ -3,6 +3,7 @@
 //! binary at the started path, and each refusal leaves the daemon serving as before.
 
 mod bench;
+mod busy;
 mod notify;
 mod refusals;
 mod signals;
@@ -42,11 +43,35 @@ pub fn refused(d: &Daemon) -> String {
 }
 
 /// A copy of the built binary at `dir/echo-mux`, executable: a started path the test may
-/// replace, make non-executable or remove.
+/// replace, make non-executable or remove. Made by install(1) (see [`install`]).
 pub fn copy_binary(dir: &TempDir) -> PathBuf {
     let path = dir.join("echo-mux");
-    std::fs::copy(BIN, &path).unwrap_or_else(|e| panic!("copy {BIN}: {e}"));
+    // Mode 755 whatever the umask: the privilege tests run the copy as nobody.
+    install(Path::new(BIN), &path, 0o755);
     path
+}
+
+/// Copy `from` to `to` (a new file) with mode `mode`, by install(1), so that the file that
+/// will be executed is never open for writing in this test process. Tests run on several
+/// threads, each spawning processes: a child forked while this process held a descriptor
+/// open for writing to the file keeps a copy of it until its own exec (close-on-exec acts
+/// only then), and an execve of the file meanwhile fails with ETXTBSY ("text file busy").
+/// Under load that window is wide: the daemon's check child failed that way (the reload was
+/// refused), or the test's own spawn of the copy.
+fn install(from: &Path, to: &Path, mode: u32) {
+    let status = std::process::Command::new("install")
+        .arg("-m")
+        .arg(format!("{mode:o}"))
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap_or_else(|e| panic!("install {} {}: {e}", from.display(), to.display()));
+    assert!(
+        status.success(),
+        "install {} {}",
+        from.display(),
+        to.display()
+    );
 }
 
 /// Put `content` at `path` atomically (written beside it, then renamed over it), mode 755:
@@ -55,20 +80,17 @@ pub fn replace(path: &Path, content: &[u8]) {
     replace_with_mode(path, content, 0o755);
 }
 
-/// [`replace`] with another file mode (0o644: not executable).
+/// [`replace`] with another file mode (0o644: not executable). The content is written to a
+/// source file that is never executed, and the file renamed into place is a copy of it made
+/// by install(1) (see [`install`]: a file this process wrote could not be executed for a
+/// while).
 pub fn replace_with_mode(path: &Path, content: &[u8], mode: u32) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    let src = path.with_extension("src");
     let tmp = path.with_extension("new");
+    let _ = std::fs::remove_file(&src);
     let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .unwrap();
-    f.write_all(content).unwrap();
-    drop(f);
+    std::fs::write(&src, content).unwrap();
+    install(&src, &tmp, mode);
     std::fs::rename(&tmp, path).unwrap();
 }
 

@@ -373,6 +373,7 @@ impl Supervisor {
         match spawn::fork() {
             Ok((Forked::Child, mask)) => {
                 crate::logging::after_fork();
+                crate::reload::forget_adopted();
                 crate::logging::set_prefix(format!("worker {k}: "));
                 spawn::become_worker(self.me);
                 Ok(Some(Role::Worker(k, mask)))
