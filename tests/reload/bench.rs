@@ -18,15 +18,20 @@ use crate::workers::pool::Pool;
 
 const CONNECTIONS: usize = 10_000;
 
+/// Room for the clients' ends of every connection, or a note and `false`.
+fn enough_descriptors() -> bool {
+    let limit = lift_nofile();
+    let want = (CONNECTIONS + 200) as u64;
+    if limit < want {
+        eprintln!("skipped: RLIMIT_NOFILE is {limit}, want {want}");
+    }
+    limit >= want
+}
+
 #[test]
 #[ignore = "a measurement: run it in release with --ignored --nocapture"]
 fn reload_pause_with_10000_connections() {
-    let limit = lift_nofile();
-    if limit < (CONNECTIONS + 200) as u64 {
-        eprintln!(
-            "skipped: RLIMIT_NOFILE is {limit}, want {}",
-            CONNECTIONS + 200
-        );
+    if !enough_descriptors() {
         return;
     }
     for backend in ["epoll", "poll"] {
@@ -68,12 +73,7 @@ fn reload_pause_with_10000_connections() {
 #[test]
 #[ignore = "a measurement: run it in release with --ignored --nocapture"]
 fn reload_pause_with_10000_connections_and_4_workers() {
-    let limit = lift_nofile();
-    if limit < (CONNECTIONS + 200) as u64 {
-        eprintln!(
-            "skipped: RLIMIT_NOFILE is {limit}, want {}",
-            CONNECTIONS + 200
-        );
+    if !enough_descriptors() {
         return;
     }
     let Some(p) = Pool::start("epoll", 4, &["--max-clients", "20000"]) else {

@@ -175,6 +175,46 @@ pub(crate) fn resume(
     }
 }
 
+/// What a fresh start and a reload's new image both set up first.
+struct Basics {
+    /// The backend, with the signal pipe in it.
+    backend: Box<dyn Backend>,
+    notifier: Option<Notifier>,
+    systemd_env: Vec<(&'static str, std::ffi::OsString)>,
+    /// The periodic ticks: the workers' check, the refusal log, systemd's watchdog.
+    timers: Timers<Tick>,
+}
+
+impl Basics {
+    fn open(config: &Config, signals: &mut Signals, now: Instant) -> Result<Basics, Error> {
+        let name = config.backend.resolve().name();
+        let mut backend = crate::event::wait::open_backend(config.backend)?;
+        signals
+            .watch_children()
+            .map_err(|e| Error::io("cannot install the SIGCHLD handler", e))?;
+        backend
+            .set_interest(signals.fd(), SIGNALS, Interest::NONE, Interest::READ)
+            .map_err(|source| Error::Backend { name, source })?;
+        // Only the supervisor talks to systemd: take the protocol out of the environment
+        // the workers inherit (sd_notify(3)'s unset_environment).
+        let notifier = Notifier::from_env();
+        let watchdog = systemd::watchdog_interval();
+        let systemd_env = take_systemd_env();
+        let mut timers = Timers::default();
+        timers.add(now + CHECK_EVERY, Tick::Check);
+        timers.add(now + report::REFUSALS_EVERY, Tick::Refusals);
+        if let Some(every) = watchdog {
+            timers.add(now + every, Tick::Watchdog(every));
+        }
+        Ok(Basics {
+            backend,
+            notifier,
+            systemd_env,
+            timers,
+        })
+    }
+}
+
 impl Supervisor {
     /// [`Supervisor::start`]'s twin for a reload's new image: everything from `adopted`.
     fn resumed(
@@ -182,21 +222,15 @@ impl Supervisor {
         adopted: handover::Adopted,
         mut signals: Signals,
     ) -> Result<Supervisor, Error> {
-        let name = config.backend.resolve().name();
-        let mut backend = crate::event::wait::open_backend(config.backend)?;
-        signals
-            .watch_children()
-            .map_err(|e| Error::io("cannot install the SIGCHLD handler", e))?;
+        let now = Instant::now();
+        let Basics {
+            backend,
+            notifier,
+            systemd_env,
+            mut timers,
+        } = Basics::open(&config, &mut signals, now)?;
         // Every handler is in: what arrived during the execve is delivered now.
         crate::reload::exec::unblock_signals();
-        backend
-            .set_interest(signals.fd(), SIGNALS, Interest::NONE, Interest::READ)
-            .map_err(|source| Error::Backend { name, source })?;
-        let notifier = Notifier::from_env();
-        let watchdog = systemd::watchdog_interval();
-        let systemd_env = take_systemd_env();
-        let now = Instant::now();
-        let mut timers = Timers::default();
         for (i, seat) in adopted.workers.iter().enumerate() {
             if seat.pid.is_none() {
                 timers.add(seat.respawn_at.unwrap_or(now), Tick::Spawn(i + 1));
@@ -204,11 +238,6 @@ impl Supervisor {
         }
         if !adopted.ready_sent {
             timers.add(now + READY_POLL, Tick::Ready);
-        }
-        timers.add(now + CHECK_EVERY, Tick::Check);
-        timers.add(now + report::REFUSALS_EVERY, Tick::Refusals);
-        if let Some(every) = watchdog {
-            timers.add(now + every, Tick::Watchdog(every));
         }
         let n = adopted.workers.len();
         let mut sup = Supervisor {
@@ -260,29 +289,17 @@ impl Supervisor {
         }
         let (region, table) = sources::map_region(n, &config.access)?;
         let name = config.backend.resolve().name();
-        let mut backend = crate::event::wait::open_backend(config.backend)?;
-        signals
-            .watch_children()
-            .map_err(|e| Error::io("cannot install the SIGCHLD handler", e))?;
-        backend
-            .set_interest(signals.fd(), SIGNALS, Interest::NONE, Interest::READ)
-            .map_err(|source| Error::Backend { name, source })?;
-        // Only the supervisor talks to systemd: take the protocol out of the environment
-        // the workers inherit (sd_notify(3)'s unset_environment).
-        let notifier = Notifier::from_env();
-        let watchdog = systemd::watchdog_interval();
-        let systemd_env = take_systemd_env();
         let now = Instant::now();
-        let mut timers = Timers::default();
+        let Basics {
+            backend,
+            notifier,
+            systemd_env,
+            mut timers,
+        } = Basics::open(&config, &mut signals, now)?;
         for k in 1..=n {
             timers.add(now, Tick::Spawn(k));
         }
         timers.add(now + READY_POLL, Tick::Ready);
-        timers.add(now + CHECK_EVERY, Tick::Check);
-        timers.add(now + report::REFUSALS_EVERY, Tick::Refusals);
-        if let Some(every) = watchdog {
-            timers.add(now + every, Tick::Watchdog(every));
-        }
         info!(
             "starting {n} workers (backend {name}, {})",
             crate::net::listen::sockets(listeners.len(), "listening")
