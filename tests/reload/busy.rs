@@ -7,18 +7,14 @@
 
 use std::fs::OpenOptions;
 
-use super::{copy_binary, refused, reload, replace};
-use crate::util::{Daemon, TempDir, BIN};
+use super::{refused, reload, replace, started_from_a_copy};
+use crate::util::BIN;
 
 for_each_backend!(a_binary_still_open_for_writing_is_refused_then_taken);
 fn a_binary_still_open_for_writing_is_refused_then_taken(backend: &'static str) {
-    let dir = TempDir::new("busy");
-    let path = copy_binary(&dir);
-    let Some(d) = Daemon::with(backend).program(&path).spawn() else {
+    let Some((_dir, path, d, client)) = started_from_a_copy(backend, "busy") else {
         return;
     };
-    let client = d.connect();
-    d.expect_echo(&client, "before");
     // A fresh file at the path (the running image keeps the old one), then held open for
     // writing here, as a writer that has not finished would.
     replace(&path, &std::fs::read(BIN).unwrap());

@@ -74,6 +74,21 @@ fn install(from: &Path, to: &Path, mode: u32) {
     );
 }
 
+/// A daemon started from a copy of the binary in a fresh temp dir (a started path the test
+/// may replace), with one client already echoed: the dir (keep it while the daemon runs),
+/// the path, the daemon and the client. `None` where the harness skips.
+pub fn started_from_a_copy(
+    backend: &'static str,
+    tag: &str,
+) -> Option<(TempDir, PathBuf, Daemon, std::net::TcpStream)> {
+    let dir = TempDir::new(tag);
+    let path = copy_binary(&dir);
+    let d = Daemon::with(backend).program(&path).spawn()?;
+    let client = d.connect();
+    d.expect_echo(&client, "before");
+    Some((dir, path, d, client))
+}
+
 /// Put `content` at `path` atomically (written beside it, then renamed over it), mode 755:
 /// what a package upgrade does to the file.
 pub fn replace(path: &Path, content: &[u8]) {

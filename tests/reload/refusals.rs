@@ -3,18 +3,14 @@
 //! that fails after a yes. Each is one `reload refused:` line; clients notice nothing, and
 //! a later reload with a good binary works.
 
-use super::{copy_binary, refused, reload, replace, replace_with_mode, script, stat};
-use crate::util::{Daemon, TempDir, BIN};
+use super::{refused, reload, replace, replace_with_mode, script, started_from_a_copy, stat};
+use crate::util::BIN;
 
 for_each_backend!(every_refusal_leaves_the_daemon_serving);
 fn every_refusal_leaves_the_daemon_serving(backend: &'static str) {
-    let dir = TempDir::new("refusals");
-    let path = copy_binary(&dir);
-    let Some(d) = Daemon::with(backend).program(&path).spawn() else {
+    let Some((_dir, path, d, client)) = started_from_a_copy(backend, "refusals") else {
         return;
     };
-    let client = d.connect();
-    d.expect_echo(&client, "before");
     let shown = path.display().to_string();
 
     // A check that says no: its reason is the line.

@@ -6,18 +6,14 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::{copy_binary, replace, script, stat, RELOAD_PATIENCE};
-use crate::util::{Daemon, TempDir};
+use super::{replace, script, started_from_a_copy, stat, RELOAD_PATIENCE};
+use crate::util::Daemon;
 
 for_each_backend!(sigterm_during_the_check_drains_cleanly);
 fn sigterm_during_the_check_drains_cleanly(backend: &'static str) {
-    let dir = TempDir::new("slow-check");
-    let path = copy_binary(&dir);
-    let Some(mut d) = Daemon::with(backend).program(&path).spawn() else {
+    let Some((_dir, path, mut d, client)) = started_from_a_copy(backend, "slow-check") else {
         return;
     };
-    let client = d.connect();
-    d.expect_echo(&client, "before");
     // A check that takes 30 s (the daemon's own limit is 10 s); `exec` so that the process
     // the daemon kills is the sleep itself.
     replace(&path, &script("exec sleep 30"));
